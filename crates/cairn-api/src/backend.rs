@@ -1,0 +1,77 @@
+//! The one seam under the etcd API: [`Backend`]. The Raft-replicated store implements it
+//! (and later the SQL adapter); the gRPC services do not know which one they serve.
+
+use std::future::Future;
+
+use cairn_mvcc::{MvccError, WriteRequest, WriteResponse};
+use cairn_proto::etcdserverpb::{RangeRequest, RangeResponse};
+
+/// Why a backend operation failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The request itself was refused by etcd's semantics (compacted, future revision, …).
+    #[error(transparent)]
+    Mvcc(#[from] MvccError),
+    /// No leader is known: the cluster has no quorum right now.
+    #[error("no leader")]
+    NoLeader,
+    /// The cluster did not answer in time; the write may or may not have happened.
+    #[error("request timed out")]
+    Timeout,
+    /// A proposal was lost to a leader change; it may or may not have happened.
+    #[error("leader changed")]
+    LeaderChanged,
+    /// This member is shutting down.
+    #[error("server stopped")]
+    Stopped,
+}
+
+/// A member of the cluster, as the Cluster API reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+    pub is_learner: bool,
+}
+
+/// What every response header and the Maintenance status report about this member.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MemberStatus {
+    pub cluster_id: u64,
+    pub member_id: u64,
+    pub raft_term: u64,
+    pub leader: u64,
+    pub raft_index: u64,
+    pub raft_applied_index: u64,
+    pub is_learner: bool,
+}
+
+/// etcd semantics behind the API: ranges, replicated writes, and member status.
+///
+/// Requests arrive validated (see `cairn_mvcc::validate`); responses carry the revision in
+/// their header and the service fills in the rest of the header from [`Backend::status`].
+pub trait Backend: Send + Sync + 'static {
+    /// A Range: linearizable unless `req.serializable`.
+    fn range(
+        &self,
+        req: RangeRequest,
+    ) -> impl Future<Output = Result<RangeResponse, BackendError>> + Send;
+
+    /// A Put, DeleteRange, Txn or Compaction, replicated and applied. A Txn that only reads
+    /// may be served without replication (linearizably).
+    fn write(
+        &self,
+        req: WriteRequest,
+    ) -> impl Future<Output = Result<WriteResponse, BackendError>> + Send;
+
+    /// Cheap: called for every response header.
+    fn status(&self) -> MemberStatus;
+
+    /// Bytes the store occupies on disk (approximate; may be slow).
+    fn db_size(&self) -> i64;
+
+    fn members(&self) -> Vec<Member>;
+}

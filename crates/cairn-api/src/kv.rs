@@ -1,0 +1,104 @@
+//! `etcdserverpb.KV`: validate like etcd's gRPC layer, call the backend, fill the header.
+
+use std::sync::Arc;
+
+use cairn_mvcc::{validate, MvccError, WriteRequest, WriteResponse};
+use cairn_proto::etcdserverpb::kv_server::Kv;
+use cairn_proto::etcdserverpb::*;
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use crate::backend::Backend;
+use crate::errors::mvcc_status;
+use crate::{fill_header, Limits};
+
+pub struct KvService<B> {
+    pub backend: Arc<B>,
+    pub limits: Limits,
+}
+
+impl<B: Backend> KvService<B> {
+    fn check_size<M: Message>(&self, m: &M) -> Result<(), Status> {
+        if m.encoded_len() > self.limits.max_request_bytes {
+            return Err(mvcc_status(&MvccError::RequestTooLarge));
+        }
+        Ok(())
+    }
+
+    async fn write(&self, req: WriteRequest) -> Result<WriteResponse, Status> {
+        Ok(self.backend.write(req).await?)
+    }
+}
+
+fn unexpected(what: &str) -> Status {
+    Status::internal(format!(
+        "backend answered a {what} with another kind of response"
+    ))
+}
+
+#[tonic::async_trait]
+impl<B: Backend> Kv for KvService<B> {
+    async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        let req = req.into_inner();
+        validate::check_range(&req).map_err(|e| mvcc_status(&e))?;
+        let mut resp = self.backend.range(req).await?;
+        fill_header(&mut resp.header, &self.backend.status());
+        Ok(Response::new(resp))
+    }
+
+    async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let req = req.into_inner();
+        validate::check_put(&req).map_err(|e| mvcc_status(&e))?;
+        self.check_size(&req)?;
+        match self.write(WriteRequest::Put(req)).await? {
+            WriteResponse::Put(mut r) => {
+                fill_header(&mut r.header, &self.backend.status());
+                Ok(Response::new(r))
+            }
+            _ => Err(unexpected("put")),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        req: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let req = req.into_inner();
+        validate::check_delete(&req).map_err(|e| mvcc_status(&e))?;
+        self.check_size(&req)?;
+        match self.write(WriteRequest::DeleteRange(req)).await? {
+            WriteResponse::DeleteRange(mut r) => {
+                fill_header(&mut r.header, &self.backend.status());
+                Ok(Response::new(r))
+            }
+            _ => Err(unexpected("delete")),
+        }
+    }
+
+    async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let req = req.into_inner();
+        validate::check_txn(&req, self.limits.max_txn_ops).map_err(|e| mvcc_status(&e))?;
+        self.check_size(&req)?;
+        match self.write(WriteRequest::Txn(req)).await? {
+            WriteResponse::Txn(mut r) => {
+                fill_header(&mut r.header, &self.backend.status());
+                Ok(Response::new(r))
+            }
+            _ => Err(unexpected("txn")),
+        }
+    }
+
+    async fn compact(
+        &self,
+        req: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
+        let req = req.into_inner();
+        match self.write(WriteRequest::Compact(req)).await? {
+            WriteResponse::Compact(mut r) => {
+                fill_header(&mut r.header, &self.backend.status());
+                Ok(Response::new(r))
+            }
+            _ => Err(unexpected("compaction")),
+        }
+    }
+}

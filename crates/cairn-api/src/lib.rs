@@ -1,0 +1,85 @@
+//! The etcd v3 gRPC API over a [`Backend`]: KV, Maintenance (status, alarms) and Cluster
+//! (member list) today; Watch, Lease, Lock and Election arrive with their issues.
+//!
+//! **Architecture invariant:** only this crate knows the client-facing gRPC services and
+//! etcd's error codes and texts ([`errors`]). It knows nothing of Raft: it sees a
+//! [`Backend`].
+
+pub mod backend;
+pub mod errors;
+pub mod kv;
+pub mod maintenance;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use backend::{Backend, BackendError, Member, MemberStatus};
+use cairn_proto::etcdserverpb::cluster_server::ClusterServer;
+use cairn_proto::etcdserverpb::kv_server::KvServer;
+use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use cairn_proto::etcdserverpb::ResponseHeader;
+
+/// Request limits, with etcd's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// etcd `--max-request-bytes` (1.5 MiB).
+    pub max_request_bytes: usize,
+    /// etcd `--max-txn-ops` (128).
+    pub max_txn_ops: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_bytes: 1536 * 1024,
+            max_txn_ops: 128,
+        }
+    }
+}
+
+/// etcd accepts gRPC messages this much larger than max-request-bytes, then checks the
+/// request size itself (so that the client gets etcd's "request is too large").
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// Fill cluster, member and term into a header whose revision the backend set.
+pub fn fill_header(header: &mut Option<ResponseHeader>, s: &MemberStatus) {
+    let h = header.get_or_insert_with(Default::default);
+    h.cluster_id = s.cluster_id;
+    h.member_id = s.member_id;
+    h.raft_term = s.raft_term;
+}
+
+/// Serve the etcd API for `backend` on `listener` until `shutdown` completes.
+pub async fn serve<B: Backend>(
+    backend: Arc<B>,
+    limits: Limits,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let max_message = limits.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let kv = KvServer::new(kv::KvService {
+        backend: backend.clone(),
+        limits,
+    })
+    .max_decoding_message_size(max_message)
+    .max_encoding_message_size(usize::MAX);
+    let maintenance = MaintenanceServer::new(maintenance::MaintenanceService {
+        backend: backend.clone(),
+    });
+    let cluster = ClusterServer::new(maintenance::ClusterService { backend });
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(kv)
+        .add_service(maintenance)
+        .add_service(cluster)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await
+}
+
+/// The address a listener actually bound (for port 0 in tests).
+pub fn local_addr(listener: &tokio::net::TcpListener) -> std::io::Result<SocketAddr> {
+    listener.local_addr()
+}

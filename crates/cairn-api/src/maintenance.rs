@@ -1,0 +1,160 @@
+//! `etcdserverpb.Maintenance` and `etcdserverpb.Cluster`: the parts a client needs to find
+//! the leader and the members (status, alarms, member list). Membership changes arrive with
+//! the cluster-operations work; until then they answer Unimplemented.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use cairn_proto::etcdserverpb::cluster_server::Cluster;
+use cairn_proto::etcdserverpb::maintenance_server::Maintenance;
+use cairn_proto::etcdserverpb::*;
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::backend::Backend;
+use crate::fill_header;
+
+/// The etcd API version Cairn speaks (clients gate features on it).
+pub const API_VERSION: &str = "3.5.0";
+
+pub struct MaintenanceService<B> {
+    pub backend: Arc<B>,
+}
+
+fn not_yet(what: &str) -> Status {
+    Status::unimplemented(format!("cairn: {what} is not supported yet"))
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<B: Backend> Maintenance for MaintenanceService<B> {
+    async fn alarm(&self, _req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        let mut resp = AlarmResponse::default();
+        fill_header(&mut resp.header, &self.backend.status());
+        Ok(Response::new(resp))
+    }
+
+    async fn status(
+        &self,
+        _req: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        let s = self.backend.status();
+        let mut resp = StatusResponse {
+            version: API_VERSION.to_string(),
+            db_size: self.backend.db_size(),
+            db_size_in_use: self.backend.db_size(),
+            leader: s.leader,
+            raft_index: s.raft_index,
+            raft_term: s.raft_term,
+            raft_applied_index: s.raft_applied_index,
+            is_learner: s.is_learner,
+            ..Default::default()
+        };
+        fill_header(&mut resp.header, &s);
+        Ok(Response::new(resp))
+    }
+
+    async fn defragment(
+        &self,
+        _req: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
+        // RocksDB compacts on its own; nothing to do, as etcd's defrag on an unfragmented db.
+        let mut resp = DefragmentResponse::default();
+        fill_header(&mut resp.header, &self.backend.status());
+        Ok(Response::new(resp))
+    }
+
+    async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        Err(not_yet("Hash"))
+    }
+
+    async fn hash_kv(
+        &self,
+        _req: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        Err(not_yet("HashKV"))
+    }
+
+    type SnapshotStream = BoxStream<SnapshotResponse>;
+
+    async fn snapshot(
+        &self,
+        _req: Request<SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        Err(not_yet("Snapshot"))
+    }
+
+    async fn move_leader(
+        &self,
+        _req: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
+        Err(not_yet("MoveLeader"))
+    }
+
+    async fn downgrade(
+        &self,
+        _req: Request<DowngradeRequest>,
+    ) -> Result<Response<DowngradeResponse>, Status> {
+        Err(not_yet("Downgrade"))
+    }
+}
+
+pub struct ClusterService<B> {
+    pub backend: Arc<B>,
+}
+
+#[tonic::async_trait]
+impl<B: Backend> Cluster for ClusterService<B> {
+    async fn member_add(
+        &self,
+        _req: Request<MemberAddRequest>,
+    ) -> Result<Response<MemberAddResponse>, Status> {
+        Err(not_yet("MemberAdd"))
+    }
+
+    async fn member_remove(
+        &self,
+        _req: Request<MemberRemoveRequest>,
+    ) -> Result<Response<MemberRemoveResponse>, Status> {
+        Err(not_yet("MemberRemove"))
+    }
+
+    async fn member_update(
+        &self,
+        _req: Request<MemberUpdateRequest>,
+    ) -> Result<Response<MemberUpdateResponse>, Status> {
+        Err(not_yet("MemberUpdate"))
+    }
+
+    async fn member_list(
+        &self,
+        _req: Request<MemberListRequest>,
+    ) -> Result<Response<MemberListResponse>, Status> {
+        let members = self
+            .backend
+            .members()
+            .into_iter()
+            .map(|m| Member {
+                id: m.id,
+                name: m.name,
+                peer_ur_ls: m.peer_urls,
+                client_ur_ls: m.client_urls,
+                is_learner: m.is_learner,
+            })
+            .collect();
+        let mut resp = MemberListResponse {
+            members,
+            ..Default::default()
+        };
+        fill_header(&mut resp.header, &self.backend.status());
+        Ok(Response::new(resp))
+    }
+
+    async fn member_promote(
+        &self,
+        _req: Request<MemberPromoteRequest>,
+    ) -> Result<Response<MemberPromoteResponse>, Status> {
+        Err(not_yet("MemberPromote"))
+    }
+}

@@ -1,0 +1,542 @@
+//! [`MvccStore`]: the MVCC engine over one RocksDB. Readers take a consistent snapshot;
+//! the single applier writes whole batches of requests with [`ApplyBatch`].
+
+use std::sync::Arc;
+
+use cairn_proto::etcdserverpb::request_op::Request;
+use cairn_proto::etcdserverpb::response_op::Response;
+use cairn_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest,
+    TxnResponse,
+};
+use cairn_proto::mvccpb::{event::EventType, Event, KeyValue};
+use rocksdb::{WriteBatch, WriteOptions, DB};
+
+use crate::encoding::{
+    decode_history_key, decode_revision, decode_version, encode_events, encode_kv, encode_revision,
+    encode_version, history_key, EventKey, Version,
+};
+use crate::error::MvccError;
+use crate::range::{self, current_kvs, KeyRange};
+use crate::txn::{branch, TxnPath};
+use crate::view::{Family, Overlay, View};
+
+const META_CURRENT_REVISION: &[u8] = b"mvcc/current_revision";
+const META_COMPACT_REVISION: &[u8] = b"mvcc/compact_revision";
+
+/// The revision of an empty store, as in etcd: the first write gets revision 2.
+pub const INITIAL_REVISION: i64 = 1;
+
+/// A replicated write: the etcd requests that change state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteRequest {
+    Put(PutRequest),
+    DeleteRange(DeleteRangeRequest),
+    Txn(TxnRequest),
+    Compact(CompactionRequest),
+}
+
+/// The result of applying a [`WriteRequest`]. Headers carry only the revision; the server
+/// fills in cluster, member and term.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteResponse {
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+    Compact(CompactionResponse),
+}
+
+/// All events of one revision, in the order they happened (for the watch hub).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RevisionEvents {
+    pub revision: i64,
+    pub events: Vec<Event>,
+}
+
+/// The MVCC engine. Cheap to clone; all clones share one database.
+#[derive(Clone)]
+pub struct MvccStore {
+    db: Arc<DB>,
+}
+
+impl MvccStore {
+    /// The column families this engine needs; open the database with all of them.
+    pub fn column_families() -> impl Iterator<Item = &'static str> {
+        Family::ALL.into_iter().map(Family::name)
+    }
+
+    /// Wrap a database opened with [`MvccStore::column_families`].
+    pub fn new(db: Arc<DB>) -> Self {
+        for fam in Family::ALL {
+            fam.handle(&db);
+        }
+        MvccStore { db }
+    }
+
+    pub fn db(&self) -> &Arc<DB> {
+        &self.db
+    }
+
+    /// (current revision, compacted revision) as last written.
+    pub fn revisions(&self) -> Result<(i64, i64), MvccError> {
+        let view = View {
+            db: &self.db,
+            snapshot: None,
+            overlay: None,
+        };
+        revisions(&view)
+    }
+
+    /// A metadata row written with [`ApplyBatch::put_meta`].
+    pub fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MvccError> {
+        Ok(self.db.get_cf(Family::Meta.handle(&self.db), key)?)
+    }
+
+    /// Serve a Range from one consistent snapshot of the store.
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, MvccError> {
+        let snapshot = self.db.snapshot();
+        let view = View {
+            db: &self.db,
+            snapshot: Some(&snapshot),
+            overlay: None,
+        };
+        let (current, compacted) = revisions(&view)?;
+        range::execute(&view, req, current, compacted)
+    }
+
+    /// Start applying a batch of writes. Nothing is visible to readers until
+    /// [`ApplyBatch::commit`]. Only one batch may be in flight at a time (the applier is
+    /// single-threaded by construction: it runs in the Raft state machine task).
+    pub fn begin_apply(&self) -> Result<ApplyBatch<'_>, MvccError> {
+        let (current, compacted) = self.revisions()?;
+        Ok(ApplyBatch {
+            store: self,
+            snapshot: None,
+            overlay: Default::default(),
+            batch: WriteBatch::default(),
+            current,
+            compacted,
+            events: Vec::new(),
+        })
+    }
+}
+
+impl MvccStore {
+    /// Run a txn that writes nothing (see [`is_read_only`]) on one consistent snapshot,
+    /// without replication: etcd serves read-only txns this way too.
+    pub fn read_txn(&self, t: &TxnRequest) -> Result<TxnResponse, MvccError> {
+        debug_assert!(is_read_only(t));
+        let snapshot = self.db.snapshot();
+        let (current, compacted) = revisions(&View {
+            db: &self.db,
+            snapshot: Some(&snapshot),
+            overlay: None,
+        })?;
+        let mut batch = ApplyBatch {
+            store: self,
+            snapshot: Some(&snapshot),
+            overlay: Default::default(),
+            batch: WriteBatch::default(),
+            current,
+            compacted,
+            events: Vec::new(),
+        };
+        batch.txn(t)
+    }
+}
+
+/// Whether a txn (with every nested txn, in both branches) only reads.
+pub fn is_read_only(t: &TxnRequest) -> bool {
+    t.success
+        .iter()
+        .chain(&t.failure)
+        .all(|op| match &op.request {
+            Some(Request::RequestRange(_)) => true,
+            Some(Request::RequestTxn(inner)) => is_read_only(inner),
+            _ => false,
+        })
+}
+
+/// Whether every range of a read-only txn asks for a serializable read.
+pub fn is_serializable(t: &TxnRequest) -> bool {
+    t.success
+        .iter()
+        .chain(&t.failure)
+        .all(|op| match &op.request {
+            Some(Request::RequestRange(r)) => r.serializable,
+            Some(Request::RequestTxn(inner)) => is_serializable(inner),
+            _ => false,
+        })
+}
+
+fn revisions(view: &View<'_>) -> Result<(i64, i64), MvccError> {
+    let current = match view.get(Family::Meta, META_CURRENT_REVISION)? {
+        Some(v) => decode_revision(&v)?,
+        None => INITIAL_REVISION,
+    };
+    let compacted = match view.get(Family::Meta, META_COMPACT_REVISION)? {
+        Some(v) => decode_revision(&v)?,
+        None => 0,
+    };
+    Ok((current, compacted))
+}
+
+/// A batch of applied writes, written to RocksDB in one atomic `WriteBatch`.
+pub struct ApplyBatch<'a> {
+    store: &'a MvccStore,
+    /// Set for read-only txns: read one snapshot, not the live database.
+    snapshot: Option<&'a rocksdb::Snapshot<'a>>,
+    /// What this batch wrote so far, so that its later requests read their predecessors.
+    overlay: Overlay,
+    batch: WriteBatch,
+    current: i64,
+    compacted: i64,
+    events: Vec<RevisionEvents>,
+}
+
+/// The writes of one revision in progress.
+struct RevisionWriter {
+    revision: i64,
+    events: Vec<Event>,
+}
+
+impl<'a> ApplyBatch<'a> {
+    fn view(&self) -> View<'_> {
+        View {
+            db: &self.store.db,
+            snapshot: self.snapshot,
+            overlay: Some(&self.overlay),
+        }
+    }
+
+    fn write(&mut self, fam: Family, key: Vec<u8>, value: Option<Vec<u8>>) {
+        let cf = fam.handle(&self.store.db);
+        match &value {
+            Some(v) => self.batch.put_cf(cf, &key, v),
+            None => self.batch.delete_cf(cf, &key),
+        }
+        self.overlay[fam as usize].insert(key, value);
+    }
+
+    /// Write a metadata row in the same atomic batch (e.g. the last applied log id).
+    pub fn put_meta(&mut self, key: &[u8], value: &[u8]) {
+        self.write(Family::Meta, key.to_vec(), Some(value.to_vec()));
+    }
+
+    /// The revision after the writes applied so far.
+    pub fn current_revision(&self) -> i64 {
+        self.current
+    }
+
+    /// Apply one write. On error nothing of this request is applied (and no revision is
+    /// used); earlier requests of the batch stay applied.
+    pub fn apply(&mut self, req: &WriteRequest) -> Result<WriteResponse, MvccError> {
+        match req {
+            WriteRequest::Put(p) => {
+                check_put_target(&self.view(), p)?;
+                let mut w = self.start_revision();
+                let resp = self.put(&mut w, p)?;
+                self.finish_revision(w);
+                Ok(WriteResponse::Put(resp))
+            }
+            WriteRequest::DeleteRange(d) => {
+                let mut w = self.start_revision();
+                let resp = self.delete_range(&mut w, d)?;
+                self.finish_revision(w);
+                Ok(WriteResponse::DeleteRange(resp))
+            }
+            WriteRequest::Txn(t) => Ok(WriteResponse::Txn(self.txn(t)?)),
+            WriteRequest::Compact(c) => Ok(WriteResponse::Compact(self.compact(c)?)),
+        }
+    }
+
+    fn start_revision(&self) -> RevisionWriter {
+        RevisionWriter {
+            revision: self.current + 1,
+            events: Vec::new(),
+        }
+    }
+
+    /// Record a revision's events; a revision that changed nothing is not used.
+    fn finish_revision(&mut self, w: RevisionWriter) {
+        if w.events.is_empty() {
+            return;
+        }
+        let keys: Vec<EventKey> = w
+            .events
+            .iter()
+            .map(|e| EventKey {
+                deleted: e.r#type == EventType::Delete as i32,
+                key: e.kv.as_ref().map(|kv| kv.key.clone()).unwrap_or_default(),
+            })
+            .collect();
+        self.write(
+            Family::Events,
+            encode_revision(w.revision).to_vec(),
+            Some(encode_events(&keys)),
+        );
+        self.write(
+            Family::Meta,
+            META_CURRENT_REVISION.to_vec(),
+            Some(encode_revision(w.revision).to_vec()),
+        );
+        self.current = w.revision;
+        self.events.push(RevisionEvents {
+            revision: w.revision,
+            events: w.events,
+        });
+    }
+
+    /// The revision reads inside an unfinished revision see (etcd: begin + 1 once changed).
+    fn read_revision_in(&self, w: &RevisionWriter) -> i64 {
+        if w.events.is_empty() {
+            self.current
+        } else {
+            w.revision
+        }
+    }
+
+    fn get_live(&self, key: &[u8]) -> Result<Option<KeyValue>, MvccError> {
+        match self.view().get(Family::Kv, key)? {
+            Some(v) => Ok(Some(crate::encoding::decode_kv(key, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put(&mut self, w: &mut RevisionWriter, p: &PutRequest) -> Result<PutResponse, MvccError> {
+        let prev = self.get_live(&p.key)?;
+        let value = match (&prev, p.ignore_value) {
+            (Some(prev), true) => prev.value.clone(),
+            _ => p.value.clone(),
+        };
+        let lease = match (&prev, p.ignore_lease) {
+            (Some(prev), true) => prev.lease,
+            _ => p.lease,
+        };
+        let (create_revision, version) = match &prev {
+            Some(prev) => (prev.create_revision, prev.version + 1),
+            None => (w.revision, 1),
+        };
+        let stored = KeyValue {
+            key: Vec::new(),
+            create_revision,
+            mod_revision: w.revision,
+            version,
+            value,
+            lease,
+        };
+        self.write(Family::Kv, p.key.clone(), Some(encode_kv(&stored)));
+        self.write(
+            Family::History,
+            history_key(&p.key, w.revision),
+            Some(encode_version(&Version::Put(stored.clone()))),
+        );
+        let kv = KeyValue {
+            key: p.key.clone(),
+            ..stored
+        };
+        w.events.push(Event {
+            r#type: EventType::Put as i32,
+            kv: Some(kv),
+            prev_kv: prev.clone(),
+        });
+        Ok(PutResponse {
+            header: Some(header(w.revision)),
+            prev_kv: if p.prev_kv { prev } else { None },
+        })
+    }
+
+    fn delete_range(
+        &mut self,
+        w: &mut RevisionWriter,
+        d: &DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, MvccError> {
+        let doomed = current_kvs(
+            &self.view(),
+            KeyRange::new(&d.key, &d.range_end),
+            self.read_revision_in(w),
+        )?;
+        for prev in &doomed {
+            self.write(Family::Kv, prev.key.clone(), None);
+            self.write(
+                Family::History,
+                history_key(&prev.key, w.revision),
+                Some(encode_version(&Version::Tombstone)),
+            );
+            let kv = KeyValue {
+                key: prev.key.clone(),
+                mod_revision: w.revision,
+                ..Default::default()
+            };
+            w.events.push(Event {
+                r#type: EventType::Delete as i32,
+                kv: Some(kv),
+                prev_kv: Some(prev.clone()),
+            });
+        }
+        Ok(DeleteRangeResponse {
+            header: Some(header(self.read_revision_in(w))),
+            deleted: doomed.len() as i64,
+            prev_kvs: if d.prev_kv { doomed } else { Vec::new() },
+        })
+    }
+
+    fn txn(&mut self, t: &TxnRequest) -> Result<TxnResponse, MvccError> {
+        let path = TxnPath::decide(&self.view(), t, self.current)?;
+        // Like etcd, check the whole path against the state before the txn writes.
+        self.check_txn_path(t, &path)?;
+        let mut w = self.start_revision();
+        let mut resp = self.run_txn(&mut w, t, &path)?;
+        let revision = self.read_revision_in(&w);
+        self.finish_revision(w);
+        resp.header = Some(header(revision));
+        Ok(resp)
+    }
+
+    fn check_txn_path(&self, t: &TxnRequest, path: &TxnPath) -> Result<(), MvccError> {
+        let mut nested = path.nested.iter();
+        for op in branch(t, path.succeeded) {
+            match &op.request {
+                Some(Request::RequestPut(p)) => check_put_target(&self.view(), p)?,
+                Some(Request::RequestRange(r)) if r.revision != 0 => {
+                    // etcd's checkRange: first revision is -1 until something was compacted.
+                    let first = if self.compacted == 0 {
+                        -1
+                    } else {
+                        self.compacted
+                    };
+                    if r.revision > self.current {
+                        return Err(MvccError::FutureRevision);
+                    }
+                    if r.revision < first {
+                        return Err(MvccError::Compacted);
+                    }
+                }
+                Some(Request::RequestTxn(inner)) => {
+                    let p = nested.next().expect("a path entry per nested txn");
+                    self.check_txn_path(inner, p)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn run_txn(
+        &mut self,
+        w: &mut RevisionWriter,
+        t: &TxnRequest,
+        path: &TxnPath,
+    ) -> Result<TxnResponse, MvccError> {
+        let mut nested = path.nested.iter();
+        let mut responses = Vec::new();
+        for RequestOp { request } in branch(t, path.succeeded) {
+            let response = match request {
+                Some(Request::RequestRange(r)) => {
+                    let current = self.read_revision_in(w);
+                    let view = self.view();
+                    Response::ResponseRange(range::execute(&view, r, current, self.compacted)?)
+                }
+                Some(Request::RequestPut(p)) => Response::ResponsePut(self.put(w, p)?),
+                Some(Request::RequestDeleteRange(d)) => {
+                    Response::ResponseDeleteRange(self.delete_range(w, d)?)
+                }
+                Some(Request::RequestTxn(inner)) => {
+                    let p = nested.next().expect("a path entry per nested txn");
+                    let mut r = self.run_txn(w, inner, p)?;
+                    r.header = Some(ResponseHeader::default());
+                    Response::ResponseTxn(r)
+                }
+                None => return Err(MvccError::KeyNotFound),
+            };
+            responses.push(ResponseOp {
+                response: Some(response),
+            });
+        }
+        Ok(TxnResponse {
+            header: None,
+            succeeded: path.succeeded,
+            responses,
+        })
+    }
+
+    fn compact(&mut self, c: &CompactionRequest) -> Result<CompactionResponse, MvccError> {
+        let rev = c.revision;
+        if rev <= self.compacted {
+            return Err(MvccError::Compacted);
+        }
+        if rev > self.current {
+            return Err(MvccError::FutureRevision);
+        }
+        // Drop every version that no read at a revision ≥ `rev` can see: for each key, all
+        // rows ≤ rev except the latest, and that one too if it is a tombstone.
+        let mut doomed: Vec<Vec<u8>> = Vec::new();
+        {
+            let view = self.view();
+            let mut group: Option<Vec<u8>> = None;
+            let mut last: Option<(Vec<u8>, bool)> = None; // (row key, is tombstone)
+            view.scan(Family::History, &[], None, &mut |k, v| {
+                let (key, row_rev) = decode_history_key(k)?;
+                if group.as_deref() != Some(key.as_slice()) {
+                    if let Some((row, true)) = last.take() {
+                        doomed.push(row);
+                    }
+                    group = Some(key);
+                }
+                if row_rev <= rev {
+                    if let Some((row, _)) = last.take() {
+                        doomed.push(row);
+                    }
+                    last = Some((k.to_vec(), decode_version(v)? == Version::Tombstone));
+                }
+                Ok(true)
+            })?;
+            if let Some((row, true)) = last {
+                doomed.push(row);
+            }
+        }
+        for row in doomed {
+            self.write(Family::History, row, None);
+        }
+        self.batch.delete_range_cf(
+            Family::Events.handle(&self.store.db),
+            encode_revision(0),
+            encode_revision(rev),
+        );
+        self.write(
+            Family::Meta,
+            META_COMPACT_REVISION.to_vec(),
+            Some(encode_revision(rev).to_vec()),
+        );
+        self.compacted = rev;
+        Ok(CompactionResponse {
+            header: Some(header(self.current)),
+        })
+    }
+
+    /// Write the batch (without fsync: the Raft log is the durable record, and RocksDB's
+    /// single WAL keeps this batch ordered before any later synced log append). Returns the
+    /// events of every revision the batch created.
+    pub fn commit(self) -> Result<Vec<RevisionEvents>, MvccError> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(false);
+        self.store.db.write_opt(self.batch, &opts)?;
+        Ok(self.events)
+    }
+}
+
+/// etcd's `checkPut`: `ignore_value`/`ignore_lease` need an existing key.
+fn check_put_target(view: &View<'_>, p: &PutRequest) -> Result<(), MvccError> {
+    if (p.ignore_value || p.ignore_lease) && view.get(Family::Kv, &p.key)?.is_none() {
+        return Err(MvccError::KeyNotFound);
+    }
+    Ok(())
+}
+
+fn header(revision: i64) -> ResponseHeader {
+    ResponseHeader {
+        revision,
+        ..Default::default()
+    }
+}

@@ -1,0 +1,24 @@
+//! Replication for Cairn: the openraft type config, the RocksDB log store with group
+//! commit, the state machine over `cairn-mvcc`, snapshots, and the peer transport.
+//!
+//! **Architecture invariant:** this crate knows nothing of the etcd client API (no KV
+//! service, no client gRPC): it replicates `cairn_mvcc::WriteRequest`s and offers a read
+//! barrier. The API crate builds the etcd services on [`RaftNode`].
+
+pub mod codec;
+pub mod log_store;
+pub mod metrics;
+pub mod network;
+pub mod node;
+pub mod pb;
+pub mod server;
+pub mod state_machine;
+pub mod storage;
+pub mod types;
+
+pub use node::{NodeConfig, NodeStatus, RaftNode, ReplicationError, StartError};
+pub use storage::OpenError;
+pub use types::{node_id_of, NodeId, PeerNode};
+
+#[cfg(test)]
+mod storage_suite;

@@ -1,0 +1,242 @@
+//! The peer transport, client side: openraft's `RaftNetworkV2` over tonic to each peer's
+//! `cairnpb.Peer` service. One lazily connected channel per peer, reused by every RPC.
+//!
+//! Outgoing connections bind to this node's own peer address, so that a firewall rule on
+//! the source address (how the chaos harness partitions nodes on one machine) applies.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::RaftNetworkV2;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::codec;
+use crate::pb::peer_client::PeerClient;
+use crate::pb::{RaftPayload, SnapshotChunk};
+use crate::state_machine::SnapshotFile;
+use crate::types::{NodeId, PeerNode, Snapshot, TypeConfig, Vote};
+
+const SNAPSHOT_CHUNK: usize = 1 << 20;
+
+/// Open (or reuse) channels to peers. Cheap to clone.
+#[derive(Clone)]
+pub struct PeerChannels {
+    local_ip: Option<IpAddr>,
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl PeerChannels {
+    /// `local_ip`: the address outgoing connections bind to (`None` or unspecified: any).
+    pub fn new(local_ip: Option<IpAddr>) -> PeerChannels {
+        let local_ip = local_ip.filter(|ip| !ip.is_unspecified());
+        PeerChannels {
+            local_ip,
+            channels: Default::default(),
+        }
+    }
+
+    /// A channel to `addr` (host:port).
+    pub fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        let mut channels = self.channels.lock().expect("peer channel map poisoned");
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5));
+        let local_ip = self.local_ip;
+        let connector = tower::service_fn(move |uri: Uri| connect(uri, local_ip));
+        let channel = endpoint.connect_with_connector_lazy(connector);
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    pub fn client(&self, addr: &str) -> Result<PeerClient<Channel>, tonic::transport::Error> {
+        Ok(PeerClient::new(self.channel(addr)?)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX))
+    }
+}
+
+async fn connect(uri: Uri, local_ip: Option<IpAddr>) -> io::Result<TokioIo<tokio::net::TcpStream>> {
+    let host = uri
+        .host()
+        .ok_or_else(|| io::Error::other("peer address without host"))?;
+    let port = uri
+        .port_u16()
+        .ok_or_else(|| io::Error::other("peer address without port"))?;
+    let mut last_err = io::Error::other(format!("{host}:{port} resolved to no address"));
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        if let Some(ip) = local_ip.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
+            socket.bind(SocketAddr::new(ip, 0))?;
+        }
+        match socket.connect(addr).await {
+            Ok(stream) => {
+                stream.set_nodelay(true)?;
+                return Ok(TokioIo::new(stream));
+            }
+            Err(e) => last_err = e,
+        }
+    }
+    Err(last_err)
+}
+
+/// openraft's network factory: a [`PeerConnection`] per target.
+#[derive(Clone)]
+pub struct PeerNetwork {
+    pub channels: PeerChannels,
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
+    type Network = PeerConnection;
+
+    async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> PeerConnection {
+        PeerConnection {
+            target,
+            client: self
+                .channels
+                .client(&node.peer_addr)
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+pub struct PeerConnection {
+    target: NodeId,
+    client: Result<PeerClient<Channel>, String>,
+}
+
+fn unreachable<E: std::error::Error + 'static>(e: &E) -> RPCError<TypeConfig> {
+    RPCError::Unreachable(Unreachable::new(e))
+}
+
+fn status_to_rpc(status: tonic::Status) -> RPCError<TypeConfig> {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            unreachable(&status)
+        }
+        _ => RPCError::Network(NetworkError::new(&status)),
+    }
+}
+
+impl PeerConnection {
+    fn client(&self) -> Result<PeerClient<Channel>, RPCError<TypeConfig>> {
+        self.client
+            .clone()
+            .map_err(|e| unreachable(&io::Error::other(e)))
+    }
+
+    async fn unary<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
+        &self,
+        rpc: &Req,
+        ttl: Duration,
+        call: impl AsyncFnOnce(
+            PeerClient<Channel>,
+            tonic::Request<RaftPayload>,
+        ) -> Result<tonic::Response<RaftPayload>, tonic::Status>,
+    ) -> Result<Resp, RPCError<TypeConfig>> {
+        let data = codec::encode(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut req = tonic::Request::new(RaftPayload { data });
+        req.set_timeout(ttl);
+        let resp = call(self.client()?, req).await.map_err(status_to_rpc)?;
+        codec::decode(&resp.into_inner().data).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerConnection {
+    type SnapshotData = SnapshotFile;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.unary(&rpc, option.hard_ttl(), async |mut c, r| {
+            c.append_entries(r).await
+        })
+        .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.unary(&rpc, option.hard_ttl(), async |mut c, r| c.vote(r).await)
+            .await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let to_streaming = |e: RPCError<TypeConfig>| match e {
+            RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+            RPCError::Network(n) => StreamingError::Network(n),
+            other => StreamingError::Network(NetworkError::new(&other)),
+        };
+        let mut client = self.client().map_err(to_streaming)?;
+        let net = |e: &dyn std::fmt::Display| {
+            StreamingError::Network(NetworkError::new(&io::Error::other(e.to_string())))
+        };
+        let vote = codec::encode(&vote).map_err(|e| net(&e))?;
+        let meta = codec::encode(&snapshot.meta).map_err(|e| net(&e))?;
+        let file = snapshot.snapshot.file;
+        // Read the file in chunks on a blocking thread and stream them.
+        let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(4);
+        let reader = tokio::task::spawn_blocking(move || -> io::Result<()> {
+            use std::os::unix::fs::FileExt;
+            let mut offset = 0u64;
+            let mut first = Some((vote, meta));
+            loop {
+                let mut buf = vec![0u8; SNAPSHOT_CHUNK];
+                let n = file.read_at(&mut buf, offset)?;
+                buf.truncate(n);
+                let (vote, meta) = first.take().unwrap_or_default();
+                if n == 0 && vote.is_empty() {
+                    return Ok(());
+                }
+                if tx
+                    .blocking_send(SnapshotChunk {
+                        vote,
+                        meta,
+                        data: buf,
+                    })
+                    .is_err()
+                    || n == 0
+                {
+                    return Ok(());
+                }
+                offset += n as u64;
+            }
+        });
+        let send = client.install_snapshot(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let resp = tokio::select! {
+            r = send => r.map_err(|s| to_streaming(status_to_rpc(s)))?,
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+        };
+        reader.await.map_err(|e| net(&e))?.map_err(|e| net(&e))?;
+        tracing::info!(target = self.target, "sent snapshot");
+        codec::decode(&resp.into_inner().data).map_err(|e| net(&e))
+    }
+}

@@ -1,0 +1,490 @@
+//! [`RaftNode`]: one member of a Cairn cluster — the Raft instance, its storage, the peer
+//! server, and the two client-facing operations the API needs: a replicated write (forwarded
+//! to the leader when this node is a follower) and a linearizable read barrier.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn_mvcc::{MvccError, MvccStore, RevisionEvents, WriteRequest, WriteResponse};
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::error::{ClientWriteError, InitializeError, LinearizableReadError, RaftError};
+use openraft::{Config, ReadPolicy, ServerState, SnapshotPolicy};
+use tokio::sync::{broadcast, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::log_store::{LogStore, CF_META};
+use crate::network::{PeerChannels, PeerNetwork};
+use crate::pb;
+use crate::server::{PeerService, NOT_LEADER};
+use crate::state_machine::{SnapshotDir, StateMachine};
+use crate::storage::{open_db, snapshot_path, OpenError};
+use crate::types::{node_id_of, Command, NodeId, PeerNode, Raft};
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub name: String,
+    pub data_dir: PathBuf,
+    /// Address the peer server listens on.
+    pub peer_listen: SocketAddr,
+    /// Address other members reach this node at (in `initial_cluster`).
+    pub peer_advertise: String,
+    /// (name, peer address) of every founding member, this node included.
+    pub initial_cluster: Vec<(String, String)>,
+    pub heartbeat_interval: Duration,
+    /// The minimum election timeout; the actual one is random in [t, 2t), as etcd's.
+    pub election_timeout: Duration,
+    /// Log entries between snapshots; the log is purged behind a snapshot.
+    pub snapshot_count: u64,
+    /// How long a client write or linearizable read may wait for the cluster.
+    pub request_timeout: Duration,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot listen on peer address {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// Why a replicated operation failed. The API maps these to etcd's codes and texts.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ReplicationError {
+    /// The request was applied and the state machine refused it (a client error).
+    #[error(transparent)]
+    Mvcc(#[from] MvccError),
+    #[error("no leader")]
+    NoLeader,
+    #[error("request timed out")]
+    Timeout,
+    /// A proposal was lost to a leader change; it may or may not have been applied.
+    #[error("leader changed")]
+    LeaderChanged,
+    #[error("server stopped")]
+    Stopped,
+}
+
+/// What the API reports about this member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub member_id: NodeId,
+    pub cluster_id: u64,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub is_leader: bool,
+    pub is_learner: bool,
+    pub last_log_index: u64,
+    pub applied_index: u64,
+}
+
+enum Attempt {
+    Done(Result<WriteResponse, MvccError>),
+    /// Nothing was proposed; try again (with the reason to report if time runs out).
+    Retry(ReplicationError),
+}
+
+pub struct RaftNode {
+    id: NodeId,
+    cluster_id: u64,
+    raft: Raft,
+    store: MvccStore,
+    channels: PeerChannels,
+    request_timeout: Duration,
+    events: broadcast::Sender<Arc<Vec<RevisionEvents>>>,
+    peer_server: std::sync::Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
+}
+
+const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
+
+impl RaftNode {
+    pub async fn start(cfg: NodeConfig) -> Result<RaftNode, StartError> {
+        if cfg.name.is_empty() {
+            return Err(StartError::Config("the member name is empty".into()));
+        }
+        let mut names = BTreeSet::new();
+        for (name, _) in &cfg.initial_cluster {
+            if !names.insert(name) {
+                return Err(StartError::Config(format!(
+                    "member {name} appears twice in the initial cluster"
+                )));
+            }
+        }
+        if !names.contains(&cfg.name) {
+            return Err(StartError::Config(format!(
+                "this member ({}) is not in the initial cluster",
+                cfg.name
+            )));
+        }
+        let db = open_db(&cfg.data_dir)?;
+        let store = MvccStore::new(db.clone());
+        let id = node_id_of(&cfg.name);
+
+        // The cluster id is fixed at first start; later flags cannot change it.
+        let meta = db.cf_handle(CF_META).expect("raft_meta family");
+        let cluster_id = match db
+            .get_cf(meta, KEY_CLUSTER_ID)
+            .map_err(|e| StartError::Storage(e.to_string()))?
+        {
+            Some(b) => u64::from_be_bytes(
+                b.as_slice()
+                    .try_into()
+                    .map_err(|_| StartError::Storage("bad cluster id".into()))?,
+            ),
+            None => {
+                let mut members: Vec<String> = cfg
+                    .initial_cluster
+                    .iter()
+                    .map(|(n, a)| format!("{n}={a}"))
+                    .collect();
+                members.sort();
+                let cid = node_id_of(&members.join(","));
+                let mut opts = rocksdb::WriteOptions::default();
+                opts.set_sync(true);
+                db.put_cf_opt(meta, KEY_CLUSTER_ID, cid.to_be_bytes(), &opts)
+                    .map_err(|e| StartError::Storage(e.to_string()))?;
+                cid
+            }
+        };
+
+        let election_ms = cfg.election_timeout.as_millis().max(2) as u64;
+        let config = Config {
+            cluster_name: "cairn".into(),
+            heartbeat_interval: cfg.heartbeat_interval.as_millis().max(1) as u64,
+            election_timeout_min: election_ms,
+            election_timeout_max: election_ms * 2,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_count.max(1)),
+            max_in_snapshot_log_to_keep: cfg.snapshot_count.clamp(1, 5000),
+            install_snapshot_timeout: 60_000,
+            ..Default::default()
+        };
+        let config = Arc::new(
+            config
+                .validate()
+                .map_err(|e| StartError::Config(e.to_string()))?,
+        );
+
+        let snapshots = SnapshotDir::new(snapshot_path(&cfg.data_dir))
+            .map_err(|e| StartError::Storage(e.to_string()))?;
+        let sm = StateMachine::new(store.clone(), snapshots.clone());
+        let events = sm.subscribe();
+        let channels = PeerChannels::new(Some(cfg.peer_listen.ip()));
+        let network = PeerNetwork {
+            channels: channels.clone(),
+        };
+        let log = LogStore::new(db.clone());
+        let raft = Raft::new(id, config, network, log, sm)
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+
+        // Serve peers before initializing, so that the others can reach us.
+        let listener = tokio::net::TcpListener::bind(cfg.peer_listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: cfg.peer_listen,
+                source,
+            })?;
+        let service = pb::peer_server::PeerServer::new(PeerService {
+            raft: raft.clone(),
+            snapshots,
+        })
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX);
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let result = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stop_rx.await;
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "peer server failed");
+            }
+        });
+
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        if !initialized {
+            let members: BTreeMap<NodeId, PeerNode> = cfg
+                .initial_cluster
+                .iter()
+                .map(|(name, addr)| {
+                    (
+                        node_id_of(name),
+                        PeerNode {
+                            name: name.clone(),
+                            peer_addr: addr.clone(),
+                        },
+                    )
+                })
+                .collect();
+            // Every founding member initializes with the same membership: safe and idempotent.
+            match raft.initialize(members).await {
+                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(StartError::Raft(e.to_string())),
+            }
+        }
+        tracing::info!(name = %cfg.name, member_id = format!("{id:x}"), cluster_id = format!("{cluster_id:x}"), peer = %cfg.peer_listen, "raft node started");
+        Ok(RaftNode {
+            id,
+            cluster_id,
+            raft,
+            store,
+            channels,
+            request_timeout: cfg.request_timeout,
+            events,
+            peer_server: std::sync::Mutex::new(Some((stop_tx, server))),
+        })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    pub fn store(&self) -> &MvccStore {
+        &self.store
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// Events of every applied revision, in order (for the watch hub).
+    pub fn subscribe_events(&self) -> broadcast::Receiver<Arc<Vec<RevisionEvents>>> {
+        self.events.subscribe()
+    }
+
+    /// This member's view of the cluster. Cheap: called for every response header.
+    pub fn status(&self) -> NodeStatus {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        NodeStatus {
+            member_id: self.id,
+            cluster_id: self.cluster_id,
+            leader: m.current_leader,
+            term: m.current_term,
+            is_leader: m.state == ServerState::Leader,
+            is_learner: m.state == ServerState::Learner,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: m.last_applied.as_ref().map_or(0, |l| l.index),
+        }
+    }
+
+    /// The members of the current membership config.
+    pub fn members(&self) -> Vec<(NodeId, PeerNode)> {
+        let m = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .clone();
+        m.nodes().map(|(id, n)| (*id, n.clone())).collect()
+    }
+
+    fn peer_addr(&self, id: NodeId) -> Option<String> {
+        let m = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .clone();
+        let addr = m
+            .nodes()
+            .find(|(n, _)| **n == id)
+            .map(|(_, node)| node.peer_addr.clone());
+        addr
+    }
+
+    /// Replicate one write through the leader, wherever it is, and return its result.
+    pub async fn write(&self, req: WriteRequest) -> Result<WriteResponse, ReplicationError> {
+        let deadline = Instant::now() + self.request_timeout;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let reason = match self.write_once(&req, remaining).await? {
+                Attempt::Done(result) => return result.map_err(ReplicationError::from),
+                Attempt::Retry(reason) => reason,
+            };
+            if Instant::now() + Duration::from_millis(50) >= deadline {
+                return Err(reason);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn write_once(
+        &self,
+        req: &WriteRequest,
+        remaining: Duration,
+    ) -> Result<Attempt, ReplicationError> {
+        let Some(leader) = self.raft.current_leader().await else {
+            return Ok(Attempt::Retry(ReplicationError::NoLeader));
+        };
+        if leader == self.id {
+            let proposal = self.raft.client_write(Command(req.clone()));
+            return match tokio::time::timeout(remaining, proposal).await {
+                Err(_) => Err(ReplicationError::Timeout),
+                Ok(Ok(resp)) => resp
+                    .data
+                    .0
+                    .map(Attempt::Done)
+                    .ok_or(ReplicationError::Stopped),
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                    Ok(Attempt::Retry(ReplicationError::NoLeader))
+                }
+                Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)))) => {
+                    Err(ReplicationError::LeaderChanged)
+                }
+                Ok(Err(RaftError::APIError(e))) => {
+                    Err(ReplicationError::Mvcc(MvccError::Storage(e.to_string())))
+                }
+                Ok(Err(RaftError::Fatal(_))) => Err(ReplicationError::Stopped),
+            };
+        }
+        let Some(addr) = self.peer_addr(leader) else {
+            return Ok(Attempt::Retry(ReplicationError::NoLeader));
+        };
+        let mut client = self
+            .channels
+            .client(&addr)
+            .map_err(|_| ReplicationError::NoLeader)?;
+        let mut request = tonic::Request::new(pb::WriteRequest::from(req.clone()));
+        request.set_timeout(remaining);
+        match client.forward(request).await {
+            Ok(resp) => {
+                let result = Result::<WriteResponse, MvccError>::try_from(resp.into_inner())
+                    .map_err(|_| ReplicationError::Stopped)?;
+                Ok(Attempt::Done(result))
+            }
+            Err(s) if s.code() == tonic::Code::FailedPrecondition && s.message() == NOT_LEADER => {
+                Ok(Attempt::Retry(ReplicationError::NoLeader))
+            }
+            // Could not connect: the request never left this node.
+            Err(s) if s.code() == tonic::Code::Unavailable && is_connect_error(&s) => {
+                Ok(Attempt::Retry(ReplicationError::NoLeader))
+            }
+            Err(s) if s.code() == tonic::Code::DeadlineExceeded => Err(ReplicationError::Timeout),
+            Err(s) if s.message().contains("leader changed") => {
+                Err(ReplicationError::LeaderChanged)
+            }
+            Err(_) => Err(ReplicationError::Timeout),
+        }
+    }
+
+    /// Wait until this node's state machine reflects every write acknowledged before the
+    /// call (a linearizable read point, from the leader's read index).
+    pub async fn linearize(&self) -> Result<(), ReplicationError> {
+        let deadline = Instant::now() + self.request_timeout;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let reason = match self.linearize_once(remaining).await? {
+                Some(reason) => reason,
+                None => return Ok(()),
+            };
+            if Instant::now() + Duration::from_millis(50) >= deadline {
+                return Err(reason);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `Ok(None)` when linearized; `Ok(Some(reason))` to retry.
+    async fn linearize_once(
+        &self,
+        remaining: Duration,
+    ) -> Result<Option<ReplicationError>, ReplicationError> {
+        let Some(leader) = self.raft.current_leader().await else {
+            return Ok(Some(ReplicationError::NoLeader));
+        };
+        let index = if leader == self.id {
+            match tokio::time::timeout(
+                remaining,
+                self.raft.get_read_linearizer(ReadPolicy::ReadIndex),
+            )
+            .await
+            {
+                Err(_) => return Err(ReplicationError::Timeout),
+                Ok(Ok(l)) => l.read_log_id().index(),
+                Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(_)))) => {
+                    return Ok(Some(ReplicationError::NoLeader))
+                }
+                Ok(Err(RaftError::APIError(_))) => return Ok(Some(ReplicationError::Timeout)),
+                Ok(Err(RaftError::Fatal(_))) => return Err(ReplicationError::Stopped),
+            }
+        } else {
+            let Some(addr) = self.peer_addr(leader) else {
+                return Ok(Some(ReplicationError::NoLeader));
+            };
+            let mut client = self
+                .channels
+                .client(&addr)
+                .map_err(|_| ReplicationError::NoLeader)?;
+            let mut request = tonic::Request::new(pb::ReadIndexRequest {});
+            request.set_timeout(remaining);
+            match client.read_index(request).await {
+                Ok(r) => r.into_inner().index,
+                Err(s) if s.code() == tonic::Code::DeadlineExceeded => {
+                    return Err(ReplicationError::Timeout)
+                }
+                Err(_) => return Ok(Some(ReplicationError::NoLeader)),
+            }
+        };
+        let remaining = deadline_left(remaining);
+        match self
+            .raft
+            .wait(Some(remaining))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+        {
+            Ok(_) => Ok(None),
+            Err(openraft::metrics::WaitError::Timeout(..)) => Err(ReplicationError::Timeout),
+            Err(openraft::metrics::WaitError::ShuttingDown) => Err(ReplicationError::Stopped),
+        }
+    }
+
+    /// Stop serving peers and shut Raft down; the database closes when the last handle drops.
+    pub async fn shutdown(&self) {
+        let peer_server = self
+            .peer_server
+            .lock()
+            .expect("peer server slot poisoned")
+            .take();
+        if let Some((stop, server)) = peer_server {
+            let _ = stop.send(());
+            let _ = server.await;
+        }
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}
+
+fn deadline_left(d: Duration) -> Duration {
+    d.max(Duration::from_millis(1))
+}
+
+fn is_connect_error(s: &tonic::Status) -> bool {
+    let text = format!("{s:?}").to_lowercase();
+    text.contains("connect") || text.contains("connection refused") || text.contains("tcp connect")
+}

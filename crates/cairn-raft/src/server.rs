@@ -1,0 +1,138 @@
+//! The peer transport, server side: the `cairnpb.Peer` gRPC service on the peer port.
+
+use std::fs::File;
+
+use futures::StreamExt;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::ReadPolicy;
+use tokio::io::AsyncWriteExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::codec;
+use crate::pb::peer_server::Peer;
+use crate::pb::{
+    RaftPayload, ReadIndexRequest, ReadIndexResponse, SnapshotChunk, WriteRequest, WriteResponse,
+};
+use crate::state_machine::{SnapshotDir, SnapshotFile};
+use crate::types::{Command, Raft, Snapshot, SnapshotMeta, Vote};
+
+/// The status message a leader-only RPC fails with on a non-leader; a forwarding node
+/// retries on it (nothing was proposed).
+pub const NOT_LEADER: &str = "cairn: not leader";
+
+pub struct PeerService {
+    pub raft: Raft,
+    pub snapshots: SnapshotDir,
+}
+
+fn bad_payload(e: std::io::Error) -> Status {
+    Status::invalid_argument(format!("undecodable peer message: {e}"))
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
+    Ok(Response::new(RaftPayload {
+        data: codec::encode(v).map_err(|e| Status::internal(e.to_string()))?,
+    }))
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn append_entries(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let rpc = codec::decode(&req.into_inner().data).map_err(bad_payload)?;
+        let resp = self
+            .raft
+            .append_entries(rpc)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        encode(&resp)
+    }
+
+    async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc = codec::decode(&req.into_inner().data).map_err(bad_payload)?;
+        let resp = self
+            .raft
+            .vote(rpc)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        encode(&resp)
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let mut chunks = req.into_inner();
+        let first = chunks
+            .next()
+            .await
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
+        let vote: Vote = codec::decode(&first.vote).map_err(bad_payload)?;
+        let meta: SnapshotMeta = codec::decode(&first.meta).map_err(bad_payload)?;
+        let path = self.snapshots.temp_path();
+        let received = async {
+            let mut file = tokio::fs::File::create(&path).await?;
+            file.write_all(&first.data).await?;
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk.map_err(std::io::Error::other)?;
+                file.write_all(&chunk.data).await?;
+            }
+            file.sync_all().await?;
+            File::open(&path)
+        }
+        .await;
+        let file = match received {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(Status::aborted(format!("receiving snapshot: {e}")));
+            }
+        };
+        let snapshot = Snapshot {
+            meta,
+            snapshot: SnapshotFile {
+                path: path.clone(),
+                file,
+            },
+        };
+        let resp = self.raft.install_full_snapshot(vote, snapshot).await;
+        // On success the file was renamed into place; on failure drop it.
+        let _ = std::fs::remove_file(&path);
+        encode(&resp.map_err(|e| Status::unavailable(e.to_string()))?)
+    }
+
+    async fn forward(&self, req: Request<WriteRequest>) -> Result<Response<WriteResponse>, Status> {
+        let write = cairn_mvcc::WriteRequest::try_from(req.into_inner())
+            .map_err(Status::invalid_argument)?;
+        match self.raft.client_write(Command(write)).await {
+            Ok(resp) => match resp.data.0 {
+                Some(result) => Ok(Response::new(WriteResponse::from(result))),
+                None => Err(Status::internal("a write entry applied without a result")),
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(Status::failed_precondition(NOT_LEADER))
+            }
+            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => {
+                Err(Status::unavailable("etcdserver: leader changed"))
+            }
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
+    }
+
+    async fn read_index(
+        &self,
+        _req: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexResponse>, Status> {
+        match self.raft.get_read_linearizer(ReadPolicy::ReadIndex).await {
+            Ok(linearizer) => Ok(Response::new(ReadIndexResponse {
+                index: linearizer.read_log_id().index(),
+            })),
+            Err(RaftError::APIError(openraft::error::LinearizableReadError::ForwardToLeader(
+                _,
+            ))) => Err(Status::failed_precondition(NOT_LEADER)),
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
+    }
+}

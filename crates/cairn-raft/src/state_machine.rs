@@ -1,0 +1,288 @@
+//! The Raft state machine: committed entries applied to the MVCC engine in batches, and
+//! snapshots as files built from a RocksDB snapshot of the state families.
+//!
+//! Each apply call writes all of its entries, and the last applied log id and membership,
+//! in one atomic `WriteBatch`; responses go out only after that write. On restart openraft
+//! reads the last applied log id back and re-applies only what follows it.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cairn_mvcc::{MvccError, MvccStore, RevisionEvents};
+use futures::{Stream, StreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use tokio::sync::broadcast;
+
+use crate::codec;
+use crate::types::{CommandResult, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+
+const META_LAST_APPLIED: &[u8] = b"raft/last_applied";
+const META_MEMBERSHIP: &[u8] = b"raft/membership";
+
+/// A snapshot file and an open handle on it (the handle keeps it readable even after a
+/// newer snapshot replaces it on disk).
+#[derive(Debug)]
+pub struct SnapshotFile {
+    pub path: PathBuf,
+    pub file: File,
+}
+
+/// Where snapshots live: `<dir>/<last index>.snap` with `<last index>.meta` beside it.
+#[derive(Debug, Clone)]
+pub struct SnapshotDir {
+    dir: PathBuf,
+}
+
+impl SnapshotDir {
+    pub fn new(dir: PathBuf) -> io::Result<SnapshotDir> {
+        std::fs::create_dir_all(&dir)?;
+        Ok(SnapshotDir { dir })
+    }
+
+    /// A fresh temporary file for an incoming or outgoing snapshot.
+    pub fn temp_path(&self) -> PathBuf {
+        self.dir
+            .join(format!("incoming-{:016x}.tmp", rand::random::<u64>()))
+    }
+
+    fn stem(meta: &SnapshotMeta) -> String {
+        format!("{:020}", meta.last_log_id.as_ref().map_or(0, |l| l.index))
+    }
+
+    /// Make `tmp` the current snapshot with `meta`, durably, and drop older ones.
+    fn publish(&self, tmp: &Path, meta: &SnapshotMeta) -> io::Result<PathBuf> {
+        let stem = Self::stem(meta);
+        let snap = self.dir.join(format!("{stem}.snap"));
+        std::fs::rename(tmp, &snap)?;
+        let meta_tmp = self.dir.join(format!("{stem}.meta.tmp"));
+        let mut f = File::create(&meta_tmp)?;
+        f.write_all(&codec::encode(meta)?)?;
+        f.sync_all()?;
+        std::fs::rename(&meta_tmp, self.dir.join(format!("{stem}.meta")))?;
+        File::open(&self.dir)?.sync_all()?;
+        for entry in std::fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
+            let is_old =
+                (name.ends_with(".snap") || name.ends_with(".meta")) && !name.starts_with(&stem);
+            if is_old {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        Ok(snap)
+    }
+
+    /// The newest complete snapshot, if any.
+    fn current(&self) -> io::Result<Option<(SnapshotMeta, SnapshotFile)>> {
+        let mut best: Option<String> = None;
+        for entry in std::fs::read_dir(&self.dir)? {
+            let name = entry?.file_name().to_string_lossy().to_string();
+            if let Some(stem) = name.strip_suffix(".meta") {
+                if self.dir.join(format!("{stem}.snap")).exists()
+                    && best.as_deref().is_none_or(|b| stem > b)
+                {
+                    best = Some(stem.to_string());
+                }
+            }
+        }
+        let Some(stem) = best else { return Ok(None) };
+        let meta: SnapshotMeta =
+            codec::decode(&std::fs::read(self.dir.join(format!("{stem}.meta")))?)?;
+        let path = self.dir.join(format!("{stem}.snap"));
+        let file = File::open(&path)?;
+        Ok(Some((meta, SnapshotFile { path, file })))
+    }
+}
+
+/// The state machine over the MVCC engine.
+pub struct StateMachine {
+    store: MvccStore,
+    snapshots: SnapshotDir,
+    /// Every applied batch's events, for the watch hub (no receiver: nobody is watching).
+    events: broadcast::Sender<Arc<Vec<RevisionEvents>>>,
+}
+
+impl StateMachine {
+    pub fn new(store: MvccStore, snapshots: SnapshotDir) -> StateMachine {
+        let (events, _) = broadcast::channel(1024);
+        StateMachine {
+            store,
+            snapshots,
+            events,
+        }
+    }
+
+    /// Subscribe to the events of applied batches.
+    pub fn subscribe(&self) -> broadcast::Sender<Arc<Vec<RevisionEvents>>> {
+        self.events.clone()
+    }
+}
+
+fn mvcc_io(e: MvccError) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+fn read_applied(store: &MvccStore) -> io::Result<(Option<LogId>, StoredMembership)> {
+    let last: Option<LogId> = match store.get_meta(META_LAST_APPLIED).map_err(mvcc_io)? {
+        Some(b) => codec::decode(&b)?,
+        None => None,
+    };
+    let membership = match store.get_meta(META_MEMBERSHIP).map_err(mvcc_io)? {
+        Some(b) => codec::decode(&b)?,
+        None => StoredMembership::default(),
+    };
+    Ok((last, membership))
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotFile;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> io::Result<(Option<LogId>, StoredMembership)> {
+        read_applied(&self.store)
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> io::Result<()>
+    where
+        Strm: Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + OptionalSend,
+    {
+        let mut batch = self.store.begin_apply().map_err(mvcc_io)?;
+        let mut replies = Vec::new();
+        let mut last = None;
+        let mut membership = None;
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            let result = match entry.payload {
+                EntryPayload::Blank => CommandResult(None),
+                EntryPayload::Normal(cmd) => match batch.apply(&cmd.0) {
+                    Err(e @ (MvccError::Storage(_) | MvccError::Corrupt(_))) => {
+                        return Err(mvcc_io(e))
+                    }
+                    result => CommandResult(Some(result)),
+                },
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembership::new(Some(entry.log_id.clone()), m));
+                    CommandResult(None)
+                }
+            };
+            last = Some(entry.log_id);
+            replies.push((responder, result));
+        }
+        if last.is_none() {
+            return Ok(());
+        }
+        batch.put_meta(META_LAST_APPLIED, &codec::encode(&last)?);
+        if let Some(m) = &membership {
+            batch.put_meta(META_MEMBERSHIP, &codec::encode(m)?);
+        }
+        let events = batch.commit().map_err(mvcc_io)?;
+        crate::metrics::record_apply(replies.len());
+        for (responder, result) in replies {
+            if let Some(r) = responder {
+                r.send(result);
+            }
+        }
+        if !events.is_empty() {
+            let _ = self.events.send(Arc::new(events));
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder {
+            store: self.store.clone(),
+            snapshots: self.snapshots.clone(),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotFile,
+    ) -> io::Result<()> {
+        let store = self.store.clone();
+        let snapshots = self.snapshots.clone();
+        let meta = meta.clone();
+        tokio::task::spawn_blocking(move || {
+            let SnapshotFile { path, mut file } = snapshot;
+            file.seek(SeekFrom::Start(0))?;
+            store
+                .install_snapshot(&mut BufReader::new(&mut file))
+                .map_err(mvcc_io)?;
+            let (installed, _) = read_applied(&store)?;
+            if installed != meta.last_log_id {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "snapshot data is at {installed:?} but its meta says {:?}",
+                        meta.last_log_id
+                    ),
+                ));
+            }
+            snapshots.publish(&path, &meta)?;
+            tracing::info!(last_log_id = ?meta.last_log_id, "installed snapshot");
+            Ok(())
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
+    async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
+        Ok(self
+            .snapshots
+            .current()?
+            .map(|(meta, snapshot)| Snapshot { meta, snapshot }))
+    }
+}
+
+/// Builds a snapshot file from a RocksDB snapshot while the state machine keeps applying.
+pub struct SnapshotBuilder {
+    store: MvccStore,
+    snapshots: SnapshotDir,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = SnapshotFile;
+
+    async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
+        let store = self.store.clone();
+        let snapshots = self.snapshots.clone();
+        tokio::task::spawn_blocking(move || {
+            let tmp = snapshots.temp_path();
+            let mut out = BufWriter::new(File::create(&tmp)?);
+            let (rows, meta_rows) = store
+                .write_snapshot(&mut out, &[META_LAST_APPLIED, META_MEMBERSHIP])
+                .map_err(mvcc_io)?;
+            let file = out.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()?;
+            let last_log_id: Option<LogId> = match &meta_rows[0] {
+                Some(b) => codec::decode(b)?,
+                None => None,
+            };
+            let last_membership: StoredMembership = match &meta_rows[1] {
+                Some(b) => codec::decode(b)?,
+                None => StoredMembership::default(),
+            };
+            let meta = SnapshotMeta {
+                last_log_id,
+                last_membership,
+            };
+            let path = snapshots.publish(&tmp, &meta)?;
+            tracing::info!(last_log_id = ?meta.last_log_id, rows, "built snapshot");
+            let file = File::open(&path)?;
+            Ok(Snapshot {
+                meta,
+                snapshot: SnapshotFile { path, file },
+            })
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+}

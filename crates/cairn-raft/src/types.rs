@@ -1,0 +1,180 @@
+//! The openraft type configuration and the application data it carries.
+
+use std::fmt;
+
+use cairn_mvcc::{MvccError, WriteRequest, WriteResponse};
+use prost::Message;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::pb;
+
+/// A member's id: a stable hash of its name, so that every node derives the same ids
+/// from the same `--initial-cluster` (etcd derives them from URLs and the cluster token).
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// Cairn's Raft types: log entries carry one etcd write each.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = NodeId,
+        Node = PeerNode,
+);
+
+pub type Raft = openraft::Raft<TypeConfig, crate::state_machine::StateMachine>;
+pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
+pub type Vote = openraft::alias::VoteOf<TypeConfig>;
+pub type Entry = openraft::alias::EntryOf<TypeConfig>;
+pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
+pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, crate::state_machine::SnapshotFile>;
+
+/// What the cluster knows of a member.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PeerNode {
+    pub name: String,
+    /// host:port of the peer (Raft) listener.
+    pub peer_addr: String,
+}
+
+impl fmt::Display for PeerNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.name, self.peer_addr)
+    }
+}
+
+/// FNV-1a of the name: stable across versions and platforms, never 0.
+pub fn node_id_of(name: &str) -> NodeId {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in name.as_bytes() {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h.max(1)
+}
+
+/// One replicated write. Serialized as the protobuf `cairnpb.WriteRequest`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Command(pub WriteRequest);
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            WriteRequest::Put(p) => write!(f, "put({} bytes key)", p.key.len()),
+            WriteRequest::DeleteRange(_) => write!(f, "delete_range"),
+            WriteRequest::Txn(t) => write!(f, "txn({} compares)", t.compare.len()),
+            WriteRequest::Compact(c) => write!(f, "compact({})", c.revision),
+        }
+    }
+}
+
+impl Serialize for Command {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&pb::WriteRequest::from(self.0.clone()).encode_to_vec())
+    }
+}
+
+impl<'de> Deserialize<'de> for Command {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let bytes: Vec<u8> = serde_bytes_vec(d)?;
+        let msg = pb::WriteRequest::decode(bytes.as_slice()).map_err(serde::de::Error::custom)?;
+        WriteRequest::try_from(msg)
+            .map(Command)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// The state machine's answer to one entry (`None` for blank and membership entries).
+/// Serialized as `cairnpb.WriteResponse`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandResult(pub Option<Result<WriteResponse, MvccError>>);
+
+impl Serialize for CommandResult {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let msg = match &self.0 {
+            Some(r) => pb::WriteResponse::from(r.clone()),
+            None => pb::WriteResponse { response: None },
+        };
+        s.serialize_bytes(&msg.encode_to_vec())
+    }
+}
+
+impl<'de> Deserialize<'de> for CommandResult {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let bytes: Vec<u8> = serde_bytes_vec(d)?;
+        let msg = pb::WriteResponse::decode(bytes.as_slice()).map_err(serde::de::Error::custom)?;
+        if msg.response.is_none() {
+            return Ok(CommandResult(None));
+        }
+        Result::<WriteResponse, MvccError>::try_from(msg)
+            .map(|r| CommandResult(Some(r)))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+fn serde_bytes_vec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Vec<u8>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("bytes")
+        }
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(b) = seq.next_element::<u8>()? {
+                out.push(b);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_byte_buf(V)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_proto::etcdserverpb::{PutRequest, PutResponse, ResponseHeader};
+
+    #[test]
+    fn commands_and_results_round_trip_through_the_codec() {
+        let cmd = Command(WriteRequest::Put(PutRequest {
+            key: b"k".to_vec(),
+            value: vec![0, 1, 2],
+            lease: 3,
+            ..Default::default()
+        }));
+        let back: Command = crate::codec::decode(&crate::codec::encode(&cmd).unwrap()).unwrap();
+        assert_eq!(back, cmd);
+        let ok = CommandResult(Some(Ok(WriteResponse::Put(PutResponse {
+            header: Some(ResponseHeader {
+                revision: 5,
+                ..Default::default()
+            }),
+            prev_kv: None,
+        }))));
+        let back: CommandResult =
+            crate::codec::decode(&crate::codec::encode(&ok).unwrap()).unwrap();
+        assert_eq!(back, ok);
+        let err = CommandResult(Some(Err(MvccError::Compacted)));
+        let back: CommandResult =
+            crate::codec::decode(&crate::codec::encode(&err).unwrap()).unwrap();
+        assert_eq!(back, err);
+        let none: CommandResult =
+            crate::codec::decode(&crate::codec::encode(&CommandResult(None)).unwrap()).unwrap();
+        assert_eq!(none, CommandResult(None));
+    }
+
+    #[test]
+    fn node_ids_are_stable() {
+        assert_eq!(node_id_of("n1"), node_id_of("n1"));
+        assert_ne!(node_id_of("n1"), node_id_of("n2"));
+        // Pinned: ids are persisted in membership, so the hash must never change.
+        assert_eq!(node_id_of("default"), 0xebada5168620c5fe);
+    }
+}

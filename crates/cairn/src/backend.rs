@@ -1,0 +1,95 @@
+//! The glue between the etcd API and the replicated store: [`RaftBackend`] implements
+//! `cairn_api::Backend` on a `cairn_raft::RaftNode`.
+
+use cairn_api::{Backend, BackendError, Member, MemberStatus};
+use cairn_mvcc::{is_read_only, is_serializable, WriteRequest, WriteResponse};
+use cairn_proto::etcdserverpb::{RangeRequest, RangeResponse};
+use cairn_raft::{RaftNode, ReplicationError};
+
+pub struct RaftBackend {
+    pub(crate) node: RaftNode,
+    pub(crate) client_urls: Vec<String>,
+    pub(crate) data_dir: std::path::PathBuf,
+}
+
+fn from_replication(e: ReplicationError) -> BackendError {
+    match e {
+        ReplicationError::Mvcc(m) => BackendError::Mvcc(m),
+        ReplicationError::NoLeader => BackendError::NoLeader,
+        ReplicationError::Timeout => BackendError::Timeout,
+        ReplicationError::LeaderChanged => BackendError::LeaderChanged,
+        ReplicationError::Stopped => BackendError::Stopped,
+    }
+}
+
+impl Backend for RaftBackend {
+    async fn range(&self, req: RangeRequest) -> Result<RangeResponse, BackendError> {
+        if !req.serializable {
+            self.node.linearize().await.map_err(from_replication)?;
+        }
+        Ok(self.node.store().range(&req)?)
+    }
+
+    async fn write(&self, req: WriteRequest) -> Result<WriteResponse, BackendError> {
+        if let WriteRequest::Txn(t) = &req {
+            if is_read_only(t) {
+                if !is_serializable(t) {
+                    self.node.linearize().await.map_err(from_replication)?;
+                }
+                return Ok(WriteResponse::Txn(self.node.store().read_txn(t)?));
+            }
+        }
+        self.node.write(req).await.map_err(from_replication)
+    }
+
+    fn status(&self) -> MemberStatus {
+        let s = self.node.status();
+        MemberStatus {
+            cluster_id: s.cluster_id,
+            member_id: s.member_id,
+            raft_term: s.term,
+            leader: s.leader.unwrap_or(0),
+            raft_index: s.last_log_index,
+            raft_applied_index: s.applied_index,
+            is_learner: s.is_learner,
+        }
+    }
+
+    fn db_size(&self) -> i64 {
+        dir_size(&self.data_dir) as i64
+    }
+
+    fn members(&self) -> Vec<Member> {
+        let me = self.node.id();
+        self.node
+            .members()
+            .into_iter()
+            .map(|(id, node)| Member {
+                id,
+                name: node.name,
+                peer_urls: vec![format!("http://{}", node.peer_addr)],
+                // Other members' client URLs are not replicated yet (cluster-ops issue).
+                client_urls: if id == me {
+                    self.client_urls.clone()
+                } else {
+                    Vec::new()
+                },
+                is_learner: false,
+            })
+            .collect()
+    }
+}
+
+fn dir_size(path: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
+}

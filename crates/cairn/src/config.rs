@@ -1,0 +1,255 @@
+//! A member's configuration: defaults that run a single node with no flags, the TOML file
+//! format (`--config`), and validation into the values the node runs with.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cairn_api::Limits;
+use serde::Deserialize;
+
+/// Member configuration. Every field has a default, so `Config::default()` is a working
+/// single-node cluster with data in `./cairn-data`. In TOML the keys are kebab-case, as
+/// the flags: `name = "n1"`, `data-dir = "d1"`, `initial-cluster = "n1=127.0.0.1:33237,…"`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    /// This member's name, unique in the cluster.
+    pub name: String,
+    pub data_dir: PathBuf,
+    /// host:port for etcd clients (an `http://` prefix is accepted).
+    pub client_addr: String,
+    /// host:port for the other members (Raft traffic).
+    pub peer_addr: String,
+    /// `name=host:port,…` of every founding member; unset: this member alone.
+    pub initial_cluster: Option<String>,
+    /// Milliseconds between leader heartbeats (etcd: 100).
+    pub heartbeat_interval: u64,
+    /// Minimum milliseconds without a leader before an election (etcd: 1000).
+    pub election_timeout: u64,
+    /// Log entries between snapshots; the log is purged behind a snapshot.
+    pub snapshot_count: u64,
+    /// Largest accepted request in bytes (etcd: 1.5 MiB).
+    pub max_request_bytes: usize,
+    /// Most operations in one txn (etcd: 128).
+    pub max_txn_ops: usize,
+    /// Milliseconds a request may wait for the cluster (0: 5 s + 2 election timeouts, as etcd).
+    pub request_timeout: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            name: "default".into(),
+            data_dir: PathBuf::from("cairn-data"),
+            client_addr: "127.0.0.1:2379".into(),
+            peer_addr: "127.0.0.1:33237".into(),
+            initial_cluster: None,
+            heartbeat_interval: 100,
+            election_timeout: 1000,
+            snapshot_count: 10_000,
+            max_request_bytes: Limits::default().max_request_bytes,
+            max_txn_ops: Limits::default().max_txn_ops,
+            request_timeout: 0,
+        }
+    }
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct Resolved {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub client_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
+    pub peer_advertise: String,
+    pub initial_cluster: Vec<(String, String)>,
+    pub heartbeat_interval: Duration,
+    pub election_timeout: Duration,
+    pub snapshot_count: u64,
+    pub request_timeout: Duration,
+    pub limits: Limits,
+}
+
+fn strip_scheme(addr: &str) -> &str {
+    addr.trim()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+}
+
+fn socket_addr(flag: &str, addr: &str) -> Result<SocketAddr, String> {
+    strip_scheme(addr)
+        .parse()
+        .map_err(|_| format!("--{flag} {addr:?} is not an ip:port address"))
+}
+
+impl Config {
+    pub(crate) fn resolve(&self) -> Result<Resolved, String> {
+        if self.name.is_empty() || self.name.contains([',', '=']) {
+            return Err(format!(
+                "--name {:?} must be non-empty and contain no ',' or '='",
+                self.name
+            ));
+        }
+        let client_addr = socket_addr("client-addr", &self.client_addr)?;
+        let peer_addr = socket_addr("peer-addr", &self.peer_addr)?;
+        let initial_cluster: Vec<(String, String)> = match &self.initial_cluster {
+            None => vec![(self.name.clone(), strip_scheme(&self.peer_addr).to_string())],
+            Some(list) => list
+                .split(',')
+                .map(|m| {
+                    let (name, addr) = m.split_once('=').ok_or_else(|| {
+                        format!("--initial-cluster member {m:?} is not name=host:port")
+                    })?;
+                    let addr = strip_scheme(addr);
+                    if name.trim().is_empty()
+                        || addr
+                            .rsplit_once(':')
+                            .is_none_or(|(_, p)| p.parse::<u16>().is_err())
+                    {
+                        return Err(format!(
+                            "--initial-cluster member {m:?} is not name=host:port"
+                        ));
+                    }
+                    Ok((name.trim().to_string(), addr.to_string()))
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let peer_advertise = initial_cluster
+            .iter()
+            .find(|(n, _)| *n == self.name)
+            .map(|(_, a)| a.clone())
+            .ok_or_else(|| {
+                format!(
+                    "--initial-cluster does not name this member ({})",
+                    self.name
+                )
+            })?;
+        if self.heartbeat_interval == 0 {
+            return Err("--heartbeat-interval must be positive".into());
+        }
+        if self.election_timeout < 5 * self.heartbeat_interval {
+            return Err(format!(
+                "--election-timeout ({} ms) must be at least 5 times --heartbeat-interval ({} ms)",
+                self.election_timeout, self.heartbeat_interval
+            ));
+        }
+        if self.snapshot_count == 0 {
+            return Err("--snapshot-count must be positive".into());
+        }
+        if self.max_request_bytes == 0 || self.max_txn_ops == 0 {
+            return Err("--max-request-bytes and --max-txn-ops must be positive".into());
+        }
+        let request_timeout = match self.request_timeout {
+            0 => Duration::from_millis(5000 + 2 * self.election_timeout),
+            ms => Duration::from_millis(ms),
+        };
+        Ok(Resolved {
+            name: self.name.clone(),
+            data_dir: self.data_dir.clone(),
+            client_addr,
+            peer_addr,
+            peer_advertise,
+            initial_cluster,
+            heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
+            election_timeout: Duration::from_millis(self.election_timeout),
+            snapshot_count: self.snapshot_count,
+            request_timeout,
+            limits: Limits {
+                max_request_bytes: self.max_request_bytes,
+                max_txn_ops: self.max_txn_ops,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_a_single_node() {
+        let r = Config::default().resolve().unwrap();
+        assert_eq!(
+            r.initial_cluster,
+            vec![("default".to_string(), "127.0.0.1:33237".to_string())]
+        );
+        assert_eq!(r.client_addr, "127.0.0.1:2379".parse().unwrap());
+        assert_eq!(r.request_timeout, Duration::from_millis(7000));
+    }
+
+    #[test]
+    fn bad_input_gets_a_clear_error() {
+        let cases = [
+            (
+                Config {
+                    name: String::new(),
+                    ..Default::default()
+                },
+                "--name",
+            ),
+            (
+                Config {
+                    client_addr: "localhost".into(),
+                    ..Default::default()
+                },
+                "--client-addr",
+            ),
+            (
+                Config {
+                    initial_cluster: Some("n1".into()),
+                    ..Default::default()
+                },
+                "not name=host:port",
+            ),
+            (
+                Config {
+                    initial_cluster: Some("n1=127.0.0.1:x".into()),
+                    ..Default::default()
+                },
+                "not name=host:port",
+            ),
+            (
+                Config {
+                    initial_cluster: Some("n1=127.0.0.1:1".into()),
+                    ..Default::default()
+                },
+                "does not name this member",
+            ),
+            (
+                Config {
+                    election_timeout: 200,
+                    ..Default::default()
+                },
+                "at least 5 times",
+            ),
+            (
+                Config {
+                    snapshot_count: 0,
+                    ..Default::default()
+                },
+                "--snapshot-count",
+            ),
+        ];
+        for (cfg, want) in cases {
+            let err = cfg.resolve().unwrap_err();
+            assert!(err.contains(want), "{err:?} should mention {want:?}");
+        }
+    }
+
+    #[test]
+    fn toml_uses_the_flag_names() {
+        let cfg: Config = toml::from_str(
+            "name = \"n1\"\ndata-dir = \"d1\"\ninitial-cluster = \"n1=127.0.0.1:33237\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (cfg.name.as_str(), cfg.data_dir.to_str().unwrap()),
+            ("n1", "d1")
+        );
+        assert!(
+            toml::from_str::<Config>("nmae = \"typo\"").is_err(),
+            "unknown keys are refused"
+        );
+    }
+}

@@ -1,0 +1,154 @@
+//! The `cairn` binary: a thin wrapper over the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cairn",
+    version,
+    about = "A Raft-replicated key-value store that speaks the etcd v3 API"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a member. With no flags: a single-node cluster, data in ./cairn-data, clients on
+    /// 127.0.0.1:2379, peers on 127.0.0.1:33237.
+    Serve(ServeArgs),
+}
+
+/// Every flag also reads an environment variable (CAIRN_<FLAG>) and a key of the
+/// `--config` TOML file; a flag beats the variable, which beats the file.
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// A TOML file with any of the settings below (kebab-case keys).
+    #[arg(long, env = "CAIRN_CONFIG")]
+    config: Option<PathBuf>,
+    /// This member's name [default: default]
+    #[arg(long, env = "CAIRN_NAME")]
+    name: Option<String>,
+    /// Where this member keeps its data [default: cairn-data]
+    #[arg(long, env = "CAIRN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// ip:port for etcd clients [default: 127.0.0.1:2379]
+    #[arg(long, env = "CAIRN_CLIENT_ADDR")]
+    client_addr: Option<String>,
+    /// ip:port for the other members [default: 127.0.0.1:33237]
+    #[arg(long, env = "CAIRN_PEER_ADDR")]
+    peer_addr: Option<String>,
+    /// name=ip:port,... of every founding member [default: this member alone]
+    #[arg(long, env = "CAIRN_INITIAL_CLUSTER")]
+    initial_cluster: Option<String>,
+    /// Milliseconds between heartbeats [default: 100]
+    #[arg(long, env = "CAIRN_HEARTBEAT_INTERVAL")]
+    heartbeat_interval: Option<u64>,
+    /// Milliseconds before a follower calls an election [default: 1000]
+    #[arg(long, env = "CAIRN_ELECTION_TIMEOUT")]
+    election_timeout: Option<u64>,
+    /// Log entries between snapshots [default: 10000]
+    #[arg(long, env = "CAIRN_SNAPSHOT_COUNT")]
+    snapshot_count: Option<u64>,
+    /// Largest request in bytes [default: 1572864]
+    #[arg(long, env = "CAIRN_MAX_REQUEST_BYTES")]
+    max_request_bytes: Option<usize>,
+    /// Most operations in one txn [default: 128]
+    #[arg(long, env = "CAIRN_MAX_TXN_OPS")]
+    max_txn_ops: Option<usize>,
+    /// Milliseconds a request may wait for the cluster [default: 5000 + 2 election timeouts]
+    #[arg(long, env = "CAIRN_REQUEST_TIMEOUT")]
+    request_timeout: Option<u64>,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> Result<cairn::Config, String> {
+        let mut cfg = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read --config {}: {e}", path.display()))?;
+                toml::from_str(&text)
+                    .map_err(|e| format!("bad --config {}: {e}", path.display()))?
+            }
+            None => cairn::Config::default(),
+        };
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = self.$field { cfg.$field = v; } )* };
+        }
+        set!(
+            name,
+            data_dir,
+            client_addr,
+            peer_addr,
+            heartbeat_interval,
+            election_timeout,
+            snapshot_count,
+            max_request_bytes,
+            max_txn_ops,
+            request_timeout
+        );
+        if self.initial_cluster.is_some() {
+            cfg.initial_cluster = self.initial_cluster;
+        }
+        Ok(cfg)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cairn: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+    }
+}
+
+async fn serve(args: ServeArgs) -> ExitCode {
+    let config = match args.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cairn: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let node = match cairn::Node::start(config).await {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("cairn: {e}");
+            return ExitCode::from(e.exit_code() as u8);
+        }
+    };
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cairn: cannot handle SIGTERM: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+    node.stop().await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
