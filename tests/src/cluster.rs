@@ -359,6 +359,12 @@ impl Cluster {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
+        if self.target.is_cairn() {
+            // cairn reads its settings from CAIRN_* env vars too; a stray config must not leak in.
+            cmd.env_remove("CAIRN_CONFIG");
+        }
+        // Plain logs (tracing-subscriber honours NO_COLOR).
+        cmd.env("NO_COLOR", "1");
         for (k, v) in &self.opts.env {
             cmd.env(k, v);
         }

@@ -10,6 +10,8 @@ use cairn_tests::etcd_client::{
 use cairn_tests::{Cluster, Code};
 use common::*;
 
+type KvFilter = Box<dyn Fn(&Kv) -> bool>;
+
 const COMPACTED: &str = "etcdserver: mvcc: required revision has been compacted";
 
 /// put/get, prev_kv, create/mod revision and version, one header revision per write, delete counts;
@@ -56,7 +58,7 @@ async fn put_get_delete_and_revisions_body(cluster: &Cluster) -> Result<()> {
             "idempotent put: {kv:?}"
         );
 
-        // A put with ignore nothing but prev_kv on a fresh key: no prev_kv.
+        // prev_kv of a put on a fresh key: none (checked by put_model).
         put_model(&mut c, &mut model, format!("{p}b"), "x").await?;
 
         // Delete with prev_kv; deleting a missing key does not make a revision.
@@ -161,9 +163,9 @@ async fn range_queries_body(cluster: &Cluster) -> Result<()> {
         let p = format!("kv/range/n{i}/");
         let k = |s: &str| format!("{p}{s}");
 
-        // Created in the order d, b, e, a, c; then overwritten so that every sort target gives
-        // a different, tie-free order:
-        //   version: a=1 b=3 c=2 d=1+..., value: reversed letters.
+        // Every sort target must give a different order without ties (etcd's sort is not
+        // stable): created in the order d, b, e, a, c; versions a=1 c=2 b=3 d=4 e=5; last
+        // modified in the order a, c, b, d, e; values in reverse key order.
         for (key, value) in [
             ("d", "w"),
             ("b", "y"),
@@ -176,14 +178,13 @@ async fn range_queries_body(cluster: &Cluster) -> Result<()> {
             ("d", "w"),
             ("d", "w"),
             ("d", "w"),
+            ("e", "v"),
+            ("e", "v"),
+            ("e", "v"),
+            ("e", "v"),
         ] {
             put_model(&mut c, &mut model, k(key), value).await?;
         }
-        // versions: a=1, b=3, c=2, d=4, e=1 -> tie between a and e; bump e once more.
-        put_model(&mut c, &mut model, k("e"), "v").await?; // e=2 -> tie with c; once more:
-        put_model(&mut c, &mut model, k("e"), "v").await?; // e=3 -> tie with b; once more:
-        put_model(&mut c, &mut model, k("e"), "v").await?; // e=4 -> tie with d; once more:
-        put_model(&mut c, &mut model, k("e"), "v").await?; // e=5: a1 c2 b3 d4 e5
 
         let all_p = model.prefix(p.as_bytes());
         ensure!(all_p.len() == 5, "model has 5 keys under {p}");
@@ -374,7 +375,7 @@ async fn range_queries_body(cluster: &Cluster) -> Result<()> {
         by_create.sort_by_key(|kv| kv.create_revision);
         let mid_mod = by_mod[2].mod_revision;
         let mid_create = by_create[2].create_revision;
-        let filters: [(&str, GetOptions, Box<dyn Fn(&Kv) -> bool>); 5] = [
+        let filters: [(&str, GetOptions, KvFilter); 5] = [
             (
                 "min_mod",
                 GetOptions::new()

@@ -191,12 +191,16 @@ impl RaftNode {
             .map_err(|e| StartError::Raft(e.to_string()))?;
 
         // Serve peers before initializing, so that the others can reach us.
-        let listener = tokio::net::TcpListener::bind(cfg.peer_listen)
-            .await
-            .map_err(|source| StartError::Listen {
-                addr: cfg.peer_listen,
-                source,
-            })?;
+        let listener = match tokio::net::TcpListener::bind(cfg.peer_listen).await {
+            Ok(l) => l,
+            Err(source) => {
+                let _ = raft.shutdown().await;
+                return Err(StartError::Listen {
+                    addr: cfg.peer_listen,
+                    source,
+                });
+            }
+        };
         let service = pb::peer_server::PeerServer::new(PeerService {
             raft: raft.clone(),
             snapshots,

@@ -73,18 +73,6 @@ pub struct Node {
 impl Node {
     pub async fn start(config: Config) -> Result<Node, Error> {
         let resolved = config.resolve().map_err(Error::Config)?;
-        let listener = tokio::net::TcpListener::bind(resolved.client_addr)
-            .await
-            .map_err(|source| Error::ClientListen {
-                addr: resolved.client_addr,
-                source,
-            })?;
-        let client_addr = listener
-            .local_addr()
-            .map_err(|source| Error::ClientListen {
-                addr: resolved.client_addr,
-                source,
-            })?;
         let node = RaftNode::start(NodeConfig {
             name: resolved.name.clone(),
             data_dir: resolved.data_dir.clone(),
@@ -97,6 +85,28 @@ impl Node {
             request_timeout: resolved.request_timeout,
         })
         .await?;
+        // Bind clients last: a second process on the same data directory must fail on the
+        // directory's lock (exit 3), not on the port.
+        let listener = match tokio::net::TcpListener::bind(resolved.client_addr).await {
+            Ok(l) => l,
+            Err(source) => {
+                node.shutdown().await;
+                return Err(Error::ClientListen {
+                    addr: resolved.client_addr,
+                    source,
+                });
+            }
+        };
+        let client_addr = match listener.local_addr() {
+            Ok(a) => a,
+            Err(source) => {
+                node.shutdown().await;
+                return Err(Error::ClientListen {
+                    addr: resolved.client_addr,
+                    source,
+                });
+            }
+        };
         let backend = Arc::new(RaftBackend {
             node,
             client_urls: vec![format!("http://{client_addr}")],

@@ -1,0 +1,62 @@
+//! The library facade: a node in-process, driven by the in-process client.
+
+use cairn::proto::etcdserverpb::{compare, request_op, Compare, PutRequest, RequestOp, TxnRequest};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_node_serves_the_in_process_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = cairn::Config {
+        data_dir: dir.path().join("data"),
+        client_addr: "127.0.0.1:0".into(),
+        peer_addr: "127.0.0.1:0".into(),
+        ..Default::default()
+    };
+    let node = cairn::Node::start(config).await.unwrap();
+    let client = node.client();
+    let put = client.put("k", "v1").await.unwrap();
+    let header = put.header.unwrap();
+    assert_eq!(header.revision, 2);
+    assert_eq!(header.member_id, node.member_id());
+    assert!(header.raft_term >= 1);
+    let got = client.get("k").await.unwrap();
+    assert_eq!(got.kvs[0].value, b"v1");
+
+    // Same validation and error texts as over gRPC.
+    let err = client.put_request(PutRequest::default()).await.unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (
+            tonic::Code::InvalidArgument,
+            "etcdserver: key is not provided"
+        )
+    );
+
+    // A compare-and-swap.
+    let cas = |expect: &str, new: &str| TxnRequest {
+        compare: vec![Compare {
+            key: b"k".to_vec(),
+            target: compare::CompareTarget::Value as i32,
+            result: compare::CompareResult::Equal as i32,
+            target_union: Some(compare::TargetUnion::Value(expect.into())),
+            range_end: vec![],
+        }],
+        success: vec![RequestOp {
+            request: Some(request_op::Request::RequestPut(PutRequest {
+                key: b"k".to_vec(),
+                value: new.into(),
+                ..Default::default()
+            })),
+        }],
+        failure: vec![],
+    };
+    assert!(client.txn(cas("v1", "v2")).await.unwrap().succeeded);
+    assert!(!client.txn(cas("v1", "v3")).await.unwrap().succeeded);
+    assert_eq!(client.get("k").await.unwrap().kvs[0].value, b"v2");
+
+    // Over the network too.
+    let mut remote = etcd_client::Client::connect([format!("http://{}", node.client_addr())], None)
+        .await
+        .unwrap();
+    assert_eq!(remote.get("k", None).await.unwrap().kvs()[0].value(), b"v2");
+    node.stop().await;
+}
