@@ -62,18 +62,13 @@ impl Default for ClusterOptions {
 impl ClusterOptions {
     /// Defaults with `nodes` nodes.
     pub fn nodes(nodes: usize) -> Self {
-        ClusterOptions {
-            nodes,
-            ..Default::default()
-        }
+        ClusterOptions { nodes, ..Default::default() }
     }
 }
 
 /// The client options the harness uses: 3 s connect timeout, 10 s per request.
 pub fn default_connect_options() -> ConnectOptions {
-    ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(3))
-        .with_timeout(Duration::from_secs(10))
+    ConnectOptions::new().with_connect_timeout(Duration::from_secs(3)).with_timeout(Duration::from_secs(10))
 }
 
 struct Node {
@@ -121,19 +116,12 @@ impl Cluster {
                 Ok(()) => return Ok(cluster),
                 Err(e) => {
                     let conflict = (0..cluster.len()).any(|i| {
-                        cluster
-                            .log_tail(i, 200)
-                            .to_ascii_lowercase()
-                            .contains("address already in use")
+                        cluster.log_tail(i, 200).to_ascii_lowercase().contains("address already in use")
                     });
                     let report = format!("{e:#}\n{}", cluster.logs_tail(60));
                     drop(cluster);
                     if !conflict {
-                        bail!(
-                            "starting a {}-node {} cluster failed: {report}",
-                            opts.nodes,
-                            target.name()
-                        );
+                        bail!("starting a {}-node {} cluster failed: {report}", opts.nodes, target.name());
                     }
                     port_conflicts.push(report);
                 }
@@ -154,9 +142,7 @@ impl Cluster {
         }
         let base = std::env::var_os("CAIRN_TEST_TMPDIR").map(PathBuf::from);
         let dir = match base {
-            Some(base) => tempfile::Builder::new()
-                .prefix("cairn-cluster-")
-                .tempdir_in(base),
+            Some(base) => tempfile::Builder::new().prefix("cairn-cluster-").tempdir_in(base),
             None => tempfile::Builder::new().prefix("cairn-cluster-").tempdir(),
         }
         .context("creating the cluster's temp dir")?;
@@ -192,13 +178,7 @@ impl Cluster {
                 paused: AtomicBool::new(false),
             });
         }
-        let cluster = Cluster {
-            target,
-            opts,
-            token,
-            dir: Some(dir),
-            nodes,
-        };
+        let cluster = Cluster { target, opts, token, dir: Some(dir), nodes };
         for i in 0..cluster.len() {
             cluster.spawn_node(i)?;
         }
@@ -243,10 +223,7 @@ impl Cluster {
     }
 
     pub fn client_addr(&self, i: usize) -> SocketAddr {
-        SocketAddr::V4(SocketAddrV4::new(
-            self.nodes[i].ip,
-            self.nodes[i].client_port,
-        ))
+        SocketAddr::V4(SocketAddrV4::new(self.nodes[i].ip, self.nodes[i].client_port))
     }
 
     pub fn peer_addr(&self, i: usize) -> SocketAddr {
@@ -355,10 +332,7 @@ impl Cluster {
             args.join(" ")
         )?;
         let mut cmd = Command::new(self.target.bin());
-        cmd.args(&args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
+        cmd.args(&args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
         if self.target.is_cairn() {
             // cairn reads its settings from CAIRN_* env vars too; a stray config must not leak in.
             cmd.env_remove("CAIRN_CONFIG");
@@ -369,12 +343,7 @@ impl Cluster {
             cmd.env(k, v);
         }
         let c = cmd.spawn().with_context(|| {
-            format!(
-                "spawning node {}: {} {}",
-                n.name,
-                self.target.bin().display(),
-                args.join(" ")
-            )
+            format!("spawning node {}: {} {}", n.name, self.target.bin().display(), args.join(" "))
         })?;
         *child = Some(c);
         n.paused.store(false, Ordering::SeqCst);
@@ -403,9 +372,7 @@ impl Cluster {
 
     /// Nodes whose process is alive and not paused.
     pub fn live_nodes(&self) -> Vec<usize> {
-        (0..self.len())
-            .filter(|&i| self.is_running(i) && !self.is_paused(i))
-            .collect()
+        (0..self.len()).filter(|&i| self.is_running(i) && !self.is_paused(i)).collect()
     }
 
     /// Nodes whose process exited although the harness did not stop it (a crash), with the exit
@@ -424,9 +391,7 @@ impl Cluster {
 
     fn signal(&self, i: usize, sig: libc::c_int) -> Result<()> {
         let n = &self.nodes[i];
-        let pid = self
-            .pid(i)
-            .ok_or_else(|| anyhow!("node {} is not running", n.name))?;
+        let pid = self.pid(i).ok_or_else(|| anyhow!("node {} is not running", n.name))?;
         // SAFETY: kill(2) on a child we own and have not reaped (so the pid is not reused).
         let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
         if rc != 0 {
@@ -443,8 +408,7 @@ impl Cluster {
         if let Some(mut c) = child.take() {
             // Fails only if it already exited; wait reaps it either way.
             let _ = c.kill();
-            c.wait()
-                .with_context(|| format!("waiting for node {}", n.name))?;
+            c.wait().with_context(|| format!("waiting for node {}", n.name))?;
         }
         n.paused.store(false, Ordering::SeqCst);
         Ok(())
@@ -486,10 +450,7 @@ impl Cluster {
             }
             if Instant::now() >= deadline {
                 self.kill(i)?;
-                bail!(
-                    "node {} did not exit within {grace:?} of SIGTERM (killed it)",
-                    n.name
-                );
+                bail!("node {} did not exit within {grace:?} of SIGTERM (killed it)", n.name);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -542,13 +503,10 @@ impl Cluster {
     /// A client over the given nodes with the given options.
     pub async fn client_with(&self, nodes: &[usize], options: ConnectOptions) -> Result<Client> {
         let eps: Vec<String> = nodes.iter().map(|&i| self.endpoint(i)).collect();
-        tokio::time::timeout(
-            Duration::from_secs(10),
-            Client::connect(&eps, Some(options)),
-        )
-        .await
-        .map_err(|_| anyhow!("connecting to {eps:?} timed out"))?
-        .with_context(|| format!("connecting to {eps:?}"))
+        tokio::time::timeout(Duration::from_secs(10), Client::connect(&eps, Some(options)))
+            .await
+            .map_err(|_| anyhow!("connecting to {eps:?} timed out"))?
+            .with_context(|| format!("connecting to {eps:?}"))
     }
 
     /// Waits until node `i` answers a linearizable `get`. Fails at once (with the log tail) if its
@@ -576,9 +534,7 @@ impl Cluster {
             }
             let attempt = async {
                 let mut c = self.client(i).await?;
-                c.get("cairn-tests/ready", Some(GetOptions::new()))
-                    .await
-                    .context("linearizable get")?;
+                c.get("cairn-tests/ready", Some(GetOptions::new())).await.context("linearizable get")?;
                 anyhow::Ok(())
             };
             match tokio::time::timeout(Duration::from_secs(5), attempt).await {
@@ -603,8 +559,7 @@ impl Cluster {
         let deadline = Instant::now() + timeout;
         for i in self.live_nodes() {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            self.wait_node_ready(i, remaining.max(Duration::from_millis(1)))
-                .await?;
+            self.wait_node_ready(i, remaining.max(Duration::from_millis(1))).await?;
         }
         Ok(())
     }
@@ -639,41 +594,33 @@ impl Cluster {
 
     /// [`Cluster::leader`] with a chosen timeout.
     pub async fn leader_within(&self, timeout: Duration) -> Result<usize> {
-        eventually(
-            timeout,
-            "a leader every reachable node agrees on",
-            || async {
-                // (index, member id, leader id)
-                let mut seen: Vec<(usize, u64, u64)> = Vec::new();
-                for i in self.live_nodes() {
-                    if let Ok(s) = self.status(i).await {
-                        let member = s.header().map(|h| h.member_id()).unwrap_or(0);
-                        seen.push((i, member, s.leader()));
-                    }
+        eventually(timeout, "a leader every reachable node agrees on", || async {
+            // (index, member id, leader id)
+            let mut seen: Vec<(usize, u64, u64)> = Vec::new();
+            for i in self.live_nodes() {
+                if let Ok(s) = self.status(i).await {
+                    let member = s.header().map(|h| h.member_id()).unwrap_or(0);
+                    seen.push((i, member, s.leader()));
                 }
-                let Some(&(_, _, leader)) = seen.first() else {
-                    bail!("no node answered Status");
-                };
-                if leader == 0 || seen.iter().any(|s| s.2 != leader) {
-                    bail!("no agreed leader yet: (node, member, leader) = {seen:x?}");
-                }
-                seen.iter()
-                    .find(|s| s.1 == leader)
-                    .map(|s| s.0)
-                    .ok_or_else(|| {
-                        anyhow!("leader {leader:x} is not among the reachable nodes {seen:x?}")
-                    })
-            },
-        )
+            }
+            let Some(&(_, _, leader)) = seen.first() else {
+                bail!("no node answered Status");
+            };
+            if leader == 0 || seen.iter().any(|s| s.2 != leader) {
+                bail!("no agreed leader yet: (node, member, leader) = {seen:x?}");
+            }
+            seen.iter()
+                .find(|s| s.1 == leader)
+                .map(|s| s.0)
+                .ok_or_else(|| anyhow!("leader {leader:x} is not among the reachable nodes {seen:x?}"))
+        })
         .await
     }
 
     /// Running nodes other than the leader.
     pub async fn followers(&self) -> Result<Vec<usize>> {
         let leader = self.leader().await?;
-        Ok((0..self.len())
-            .filter(|&i| i != leader && self.is_running(i))
-            .collect())
+        Ok((0..self.len()).filter(|&i| i != leader && self.is_running(i)).collect())
     }
 
     /// Runs `etcdctl --endpoints <endpoint(i)> <args>` with `ETCDCTL_API=3` (60 s timeout).
@@ -682,12 +629,7 @@ impl Cluster {
     }
 
     /// [`Cluster::etcdctl`] feeding `stdin` (e.g. for `etcdctl txn`); its stdin is closed after.
-    pub async fn etcdctl_with_stdin(
-        &self,
-        i: usize,
-        args: &[&str],
-        stdin: Option<&str>,
-    ) -> Result<Output> {
+    pub async fn etcdctl_with_stdin(&self, i: usize, args: &[&str], stdin: Option<&str>) -> Result<Output> {
         let bin = etcdctl_bin();
         let endpoints = format!("--endpoints={}", self.endpoint(i));
         let what = format!("{} {endpoints} {}", bin.display(), args.join(" "));
@@ -696,11 +638,7 @@ impl Cluster {
             cmd.env("ETCDCTL_API", "3")
                 .arg(&endpoints)
                 .args(args)
-                .stdin(if stdin.is_some() {
-                    Stdio::piped()
-                } else {
-                    Stdio::null()
-                })
+                .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .kill_on_drop(true);
@@ -711,10 +649,7 @@ impl Cluster {
                 pipe.shutdown().await?;
                 drop(pipe);
             }
-            child
-                .wait_with_output()
-                .await
-                .context("waiting for etcdctl")
+            child.wait_with_output().await.context("waiting for etcdctl")
         };
         tokio::time::timeout(Duration::from_secs(60), fut)
             .await

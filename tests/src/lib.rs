@@ -31,8 +31,8 @@ use anyhow::{anyhow, Result};
 pub use cluster::{default_connect_options, Cluster, ClusterOptions};
 pub use ports::free_port;
 pub use target::{
-    etcdctl_bin, Target, CAIRN_BIN_ENV, DEFAULT_ETCDCTL_BIN, DEFAULT_ETCD_BIN, ETCDCTL_BIN_ENV,
-    ETCD_BIN_ENV, TARGET_ENV,
+    etcdctl_bin, Target, CAIRN_BIN_ENV, DEFAULT_ETCDCTL_BIN, DEFAULT_ETCD_BIN, ETCDCTL_BIN_ENV, ETCD_BIN_ENV,
+    TARGET_ENV,
 };
 
 /// Re-exported so users match on the same `tonic::Code` the client returns.
@@ -75,9 +75,9 @@ where
             Err(_) => anyhow!("attempt still running at the deadline"),
         };
         if Instant::now() + Duration::from_millis(100) >= deadline {
-            return Err(err.context(format!(
-                "timed out after {timeout:?} ({attempts} attempts) waiting for {what}"
-            )));
+            return Err(
+                err.context(format!("timed out after {timeout:?} ({attempts} attempts) waiting for {what}"))
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

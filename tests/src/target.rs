@@ -48,9 +48,7 @@ impl Target {
     pub fn try_from_env() -> Result<Target> {
         let which = std::env::var(TARGET_ENV).unwrap_or_default();
         match which.trim().to_ascii_lowercase().as_str() {
-            "" | "cairn" => Ok(Target::Cairn {
-                bin: find_cairn_bin()?,
-            }),
+            "" | "cairn" => Ok(Target::Cairn { bin: find_cairn_bin()? }),
             "etcd" => {
                 let bin = std::env::var_os(ETCD_BIN_ENV)
                     .map(PathBuf::from)
@@ -103,19 +101,14 @@ impl Target {
 
 /// The etcdctl binary: `ETCDCTL_BIN`, else `/usr/bin/etcdctl`.
 pub fn etcdctl_bin() -> PathBuf {
-    std::env::var_os(ETCDCTL_BIN_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_ETCDCTL_BIN))
+    std::env::var_os(ETCDCTL_BIN_ENV).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_ETCDCTL_BIN))
 }
 
 fn find_cairn_bin() -> Result<PathBuf> {
     if let Some(bin) = std::env::var_os(CAIRN_BIN_ENV) {
         let bin = PathBuf::from(bin);
         if !bin.exists() {
-            bail!(
-                "{CAIRN_BIN_ENV}={} does not exist (build it with `cargo build -p cairn`)",
-                bin.display()
-            );
+            bail!("{CAIRN_BIN_ENV}={} does not exist (build it with `cargo build -p cairn`)", bin.display());
         }
         return Ok(bin);
     }

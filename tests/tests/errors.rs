@@ -30,35 +30,13 @@ async fn invalid_requests_body(cluster: &Cluster) -> Result<()> {
 
         // Empty key.
         let res = c.put("", "v", None).await;
-        expect_grpc_err(
-            res,
-            Code::InvalidArgument,
-            KEY_NOT_PROVIDED,
-            &node("put with an empty key"),
-        )?;
+        expect_grpc_err(res, Code::InvalidArgument, KEY_NOT_PROVIDED, &node("put with an empty key"))?;
         let res = c.get("", None).await;
-        expect_grpc_err(
-            res,
-            Code::InvalidArgument,
-            KEY_NOT_PROVIDED,
-            &node("get with an empty key"),
-        )?;
+        expect_grpc_err(res, Code::InvalidArgument, KEY_NOT_PROVIDED, &node("get with an empty key"))?;
         let res = c.delete("", None).await;
-        expect_grpc_err(
-            res,
-            Code::InvalidArgument,
-            KEY_NOT_PROVIDED,
-            &node("delete with an empty key"),
-        )?;
-        let res = c
-            .txn(Txn::new().and_then([TxnOp::put("", "v", None)]))
-            .await;
-        expect_grpc_err(
-            res,
-            Code::InvalidArgument,
-            KEY_NOT_PROVIDED,
-            &node("txn put with an empty key"),
-        )?;
+        expect_grpc_err(res, Code::InvalidArgument, KEY_NOT_PROVIDED, &node("delete with an empty key"))?;
+        let res = c.txn(Txn::new().and_then([TxnOp::put("", "v", None)])).await;
+        expect_grpc_err(res, Code::InvalidArgument, KEY_NOT_PROVIDED, &node("txn put with an empty key"))?;
 
         // Request size: etcd's --max-request-bytes defaults to 1.5 MiB, checked by etcd itself;
         // its gRPC server accepts messages up to max-request-bytes + 512 KiB = 2 MiB. So a
@@ -66,12 +44,7 @@ async fn invalid_requests_body(cluster: &Cluster) -> Result<()> {
         // refused by the gRPC layer with ResourceExhausted before etcd sees it.
         let value = vec![b'x'; 1_835_008]; // 1.75 MiB
         let res = c.put("errors/large", value, None).await;
-        expect_grpc_err(
-            res,
-            Code::InvalidArgument,
-            TOO_LARGE,
-            &node("put of a 1.75 MiB value"),
-        )?;
+        expect_grpc_err(res, Code::InvalidArgument, TOO_LARGE, &node("put of a 1.75 MiB value"))?;
         let value = vec![b'x'; 2 * 1024 * 1024];
         match c.put("errors/large", value, None).await {
             Ok(r) => anyhow::bail!("{}: a 2 MiB put succeeded: {r:?}", node("")),
@@ -89,42 +62,22 @@ async fn invalid_requests_body(cluster: &Cluster) -> Result<()> {
 
         // Too many operations in a txn (default --max-txn-ops 128), in either branch.
         let ops = |n: usize| -> Vec<TxnOp> {
-            (0..n)
-                .map(|j| TxnOp::put(format!("errors/ops/{j}"), "v", None))
-                .collect()
+            (0..n).map(|j| TxnOp::put(format!("errors/ops/{j}"), "v", None)).collect()
         };
         let res = c.txn(Txn::new().and_then(ops(129))).await;
-        expect_grpc_err(
-            res,
-            Code::InvalidArgument,
-            TOO_MANY_OPS,
-            &node("txn with 129 success ops"),
-        )?;
+        expect_grpc_err(res, Code::InvalidArgument, TOO_MANY_OPS, &node("txn with 129 success ops"))?;
         let res = c.txn(Txn::new().or_else(ops(129))).await;
-        expect_grpc_err(
-            res,
-            Code::InvalidArgument,
-            TOO_MANY_OPS,
-            &node("txn with 129 failure ops"),
-        )?;
-        ensure!(
-            c.txn(Txn::new().and_then(ops(128))).await?.succeeded(),
-            "128 ops are fine"
-        );
+        expect_grpc_err(res, Code::InvalidArgument, TOO_MANY_OPS, &node("txn with 129 failure ops"))?;
+        ensure!(c.txn(Txn::new().and_then(ops(128))).await?.succeeded(), "128 ops are fine");
 
         // Duplicate keys in one branch.
         let res = c
-            .txn(Txn::new().and_then([
-                TxnOp::put("errors/dup", "1", None),
-                TxnOp::put("errors/dup", "2", None),
-            ]))
+            .txn(
+                Txn::new()
+                    .and_then([TxnOp::put("errors/dup", "1", None), TxnOp::put("errors/dup", "2", None)]),
+            )
             .await;
-        expect_grpc_err(
-            res,
-            Code::InvalidArgument,
-            DUPLICATE_KEY,
-            &node("two puts of one key in a txn"),
-        )?;
+        expect_grpc_err(res, Code::InvalidArgument, DUPLICATE_KEY, &node("two puts of one key in a txn"))?;
         // A put and a delete range covering it, in one branch.
         let res = c
             .txn(Txn::new().and_then([
@@ -132,32 +85,20 @@ async fn invalid_requests_body(cluster: &Cluster) -> Result<()> {
                 TxnOp::delete("errors/dup/", Some(DeleteOptions::new().with_prefix())),
             ]))
             .await;
-        expect_grpc_err(
-            res,
-            Code::InvalidArgument,
-            DUPLICATE_KEY,
-            &node("put + delete over it in a txn"),
-        )?;
+        expect_grpc_err(res, Code::InvalidArgument, DUPLICATE_KEY, &node("put + delete over it in a txn"))?;
         // ...but the same key in both branches, or deleted twice, is fine.
         let resp = c
-            .txn(
-                Txn::new()
-                    .and_then([TxnOp::put("errors/dup", "1", None)])
-                    .or_else([TxnOp::put("errors/dup", "2", None)]),
-            )
+            .txn(Txn::new().and_then([TxnOp::put("errors/dup", "1", None)]).or_else([TxnOp::put(
+                "errors/dup",
+                "2",
+                None,
+            )]))
             .await?;
         ensure!(resp.succeeded(), "same key in both branches");
-        c.txn(Txn::new().and_then([
-            TxnOp::delete("errors/dup", None),
-            TxnOp::delete("errors/dup", None),
-        ]))
-        .await?;
+        c.txn(Txn::new().and_then([TxnOp::delete("errors/dup", None), TxnOp::delete("errors/dup", None)]))
+            .await?;
         // Two gets of one key are fine too.
-        c.txn(Txn::new().and_then([
-            TxnOp::get("errors/dup", None),
-            TxnOp::get("errors/dup", None),
-        ]))
-        .await?;
+        c.txn(Txn::new().and_then([TxnOp::get("errors/dup", None), TxnOp::get("errors/dup", None)])).await?;
     }
     Ok(())
 }
@@ -180,89 +121,36 @@ async fn revision_errors_body(cluster: &Cluster) -> Result<()> {
         let now = current_rev(&mut c).await?;
 
         // Reading the current revision is fine; one past it is the future.
-        c.get(key.as_str(), Some(GetOptions::new().with_revision(now)))
-            .await?;
-        let res = c
-            .get(key.as_str(), Some(GetOptions::new().with_revision(now + 1)))
-            .await;
-        expect_grpc_err(
-            res,
-            Code::OutOfRange,
-            FUTURE_REV,
-            &node("get at current + 1"),
-        )?;
-        let res = c
-            .get(
-                key.as_str(),
-                Some(GetOptions::new().with_revision(now + 1000)),
-            )
-            .await;
-        expect_grpc_err(
-            res,
-            Code::OutOfRange,
-            FUTURE_REV,
-            &node("get at current + 1000"),
-        )?;
+        c.get(key.as_str(), Some(GetOptions::new().with_revision(now))).await?;
+        let res = c.get(key.as_str(), Some(GetOptions::new().with_revision(now + 1))).await;
+        expect_grpc_err(res, Code::OutOfRange, FUTURE_REV, &node("get at current + 1"))?;
+        let res = c.get(key.as_str(), Some(GetOptions::new().with_revision(now + 1000))).await;
+        expect_grpc_err(res, Code::OutOfRange, FUTURE_REV, &node("get at current + 1000"))?;
         // Same inside a txn.
         let res = c
-            .txn(Txn::new().and_then([TxnOp::get(
-                key.as_str(),
-                Some(GetOptions::new().with_revision(now + 1)),
-            )]))
+            .txn(
+                Txn::new()
+                    .and_then([TxnOp::get(key.as_str(), Some(GetOptions::new().with_revision(now + 1)))]),
+            )
             .await;
-        expect_grpc_err(
-            res,
-            Code::OutOfRange,
-            FUTURE_REV,
-            &node("txn get at current + 1"),
-        )?;
+        expect_grpc_err(res, Code::OutOfRange, FUTURE_REV, &node("txn get at current + 1"))?;
 
         // Compacting the future.
         let res = c.compact(now + 1, None).await;
-        expect_grpc_err(
-            res,
-            Code::OutOfRange,
-            FUTURE_REV,
-            &node("compact at current + 1"),
-        )?;
+        expect_grpc_err(res, Code::OutOfRange, FUTURE_REV, &node("compact at current + 1"))?;
 
         // Compact, then the same revision again, then an older one: compacted.
         c.compact(r2, None).await?;
         let res = c.compact(r2, None).await;
-        expect_grpc_err(
-            res,
-            Code::OutOfRange,
-            COMPACTED,
-            &node("compact twice at one revision"),
-        )?;
+        expect_grpc_err(res, Code::OutOfRange, COMPACTED, &node("compact twice at one revision"))?;
         let res = c.compact(r1, None).await;
-        expect_grpc_err(
-            res,
-            Code::OutOfRange,
-            COMPACTED,
-            &node("compact below the compacted revision"),
-        )?;
+        expect_grpc_err(res, Code::OutOfRange, COMPACTED, &node("compact below the compacted revision"))?;
+        let res = c.get(key.as_str(), Some(GetOptions::new().with_revision(r1))).await;
+        expect_grpc_err(res, Code::OutOfRange, COMPACTED, &node("get below the compacted revision"))?;
         let res = c
-            .get(key.as_str(), Some(GetOptions::new().with_revision(r1)))
+            .txn(Txn::new().and_then([TxnOp::get(key.as_str(), Some(GetOptions::new().with_revision(r1)))]))
             .await;
-        expect_grpc_err(
-            res,
-            Code::OutOfRange,
-            COMPACTED,
-            &node("get below the compacted revision"),
-        )?;
-        let res = c
-            .txn(Txn::new().and_then([TxnOp::get(
-                key.as_str(),
-                Some(GetOptions::new().with_revision(r1)),
-            )]))
-            .await;
-        expect_grpc_err(
-            res,
-            Code::OutOfRange,
-            COMPACTED,
-            &node("txn get below the compacted revision"),
-        )?;
+        expect_grpc_err(res, Code::OutOfRange, COMPACTED, &node("txn get below the compacted revision"))?;
     }
     Ok(())
 }

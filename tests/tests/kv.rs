@@ -23,10 +23,7 @@ async fn put_get_delete_and_revisions() {
 }
 
 async fn put_get_delete_and_revisions_body(cluster: &Cluster) -> Result<()> {
-    let mut model = Model {
-        rev: current_rev(&mut cluster.client(0).await?).await?,
-        ..Default::default()
-    };
+    let mut model = Model { rev: current_rev(&mut cluster.client(0).await?).await?, ..Default::default() };
     for i in 0..cluster.len() {
         let mut c = cluster.client(i).await?;
         let p = format!("kv/basic/n{i}/");
@@ -36,16 +33,10 @@ async fn put_get_delete_and_revisions_body(cluster: &Cluster) -> Result<()> {
         let r2 = put_model(&mut c, &mut model, &a, "2").await?;
         let resp = c.get(a.as_str(), None).await?;
         ensure!(header_rev(resp.header())? == r2, "get header revision");
-        ensure!(
-            resp.count() == 1 && !resp.more(),
-            "count/more of a single get"
-        );
+        ensure!(resp.count() == 1 && !resp.more(), "count/more of a single get");
         let kv = &kvs(&resp)[0];
         ensure!(
-            kv.value == b"2"
-                && kv.create_revision == r1
-                && kv.mod_revision == r2
-                && kv.version == 2,
+            kv.value == b"2" && kv.create_revision == r1 && kv.mod_revision == r2 && kv.version == 2,
             "node {i}: after two puts got {kv:?}"
         );
         ensure!(kv.lease == 0, "no lease: {kv:?}");
@@ -53,10 +44,7 @@ async fn put_get_delete_and_revisions_body(cluster: &Cluster) -> Result<()> {
         // Same value again still makes a new revision and version.
         let r3 = put_model(&mut c, &mut model, &a, "2").await?;
         let kv = &kvs(&c.get(a.as_str(), None).await?)[0];
-        ensure!(
-            kv.mod_revision == r3 && kv.version == 3,
-            "idempotent put: {kv:?}"
-        );
+        ensure!(kv.mod_revision == r3 && kv.version == 3, "idempotent put: {kv:?}");
 
         // prev_kv of a put on a fresh key: none (checked by put_model).
         put_model(&mut c, &mut model, format!("{p}b"), "x").await?;
@@ -65,18 +53,12 @@ async fn put_get_delete_and_revisions_body(cluster: &Cluster) -> Result<()> {
         delete_model(&mut c, &mut model, &a).await?;
         delete_model(&mut c, &mut model, format!("{p}missing")).await?;
         let resp = c.get(a.as_str(), None).await?;
-        ensure!(
-            resp.kvs().is_empty() && resp.count() == 0,
-            "deleted key still there"
-        );
+        ensure!(resp.kvs().is_empty() && resp.count() == 0, "deleted key still there");
 
         // Re-created: version restarts at 1 with a new create revision.
         let r = put_model(&mut c, &mut model, &a, "3").await?;
         let kv = &kvs(&c.get(a.as_str(), None).await?)[0];
-        ensure!(
-            kv.create_revision == r && kv.mod_revision == r && kv.version == 1,
-            "re-created key: {kv:?}"
-        );
+        ensure!(kv.create_revision == r && kv.mod_revision == r && kv.version == 1, "re-created key: {kv:?}");
 
         // Range delete counts and prev_kvs.
         for k in ["r/1", "r/2", "r/3", "r/4"] {
@@ -86,44 +68,18 @@ async fn put_get_delete_and_revisions_body(cluster: &Cluster) -> Result<()> {
         let end = format!("{p}r/4");
         let expected = model.range(start.as_bytes(), end.as_bytes());
         let resp = c
-            .delete(
-                start.as_str(),
-                Some(
-                    DeleteOptions::new()
-                        .with_range(end.as_str())
-                        .with_prev_key(),
-                ),
-            )
+            .delete(start.as_str(), Some(DeleteOptions::new().with_range(end.as_str()).with_prev_key()))
             .await?;
-        ensure!(
-            resp.deleted() == 2,
-            "range delete deleted {}",
-            resp.deleted()
-        );
+        ensure!(resp.deleted() == 2, "range delete deleted {}", resp.deleted());
         let prev: Vec<Kv> = resp.prev_kvs().iter().map(Kv::from).collect();
-        ensure!(
-            prev == expected,
-            "range delete prev_kvs {prev:?} != {expected:?}"
-        );
-        ensure!(
-            header_rev(resp.header())? == model.rev + 1,
-            "a range delete is one revision"
-        );
+        ensure!(prev == expected, "range delete prev_kvs {prev:?} != {expected:?}");
+        ensure!(header_rev(resp.header())? == model.rev + 1, "a range delete is one revision");
         model.rev += 1;
         for kv in &expected {
             model.delete(&kv.key);
         }
-        let resp = c
-            .delete(
-                format!("{p}r/").as_str(),
-                Some(DeleteOptions::new().with_prefix()),
-            )
-            .await?;
-        ensure!(
-            resp.deleted() == 2,
-            "prefix delete deleted {}",
-            resp.deleted()
-        );
+        let resp = c.delete(format!("{p}r/").as_str(), Some(DeleteOptions::new().with_prefix())).await?;
+        ensure!(resp.deleted() == 2, "prefix delete deleted {}", resp.deleted());
         ensure!(resp.prev_kvs().is_empty(), "no prev_kvs unless asked");
         model.rev += 1;
         for k in ["r/1", "r/4"] {
@@ -133,13 +89,8 @@ async fn put_get_delete_and_revisions_body(cluster: &Cluster) -> Result<()> {
     // Every node sees the same, complete state.
     for i in 0..cluster.len() {
         let mut c = cluster.client(i).await?;
-        let resp = c
-            .get("kv/basic/", Some(GetOptions::new().with_prefix()))
-            .await?;
-        ensure!(
-            kvs(&resp) == model.prefix(b"kv/basic/"),
-            "node {i} state differs from the model"
-        );
+        let resp = c.get("kv/basic/", Some(GetOptions::new().with_prefix())).await?;
+        ensure!(kvs(&resp) == model.prefix(b"kv/basic/"), "node {i} state differs from the model");
         ensure!(header_rev(resp.header())? == model.rev, "node {i} revision");
     }
     Ok(())
@@ -154,10 +105,7 @@ async fn range_queries() {
 }
 
 async fn range_queries_body(cluster: &Cluster) -> Result<()> {
-    let mut model = Model {
-        rev: current_rev(&mut cluster.client(0).await?).await?,
-        ..Default::default()
-    };
+    let mut model = Model { rev: current_rev(&mut cluster.client(0).await?).await?, ..Default::default() };
     for i in 0..cluster.len() {
         let mut c = cluster.client(i).await?;
         let p = format!("kv/range/n{i}/");
@@ -191,147 +139,95 @@ async fn range_queries_body(cluster: &Cluster) -> Result<()> {
 
         // Single key, [start, end), prefix.
         let resp = c.get(k("b").as_str(), None).await?;
-        ensure!(
-            kvs(&resp) == model.range(k("b").as_bytes(), b""),
-            "single get"
-        );
-        let resp = c
-            .get(
-                k("b").as_str(),
-                Some(GetOptions::new().with_range(k("d").as_str())),
-            )
-            .await?;
-        ensure!(
-            keys(&resp) == [k("b"), k("c")],
-            "range [b, d): {:?}",
-            keys(&resp)
-        );
-        ensure!(
-            kvs(&resp) == model.range(k("b").as_bytes(), k("d").as_bytes()),
-            "range kvs"
-        );
+        ensure!(kvs(&resp) == model.range(k("b").as_bytes(), b""), "single get");
+        let resp = c.get(k("b").as_str(), Some(GetOptions::new().with_range(k("d").as_str()))).await?;
+        ensure!(keys(&resp) == [k("b"), k("c")], "range [b, d): {:?}", keys(&resp));
+        ensure!(kvs(&resp) == model.range(k("b").as_bytes(), k("d").as_bytes()), "range kvs");
         ensure!(resp.count() == 2 && !resp.more(), "range count/more");
-        let resp = c
-            .get(p.as_str(), Some(GetOptions::new().with_prefix()))
-            .await?;
+        let resp = c.get(p.as_str(), Some(GetOptions::new().with_prefix())).await?;
         ensure!(kvs(&resp) == all_p, "prefix");
         ensure!(resp.count() == 5, "prefix count");
-        ensure!(
-            header_rev(resp.header())? == model.rev,
-            "range header revision"
-        );
+        ensure!(header_rev(resp.header())? == model.rev, "range header revision");
 
         // range_end "\0": every key >= key (including other nodes' keys written earlier).
-        let resp = c
-            .get(k("c").as_str(), Some(GetOptions::new().with_from_key()))
-            .await?;
+        let resp = c.get(k("c").as_str(), Some(GetOptions::new().with_from_key())).await?;
         let expected = model.range(k("c").as_bytes(), b"\0");
         ensure!(kvs(&resp) == expected, "from_key c: {:?}", keys(&resp));
         ensure!(resp.count() == expected.len() as i64, "from_key count");
-        let resp = c
-            .get("kv/range/", Some(GetOptions::new().with_range("\0")))
-            .await?;
-        ensure!(
-            kvs(&resp) == model.range(b"kv/range/", b"\0"),
-            "explicit \\0 range_end"
-        );
+        let resp = c.get("kv/range/", Some(GetOptions::new().with_range("\0"))).await?;
+        ensure!(kvs(&resp) == model.range(b"kv/range/", b"\0"), "explicit \\0 range_end");
         // key "\0" + range_end "\0": all keys.
         let resp = c.get("", Some(GetOptions::new().with_all_keys())).await?;
         ensure!(kvs(&resp) == model.range(b"\0", b"\0"), "all keys");
 
         // A range that matches nothing.
-        let resp = c
-            .get(
-                k("x").as_str(),
-                Some(GetOptions::new().with_range(k("z").as_str())),
-            )
-            .await?;
-        ensure!(
-            resp.kvs().is_empty() && resp.count() == 0 && !resp.more(),
-            "empty range"
-        );
+        let resp = c.get(k("x").as_str(), Some(GetOptions::new().with_range(k("z").as_str()))).await?;
+        ensure!(resp.kvs().is_empty() && resp.count() == 0 && !resp.more(), "empty range");
 
         // limit / more / count.
-        let resp = c
-            .get(
-                p.as_str(),
-                Some(GetOptions::new().with_prefix().with_limit(2)),
-            )
-            .await?;
+        let resp = c.get(p.as_str(), Some(GetOptions::new().with_prefix().with_limit(2))).await?;
         ensure!(kvs(&resp) == all_p[..2], "limit 2: {:?}", keys(&resp));
-        ensure!(
-            resp.more() && resp.count() == 5,
-            "limit 2: more={} count={}",
-            resp.more(),
-            resp.count()
-        );
-        let resp = c
-            .get(
-                p.as_str(),
-                Some(GetOptions::new().with_prefix().with_limit(5)),
-            )
-            .await?;
-        ensure!(
-            kvs(&resp) == all_p && !resp.more() && resp.count() == 5,
-            "limit 5 = all, more false"
-        );
-        let resp = c
-            .get(
-                p.as_str(),
-                Some(GetOptions::new().with_prefix().with_limit(6)),
-            )
-            .await?;
+        ensure!(resp.more() && resp.count() == 5, "limit 2: more={} count={}", resp.more(), resp.count());
+        let resp = c.get(p.as_str(), Some(GetOptions::new().with_prefix().with_limit(5))).await?;
+        ensure!(kvs(&resp) == all_p && !resp.more() && resp.count() == 5, "limit 5 = all, more false");
+        let resp = c.get(p.as_str(), Some(GetOptions::new().with_prefix().with_limit(6))).await?;
         ensure!(kvs(&resp) == all_p && !resp.more(), "limit 6");
-        let resp = c
-            .get(
-                p.as_str(),
-                Some(GetOptions::new().with_prefix().with_limit(0)),
-            )
-            .await?;
+        let resp = c.get(p.as_str(), Some(GetOptions::new().with_prefix().with_limit(0))).await?;
         ensure!(kvs(&resp) == all_p && !resp.more(), "limit 0 = no limit");
 
         // Sorting: every target, both orders (and with a limit: sort first, then truncate).
-        let targets = [
-            SortTarget::Key,
-            SortTarget::Version,
-            SortTarget::Create,
-            SortTarget::Mod,
-            SortTarget::Value,
-        ];
+        let targets =
+            [SortTarget::Key, SortTarget::Version, SortTarget::Create, SortTarget::Mod, SortTarget::Value];
         for target in targets {
+            let key_of = |kv: &Kv| match target {
+                SortTarget::Key => kv.key.clone(),
+                SortTarget::Version => kv.version.to_be_bytes().to_vec(),
+                SortTarget::Create => kv.create_revision.to_be_bytes().to_vec(),
+                SortTarget::Mod => kv.mod_revision.to_be_bytes().to_vec(),
+                SortTarget::Value => kv.value.clone(),
+            };
             let mut expected = all_p.clone();
-            expected.sort_by(|x, y| match target {
-                SortTarget::Key => x.key.cmp(&y.key),
-                SortTarget::Version => x.version.cmp(&y.version),
-                SortTarget::Create => x.create_revision.cmp(&y.create_revision),
-                SortTarget::Mod => x.mod_revision.cmp(&y.mod_revision),
-                SortTarget::Value => x.value.cmp(&y.value),
-            });
+            expected.sort_by_key(key_of);
+            ensure!(
+                expected.windows(2).all(|w| key_of(&w[0]) != key_of(&w[1])),
+                "test data has ties for {target:?}"
+            );
+            // Order NONE with a target other than KEY sorts ascending.
+            let resp = c
+                .get(p.as_str(), Some(GetOptions::new().with_prefix().with_sort(target, SortOrder::None)))
+                .await?;
+            ensure!(kvs(&resp) == expected, "sort {target:?} NONE: {:?}", keys(&resp));
+            // ...but with a limit, etcd 3.4 only fetches everything first when the order is not
+            // NONE: with NONE it takes limit+1 keys in key order, sorts those by the target, then
+            // truncates to the limit.
+            let resp = c
+                .get(
+                    p.as_str(),
+                    Some(GetOptions::new().with_prefix().with_sort(target, SortOrder::None).with_limit(3)),
+                )
+                .await?;
+            let mut exp = all_p[..4].to_vec();
+            exp.sort_by_key(key_of);
+            exp.truncate(3);
+            ensure!(
+                kvs(&resp) == exp && resp.more() && resp.count() == 5,
+                "sort {target:?} NONE limit 3: {:?} more={} count={}",
+                keys(&resp),
+                resp.more(),
+                resp.count()
+            );
             for order in [SortOrder::Ascend, SortOrder::Descend] {
                 let mut exp = expected.clone();
                 if order == SortOrder::Descend {
                     exp.reverse();
                 }
+                let resp =
+                    c.get(p.as_str(), Some(GetOptions::new().with_prefix().with_sort(target, order))).await?;
+                ensure!(kvs(&resp) == exp, "sort {target:?} {order:?}: {:?}", keys(&resp));
                 let resp = c
                     .get(
                         p.as_str(),
-                        Some(GetOptions::new().with_prefix().with_sort(target, order)),
-                    )
-                    .await?;
-                ensure!(
-                    kvs(&resp) == exp,
-                    "sort {target:?} {order:?}: {:?}",
-                    keys(&resp)
-                );
-                let resp = c
-                    .get(
-                        p.as_str(),
-                        Some(
-                            GetOptions::new()
-                                .with_prefix()
-                                .with_sort(target, order)
-                                .with_limit(3),
-                        ),
+                        Some(GetOptions::new().with_prefix().with_sort(target, order).with_limit(3)),
                     )
                     .await?;
                 ensure!(
@@ -345,26 +241,13 @@ async fn range_queries_body(cluster: &Cluster) -> Result<()> {
         }
 
         // keys_only / count_only.
-        let resp = c
-            .get(
-                p.as_str(),
-                Some(GetOptions::new().with_prefix().with_keys_only()),
-            )
-            .await?;
+        let resp = c.get(p.as_str(), Some(GetOptions::new().with_prefix().with_keys_only())).await?;
         let mut exp = all_p.clone();
         for kv in &mut exp {
             kv.value.clear();
         }
-        ensure!(
-            kvs(&resp) == exp,
-            "keys_only keeps everything but the value"
-        );
-        let resp = c
-            .get(
-                p.as_str(),
-                Some(GetOptions::new().with_prefix().with_count_only()),
-            )
-            .await?;
+        ensure!(kvs(&resp) == exp, "keys_only keeps everything but the value");
+        let resp = c.get(p.as_str(), Some(GetOptions::new().with_prefix().with_count_only())).await?;
         ensure!(resp.kvs().is_empty() && resp.count() == 5, "count_only");
 
         // Revision filters. Note: etcd filters after counting, so `count` is the number of keys
@@ -378,30 +261,22 @@ async fn range_queries_body(cluster: &Cluster) -> Result<()> {
         let filters: [(&str, GetOptions, KvFilter); 5] = [
             (
                 "min_mod",
-                GetOptions::new()
-                    .with_prefix()
-                    .with_min_mod_revision(mid_mod),
+                GetOptions::new().with_prefix().with_min_mod_revision(mid_mod),
                 Box::new(move |kv| kv.mod_revision >= mid_mod),
             ),
             (
                 "max_mod",
-                GetOptions::new()
-                    .with_prefix()
-                    .with_max_mod_revision(mid_mod),
+                GetOptions::new().with_prefix().with_max_mod_revision(mid_mod),
                 Box::new(move |kv| kv.mod_revision <= mid_mod),
             ),
             (
                 "min_create",
-                GetOptions::new()
-                    .with_prefix()
-                    .with_min_create_revision(mid_create),
+                GetOptions::new().with_prefix().with_min_create_revision(mid_create),
                 Box::new(move |kv| kv.create_revision >= mid_create),
             ),
             (
                 "max_create",
-                GetOptions::new()
-                    .with_prefix()
-                    .with_max_create_revision(mid_create),
+                GetOptions::new().with_prefix().with_max_create_revision(mid_create),
                 Box::new(move |kv| kv.create_revision <= mid_create),
             ),
             (
@@ -413,13 +288,26 @@ async fn range_queries_body(cluster: &Cluster) -> Result<()> {
                 Box::new(move |kv| kv.create_revision >= mid_create && kv.mod_revision <= mid_mod),
             ),
         ];
+        // A limit with a filter applies after the filter; `more` says whether filtered keys were
+        // cut off.
+        let resp = c
+            .get(
+                p.as_str(),
+                Some(GetOptions::new().with_prefix().with_min_mod_revision(mid_mod).with_limit(1)),
+            )
+            .await?;
+        let exp: Vec<Kv> = all_p.iter().filter(|kv| kv.mod_revision >= mid_mod).take(1).cloned().collect();
+        ensure!(
+            kvs(&resp) == exp && resp.more() && resp.count() == 5,
+            "min_mod + limit 1: {:?} more={} count={}",
+            keys(&resp),
+            resp.more(),
+            resp.count()
+        );
         for (name, opts, keep) in filters {
             let resp = c.get(p.as_str(), Some(opts)).await?;
             let exp: Vec<Kv> = all_p.iter().filter(|kv| keep(kv)).cloned().collect();
-            ensure!(
-                !exp.is_empty() && exp.len() < 5,
-                "{name}: the filter must bite"
-            );
+            ensure!(!exp.is_empty() && exp.len() < 5, "{name}: the filter must bite");
             ensure!(kvs(&resp) == exp, "{name}: {:?}", keys(&resp));
             ensure!(
                 resp.count() == 5,
@@ -439,10 +327,7 @@ async fn historical_reads() {
 }
 
 async fn historical_reads_body(cluster: &Cluster) -> Result<()> {
-    let mut model = Model {
-        rev: current_rev(&mut cluster.client(0).await?).await?,
-        ..Default::default()
-    };
+    let mut model = Model { rev: current_rev(&mut cluster.client(0).await?).await?, ..Default::default() };
     for i in 0..cluster.len() {
         let mut c = cluster.client(i).await?;
         let p = format!("kv/hist/n{i}/");
@@ -456,10 +341,7 @@ async fn historical_reads_body(cluster: &Cluster) -> Result<()> {
         let r3 = delete_model(&mut c, &mut model, &k).await?;
         let snap3 = model.clone();
         let r4 = put_model(&mut c, &mut model, &k, "v3").await?;
-        ensure!(
-            r2 == r1 + 1 && r_other == r2 + 1 && r3 == r_other + 1 && r4 == r3 + 1,
-            "revisions"
-        );
+        ensure!(r2 == r1 + 1 && r_other == r2 + 1 && r3 == r_other + 1 && r4 == r3 + 1, "revisions");
 
         // Read the history through every node.
         for j in 0..cluster.len() {
@@ -480,22 +362,16 @@ async fn historical_reads_body(cluster: &Cluster) -> Result<()> {
                     "header revision of a historical read is the current revision"
                 );
             }
-            let resp = cj
-                .get(k.as_str(), Some(GetOptions::new().with_revision(before)))
-                .await?;
+            let resp = cj.get(k.as_str(), Some(GetOptions::new().with_revision(before))).await?;
             ensure!(resp.kvs().is_empty(), "before creation nothing is there");
-            let resp = cj
-                .get(k.as_str(), Some(GetOptions::new().with_revision(r4)))
-                .await?;
+            let resp = cj.get(k.as_str(), Some(GetOptions::new().with_revision(r4))).await?;
             let kv = &kvs(&resp)[0];
             ensure!(
                 kv.value == b"v3" && kv.version == 1 && kv.create_revision == r4,
                 "after re-creation: {kv:?}"
             );
             // revision <= 0 means the latest.
-            let resp = cj
-                .get(k.as_str(), Some(GetOptions::new().with_revision(0)))
-                .await?;
+            let resp = cj.get(k.as_str(), Some(GetOptions::new().with_revision(0))).await?;
             ensure!(kvs(&resp)[0].value == b"v3", "revision 0 = latest");
         }
     }
@@ -512,10 +388,7 @@ async fn txn() {
 
 async fn txn_body(cluster: &Cluster) -> Result<()> {
     use CompareOp::{Equal, Greater, Less, NotEqual};
-    let mut model = Model {
-        rev: current_rev(&mut cluster.client(0).await?).await?,
-        ..Default::default()
-    };
+    let mut model = Model { rev: current_rev(&mut cluster.client(0).await?).await?, ..Default::default() };
     for i in 0..cluster.len() {
         let mut c = cluster.client(i).await?;
         let p = format!("kv/txn/n{i}/");
@@ -536,27 +409,11 @@ async fn txn_body(cluster: &Cluster) -> Result<()> {
             ("version != 2", Compare::version(k, NotEqual, 2), false),
             ("version != 5", Compare::version(k, NotEqual, 5), true),
             ("create = rk", Compare::create_revision(k, Equal, rk), true),
-            (
-                "create > rk-1",
-                Compare::create_revision(k, Greater, rk - 1),
-                true,
-            ),
-            (
-                "create > rk",
-                Compare::create_revision(k, Greater, rk),
-                false,
-            ),
-            (
-                "create < rk+1",
-                Compare::create_revision(k, Less, rk + 1),
-                true,
-            ),
+            ("create > rk-1", Compare::create_revision(k, Greater, rk - 1), true),
+            ("create > rk", Compare::create_revision(k, Greater, rk), false),
+            ("create < rk+1", Compare::create_revision(k, Less, rk + 1), true),
             ("create < rk", Compare::create_revision(k, Less, rk), false),
-            (
-                "create != rk",
-                Compare::create_revision(k, NotEqual, rk),
-                false,
-            ),
+            ("create != rk", Compare::create_revision(k, NotEqual, rk), false),
             ("mod = rk+1", Compare::mod_revision(k, Equal, rk + 1), true),
             ("mod = rk", Compare::mod_revision(k, Equal, rk), false),
             ("mod > rk", Compare::mod_revision(k, Greater, rk), true),
@@ -575,41 +432,17 @@ async fn txn_body(cluster: &Cluster) -> Result<()> {
             ("lease > 0", Compare::lease(k, Greater, 0), false),
             // A missing key compares as version/create/mod/lease 0...
             ("missing version = 0", Compare::version(m, Equal, 0), true),
-            (
-                "missing create = 0",
-                Compare::create_revision(m, Equal, 0),
-                true,
-            ),
+            ("missing create = 0", Compare::create_revision(m, Equal, 0), true),
             ("missing mod = 0", Compare::mod_revision(m, Equal, 0), true),
-            (
-                "missing mod > 0",
-                Compare::mod_revision(m, Greater, 0),
-                false,
-            ),
+            ("missing mod > 0", Compare::mod_revision(m, Greater, 0), false),
             ("missing lease = 0", Compare::lease(m, Equal, 0), true),
             // ...but any VALUE compare on a missing key is false, even NOT_EQUAL.
             ("missing value = ''", Compare::value(m, Equal, ""), false),
-            (
-                "missing value != x",
-                Compare::value(m, NotEqual, "x"),
-                false,
-            ),
+            ("missing value != x", Compare::value(m, NotEqual, "x"), false),
             // A compare over a range holds only if it holds for every key in it.
-            (
-                "prefix version > 0",
-                Compare::version(p.as_str(), Greater, 0).with_prefix(),
-                true,
-            ),
-            (
-                "prefix version > 1",
-                Compare::version(p.as_str(), Greater, 1).with_prefix(),
-                true,
-            ),
-            (
-                "prefix version > 2",
-                Compare::version(p.as_str(), Greater, 2).with_prefix(),
-                false,
-            ),
+            ("prefix version > 0", Compare::version(p.as_str(), Greater, 0).with_prefix(), true),
+            ("prefix version > 1", Compare::version(p.as_str(), Greater, 1).with_prefix(), true),
+            ("prefix version > 2", Compare::version(p.as_str(), Greater, 2).with_prefix(), false),
         ];
         for (name, cmp, expected) in cases {
             let resp = c
@@ -621,36 +454,21 @@ async fn txn_body(cluster: &Cluster) -> Result<()> {
                 )
                 .await
                 .with_context(|| format!("txn {name}"))?;
-            ensure!(
-                resp.succeeded() == expected,
-                "node {i}: compare {name}: succeeded={}",
-                resp.succeeded()
-            );
-            ensure!(
-                header_rev(resp.header())? == model.rev,
-                "{name}: read-only txn made a revision"
-            );
+            ensure!(resp.succeeded() == expected, "node {i}: compare {name}: succeeded={}", resp.succeeded());
+            ensure!(header_rev(resp.header())? == model.rev, "{name}: read-only txn made a revision");
             let ops = resp.op_responses();
-            ensure!(
-                ops.len() == if expected { 1 } else { 2 },
-                "{name}: branch op count"
-            );
+            ensure!(ops.len() == if expected { 1 } else { 2 }, "{name}: branch op count");
             let TxnOpResponse::Get(last) = ops.last().unwrap() else {
                 anyhow::bail!("{name}: expected a range response");
             };
-            ensure!(
-                kvs(last) == model.range(k.as_bytes(), b""),
-                "{name}: get in txn"
-            );
+            ensure!(kvs(last) == model.range(k.as_bytes(), b""), "{name}: get in txn");
         }
         // Compares are ANDed.
-        let resp = c
-            .txn(Txn::new().when([Compare::version(k, Equal, 2), Compare::value(k, Equal, "b")]))
-            .await?;
+        let resp =
+            c.txn(Txn::new().when([Compare::version(k, Equal, 2), Compare::value(k, Equal, "b")])).await?;
         ensure!(!resp.succeeded(), "AND of true and false");
-        let resp = c
-            .txn(Txn::new().when([Compare::version(k, Equal, 2), Compare::value(k, Equal, "c")]))
-            .await?;
+        let resp =
+            c.txn(Txn::new().when([Compare::version(k, Equal, 2), Compare::value(k, Equal, "c")])).await?;
         ensure!(resp.succeeded(), "AND of true and true");
         // An empty txn succeeds.
         ensure!(c.txn(Txn::new()).await?.succeeded(), "empty txn succeeds");
@@ -695,11 +513,7 @@ async fn txn_body(cluster: &Cluster) -> Result<()> {
             .await?;
         ensure!(resp.succeeded(), "txn with writes took the success branch");
         let rev = header_rev(resp.header())?;
-        ensure!(
-            rev == model.rev + 1,
-            "one revision per txn: {rev} vs {}",
-            model.rev + 1
-        );
+        ensure!(rev == model.rev + 1, "one revision per txn: {rev} vs {}", model.rev + 1);
         let old_k = model.kvs.get(k.as_bytes()).cloned();
         model.put(t1.as_bytes(), b"1", rev);
         model.put(t2.as_bytes(), b"2", rev);
@@ -731,17 +545,10 @@ async fn txn_body(cluster: &Cluster) -> Result<()> {
             other => anyhow::bail!("op 3: {other:?}"),
         }
         model.delete(k.as_bytes());
-        let resp = c
-            .get(p.as_str(), Some(GetOptions::new().with_prefix()))
-            .await?;
+        let resp = c.get(p.as_str(), Some(GetOptions::new().with_prefix())).await?;
+        ensure!(kvs(&resp) == model.prefix(p.as_bytes()), "state after the txn");
         ensure!(
-            kvs(&resp) == model.prefix(p.as_bytes()),
-            "state after the txn"
-        );
-        ensure!(
-            kvs(&resp)
-                .iter()
-                .all(|kv| kv.key.ends_with(b"missing") || kv.mod_revision == rev),
+            kvs(&resp).iter().all(|kv| kv.key.ends_with(b"missing") || kv.mod_revision == rev),
             "every key written by the txn has its revision"
         );
 
@@ -751,19 +558,12 @@ async fn txn_body(cluster: &Cluster) -> Result<()> {
                 Txn::new()
                     .when([Compare::version(k, Greater, 0)])
                     .and_then([TxnOp::put(format!("{p}never").as_str(), "x", None)])
-                    .or_else([TxnOp::put(
-                        k,
-                        "again",
-                        Some(PutOptions::new().with_prev_key()),
-                    )]),
+                    .or_else([TxnOp::put(k, "again", Some(PutOptions::new().with_prev_key()))]),
             )
             .await?;
         ensure!(!resp.succeeded(), "k was deleted, so version > 0 fails");
         let rev = header_rev(resp.header())?;
-        ensure!(
-            rev == model.rev + 1,
-            "failure branch with a write: one revision"
-        );
+        ensure!(rev == model.rev + 1, "failure branch with a write: one revision");
         model.put(k.as_bytes(), b"again", rev);
         // The same key put in both branches is fine (only one branch runs).
         let resp = c
@@ -782,26 +582,24 @@ async fn txn_body(cluster: &Cluster) -> Result<()> {
         let n = format!("{p}nested");
         let resp = c
             .txn(
-                Txn::new()
-                    .when([Compare::value(k, Equal, "then")])
-                    .and_then([
-                        TxnOp::put(format!("{p}outer").as_str(), "o", None),
-                        TxnOp::txn(
-                            Txn::new()
-                                .when([Compare::version(n.as_str(), Equal, 0)])
-                                .and_then([
-                                    TxnOp::put(n.as_str(), "inner-then", None),
-                                    TxnOp::get(format!("{p}outer").as_str(), None),
-                                ])
-                                .or_else([TxnOp::put(n.as_str(), "inner-else", None)]),
-                        ),
-                        TxnOp::txn(
-                            Txn::new()
-                                .when([Compare::value(k, Equal, "nope")])
-                                .and_then([TxnOp::put(format!("{p}never").as_str(), "x", None)])
-                                .or_else([TxnOp::get(k, None)]),
-                        ),
-                    ]),
+                Txn::new().when([Compare::value(k, Equal, "then")]).and_then([
+                    TxnOp::put(format!("{p}outer").as_str(), "o", None),
+                    TxnOp::txn(
+                        Txn::new()
+                            .when([Compare::version(n.as_str(), Equal, 0)])
+                            .and_then([
+                                TxnOp::put(n.as_str(), "inner-then", None),
+                                TxnOp::get(format!("{p}outer").as_str(), None),
+                            ])
+                            .or_else([TxnOp::put(n.as_str(), "inner-else", None)]),
+                    ),
+                    TxnOp::txn(
+                        Txn::new()
+                            .when([Compare::value(k, Equal, "nope")])
+                            .and_then([TxnOp::put(format!("{p}never").as_str(), "x", None)])
+                            .or_else([TxnOp::get(k, None)]),
+                    ),
+                ]),
             )
             .await?;
         ensure!(resp.succeeded(), "outer txn succeeded");
@@ -830,13 +628,8 @@ async fn txn_body(cluster: &Cluster) -> Result<()> {
             TxnOpResponse::Txn(inner) => ensure!(!inner.succeeded(), "inner txn 2 failed"),
             other => anyhow::bail!("op 2: {other:?}"),
         }
-        let resp = c
-            .get(p.as_str(), Some(GetOptions::new().with_prefix()))
-            .await?;
-        ensure!(
-            kvs(&resp) == model.prefix(p.as_bytes()),
-            "state after the nested txn"
-        );
+        let resp = c.get(p.as_str(), Some(GetOptions::new().with_prefix())).await?;
+        ensure!(kvs(&resp) == model.prefix(p.as_bytes()), "state after the nested txn");
     }
     Ok(())
 }
@@ -849,10 +642,7 @@ async fn compaction() {
 }
 
 async fn compaction_body(cluster: &Cluster) -> Result<()> {
-    let mut model = Model {
-        rev: current_rev(&mut cluster.client(0).await?).await?,
-        ..Default::default()
-    };
+    let mut model = Model { rev: current_rev(&mut cluster.client(0).await?).await?, ..Default::default() };
     for i in 0..cluster.len() {
         let mut c = cluster.client(i).await?;
         let k = format!("kv/compact/n{i}");
@@ -860,35 +650,15 @@ async fn compaction_body(cluster: &Cluster) -> Result<()> {
         let r2 = put_model(&mut c, &mut model, &k, "v2").await?;
         let r3 = put_model(&mut c, &mut model, &k, "v3").await?;
         let resp = c.compact(r2, None).await?;
-        ensure!(
-            header_rev(resp.header())? == model.rev,
-            "compaction does not make a revision"
-        );
+        ensure!(header_rev(resp.header())? == model.rev, "compaction does not make a revision");
         for j in 0..cluster.len() {
             let mut cj = cluster.client(j).await?;
-            let res = cj
-                .get(k.as_str(), Some(GetOptions::new().with_revision(r1)))
-                .await;
-            expect_grpc_err(
-                res,
-                Code::OutOfRange,
-                COMPACTED,
-                &format!("node {j}: read at r1 < compacted"),
-            )?;
-            let resp = cj
-                .get(k.as_str(), Some(GetOptions::new().with_revision(r2)))
-                .await?;
-            ensure!(
-                kvs(&resp)[0].value == b"v2",
-                "node {j}: read at the compacted revision works"
-            );
-            let resp = cj
-                .get(k.as_str(), Some(GetOptions::new().with_revision(r3)))
-                .await?;
-            ensure!(
-                kvs(&resp)[0].value == b"v3",
-                "node {j}: read above it works"
-            );
+            let res = cj.get(k.as_str(), Some(GetOptions::new().with_revision(r1))).await;
+            expect_grpc_err(res, Code::OutOfRange, COMPACTED, &format!("node {j}: read at r1 < compacted"))?;
+            let resp = cj.get(k.as_str(), Some(GetOptions::new().with_revision(r2))).await?;
+            ensure!(kvs(&resp)[0].value == b"v2", "node {j}: read at the compacted revision works");
+            let resp = cj.get(k.as_str(), Some(GetOptions::new().with_revision(r3))).await?;
+            ensure!(kvs(&resp)[0].value == b"v3", "node {j}: read above it works");
             let resp = cj.get(k.as_str(), None).await?;
             ensure!(
                 kvs(&resp) == model.range(k.as_bytes(), b""),
@@ -897,12 +667,7 @@ async fn compaction_body(cluster: &Cluster) -> Result<()> {
         }
         // Compacting below the last compaction is a compacted error too.
         let res = c.compact(r1, None).await;
-        expect_grpc_err(
-            res,
-            Code::OutOfRange,
-            COMPACTED,
-            "compacting below the compacted revision",
-        )?;
+        expect_grpc_err(res, Code::OutOfRange, COMPACTED, "compacting below the compacted revision")?;
     }
     Ok(())
 }
@@ -915,10 +680,7 @@ async fn binary_and_large_values() {
 }
 
 async fn binary_and_large_values_body(cluster: &Cluster) -> Result<()> {
-    let mut model = Model {
-        rev: current_rev(&mut cluster.client(0).await?).await?,
-        ..Default::default()
-    };
+    let mut model = Model { rev: current_rev(&mut cluster.client(0).await?).await?, ..Default::default() };
     for i in 0..cluster.len() {
         let mut c = cluster.client(i).await?;
         let key = [b"kv/bin/".as_slice(), &[i as u8, 0, 0xff, b'\n', 0x80]].concat();
@@ -930,15 +692,9 @@ async fn binary_and_large_values_body(cluster: &Cluster) -> Result<()> {
         for j in 0..cluster.len() {
             let mut cj = cluster.client(j).await?;
             let resp = cj.get(key.clone(), None).await?;
-            ensure!(
-                kvs(&resp) == model.range(&key, b""),
-                "node {j}: binary key/value"
-            );
+            ensure!(kvs(&resp) == model.range(&key, b""), "node {j}: binary key/value");
             let resp = cj.get(big_key.as_str(), None).await?;
-            ensure!(
-                kvs(&resp) == model.range(big_key.as_bytes(), b""),
-                "node {j}: 1 MB value"
-            );
+            ensure!(kvs(&resp) == model.range(big_key.as_bytes(), b""), "node {j}: 1 MB value");
         }
     }
     Ok(())

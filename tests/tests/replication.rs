@@ -24,9 +24,7 @@ async fn put_retrying(
     stop: Option<&AtomicBool>,
 ) -> bool {
     loop {
-        if let Ok(Ok(_)) =
-            tokio::time::timeout(Duration::from_secs(5), client.put(key, value, None)).await
-        {
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), client.put(key, value, None)).await {
             return true;
         }
         if Instant::now() >= deadline || stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
@@ -48,33 +46,20 @@ async fn read_prefix(
     if serializable {
         opts = opts.with_serializable();
     }
-    let resp = c
-        .get(prefix, Some(opts))
-        .await
-        .with_context(|| format!("node {i}: get --prefix {prefix}"))?;
+    let resp = c.get(prefix, Some(opts)).await.with_context(|| format!("node {i}: get --prefix {prefix}"))?;
     Ok(resp
         .kvs()
         .iter()
         .map(|kv| {
-            (
-                String::from_utf8_lossy(kv.key()).into_owned(),
-                String::from_utf8_lossy(kv.value()).into_owned(),
-            )
+            (String::from_utf8_lossy(kv.key()).into_owned(), String::from_utf8_lossy(kv.value()).into_owned())
         })
         .collect())
 }
 
 /// Checks every acknowledged write is on node `i` (extra, unacknowledged ones are allowed).
-fn check_acked(
-    node: usize,
-    seen: &BTreeMap<String, String>,
-    acked: &BTreeMap<String, String>,
-) -> Result<()> {
-    let missing: Vec<&String> = acked
-        .iter()
-        .filter(|(k, v)| seen.get(*k) != Some(*v))
-        .map(|(k, _)| k)
-        .collect();
+fn check_acked(node: usize, seen: &BTreeMap<String, String>, acked: &BTreeMap<String, String>) -> Result<()> {
+    let missing: Vec<&String> =
+        acked.iter().filter(|(k, v)| seen.get(*k) != Some(*v)).map(|(k, _)| k).collect();
     ensure!(
         missing.is_empty(),
         "node {node}: {} of {} acknowledged writes missing or wrong, e.g. {:?}",
@@ -110,10 +95,7 @@ async fn writes_through_followers_visible_everywhere() {
 
 async fn writes_through_followers_body(cluster: &Cluster) -> Result<()> {
     let followers = cluster.followers().await?;
-    ensure!(
-        followers.len() == 2,
-        "3 nodes = 1 leader + 2 followers, got {followers:?}"
-    );
+    ensure!(followers.len() == 2, "3 nodes = 1 leader + 2 followers, got {followers:?}");
     let mut acked = BTreeMap::new();
     for &f in &followers {
         let mut c = cluster.client(f).await?;
@@ -133,17 +115,10 @@ async fn writes_through_followers_body(cluster: &Cluster) -> Result<()> {
     }
     let mut revs = Vec::new();
     for j in 0..cluster.len() {
-        check_acked(
-            j,
-            &read_prefix(cluster, j, "repl/follow/", false).await?,
-            &acked,
-        )?;
+        check_acked(j, &read_prefix(cluster, j, "repl/follow/", false).await?, &acked)?;
         revs.push(current_rev(&mut cluster.client(j).await?).await?);
     }
-    ensure!(
-        revs.windows(2).all(|w| w[0] == w[1]),
-        "nodes report different revisions: {revs:?}"
-    );
+    ensure!(revs.windows(2).all(|w| w[0] == w[1]), "nodes report different revisions: {revs:?}");
 
     // A paused follower misses writes, then catches up once resumed.
     let paused = followers[0];
@@ -157,11 +132,7 @@ async fn writes_through_followers_body(cluster: &Cluster) -> Result<()> {
     }
     cluster.resume(paused)?;
     wait_caught_up(cluster, paused, "repl/follow/", &acked, CONVERGE).await?;
-    check_acked(
-        paused,
-        &read_prefix(cluster, paused, "repl/follow/", false).await?,
-        &acked,
-    )?;
+    check_acked(paused, &read_prefix(cluster, paused, "repl/follow/", false).await?, &acked)?;
     Ok(())
 }
 
@@ -174,19 +145,12 @@ struct Writers {
 }
 
 impl Writers {
-    async fn start(
-        cluster: &Cluster,
-        nodes: &[usize],
-        prefix: &str,
-        count: usize,
-    ) -> Result<Writers> {
+    async fn start(cluster: &Cluster, nodes: &[usize], prefix: &str, count: usize) -> Result<Writers> {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(BTreeMap::new()));
         let mut tasks = Vec::new();
         for w in 0..count {
-            let mut client = cluster
-                .client_with(nodes, cairn_tests::default_connect_options())
-                .await?;
+            let mut client = cluster.client_with(nodes, cairn_tests::default_connect_options()).await?;
             let (stop, acked, prefix) = (stop.clone(), acked.clone(), prefix.to_string());
             tasks.push(tokio::spawn(async move {
                 let mut n = 0u64;
@@ -212,16 +176,10 @@ impl Writers {
         let deadline = Instant::now() + timeout;
         while self.acked_count() < n {
             if Instant::now() >= deadline {
-                bail!(
-                    "only {} of {n} writes acknowledged after {timeout:?}",
-                    self.acked_count()
-                );
+                bail!("only {} of {n} writes acknowledged after {timeout:?}", self.acked_count());
             }
             if self.tasks.iter().all(|t| t.is_finished()) {
-                bail!(
-                    "all writers stopped after {} acknowledged writes",
-                    self.acked_count()
-                );
+                bail!("all writers stopped after {} acknowledged writes", self.acked_count());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -234,10 +192,7 @@ impl Writers {
         for t in self.tasks {
             t.await.map_err(|e| anyhow!("writer task: {e}"))?;
         }
-        Ok(Arc::try_unwrap(self.acked)
-            .map_err(|_| anyhow!("acked still shared"))?
-            .into_inner()
-            .unwrap())
+        Ok(Arc::try_unwrap(self.acked).map_err(|_| anyhow!("acked still shared"))?.into_inner().unwrap())
     }
 }
 
@@ -259,16 +214,11 @@ async fn leader_crash_body(cluster: &Cluster) -> Result<()> {
     cluster.kill(old_leader)?;
     let at_kill = writers.acked_count();
     // Writes keep being acknowledged once the survivors have elected a new leader.
-    writers
-        .wait_for(at_kill + 60, Duration::from_secs(60))
-        .await?;
+    writers.wait_for(at_kill + 60, Duration::from_secs(60)).await?;
     let acked = writers.stop().await?;
 
     let new_leader = cluster.leader().await?;
-    ensure!(
-        new_leader != old_leader,
-        "the killed node cannot be the leader"
-    );
+    ensure!(new_leader != old_leader, "the killed node cannot be the leader");
     for j in cluster.live_nodes() {
         check_acked(j, &read_prefix(cluster, j, prefix, false).await?, &acked)?;
     }
@@ -294,11 +244,7 @@ async fn leader_crash_body(cluster: &Cluster) -> Result<()> {
     for j in 0..cluster.len() {
         check_acked(j, &read_prefix(cluster, j, prefix, false).await?, &acked)?;
     }
-    ensure!(
-        cluster.unexpected_exits().is_empty(),
-        "crashed: {:?}",
-        cluster.unexpected_exits()
-    );
+    ensure!(cluster.unexpected_exits().is_empty(), "crashed: {:?}", cluster.unexpected_exits());
     Ok(())
 }
 
@@ -307,11 +253,7 @@ async fn leader_crash_body(cluster: &Cluster) -> Result<()> {
 /// followers, hence 6000 writes) catches up after a restart, through a snapshot.
 #[tokio::test(flavor = "multi_thread")]
 async fn follower_catches_up_from_snapshot() {
-    let cluster = start(ClusterOptions {
-        snapshot_count: Some(100),
-        ..ClusterOptions::nodes(3)
-    })
-    .await;
+    let cluster = start(ClusterOptions { snapshot_count: Some(100), ..ClusterOptions::nodes(3) }).await;
     follower_snapshot_body(&cluster).await.unwrap();
 }
 
@@ -324,9 +266,7 @@ async fn follower_snapshot_body(cluster: &Cluster) -> Result<()> {
     let up: Vec<usize> = (0..cluster.len()).filter(|&i| i != down).collect();
 
     // KEYS writes, CONCURRENCY at a time, each through a live node.
-    let client = cluster
-        .client_with(&up, cairn_tests::default_connect_options())
-        .await?;
+    let client = cluster.client_with(&up, cairn_tests::default_connect_options()).await?;
     let mut tasks = Vec::new();
     for t in 0..CONCURRENCY {
         let mut client = client.clone();
@@ -354,33 +294,13 @@ async fn follower_snapshot_body(cluster: &Cluster) -> Result<()> {
     let resp = cluster
         .client(down)
         .await?
-        .get(
-            prefix,
-            Some(
-                GetOptions::new()
-                    .with_prefix()
-                    .with_count_only()
-                    .with_serializable(),
-            ),
-        )
+        .get(prefix, Some(GetOptions::new().with_prefix().with_count_only().with_serializable()))
         .await?;
-    ensure!(
-        resp.count() == KEYS as i64,
-        "restarted node counts {} keys",
-        resp.count()
-    );
+    ensure!(resp.count() == KEYS as i64, "restarted node counts {} keys", resp.count());
     // It serves linearizable reads again and writes through it work.
     cluster.wait_node_ready(down, CONVERGE).await?;
-    cluster
-        .client(down)
-        .await?
-        .put(format!("{prefix}via-restarted"), "x", None)
-        .await?;
-    ensure!(
-        cluster.unexpected_exits().is_empty(),
-        "crashed: {:?}",
-        cluster.unexpected_exits()
-    );
+    cluster.client(down).await?.put(format!("{prefix}via-restarted"), "x", None).await?;
+    ensure!(cluster.unexpected_exits().is_empty(), "crashed: {:?}", cluster.unexpected_exits());
     Ok(())
 }
 
@@ -407,16 +327,8 @@ async fn whole_cluster_crash_body(cluster: &Cluster) -> Result<()> {
         check_acked(j, &read_prefix(cluster, j, prefix, false).await?, &acked)?;
     }
     // And the cluster takes writes again.
-    cluster
-        .client(0)
-        .await?
-        .put(format!("{prefix}after"), "x", None)
-        .await?;
-    ensure!(
-        cluster.unexpected_exits().is_empty(),
-        "crashed: {:?}",
-        cluster.unexpected_exits()
-    );
+    cluster.client(0).await?.put(format!("{prefix}after"), "x", None).await?;
+    ensure!(cluster.unexpected_exits().is_empty(), "crashed: {:?}", cluster.unexpected_exits());
     Ok(())
 }
 
@@ -433,38 +345,24 @@ async fn rolling_graceful_restart_body(cluster: &Cluster) -> Result<()> {
     let mut acked = BTreeMap::new();
     let leader = cluster.leader().await?;
     // Leader last.
-    let order: Vec<usize> = (0..cluster.len())
-        .filter(|&i| i != leader)
-        .chain([leader])
-        .collect();
+    let order: Vec<usize> = (0..cluster.len()).filter(|&i| i != leader).chain([leader]).collect();
     for (round, &i) in order.iter().enumerate() {
         let other = (0..cluster.len()).find(|&j| j != i).unwrap();
         let mut c = cluster.client(other).await?;
         let deadline = Instant::now() + CONVERGE;
         for n in 0..10 {
             let (k, v) = (format!("{prefix}r{round}/{n:03}"), format!("v{n}"));
-            ensure!(
-                put_retrying(&mut c, &k, &v, deadline, None).await,
-                "put {k}"
-            );
+            ensure!(put_retrying(&mut c, &k, &v, deadline, None).await, "put {k}");
             acked.insert(k, v);
         }
         cluster.terminate(i).await?;
-        ensure!(
-            !cluster.is_running(i),
-            "node {i} still running after SIGTERM"
-        );
+        ensure!(!cluster.is_running(i), "node {i} still running after SIGTERM");
         let survivors: Vec<usize> = cluster.live_nodes();
-        let mut c = cluster
-            .client_with(&survivors, cairn_tests::default_connect_options())
-            .await?;
+        let mut c = cluster.client_with(&survivors, cairn_tests::default_connect_options()).await?;
         let deadline = Instant::now() + CONVERGE;
         for n in 0..10 {
             let (k, v) = (format!("{prefix}r{round}/down/{n:03}"), format!("d{n}"));
-            ensure!(
-                put_retrying(&mut c, &k, &v, deadline, None).await,
-                "put {k} with node {i} down"
-            );
+            ensure!(put_retrying(&mut c, &k, &v, deadline, None).await, "put {k} with node {i} down");
             acked.insert(k, v);
         }
         cluster.restart(i)?;

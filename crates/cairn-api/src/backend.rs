@@ -55,17 +55,11 @@ pub struct MemberStatus {
 /// their header and the service fills in the rest of the header from [`Backend::status`].
 pub trait Backend: Send + Sync + 'static {
     /// A Range: linearizable unless `req.serializable`.
-    fn range(
-        &self,
-        req: RangeRequest,
-    ) -> impl Future<Output = Result<RangeResponse, BackendError>> + Send;
+    fn range(&self, req: RangeRequest) -> impl Future<Output = Result<RangeResponse, BackendError>> + Send;
 
     /// A Put, DeleteRange, Txn or Compaction, replicated and applied. A Txn that only reads
     /// may be served without replication (linearizably).
-    fn write(
-        &self,
-        req: WriteRequest,
-    ) -> impl Future<Output = Result<WriteResponse, BackendError>> + Send;
+    fn write(&self, req: WriteRequest) -> impl Future<Output = Result<WriteResponse, BackendError>> + Send;
 
     /// Cheap: called for every response header.
     fn status(&self) -> MemberStatus;

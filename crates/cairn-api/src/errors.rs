@@ -8,23 +8,13 @@ use crate::backend::BackendError;
 
 pub fn mvcc_status(e: &MvccError) -> Status {
     let (code, text) = match e {
-        MvccError::Compacted => (
-            Code::OutOfRange,
-            "etcdserver: mvcc: required revision has been compacted",
-        ),
-        MvccError::FutureRevision => (
-            Code::OutOfRange,
-            "etcdserver: mvcc: required revision is a future revision",
-        ),
+        MvccError::Compacted => (Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted"),
+        MvccError::FutureRevision => {
+            (Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision")
+        }
         MvccError::EmptyKey => (Code::InvalidArgument, "etcdserver: key is not provided"),
-        MvccError::TooManyOps => (
-            Code::InvalidArgument,
-            "etcdserver: too many operations in txn request",
-        ),
-        MvccError::DuplicateKey => (
-            Code::InvalidArgument,
-            "etcdserver: duplicate key given in txn request",
-        ),
+        MvccError::TooManyOps => (Code::InvalidArgument, "etcdserver: too many operations in txn request"),
+        MvccError::DuplicateKey => (Code::InvalidArgument, "etcdserver: duplicate key given in txn request"),
         MvccError::KeyNotFound => (Code::InvalidArgument, "etcdserver: key not found"),
         MvccError::ValueProvided => (Code::InvalidArgument, "etcdserver: value is provided"),
         MvccError::LeaseProvided => (Code::InvalidArgument, "etcdserver: lease is provided"),
@@ -66,20 +56,11 @@ mod tests {
         let s = mvcc_status(&MvccError::Compacted);
         assert_eq!(
             (s.code(), s.message()),
-            (
-                Code::OutOfRange,
-                "etcdserver: mvcc: required revision has been compacted"
-            )
+            (Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted")
         );
         let s = mvcc_status(&MvccError::EmptyKey);
-        assert_eq!(
-            (s.code(), s.message()),
-            (Code::InvalidArgument, "etcdserver: key is not provided")
-        );
+        assert_eq!((s.code(), s.message()), (Code::InvalidArgument, "etcdserver: key is not provided"));
         let s = backend_status(&BackendError::NoLeader);
-        assert_eq!(
-            (s.code(), s.message()),
-            (Code::Unavailable, "etcdserver: no leader")
-        );
+        assert_eq!((s.code(), s.message()), (Code::Unavailable, "etcdserver: no leader"));
     }
 }

@@ -18,8 +18,18 @@ pub struct KvService<B> {
 }
 
 impl<B: Backend> KvService<B> {
+    /// etcd's two size limits: its gRPC server refuses messages over max-request-bytes +
+    /// 512 KiB (ResourceExhausted, grpc-go's text), and etcd itself refuses requests over
+    /// max-request-bytes ("request is too large").
     fn check_size<M: Message>(&self, m: &M) -> Result<(), Status> {
-        if m.encoded_len() > self.limits.max_request_bytes {
+        let len = m.encoded_len();
+        let grpc_max = self.limits.max_grpc_message_bytes();
+        if len > grpc_max {
+            return Err(Status::resource_exhausted(format!(
+                "grpc: received message larger than max ({len} vs. {grpc_max})"
+            )));
+        }
+        if len > self.limits.max_request_bytes {
             return Err(mvcc_status(&MvccError::RequestTooLarge));
         }
         Ok(())
@@ -31,9 +41,7 @@ impl<B: Backend> KvService<B> {
 }
 
 fn unexpected(what: &str) -> Status {
-    Status::internal(format!(
-        "backend answered a {what} with another kind of response"
-    ))
+    Status::internal(format!("backend answered a {what} with another kind of response"))
 }
 
 #[tonic::async_trait]
@@ -41,6 +49,7 @@ impl<B: Backend> Kv for KvService<B> {
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         let req = req.into_inner();
         validate::check_range(&req).map_err(|e| mvcc_status(&e))?;
+        self.check_size(&req)?;
         let mut resp = self.backend.range(req).await?;
         fill_header(&mut resp.header, &self.backend.status());
         Ok(Response::new(resp))
@@ -88,11 +97,9 @@ impl<B: Backend> Kv for KvService<B> {
         }
     }
 
-    async fn compact(
-        &self,
-        req: Request<CompactionRequest>,
-    ) -> Result<Response<CompactionResponse>, Status> {
+    async fn compact(&self, req: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
         let req = req.into_inner();
+        self.check_size(&req)?;
         match self.write(WriteRequest::Compact(req)).await? {
             WriteResponse::Compact(mut r) => {
                 fill_header(&mut r.header, &self.backend.status());

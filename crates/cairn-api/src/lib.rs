@@ -30,16 +30,26 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_request_bytes: 1536 * 1024,
-            max_txn_ops: 128,
-        }
+        Limits { max_request_bytes: 1536 * 1024, max_txn_ops: 128 }
     }
 }
 
 /// etcd accepts gRPC messages this much larger than max-request-bytes, then checks the
 /// request size itself (so that the client gets etcd's "request is too large").
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+impl Limits {
+    /// The largest gRPC message etcd's server accepts.
+    pub fn max_grpc_message_bytes(&self) -> usize {
+        self.max_request_bytes + GRPC_OVERHEAD_BYTES
+    }
+}
+
+/// tonic's own limit, far above etcd's: the services check etcd's limit themselves so
+/// that clients get grpc-go's ResourceExhausted text rather than tonic's.
+fn decode_limit(limits: &Limits) -> usize {
+    (limits.max_grpc_message_bytes() * 4).max(64 << 20)
+}
 
 /// Fill cluster, member and term into a header whose revision the backend set.
 pub fn fill_header(header: &mut Option<ResponseHeader>, s: &MemberStatus) {
@@ -56,26 +66,17 @@ pub async fn serve<B: Backend>(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let max_message = limits.max_request_bytes + GRPC_OVERHEAD_BYTES;
-    let kv = KvServer::new(kv::KvService {
-        backend: backend.clone(),
-        limits,
-    })
-    .max_decoding_message_size(max_message)
-    .max_encoding_message_size(usize::MAX);
-    let maintenance = MaintenanceServer::new(maintenance::MaintenanceService {
-        backend: backend.clone(),
-    });
+    let kv = KvServer::new(kv::KvService { backend: backend.clone(), limits })
+        .max_decoding_message_size(decode_limit(&limits))
+        .max_encoding_message_size(usize::MAX);
+    let maintenance = MaintenanceServer::new(maintenance::MaintenanceService { backend: backend.clone() });
     let cluster = ClusterServer::new(maintenance::ClusterService { backend });
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(kv)
         .add_service(maintenance)
         .add_service(cluster)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
         .await
 }
 

@@ -35,10 +35,7 @@ impl<B: Backend> Maintenance for MaintenanceService<B> {
         Ok(Response::new(resp))
     }
 
-    async fn status(
-        &self,
-        _req: Request<StatusRequest>,
-    ) -> Result<Response<StatusResponse>, Status> {
+    async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let s = self.backend.status();
         let mut resp = StatusResponse {
             version: API_VERSION.to_string(),
@@ -69,10 +66,7 @@ impl<B: Backend> Maintenance for MaintenanceService<B> {
         Err(not_yet("Hash"))
     }
 
-    async fn hash_kv(
-        &self,
-        _req: Request<HashKvRequest>,
-    ) -> Result<Response<HashKvResponse>, Status> {
+    async fn hash_kv(&self, _req: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
         Err(not_yet("HashKV"))
     }
 
@@ -143,10 +137,7 @@ impl<B: Backend> Cluster for ClusterService<B> {
                 is_learner: m.is_learner,
             })
             .collect();
-        let mut resp = MemberListResponse {
-            members,
-            ..Default::default()
-        };
+        let mut resp = MemberListResponse { members, ..Default::default() };
         fill_header(&mut resp.header, &self.backend.status());
         Ok(Response::new(resp))
     }

@@ -27,9 +27,8 @@ pub fn encode_revision(rev: i64) -> [u8; 8] {
 }
 
 pub fn decode_revision(bytes: &[u8]) -> Result<i64, MvccError> {
-    let arr: [u8; 8] = bytes
-        .try_into()
-        .map_err(|_| MvccError::Corrupt(format!("revision of {} bytes", bytes.len())))?;
+    let arr: [u8; 8] =
+        bytes.try_into().map_err(|_| MvccError::Corrupt(format!("revision of {} bytes", bytes.len())))?;
     Ok(u64::from_be_bytes(arr) as i64)
 }
 
@@ -109,8 +108,7 @@ pub fn encode_kv(kv: &KeyValue) -> Vec<u8> {
 pub fn decode_kv(key: &[u8], value: &[u8]) -> Result<KeyValue, MvccError> {
     match value.split_first() {
         Some((&FORMAT_V1, rest)) => {
-            let mut kv =
-                KeyValue::decode(rest).map_err(|e| MvccError::Corrupt(format!("kv row: {e}")))?;
+            let mut kv = KeyValue::decode(rest).map_err(|e| MvccError::Corrupt(format!("kv row: {e}")))?;
             kv.key = key.to_vec();
             Ok(kv)
         }
@@ -133,11 +131,9 @@ pub fn encode_version(version: &Version) -> Vec<u8> {
 
 pub fn decode_version(value: &[u8]) -> Result<Version, MvccError> {
     match value {
-        [FORMAT_V1, KIND_PUT, rest @ ..] => {
-            Ok(Version::Put(KeyValue::decode(rest).map_err(|e| {
-                MvccError::Corrupt(format!("history row: {e}"))
-            })?))
-        }
+        [FORMAT_V1, KIND_PUT, rest @ ..] => Ok(Version::Put(
+            KeyValue::decode(rest).map_err(|e| MvccError::Corrupt(format!("history row: {e}")))?,
+        )),
         [FORMAT_V1, KIND_DELETE] => Ok(Version::Tombstone),
         _ => Err(MvccError::Corrupt("history row with unknown format".into())),
     }
@@ -195,10 +191,8 @@ mod tests {
 
     #[test]
     fn history_keys_keep_user_key_order_and_never_interleave() {
-        let keys: &[&[u8]] = &[
-            b"", b"\0", b"\0\0", b"\0\x01", b"a", b"a\0", b"a\0\xff", b"a\x01", b"ab", b"b",
-            b"\xff",
-        ];
+        let keys: &[&[u8]] =
+            &[b"", b"\0", b"\0\0", b"\0\x01", b"a", b"a\0", b"a\0\xff", b"a\x01", b"ab", b"b", b"\xff"];
         let mut encoded = Vec::new();
         for k in keys {
             for rev in [1i64, 7, 300, i64::MAX] {
@@ -207,10 +201,7 @@ mod tests {
         }
         let mut sorted = encoded.clone();
         sorted.sort_by(|a, b| a.0.cmp(&b.0));
-        assert_eq!(
-            sorted, encoded,
-            "byte order must equal (user key, revision) order"
-        );
+        assert_eq!(sorted, encoded, "byte order must equal (user key, revision) order");
         for (enc, key, rev) in &encoded {
             assert_eq!(decode_history_key(enc).unwrap(), (key.clone(), *rev));
             assert!(enc.starts_with(&history_prefix(key)));
@@ -229,10 +220,7 @@ mod tests {
         };
         let put = Version::Put(kv.clone());
         assert_eq!(decode_version(&encode_version(&put)).unwrap(), put);
-        assert_eq!(
-            decode_version(&encode_version(&Version::Tombstone)).unwrap(),
-            Version::Tombstone
-        );
+        assert_eq!(decode_version(&encode_version(&Version::Tombstone)).unwrap(), Version::Tombstone);
         assert!(decode_version(&[2, 0]).is_err());
         assert!(decode_version(&[]).is_err());
         let mut with_key = kv.clone();
@@ -243,16 +231,8 @@ mod tests {
 
     #[test]
     fn events_round_trip() {
-        let events = vec![
-            EventKey {
-                deleted: false,
-                key: b"a".to_vec(),
-            },
-            EventKey {
-                deleted: true,
-                key: vec![],
-            },
-        ];
+        let events =
+            vec![EventKey { deleted: false, key: b"a".to_vec() }, EventKey { deleted: true, key: vec![] }];
         assert_eq!(decode_events(&encode_events(&events)).unwrap(), events);
         assert!(decode_events(&[FORMAT_V1, 0, 0, 0, 0, 9]).is_err());
     }

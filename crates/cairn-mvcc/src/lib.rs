@@ -40,24 +40,19 @@ mod view;
 pub use error::MvccError;
 pub use range::KeyRange;
 pub use store::{
-    is_read_only, is_serializable, ApplyBatch, MvccStore, RevisionEvents, WriteRequest,
-    WriteResponse, INITIAL_REVISION,
+    is_read_only, is_serializable, ApplyBatch, MvccStore, RevisionEvents, WriteRequest, WriteResponse,
+    INITIAL_REVISION,
 };
 
 /// Open (or create) a RocksDB at `path` with the MVCC column families plus `extra` ones.
 /// A helper for tests and for callers that keep nothing else in the database.
-pub fn open_db(
-    path: &std::path::Path,
-    extra: &[&str],
-) -> Result<std::sync::Arc<rocksdb::DB>, MvccError> {
+pub fn open_db(path: &std::path::Path, extra: &[&str]) -> Result<std::sync::Arc<rocksdb::DB>, MvccError> {
     let mut opts = rocksdb::Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
     let mut names: Vec<&str> = MvccStore::column_families().collect();
     names.extend(extra.iter().copied());
-    Ok(std::sync::Arc::new(rocksdb::DB::open_cf(
-        &opts, path, names,
-    )?))
+    Ok(std::sync::Arc::new(rocksdb::DB::open_cf(&opts, path, names)?))
 }
 
 #[cfg(test)]

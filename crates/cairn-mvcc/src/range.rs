@@ -5,9 +5,7 @@ use cairn_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use cairn_proto::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
 use cairn_proto::mvccpb::KeyValue;
 
-use crate::encoding::{
-    decode_history_key, decode_kv, decode_version, history_key, history_prefix, Version,
-};
+use crate::encoding::{decode_history_key, decode_kv, decode_version, history_key, history_prefix, Version};
 use crate::error::MvccError;
 use crate::view::{Family, View};
 
@@ -39,11 +37,7 @@ impl<'a> KeyRange<'a> {
 
 /// The revision a read at `requested` (≤ 0: current) sees, or etcd's error.
 /// `compacted` is 0 when nothing was ever compacted.
-pub(crate) fn read_revision(
-    requested: i64,
-    current: i64,
-    compacted: i64,
-) -> Result<i64, MvccError> {
+pub(crate) fn read_revision(requested: i64, current: i64, compacted: i64) -> Result<i64, MvccError> {
     if requested > current {
         return Err(MvccError::FutureRevision);
     }
@@ -71,10 +65,7 @@ fn raw_range(
     count_only: bool,
 ) -> Result<RawRange, MvccError> {
     let want = |n: usize| !count_only && (limit == 0 || n < limit);
-    let mut out = RawRange {
-        kvs: Vec::new(),
-        count: 0,
-    };
+    let mut out = RawRange { kvs: Vec::new(), count: 0 };
     if rev == current {
         match range {
             KeyRange::Single(key) => {
@@ -140,11 +131,7 @@ fn raw_range(
 }
 
 /// The version of `key` as of `rev`, if it was live then.
-pub(crate) fn version_at(
-    view: &View<'_>,
-    key: &[u8],
-    rev: i64,
-) -> Result<Option<KeyValue>, MvccError> {
+pub(crate) fn version_at(view: &View<'_>, key: &[u8], rev: i64) -> Result<Option<KeyValue>, MvccError> {
     let lower = history_prefix(key);
     let Some((_, v)) = view.seek_prev(Family::History, &lower, &history_key(key, rev))? else {
         return Ok(None);
@@ -175,8 +162,7 @@ pub(crate) fn execute(
     current: i64,
     compacted: i64,
 ) -> Result<RangeResponse, MvccError> {
-    let sort_order =
-        SortOrder::try_from(req.sort_order).map_err(|_| MvccError::InvalidEnum("sort order"))?;
+    let sort_order = SortOrder::try_from(req.sort_order).map_err(|_| MvccError::InvalidEnum("sort order"))?;
     let sort_target =
         SortTarget::try_from(req.sort_target).map_err(|_| MvccError::InvalidEnum("sort target"))?;
     let rev = read_revision(req.revision, current, compacted)?;
@@ -186,11 +172,8 @@ pub(crate) fn execute(
         || req.min_create_revision != 0
         || req.max_create_revision != 0;
     // Like etcd: fetch everything when sorting or filtering, else one extra row for `more`.
-    let fetch = if sort_order != SortOrder::None || filtered || req.limit <= 0 {
-        0
-    } else {
-        req.limit as usize + 1
-    };
+    let fetch =
+        if sort_order != SortOrder::None || filtered || req.limit <= 0 { 0 } else { req.limit as usize + 1 };
     let range = KeyRange::new(&req.key, &req.range_end);
     let raw = raw_range(view, range, rev, current, fetch, req.count_only)?;
     let mut kvs = raw.kvs;
@@ -225,10 +208,7 @@ pub(crate) fn execute(
         }
     }
     Ok(RangeResponse {
-        header: Some(ResponseHeader {
-            revision: current,
-            ..Default::default()
-        }),
+        header: Some(ResponseHeader { revision: current, ..Default::default() }),
         kvs,
         more,
         count: raw.count,

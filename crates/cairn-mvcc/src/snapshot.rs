@@ -69,10 +69,7 @@ impl MvccStore {
         let mut batch = WriteBatch::default();
         for fam in Family::ALL {
             // Clear the family: delete everything up to one past its last key.
-            let last = db
-                .iterator_cf(fam.handle(db), IteratorMode::End)
-                .next()
-                .transpose()?;
+            let last = db.iterator_cf(fam.handle(db), IteratorMode::End).next().transpose()?;
             if let Some((last, _)) = last {
                 let mut end = last.to_vec();
                 end.push(0);
@@ -85,9 +82,7 @@ impl MvccStore {
             input.read_exact(&mut tag).map_err(io)?;
             let fam = match tag[0] {
                 END => break,
-                t => *Family::ALL
-                    .get(t as usize)
-                    .ok_or_else(|| corrupt("unknown family"))?,
+                t => *Family::ALL.get(t as usize).ok_or_else(|| corrupt("unknown family"))?,
             };
             let key = read_chunk(input)?;
             let value = read_chunk(input)?;

@@ -6,9 +6,8 @@ use std::sync::Arc;
 use cairn_proto::etcdserverpb::request_op::Request;
 use cairn_proto::etcdserverpb::response_op::Response;
 use cairn_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest,
-    TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use cairn_proto::mvccpb::{event::EventType, Event, KeyValue};
 use rocksdb::{WriteBatch, WriteOptions, DB};
@@ -80,11 +79,7 @@ impl MvccStore {
 
     /// (current revision, compacted revision) as last written.
     pub fn revisions(&self) -> Result<(i64, i64), MvccError> {
-        let view = View {
-            db: &self.db,
-            snapshot: None,
-            overlay: None,
-        };
+        let view = View { db: &self.db, snapshot: None, overlay: None };
         revisions(&view)
     }
 
@@ -96,11 +91,7 @@ impl MvccStore {
     /// Serve a Range from one consistent snapshot of the store.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, MvccError> {
         let snapshot = self.db.snapshot();
-        let view = View {
-            db: &self.db,
-            snapshot: Some(&snapshot),
-            overlay: None,
-        };
+        let view = View { db: &self.db, snapshot: Some(&snapshot), overlay: None };
         let (current, compacted) = revisions(&view)?;
         range::execute(&view, req, current, compacted)
     }
@@ -128,11 +119,8 @@ impl MvccStore {
     pub fn read_txn(&self, t: &TxnRequest) -> Result<TxnResponse, MvccError> {
         debug_assert!(is_read_only(t));
         let snapshot = self.db.snapshot();
-        let (current, compacted) = revisions(&View {
-            db: &self.db,
-            snapshot: Some(&snapshot),
-            overlay: None,
-        })?;
+        let (current, compacted) =
+            revisions(&View { db: &self.db, snapshot: Some(&snapshot), overlay: None })?;
         let mut batch = ApplyBatch {
             store: self,
             snapshot: Some(&snapshot),
@@ -148,26 +136,20 @@ impl MvccStore {
 
 /// Whether a txn (with every nested txn, in both branches) only reads.
 pub fn is_read_only(t: &TxnRequest) -> bool {
-    t.success
-        .iter()
-        .chain(&t.failure)
-        .all(|op| match &op.request {
-            Some(Request::RequestRange(_)) => true,
-            Some(Request::RequestTxn(inner)) => is_read_only(inner),
-            _ => false,
-        })
+    t.success.iter().chain(&t.failure).all(|op| match &op.request {
+        Some(Request::RequestRange(_)) => true,
+        Some(Request::RequestTxn(inner)) => is_read_only(inner),
+        _ => false,
+    })
 }
 
 /// Whether every range of a read-only txn asks for a serializable read.
 pub fn is_serializable(t: &TxnRequest) -> bool {
-    t.success
-        .iter()
-        .chain(&t.failure)
-        .all(|op| match &op.request {
-            Some(Request::RequestRange(r)) => r.serializable,
-            Some(Request::RequestTxn(inner)) => is_serializable(inner),
-            _ => false,
-        })
+    t.success.iter().chain(&t.failure).all(|op| match &op.request {
+        Some(Request::RequestRange(r)) => r.serializable,
+        Some(Request::RequestTxn(inner)) => is_serializable(inner),
+        _ => false,
+    })
 }
 
 fn revisions(view: &View<'_>) -> Result<(i64, i64), MvccError> {
@@ -203,11 +185,7 @@ struct RevisionWriter {
 
 impl<'a> ApplyBatch<'a> {
     fn view(&self) -> View<'_> {
-        View {
-            db: &self.store.db,
-            snapshot: self.snapshot,
-            overlay: Some(&self.overlay),
-        }
+        View { db: &self.store.db, snapshot: self.snapshot, overlay: Some(&self.overlay) }
     }
 
     fn write(&mut self, fam: Family, key: Vec<u8>, value: Option<Vec<u8>>) {
@@ -252,10 +230,7 @@ impl<'a> ApplyBatch<'a> {
     }
 
     fn start_revision(&self) -> RevisionWriter {
-        RevisionWriter {
-            revision: self.current + 1,
-            events: Vec::new(),
-        }
+        RevisionWriter { revision: self.current + 1, events: Vec::new() }
     }
 
     /// Record a revision's events; a revision that changed nothing is not used.
@@ -271,21 +246,10 @@ impl<'a> ApplyBatch<'a> {
                 key: e.kv.as_ref().map(|kv| kv.key.clone()).unwrap_or_default(),
             })
             .collect();
-        self.write(
-            Family::Events,
-            encode_revision(w.revision).to_vec(),
-            Some(encode_events(&keys)),
-        );
-        self.write(
-            Family::Meta,
-            META_CURRENT_REVISION.to_vec(),
-            Some(encode_revision(w.revision).to_vec()),
-        );
+        self.write(Family::Events, encode_revision(w.revision).to_vec(), Some(encode_events(&keys)));
+        self.write(Family::Meta, META_CURRENT_REVISION.to_vec(), Some(encode_revision(w.revision).to_vec()));
         self.current = w.revision;
-        self.events.push(RevisionEvents {
-            revision: w.revision,
-            events: w.events,
-        });
+        self.events.push(RevisionEvents { revision: w.revision, events: w.events });
     }
 
     /// The revision reads inside an unfinished revision see (etcd: begin + 1 once changed).
@@ -318,33 +282,17 @@ impl<'a> ApplyBatch<'a> {
             Some(prev) => (prev.create_revision, prev.version + 1),
             None => (w.revision, 1),
         };
-        let stored = KeyValue {
-            key: Vec::new(),
-            create_revision,
-            mod_revision: w.revision,
-            version,
-            value,
-            lease,
-        };
+        let stored =
+            KeyValue { key: Vec::new(), create_revision, mod_revision: w.revision, version, value, lease };
         self.write(Family::Kv, p.key.clone(), Some(encode_kv(&stored)));
         self.write(
             Family::History,
             history_key(&p.key, w.revision),
             Some(encode_version(&Version::Put(stored.clone()))),
         );
-        let kv = KeyValue {
-            key: p.key.clone(),
-            ..stored
-        };
-        w.events.push(Event {
-            r#type: EventType::Put as i32,
-            kv: Some(kv),
-            prev_kv: prev.clone(),
-        });
-        Ok(PutResponse {
-            header: Some(header(w.revision)),
-            prev_kv: if p.prev_kv { prev } else { None },
-        })
+        let kv = KeyValue { key: p.key.clone(), ..stored };
+        w.events.push(Event { r#type: EventType::Put as i32, kv: Some(kv), prev_kv: prev.clone() });
+        Ok(PutResponse { header: Some(header(w.revision)), prev_kv: if p.prev_kv { prev } else { None } })
     }
 
     fn delete_range(
@@ -352,11 +300,8 @@ impl<'a> ApplyBatch<'a> {
         w: &mut RevisionWriter,
         d: &DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, MvccError> {
-        let doomed = current_kvs(
-            &self.view(),
-            KeyRange::new(&d.key, &d.range_end),
-            self.read_revision_in(w),
-        )?;
+        let doomed =
+            current_kvs(&self.view(), KeyRange::new(&d.key, &d.range_end), self.read_revision_in(w))?;
         for prev in &doomed {
             self.write(Family::Kv, prev.key.clone(), None);
             self.write(
@@ -364,11 +309,7 @@ impl<'a> ApplyBatch<'a> {
                 history_key(&prev.key, w.revision),
                 Some(encode_version(&Version::Tombstone)),
             );
-            let kv = KeyValue {
-                key: prev.key.clone(),
-                mod_revision: w.revision,
-                ..Default::default()
-            };
+            let kv = KeyValue { key: prev.key.clone(), mod_revision: w.revision, ..Default::default() };
             w.events.push(Event {
                 r#type: EventType::Delete as i32,
                 kv: Some(kv),
@@ -401,11 +342,7 @@ impl<'a> ApplyBatch<'a> {
                 Some(Request::RequestPut(p)) => check_put_target(&self.view(), p)?,
                 Some(Request::RequestRange(r)) if r.revision != 0 => {
                     // etcd's checkRange: first revision is -1 until something was compacted.
-                    let first = if self.compacted == 0 {
-                        -1
-                    } else {
-                        self.compacted
-                    };
+                    let first = if self.compacted == 0 { -1 } else { self.compacted };
                     if r.revision > self.current {
                         return Err(MvccError::FutureRevision);
                     }
@@ -450,15 +387,9 @@ impl<'a> ApplyBatch<'a> {
                 }
                 None => return Err(MvccError::KeyNotFound),
             };
-            responses.push(ResponseOp {
-                response: Some(response),
-            });
+            responses.push(ResponseOp { response: Some(response) });
         }
-        Ok(TxnResponse {
-            header: None,
-            succeeded: path.succeeded,
-            responses,
-        })
+        Ok(TxnResponse { header: None, succeeded: path.succeeded, responses })
     }
 
     fn compact(&mut self, c: &CompactionRequest) -> Result<CompactionResponse, MvccError> {
@@ -504,15 +435,9 @@ impl<'a> ApplyBatch<'a> {
             encode_revision(0),
             encode_revision(rev),
         );
-        self.write(
-            Family::Meta,
-            META_COMPACT_REVISION.to_vec(),
-            Some(encode_revision(rev).to_vec()),
-        );
+        self.write(Family::Meta, META_COMPACT_REVISION.to_vec(), Some(encode_revision(rev).to_vec()));
         self.compacted = rev;
-        Ok(CompactionResponse {
-            header: Some(header(self.current)),
-        })
+        Ok(CompactionResponse { header: Some(header(self.current)) })
     }
 
     /// Write the batch (without fsync: the Raft log is the durable record, and RocksDB's
@@ -535,8 +460,5 @@ fn check_put_target(view: &View<'_>, p: &PutRequest) -> Result<(), MvccError> {
 }
 
 fn header(revision: i64) -> ResponseHeader {
-    ResponseHeader {
-        revision,
-        ..Default::default()
-    }
+    ResponseHeader { revision, ..Default::default() }
 }

@@ -57,11 +57,7 @@ impl Fixture {
     }
 
     fn compact(&self, rev: i64) -> Result<(), MvccError> {
-        self.apply(WriteRequest::Compact(CompactionRequest {
-            revision: rev,
-            physical: true,
-        }))
-        .map(|_| ())
+        self.apply(WriteRequest::Compact(CompactionRequest { revision: rev, physical: true })).map(|_| ())
     }
 
     fn range(&self, r: RangeRequest) -> Result<RangeResponse, MvccError> {
@@ -69,55 +65,28 @@ impl Fixture {
     }
 
     fn get(&self, k: &str) -> Option<KeyValue> {
-        self.range(RangeRequest {
-            key: k.into(),
-            ..Default::default()
-        })
-        .unwrap()
-        .kvs
-        .pop()
+        self.range(RangeRequest { key: k.into(), ..Default::default() }).unwrap().kvs.pop()
     }
 
     fn get_at(&self, k: &str, rev: i64) -> Option<KeyValue> {
-        self.range(RangeRequest {
-            key: k.into(),
-            revision: rev,
-            ..Default::default()
-        })
-        .unwrap()
-        .kvs
-        .pop()
+        self.range(RangeRequest { key: k.into(), revision: rev, ..Default::default() }).unwrap().kvs.pop()
     }
 }
 
 fn put_req(k: &str, v: &str) -> PutRequest {
-    PutRequest {
-        key: k.into(),
-        value: v.into(),
-        ..Default::default()
-    }
+    PutRequest { key: k.into(), value: v.into(), ..Default::default() }
 }
 
 fn keys(r: &RangeResponse) -> Vec<String> {
-    r.kvs
-        .iter()
-        .map(|kv| String::from_utf8(kv.key.clone()).unwrap())
-        .collect()
+    r.kvs.iter().map(|kv| String::from_utf8(kv.key.clone()).unwrap()).collect()
 }
 
 fn op_put(k: &str, v: &str) -> RequestOp {
-    RequestOp {
-        request: Some(Request::RequestPut(put_req(k, v))),
-    }
+    RequestOp { request: Some(Request::RequestPut(put_req(k, v))) }
 }
 
 fn op_get(k: &str) -> RequestOp {
-    RequestOp {
-        request: Some(Request::RequestRange(RangeRequest {
-            key: k.into(),
-            ..Default::default()
-        })),
-    }
+    RequestOp { request: Some(Request::RequestRange(RangeRequest { key: k.into(), ..Default::default() })) }
 }
 
 fn cmp(k: &str, target: CompareTarget, result: CompareResult, union: TargetUnion) -> Compare {
@@ -133,24 +102,12 @@ fn cmp(k: &str, target: CompareTarget, result: CompareResult, union: TargetUnion
 #[test]
 fn revisions_versions_and_create_revisions_follow_etcd() {
     let f = Fixture::new();
-    assert_eq!(
-        f.store.revisions().unwrap(),
-        (1, 0),
-        "an empty store is at revision 1"
-    );
+    assert_eq!(f.store.revisions().unwrap(), (1, 0), "an empty store is at revision 1");
     assert_eq!(f.put("a", "1"), 2);
     assert_eq!(f.put("a", "2"), 3);
     assert_eq!(f.put("b", "1"), 4);
     let a = f.get("a").unwrap();
-    assert_eq!(
-        (
-            a.create_revision,
-            a.mod_revision,
-            a.version,
-            a.value.as_slice()
-        ),
-        (2, 3, 2, &b"2"[..])
-    );
+    assert_eq!((a.create_revision, a.mod_revision, a.version, a.value.as_slice()), (2, 3, 2, &b"2"[..]));
     let d = f.del("a", "");
     assert_eq!((d.deleted, d.header.unwrap().revision), (1, 5));
     assert_eq!(d.prev_kvs[0].value, b"2");
@@ -188,12 +145,8 @@ fn put_options_follow_etcd() {
     };
     assert_eq!(r.prev_kv.unwrap().value, b"v1");
     assert_eq!(f.get("k").unwrap().lease, 7, "ignore_lease keeps the lease");
-    f.apply(WriteRequest::Put(PutRequest {
-        key: "k".into(),
-        ignore_value: true,
-        ..Default::default()
-    }))
-    .unwrap();
+    f.apply(WriteRequest::Put(PutRequest { key: "k".into(), ignore_value: true, ..Default::default() }))
+        .unwrap();
     let k = f.get("k").unwrap();
     assert_eq!(
         (k.value.as_slice(), k.lease, k.version),
@@ -206,24 +159,13 @@ fn put_options_follow_etcd() {
         ..Default::default()
     }));
     assert_eq!(missing, Err(MvccError::KeyNotFound));
-    assert_eq!(
-        f.store.revisions().unwrap().0,
-        4,
-        "a failed put uses no revision"
-    );
+    assert_eq!(f.store.revisions().unwrap().0, 4, "a failed put uses no revision");
 }
 
 #[test]
 fn ranges_follow_etcd() {
     let f = Fixture::new();
-    for (k, v) in [
-        ("a", "3"),
-        ("b", "1"),
-        ("b/1", "9"),
-        ("b/2", "2"),
-        ("c", "5"),
-        ("\u{7f}x", "0"),
-    ] {
+    for (k, v) in [("a", "3"), ("b", "1"), ("b/1", "9"), ("b/2", "2"), ("c", "5"), ("\u{7f}x", "0")] {
         f.put(k, v);
     }
     f.put("b/1", "8"); // b/1: version 2, mod 8
@@ -234,47 +176,14 @@ fn ranges_follow_etcd() {
         count: i64,
         more: bool,
     }
-    let r = |key: &str, end: &str| RangeRequest {
-        key: key.into(),
-        range_end: end.into(),
-        ..Default::default()
-    };
+    let r =
+        |key: &str, end: &str| RangeRequest { key: key.into(), range_end: end.into(), ..Default::default() };
     let cases = vec![
-        Case {
-            name: "single key",
-            req: r("b", ""),
-            keys: &["b"],
-            count: 1,
-            more: false,
-        },
-        Case {
-            name: "missing key",
-            req: r("bb", ""),
-            keys: &[],
-            count: 0,
-            more: false,
-        },
-        Case {
-            name: "span",
-            req: r("b", "c"),
-            keys: &["b", "b/1", "b/2"],
-            count: 3,
-            more: false,
-        },
-        Case {
-            name: "prefix b/",
-            req: r("b/", "b0"),
-            keys: &["b/1", "b/2"],
-            count: 2,
-            more: false,
-        },
-        Case {
-            name: "from key (\\0)",
-            req: r("c", "\0"),
-            keys: &["c", "\u{7f}x"],
-            count: 2,
-            more: false,
-        },
+        Case { name: "single key", req: r("b", ""), keys: &["b"], count: 1, more: false },
+        Case { name: "missing key", req: r("bb", ""), keys: &[], count: 0, more: false },
+        Case { name: "span", req: r("b", "c"), keys: &["b", "b/1", "b/2"], count: 3, more: false },
+        Case { name: "prefix b/", req: r("b/", "b0"), keys: &["b/1", "b/2"], count: 2, more: false },
+        Case { name: "from key (\\0)", req: r("c", "\0"), keys: &["c", "\u{7f}x"], count: 2, more: false },
         Case {
             name: "all keys",
             req: r("\0", "\0"),
@@ -282,39 +191,24 @@ fn ranges_follow_etcd() {
             count: 6,
             more: false,
         },
-        Case {
-            name: "end before key",
-            req: r("c", "a"),
-            keys: &[],
-            count: 0,
-            more: false,
-        },
+        Case { name: "end before key", req: r("c", "a"), keys: &[], count: 0, more: false },
         Case {
             name: "limit",
-            req: RangeRequest {
-                limit: 2,
-                ..r("a", "z")
-            },
+            req: RangeRequest { limit: 2, ..r("a", "z") },
             keys: &["a", "b"],
             count: 5,
             more: true,
         },
         Case {
             name: "limit exact",
-            req: RangeRequest {
-                limit: 5,
-                ..r("a", "z")
-            },
+            req: RangeRequest { limit: 5, ..r("a", "z") },
             keys: &["a", "b", "b/1", "b/2", "c"],
             count: 5,
             more: false,
         },
         Case {
             name: "count only",
-            req: RangeRequest {
-                count_only: true,
-                ..r("a", "z")
-            },
+            req: RangeRequest { count_only: true, ..r("a", "z") },
             keys: &[],
             count: 5,
             more: false,
@@ -333,20 +227,14 @@ fn ranges_follow_etcd() {
         },
         Case {
             name: "sort target without order ascends",
-            req: RangeRequest {
-                sort_target: SortTarget::Mod as i32,
-                ..r("a", "z")
-            },
+            req: RangeRequest { sort_target: SortTarget::Mod as i32, ..r("a", "z") },
             keys: &["a", "b", "b/2", "c", "b/1"],
             count: 5,
             more: false,
         },
         Case {
             name: "sort by key descend",
-            req: RangeRequest {
-                sort_order: SortOrder::Descend as i32,
-                ..r("a", "c")
-            },
+            req: RangeRequest { sort_order: SortOrder::Descend as i32, ..r("a", "c") },
             keys: &["b/2", "b/1", "b", "a"],
             count: 4,
             more: false,
@@ -376,70 +264,42 @@ fn ranges_follow_etcd() {
         },
         Case {
             name: "min mod revision",
-            req: RangeRequest {
-                min_mod_revision: 5,
-                ..r("a", "z")
-            },
+            req: RangeRequest { min_mod_revision: 5, ..r("a", "z") },
             keys: &["b/1", "b/2", "c"],
             count: 5,
             more: false,
         },
         Case {
             name: "max mod revision",
-            req: RangeRequest {
-                max_mod_revision: 3,
-                ..r("a", "z")
-            },
+            req: RangeRequest { max_mod_revision: 3, ..r("a", "z") },
             keys: &["a", "b"],
             count: 5,
             more: false,
         },
         Case {
             name: "min create revision",
-            req: RangeRequest {
-                min_create_revision: 4,
-                ..r("a", "z")
-            },
+            req: RangeRequest { min_create_revision: 4, ..r("a", "z") },
             keys: &["b/1", "b/2", "c"],
             count: 5,
             more: false,
         },
         Case {
             name: "max create revision",
-            req: RangeRequest {
-                max_create_revision: 4,
-                limit: 2,
-                ..r("a", "z")
-            },
+            req: RangeRequest { max_create_revision: 4, limit: 2, ..r("a", "z") },
             keys: &["a", "b"],
             count: 5,
             more: true,
         },
     ];
     for c in cases {
-        let resp = f
-            .range(c.req.clone())
-            .unwrap_or_else(|e| panic!("{}: {e}", c.name));
+        let resp = f.range(c.req.clone()).unwrap_or_else(|e| panic!("{}: {e}", c.name));
         assert_eq!(keys(&resp), c.keys, "{}", c.name);
         assert_eq!(resp.count, c.count, "{}: count", c.name);
         assert_eq!(resp.more, c.more, "{}: more", c.name);
-        assert_eq!(
-            resp.header.unwrap().revision,
-            8,
-            "{}: header revision",
-            c.name
-        );
+        assert_eq!(resp.header.unwrap().revision, 8, "{}: header revision", c.name);
     }
-    let ko = f
-        .range(RangeRequest {
-            keys_only: true,
-            ..r("a", "c")
-        })
-        .unwrap();
-    assert!(ko
-        .kvs
-        .iter()
-        .all(|kv| kv.value.is_empty() && kv.mod_revision > 0));
+    let ko = f.range(RangeRequest { keys_only: true, ..r("a", "c") }).unwrap();
+    assert!(ko.kvs.iter().all(|kv| kv.value.is_empty() && kv.mod_revision > 0));
 }
 
 #[test]
@@ -451,13 +311,7 @@ fn historical_reads_see_overwrites_and_deletes() {
     f.del("k", ""); // 5
     f.put("k", "v6"); // 6
     let at = |rev| {
-        f.get_at("k", rev).map(|kv| {
-            (
-                String::from_utf8(kv.value).unwrap(),
-                kv.version,
-                kv.create_revision,
-            )
-        })
+        f.get_at("k", rev).map(|kv| (String::from_utf8(kv.value).unwrap(), kv.version, kv.create_revision))
     };
     assert_eq!(at(1), None);
     assert_eq!(at(2), Some(("v2".into(), 1, 2)));
@@ -477,10 +331,7 @@ fn historical_reads_see_overwrites_and_deletes() {
         (keys(&r), r.count, r.header.unwrap().revision)
     };
     assert_eq!(all_at(3), (vec!["k".to_string()], 1, 6));
-    assert_eq!(
-        all_at(4),
-        (vec!["k".to_string(), "other".to_string()], 2, 6)
-    );
+    assert_eq!(all_at(4), (vec!["k".to_string(), "other".to_string()], 2, 6));
     assert_eq!(all_at(5), (vec!["other".to_string()], 1, 6));
     let limited = f
         .range(RangeRequest {
@@ -491,16 +342,9 @@ fn historical_reads_see_overwrites_and_deletes() {
             ..Default::default()
         })
         .unwrap();
+    assert_eq!((keys(&limited), limited.count, limited.more), (vec!["k".to_string()], 2, true));
     assert_eq!(
-        (keys(&limited), limited.count, limited.more),
-        (vec!["k".to_string()], 2, true)
-    );
-    assert_eq!(
-        f.range(RangeRequest {
-            key: "k".into(),
-            revision: 7,
-            ..Default::default()
-        }),
+        f.range(RangeRequest { key: "k".into(), revision: 7, ..Default::default() }),
         Err(MvccError::FutureRevision)
     );
 }
@@ -517,18 +361,10 @@ fn compaction_keeps_what_later_reads_need() {
     f.compact(5).unwrap();
     assert_eq!(f.store.revisions().unwrap(), (7, 5));
     assert_eq!(
-        f.range(RangeRequest {
-            key: "a".into(),
-            revision: 4,
-            ..Default::default()
-        }),
+        f.range(RangeRequest { key: "a".into(), revision: 4, ..Default::default() }),
         Err(MvccError::Compacted)
     );
-    assert_eq!(
-        f.get_at("a", 5).unwrap().value,
-        b"2",
-        "the compact revision itself stays readable"
-    );
+    assert_eq!(f.get_at("a", 5).unwrap().value, b"2", "the compact revision itself stays readable");
     assert_eq!(f.get_at("a", 6).unwrap().value, b"2");
     assert!(f.get_at("b", 5).is_none());
     assert_eq!(f.get_at("c", 6).unwrap().value, b"1");
@@ -540,20 +376,13 @@ fn compaction_keeps_what_later_reads_need() {
     let history = f
         .store
         .db()
-        .iterator_cf(
-            crate::view::Family::History.handle(f.store.db()),
-            rocksdb::IteratorMode::Start,
-        )
+        .iterator_cf(crate::view::Family::History.handle(f.store.db()), rocksdb::IteratorMode::Start)
         .count();
     assert_eq!(history, 3);
     f.compact(7).unwrap();
     assert_eq!(f.get_at("a", 7).unwrap().value, b"3");
     assert_eq!(
-        f.range(RangeRequest {
-            key: "a".into(),
-            revision: 6,
-            ..Default::default()
-        }),
+        f.range(RangeRequest { key: "a".into(), revision: 6, ..Default::default() }),
         Err(MvccError::Compacted)
     );
 }
@@ -566,76 +395,20 @@ fn txn_compares_follow_etcd() {
     f.put("k", "b"); // create 2, mod 2, version 1
     f.put("k", "b"); // mod 3, version 2
     let cases: Vec<(&str, Compare, bool)> = vec![
-        (
-            "version equal",
-            cmp("k", Version, Equal, TargetUnion::Version(2)),
-            true,
-        ),
-        (
-            "version greater",
-            cmp("k", Version, Greater, TargetUnion::Version(1)),
-            true,
-        ),
-        (
-            "version less",
-            cmp("k", Version, Less, TargetUnion::Version(2)),
-            false,
-        ),
-        (
-            "version not equal",
-            cmp("k", Version, NotEqual, TargetUnion::Version(2)),
-            false,
-        ),
-        (
-            "create equal",
-            cmp("k", Create, Equal, TargetUnion::CreateRevision(2)),
-            true,
-        ),
-        (
-            "mod greater",
-            cmp("k", Mod, Greater, TargetUnion::ModRevision(2)),
-            true,
-        ),
-        (
-            "mod less",
-            cmp("k", Mod, Less, TargetUnion::ModRevision(3)),
-            false,
-        ),
-        (
-            "value equal",
-            cmp("k", Value, Equal, TargetUnion::Value(b"b".to_vec())),
-            true,
-        ),
-        (
-            "value greater",
-            cmp("k", Value, Greater, TargetUnion::Value(b"a".to_vec())),
-            true,
-        ),
-        (
-            "value less",
-            cmp("k", Value, Less, TargetUnion::Value(b"a".to_vec())),
-            false,
-        ),
-        (
-            "value not equal",
-            cmp("k", Value, NotEqual, TargetUnion::Value(b"c".to_vec())),
-            true,
-        ),
-        (
-            "lease equal zero",
-            cmp("k", Lease, Equal, TargetUnion::Lease(0)),
-            true,
-        ),
-        (
-            "missing key: version 0",
-            cmp("nope", Version, Equal, TargetUnion::Version(0)),
-            true,
-        ),
-        (
-            "missing key: create 0",
-            cmp("nope", Create, Equal, TargetUnion::CreateRevision(0)),
-            true,
-        ),
+        ("version equal", cmp("k", Version, Equal, TargetUnion::Version(2)), true),
+        ("version greater", cmp("k", Version, Greater, TargetUnion::Version(1)), true),
+        ("version less", cmp("k", Version, Less, TargetUnion::Version(2)), false),
+        ("version not equal", cmp("k", Version, NotEqual, TargetUnion::Version(2)), false),
+        ("create equal", cmp("k", Create, Equal, TargetUnion::CreateRevision(2)), true),
+        ("mod greater", cmp("k", Mod, Greater, TargetUnion::ModRevision(2)), true),
+        ("mod less", cmp("k", Mod, Less, TargetUnion::ModRevision(3)), false),
+        ("value equal", cmp("k", Value, Equal, TargetUnion::Value(b"b".to_vec())), true),
+        ("value greater", cmp("k", Value, Greater, TargetUnion::Value(b"a".to_vec())), true),
+        ("value less", cmp("k", Value, Less, TargetUnion::Value(b"a".to_vec())), false),
+        ("value not equal", cmp("k", Value, NotEqual, TargetUnion::Value(b"c".to_vec())), true),
+        ("lease equal zero", cmp("k", Lease, Equal, TargetUnion::Lease(0)), true),
+        ("missing key: version 0", cmp("nope", Version, Equal, TargetUnion::Version(0)), true),
+        ("missing key: create 0", cmp("nope", Create, Equal, TargetUnion::CreateRevision(0)), true),
         (
             "missing key: value compare fails",
             cmp("nope", Value, NotEqual, TargetUnion::Value(b"x".to_vec())),
@@ -643,27 +416,14 @@ fn txn_compares_follow_etcd() {
         ),
         (
             "range: every key must match",
-            Compare {
-                range_end: b"l".to_vec(),
-                ..cmp("a", Version, Greater, TargetUnion::Version(0))
-            },
+            Compare { range_end: b"l".to_vec(), ..cmp("a", Version, Greater, TargetUnion::Version(0)) },
             true,
         ),
     ];
     for (name, c, want) in cases {
-        let r = f
-            .txn(TxnRequest {
-                compare: vec![c],
-                success: vec![op_get("k")],
-                failure: vec![],
-            })
-            .unwrap();
+        let r = f.txn(TxnRequest { compare: vec![c], success: vec![op_get("k")], failure: vec![] }).unwrap();
         assert_eq!(r.succeeded, want, "{name}");
-        assert_eq!(
-            r.header.unwrap().revision,
-            3,
-            "{name}: a read-only txn uses no revision"
-        );
+        assert_eq!(r.header.unwrap().revision, 3, "{name}: a read-only txn uses no revision");
     }
 }
 
@@ -708,21 +468,12 @@ fn txn_writes_share_one_revision_and_see_each_other() {
     let r = f.txn(t).unwrap();
     assert!(r.succeeded);
     assert_eq!(r.header.as_ref().unwrap().revision, 3);
-    let Some(Response::ResponseRange(got)) = &r.responses[2].response else {
-        panic!()
-    };
-    assert_eq!(
-        got.kvs[0].value, b"1",
-        "a read in a txn sees the txn's earlier put"
-    );
+    let Some(Response::ResponseRange(got)) = &r.responses[2].response else { panic!() };
+    assert_eq!(got.kvs[0].value, b"1", "a read in a txn sees the txn's earlier put");
     assert_eq!(got.header.as_ref().unwrap().revision, 3);
-    let Some(Response::ResponseDeleteRange(d)) = &r.responses[3].response else {
-        panic!()
-    };
+    let Some(Response::ResponseDeleteRange(d)) = &r.responses[3].response else { panic!() };
     assert_eq!((d.deleted, d.prev_kvs[0].key.as_slice()), (1, &b"b"[..]));
-    let Some(Response::ResponseTxn(n)) = &r.responses[4].response else {
-        panic!()
-    };
+    let Some(Response::ResponseTxn(n)) = &r.responses[4].response else { panic!() };
     assert!(n.succeeded);
     assert_eq!(f.get("a").unwrap().mod_revision, 3);
     assert_eq!(f.get("c").unwrap().mod_revision, 3);
@@ -732,12 +483,7 @@ fn txn_writes_share_one_revision_and_see_each_other() {
     // Failure branch.
     let r = f
         .txn(TxnRequest {
-            compare: vec![cmp(
-                "a",
-                CompareTarget::Version,
-                CompareResult::Equal,
-                TargetUnion::Version(9),
-            )],
+            compare: vec![cmp("a", CompareTarget::Version, CompareResult::Equal, TargetUnion::Version(9))],
             success: vec![],
             failure: vec![op_put("failed", "1")],
         })
@@ -790,19 +536,13 @@ fn one_batch_of_many_requests_reads_its_own_writes() {
     let mut b = f.store.begin_apply().unwrap();
     b.apply(&WriteRequest::Put(put_req("a", "1"))).unwrap();
     b.apply(&WriteRequest::Put(put_req("a", "2"))).unwrap();
-    b.apply(&WriteRequest::DeleteRange(DeleteRangeRequest {
-        key: "a".into(),
-        ..Default::default()
-    }))
-    .unwrap();
+    b.apply(&WriteRequest::DeleteRange(DeleteRangeRequest { key: "a".into(), ..Default::default() }))
+        .unwrap();
     b.apply(&WriteRequest::Put(put_req("a", "4"))).unwrap();
     b.put_meta(b"raft/applied", b"42");
     assert!(f.get("a").is_none(), "nothing is visible before commit");
     let events = b.commit().unwrap();
-    assert_eq!(
-        events.iter().map(|e| e.revision).collect::<Vec<_>>(),
-        vec![2, 3, 4, 5]
-    );
+    assert_eq!(events.iter().map(|e| e.revision).collect::<Vec<_>>(), vec![2, 3, 4, 5]);
     let a = f.get("a").unwrap();
     assert_eq!((a.create_revision, a.version, a.mod_revision), (5, 1, 5));
     assert_eq!(f.get_at("a", 3).unwrap().value, b"2");
@@ -823,24 +563,15 @@ fn snapshots_round_trip_the_whole_state() {
     let mut b = src.store.begin_apply().unwrap();
     b.put_meta(b"raft/applied", b"7");
     b.commit().unwrap();
-    let (rows, meta) = src
-        .store
-        .write_snapshot(&mut bytes, &[b"raft/applied", b"absent"])
-        .unwrap();
+    let (rows, meta) = src.store.write_snapshot(&mut bytes, &[b"raft/applied", b"absent"]).unwrap();
     assert_eq!(meta, vec![Some(b"7".to_vec()), None]);
     assert!(rows > 100);
 
     let dst = Fixture::new();
     dst.put("stale", "x");
-    assert_eq!(
-        dst.store.install_snapshot(&mut bytes.as_slice()).unwrap(),
-        rows
-    );
+    assert_eq!(dst.store.install_snapshot(&mut bytes.as_slice()).unwrap(), rows);
     assert!(dst.get("stale").is_none());
-    assert_eq!(
-        dst.store.revisions().unwrap(),
-        src.store.revisions().unwrap()
-    );
+    assert_eq!(dst.store.revisions().unwrap(), src.store.revisions().unwrap());
     let all = |f: &Fixture, rev| {
         f.range(RangeRequest {
             key: "\0".into(),
@@ -855,9 +586,6 @@ fn snapshots_round_trip_the_whole_state() {
     assert_eq!(all(&dst, 50), all(&src, 50));
     // A truncated snapshot is refused and changes nothing.
     let before = all(&dst, 0);
-    assert!(dst
-        .store
-        .install_snapshot(&mut &bytes[..bytes.len() - 3])
-        .is_err());
+    assert!(dst.store.install_snapshot(&mut &bytes[..bytes.len() - 3]).is_err());
     assert_eq!(all(&dst, 0), before);
 }

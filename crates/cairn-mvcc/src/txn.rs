@@ -47,15 +47,11 @@ pub(crate) fn branch(txn: &TxnRequest, succeeded: bool) -> &[RequestOp] {
 /// One compare, as etcd's `applyCompare`: every key of the range must satisfy it; an empty
 /// range compares against a zero `KeyValue`, except that a VALUE compare then fails.
 fn compare(view: &View<'_>, c: &Compare, current: i64) -> Result<bool, MvccError> {
-    let target =
-        CompareTarget::try_from(c.target).map_err(|_| MvccError::InvalidEnum("compare target"))?;
-    let result =
-        CompareResult::try_from(c.result).map_err(|_| MvccError::InvalidEnum("compare result"))?;
+    let target = CompareTarget::try_from(c.target).map_err(|_| MvccError::InvalidEnum("compare target"))?;
+    let result = CompareResult::try_from(c.result).map_err(|_| MvccError::InvalidEnum("compare result"))?;
     let kvs = current_kvs(view, KeyRange::new(&c.key, &c.range_end), current)?;
     if kvs.is_empty() {
-        return Ok(
-            target != CompareTarget::Value && compare_kv(c, target, result, &KeyValue::default())
-        );
+        return Ok(target != CompareTarget::Value && compare_kv(c, target, result, &KeyValue::default()));
     }
     Ok(kvs.iter().all(|kv| compare_kv(c, target, result, kv)))
 }

@@ -4,9 +4,7 @@
 use std::collections::HashSet;
 
 use cairn_proto::etcdserverpb::request_op::Request;
-use cairn_proto::etcdserverpb::{
-    DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
-};
+use cairn_proto::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest};
 
 use crate::error::MvccError;
 
@@ -114,8 +112,7 @@ fn check_intervals(ops: &[RequestOp]) -> Result<(HashSet<Vec<u8>>, Vec<Deleted>)
         }
         puts.extend(puts_then.iter().cloned());
         for k in puts_else {
-            if (puts.contains(&k) && !puts_then.contains(&k)) || dels.iter().any(|d| d.contains(&k))
-            {
+            if (puts.contains(&k) && !puts_then.contains(&k)) || dels.iter().any(|d| d.contains(&k)) {
                 return Err(MvccError::DuplicateKey);
             }
             puts.insert(k);
@@ -141,12 +138,7 @@ mod tests {
     use cairn_proto::etcdserverpb::Compare;
 
     fn put(k: &str) -> RequestOp {
-        RequestOp {
-            request: Some(Request::RequestPut(PutRequest {
-                key: k.into(),
-                ..Default::default()
-            })),
-        }
+        RequestOp { request: Some(Request::RequestPut(PutRequest { key: k.into(), ..Default::default() })) }
     }
     fn del(k: &str, end: &str) -> RequestOp {
         RequestOp {
@@ -158,26 +150,16 @@ mod tests {
         }
     }
     fn txn(success: Vec<RequestOp>, failure: Vec<RequestOp>) -> TxnRequest {
-        TxnRequest {
-            compare: vec![],
-            success,
-            failure,
-        }
+        TxnRequest { compare: vec![], success, failure }
     }
     fn nested(t: TxnRequest) -> RequestOp {
-        RequestOp {
-            request: Some(Request::RequestTxn(t)),
-        }
+        RequestOp { request: Some(Request::RequestTxn(t)) }
     }
 
     #[test]
     fn txn_checks_follow_etcd() {
         let cases: Vec<(&str, TxnRequest, Result<(), MvccError>)> = vec![
-            (
-                "two puts of one key",
-                txn(vec![put("a"), put("a")], vec![]),
-                Err(MvccError::DuplicateKey),
-            ),
+            ("two puts of one key", txn(vec![put("a"), put("a")], vec![]), Err(MvccError::DuplicateKey)),
             (
                 "put inside a deleted range",
                 txn(vec![del("a", "c"), put("b")], vec![]),
@@ -188,16 +170,8 @@ mod tests {
                 txn(vec![del("a", ""), put("a")], vec![]),
                 Err(MvccError::DuplicateKey),
             ),
-            (
-                "put beside a deleted range",
-                txn(vec![del("a", "c"), put("c")], vec![]),
-                Ok(()),
-            ),
-            (
-                "same key in both branches",
-                txn(vec![put("a")], vec![put("a")]),
-                Ok(()),
-            ),
+            ("put beside a deleted range", txn(vec![del("a", "c"), put("c")], vec![]), Ok(())),
+            ("same key in both branches", txn(vec![put("a")], vec![put("a")]), Ok(())),
             (
                 "same key in both nested branches",
                 txn(vec![nested(txn(vec![put("a")], vec![put("a")]))], vec![]),
@@ -210,27 +184,12 @@ mod tests {
             ),
             (
                 "outer put against nested delete",
-                txn(
-                    vec![put("b"), nested(txn(vec![del("a", "z")], vec![]))],
-                    vec![],
-                ),
+                txn(vec![put("b"), nested(txn(vec![del("a", "z")], vec![]))], vec![]),
                 Err(MvccError::DuplicateKey),
             ),
-            (
-                "overlapping deletes",
-                txn(vec![del("a", "c"), del("b", "")], vec![]),
-                Ok(()),
-            ),
-            (
-                "empty op",
-                txn(vec![RequestOp { request: None }], vec![]),
-                Err(MvccError::KeyNotFound),
-            ),
-            (
-                "empty key in a put",
-                txn(vec![put("")], vec![]),
-                Err(MvccError::EmptyKey),
-            ),
+            ("overlapping deletes", txn(vec![del("a", "c"), del("b", "")], vec![]), Ok(())),
+            ("empty op", txn(vec![RequestOp { request: None }], vec![]), Err(MvccError::KeyNotFound)),
+            ("empty key in a put", txn(vec![put("")], vec![]), Err(MvccError::EmptyKey)),
         ];
         for (name, t, want) in cases {
             assert_eq!(check_txn(&t, 128), want, "{name}");
@@ -243,60 +202,26 @@ mod tests {
         assert_eq!(check_txn(&txn(ops.clone(), ops.clone()), 128), Ok(()));
         let mut more = ops.clone();
         more.push(put("extra"));
+        assert_eq!(check_txn(&txn(more, vec![]), 128), Err(MvccError::TooManyOps));
+        let compares = vec![Compare { key: b"k".to_vec(), ..Default::default() }; 129];
         assert_eq!(
-            check_txn(&txn(more, vec![]), 128),
+            check_txn(&TxnRequest { compare: compares, success: vec![], failure: vec![] }, 128),
             Err(MvccError::TooManyOps)
         );
-        let compares = vec![
-            Compare {
-                key: b"k".to_vec(),
-                ..Default::default()
-            };
-            129
-        ];
-        assert_eq!(
-            check_txn(
-                &TxnRequest {
-                    compare: compares,
-                    success: vec![],
-                    failure: vec![]
-                },
-                128
-            ),
-            Err(MvccError::TooManyOps)
-        );
-        let empty_compare = TxnRequest {
-            compare: vec![Compare::default()],
-            success: vec![],
-            failure: vec![],
-        };
+        let empty_compare =
+            TxnRequest { compare: vec![Compare::default()], success: vec![], failure: vec![] };
         assert_eq!(check_txn(&empty_compare, 128), Err(MvccError::EmptyKey));
     }
 
     #[test]
     fn put_checks_follow_etcd() {
         assert_eq!(check_put(&PutRequest::default()), Err(MvccError::EmptyKey));
-        let p = PutRequest {
-            key: b"k".to_vec(),
-            value: b"v".to_vec(),
-            ignore_value: true,
-            ..Default::default()
-        };
+        let p =
+            PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ignore_value: true, ..Default::default() };
         assert_eq!(check_put(&p), Err(MvccError::ValueProvided));
-        let p = PutRequest {
-            key: b"k".to_vec(),
-            lease: 5,
-            ignore_lease: true,
-            ..Default::default()
-        };
+        let p = PutRequest { key: b"k".to_vec(), lease: 5, ignore_lease: true, ..Default::default() };
         assert_eq!(check_put(&p), Err(MvccError::LeaseProvided));
-        assert_eq!(
-            check_range(&RangeRequest::default()),
-            Err(MvccError::EmptyKey)
-        );
-        assert_eq!(
-            check_delete(&DeleteRangeRequest::default()),
-            Err(MvccError::EmptyKey)
-        );
+        assert_eq!(check_range(&RangeRequest::default()), Err(MvccError::EmptyKey));
+        assert_eq!(check_delete(&DeleteRangeRequest::default()), Err(MvccError::EmptyKey));
     }
 }

@@ -36,8 +36,7 @@ impl Family {
     }
 
     pub(crate) fn handle(self, db: &DB) -> &ColumnFamily {
-        db.cf_handle(self.name())
-            .unwrap_or_else(|| panic!("column family {} was not opened", self.name()))
+        db.cf_handle(self.name()).unwrap_or_else(|| panic!("column family {} was not opened", self.name()))
     }
 }
 
@@ -69,9 +68,7 @@ impl<'a> View<'a> {
         if let Some(v) = self.overlay(fam).and_then(|o| o.get(key)) {
             return Ok(v.clone());
         }
-        Ok(self
-            .db
-            .get_cf_opt(fam.handle(self.db), key, &self.read_options())?)
+        Ok(self.db.get_cf_opt(fam.handle(self.db), key, &self.read_options())?)
     }
 
     /// Visit the rows of `[start, end)` (`end = None`: to the end of the family) in key
@@ -94,11 +91,8 @@ impl<'a> View<'a> {
         it.seek(start);
         let empty = BTreeMap::new();
         let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut pending = self
-            .overlay(fam)
-            .unwrap_or(&empty)
-            .range::<[u8], _>((Bound::Included(start), upper))
-            .peekable();
+        let mut pending =
+            self.overlay(fam).unwrap_or(&empty).range::<[u8], _>((Bound::Included(start), upper)).peekable();
         loop {
             if !it.valid() {
                 it.status()?;
@@ -153,9 +147,7 @@ impl<'a> View<'a> {
         target: &[u8],
     ) -> Result<Option<(Vec<u8>, Vec<u8>)>, MvccError> {
         let overlay = self.overlay(fam);
-        let mut it = self
-            .db
-            .raw_iterator_cf_opt(fam.handle(self.db), self.read_options());
+        let mut it = self.db.raw_iterator_cf_opt(fam.handle(self.db), self.read_options());
         it.seek_for_prev(target);
         let mut from_db = None;
         while it.valid() {
@@ -165,10 +157,7 @@ impl<'a> View<'a> {
             }
             // A row deleted by this batch is not there: keep looking further back.
             if !matches!(overlay.and_then(|o| o.get(k)), Some(None)) {
-                from_db = Some((
-                    k.to_vec(),
-                    it.value().expect("valid iterator has a value").to_vec(),
-                ));
+                from_db = Some((k.to_vec(), it.value().expect("valid iterator has a value").to_vec()));
                 break;
             }
             it.prev();

@@ -43,14 +43,12 @@ pub mod v3electionpb {
 
 /// Encoded `google.protobuf.FileDescriptorSet` of all the `.proto` files above
 /// (for gRPC server reflection).
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/cairn_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cairn_descriptor.bin"));
 
 #[cfg(test)]
 mod tests {
     use super::etcdserverpb::{
-        compare, request_op, CompactionRequest, Compare, PutRequest, RangeRequest, RequestOp,
-        TxnRequest,
+        compare, request_op, CompactionRequest, Compare, PutRequest, RangeRequest, RequestOp, TxnRequest,
     };
     use prost::Message;
 
@@ -97,9 +95,7 @@ mod tests {
         };
         let outer = TxnRequest {
             compare: vec![],
-            success: vec![RequestOp {
-                request: Some(request_op::Request::RequestTxn(inner)),
-            }],
+            success: vec![RequestOp { request: Some(request_op::Request::RequestTxn(inner)) }],
             failure: vec![RequestOp {
                 request: Some(request_op::Request::RequestRange(RangeRequest {
                     key: b"k".to_vec(),
@@ -114,25 +110,16 @@ mod tests {
     #[test]
     fn field_numbers_on_the_wire() {
         // PutRequest.prev_kv is field 4, varint: tag (4 << 3) | 0 = 0x20.
-        let put = PutRequest {
-            prev_kv: true,
-            ..Default::default()
-        };
+        let put = PutRequest { prev_kv: true, ..Default::default() };
         assert_eq!(put.encode_to_vec(), [0x20, 0x01]);
 
         // Compare.range_end is field 64, length-delimited: tag (64 << 3) | 2 = 514
         // = varint [0x82, 0x04].
-        let cmp = Compare {
-            range_end: b"z".to_vec(),
-            ..Default::default()
-        };
+        let cmp = Compare { range_end: b"z".to_vec(), ..Default::default() };
         assert_eq!(cmp.encode_to_vec(), [0x82, 0x04, 0x01, b'z']);
 
         // CompactionRequest.physical is field 2.
-        let compact = CompactionRequest {
-            revision: 0,
-            physical: true,
-        };
+        let compact = CompactionRequest { revision: 0, physical: true };
         assert_eq!(compact.encode_to_vec(), [0x10, 0x01]);
     }
 

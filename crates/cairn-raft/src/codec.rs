@@ -13,8 +13,7 @@ fn config() -> impl bincode::config::Config {
 
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, std::io::Error> {
     let mut out = vec![FORMAT_V1];
-    bincode::serde::encode_into_std_write(value, &mut out, config())
-        .map_err(std::io::Error::other)?;
+    bincode::serde::encode_into_std_write(value, &mut out, config()).map_err(std::io::Error::other)?;
     Ok(out)
 }
 
@@ -35,9 +34,6 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, std::io::Error> {
             std::io::ErrorKind::InvalidData,
             format!("unknown stored format version {v}"),
         )),
-        None => Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "empty stored value",
-        )),
+        None => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "empty stored value")),
     }
 }

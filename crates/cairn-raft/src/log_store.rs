@@ -73,9 +73,7 @@ impl LogStore {
 
     /// The number of entries currently in the log (for metrics and tests).
     pub fn entry_count(&self) -> usize {
-        self.db
-            .iterator_cf(self.cf_log(), IteratorMode::Start)
-            .count()
+        self.db.iterator_cf(self.cf_log(), IteratorMode::Start).count()
     }
 }
 
@@ -103,16 +101,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Unbounded => 0,
         };
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(
-            self.cf_log(),
-            IteratorMode::From(&index_key(start), Direction::Forward),
-        ) {
+        for item in
+            self.db.iterator_cf(self.cf_log(), IteratorMode::From(&index_key(start), Direction::Forward))
+        {
             let (k, v) = item.map_err(io_err)?;
-            let index = u64::from_be_bytes(
-                k.as_ref()
-                    .try_into()
-                    .map_err(|_| io::Error::other("bad log key"))?,
-            );
+            let index =
+                u64::from_be_bytes(k.as_ref().try_into().map_err(|_| io::Error::other("bad log key"))?);
             if !range.contains(&index) {
                 break;
             }
@@ -141,10 +135,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             None => None,
         };
-        Ok(LogState {
-            last_purged_log_id: last_purged.clone(),
-            last_log_id: last.or(last_purged),
-        })
+        Ok(LogState { last_purged_log_id: last_purged.clone(), last_log_id: last.or(last_purged) })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -154,16 +145,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
-        self.db
-            .put_cf_opt(self.cf_meta(), KEY_VOTE, codec::encode(vote)?, &opts)
-            .map_err(io_err)
+        self.db.put_cf_opt(self.cf_meta(), KEY_VOTE, codec::encode(vote)?, &opts).map_err(io_err)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
         // Not synced: on a crash it may lag, which only delays re-apply (openraft re-derives it).
-        self.db
-            .put_cf(self.cf_meta(), KEY_COMMITTED, codec::encode(&committed)?)
-            .map_err(io_err)
+        self.db.put_cf(self.cf_meta(), KEY_COMMITTED, codec::encode(&committed)?).map_err(io_err)
     }
 
     async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
@@ -177,40 +164,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut batch = WriteBatch::default();
         for entry in entries {
-            batch.put_cf(
-                self.cf_log(),
-                index_key(entry.log_id.index),
-                codec::encode(&entry)?,
-            );
+            batch.put_cf(self.cf_log(), index_key(entry.log_id.index), codec::encode(&entry)?);
         }
         let mut opts = WriteOptions::default();
         opts.set_sync(false);
         self.db.write_opt(batch, &opts).map_err(io_err)?;
         // Readable now; durable when the syncer calls back.
-        self.syncer
-            .send(callback)
-            .map_err(|_| io::Error::other("log syncer stopped"))?;
+        self.syncer.send(callback).map_err(|_| io::Error::other("log syncer stopped"))?;
         Ok(())
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
         let from = last_log_id.map_or(0, |l| l.index + 1);
         // Ordered in the WAL before any later append, whose sync makes it durable.
-        self.db
-            .delete_range_cf(self.cf_log(), index_key(from), index_key(u64::MAX))
-            .map_err(io_err)?;
-        self.db
-            .delete_cf(self.cf_log(), index_key(u64::MAX))
-            .map_err(io_err)
+        self.db.delete_range_cf(self.cf_log(), index_key(from), index_key(u64::MAX)).map_err(io_err)?;
+        self.db.delete_cf(self.cf_log(), index_key(u64::MAX)).map_err(io_err)
     }
 
     async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
         // Record the purge point first: entries at or below it are ignored from then on.
-        self.db
-            .put_cf(self.cf_meta(), KEY_LAST_PURGED, codec::encode(&log_id)?)
-            .map_err(io_err)?;
-        self.db
-            .delete_range_cf(self.cf_log(), index_key(0), index_key(log_id.index + 1))
-            .map_err(io_err)
+        self.db.put_cf(self.cf_meta(), KEY_LAST_PURGED, codec::encode(&log_id)?).map_err(io_err)?;
+        self.db.delete_range_cf(self.cf_log(), index_key(0), index_key(log_id.index + 1)).map_err(io_err)
     }
 }

@@ -39,10 +39,7 @@ impl PeerChannels {
     /// `local_ip`: the address outgoing connections bind to (`None` or unspecified: any).
     pub fn new(local_ip: Option<IpAddr>) -> PeerChannels {
         let local_ip = local_ip.filter(|ip| !ip.is_unspecified());
-        PeerChannels {
-            local_ip,
-            channels: Default::default(),
-        }
+        PeerChannels { local_ip, channels: Default::default() }
     }
 
     /// A channel to `addr` (host:port).
@@ -71,19 +68,12 @@ impl PeerChannels {
 }
 
 async fn connect(uri: Uri, local_ip: Option<IpAddr>) -> io::Result<TokioIo<tokio::net::TcpStream>> {
-    let host = uri
-        .host()
-        .ok_or_else(|| io::Error::other("peer address without host"))?;
-    let port = uri
-        .port_u16()
-        .ok_or_else(|| io::Error::other("peer address without port"))?;
+    let host = uri.host().ok_or_else(|| io::Error::other("peer address without host"))?;
+    let port = uri.port_u16().ok_or_else(|| io::Error::other("peer address without port"))?;
     let mut last_err = io::Error::other(format!("{host}:{port} resolved to no address"));
     for addr in tokio::net::lookup_host((host, port)).await? {
-        let socket = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
+        let socket =
+            if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
         if let Some(ip) = local_ip.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
             socket.bind(SocketAddr::new(ip, 0))?;
         }
@@ -108,13 +98,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> PeerConnection {
-        PeerConnection {
-            target,
-            client: self
-                .channels
-                .client(&node.peer_addr)
-                .map_err(|e| e.to_string()),
-        }
+        PeerConnection { target, client: self.channels.client(&node.peer_addr).map_err(|e| e.to_string()) }
     }
 }
 
@@ -138,9 +122,7 @@ fn status_to_rpc(status: tonic::Status) -> RPCError<TypeConfig> {
 
 impl PeerConnection {
     fn client(&self) -> Result<PeerClient<Channel>, RPCError<TypeConfig>> {
-        self.client
-            .clone()
-            .map_err(|e| unreachable(&io::Error::other(e)))
+        self.client.clone().map_err(|e| unreachable(&io::Error::other(e)))
     }
 
     async fn unary<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
@@ -168,10 +150,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.unary(&rpc, option.hard_ttl(), async |mut c, r| {
-            c.append_entries(r).await
-        })
-        .await
+        self.unary(&rpc, option.hard_ttl(), async |mut c, r| c.append_entries(r).await).await
     }
 
     async fn vote(
@@ -179,8 +158,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.unary(&rpc, option.hard_ttl(), async |mut c, r| c.vote(r).await)
-            .await
+        self.unary(&rpc, option.hard_ttl(), async |mut c, r| c.vote(r).await).await
     }
 
     async fn full_snapshot(
@@ -216,15 +194,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
                 if n == 0 && vote.is_empty() {
                     return Ok(());
                 }
-                if tx
-                    .blocking_send(SnapshotChunk {
-                        vote,
-                        meta,
-                        data: buf,
-                    })
-                    .is_err()
-                    || n == 0
-                {
+                if tx.blocking_send(SnapshotChunk { vote, meta, data: buf }).is_err() || n == 0 {
                     return Ok(());
                 }
                 offset += n as u64;

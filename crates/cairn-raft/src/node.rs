@@ -51,10 +51,7 @@ pub enum StartError {
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("cannot listen on peer address {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Listen { addr: SocketAddr, source: std::io::Error },
     #[error("storage: {0}")]
     Storage(String),
     #[error("raft: {0}")]
@@ -135,30 +132,23 @@ impl RaftNode {
 
         // The cluster id is fixed at first start; later flags cannot change it.
         let meta = db.cf_handle(CF_META).expect("raft_meta family");
-        let cluster_id = match db
-            .get_cf(meta, KEY_CLUSTER_ID)
-            .map_err(|e| StartError::Storage(e.to_string()))?
-        {
-            Some(b) => u64::from_be_bytes(
-                b.as_slice()
-                    .try_into()
-                    .map_err(|_| StartError::Storage("bad cluster id".into()))?,
-            ),
-            None => {
-                let mut members: Vec<String> = cfg
-                    .initial_cluster
-                    .iter()
-                    .map(|(n, a)| format!("{n}={a}"))
-                    .collect();
-                members.sort();
-                let cid = node_id_of(&members.join(","));
-                let mut opts = rocksdb::WriteOptions::default();
-                opts.set_sync(true);
-                db.put_cf_opt(meta, KEY_CLUSTER_ID, cid.to_be_bytes(), &opts)
-                    .map_err(|e| StartError::Storage(e.to_string()))?;
-                cid
-            }
-        };
+        let cluster_id =
+            match db.get_cf(meta, KEY_CLUSTER_ID).map_err(|e| StartError::Storage(e.to_string()))? {
+                Some(b) => u64::from_be_bytes(
+                    b.as_slice().try_into().map_err(|_| StartError::Storage("bad cluster id".into()))?,
+                ),
+                None => {
+                    let mut members: Vec<String> =
+                        cfg.initial_cluster.iter().map(|(n, a)| format!("{n}={a}")).collect();
+                    members.sort();
+                    let cid = node_id_of(&members.join(","));
+                    let mut opts = rocksdb::WriteOptions::default();
+                    opts.set_sync(true);
+                    db.put_cf_opt(meta, KEY_CLUSTER_ID, cid.to_be_bytes(), &opts)
+                        .map_err(|e| StartError::Storage(e.to_string()))?;
+                    cid
+                }
+            };
 
         let election_ms = cfg.election_timeout.as_millis().max(2) as u64;
         let config = Config {
@@ -171,42 +161,29 @@ impl RaftNode {
             install_snapshot_timeout: 60_000,
             ..Default::default()
         };
-        let config = Arc::new(
-            config
-                .validate()
-                .map_err(|e| StartError::Config(e.to_string()))?,
-        );
+        let config = Arc::new(config.validate().map_err(|e| StartError::Config(e.to_string()))?);
 
-        let snapshots = SnapshotDir::new(snapshot_path(&cfg.data_dir))
-            .map_err(|e| StartError::Storage(e.to_string()))?;
+        let snapshots =
+            SnapshotDir::new(snapshot_path(&cfg.data_dir)).map_err(|e| StartError::Storage(e.to_string()))?;
         let sm = StateMachine::new(store.clone(), snapshots.clone());
         let events = sm.subscribe();
         let channels = PeerChannels::new(Some(cfg.peer_listen.ip()));
-        let network = PeerNetwork {
-            channels: channels.clone(),
-        };
+        let network = PeerNetwork { channels: channels.clone() };
         let log = LogStore::new(db.clone());
-        let raft = Raft::new(id, config, network, log, sm)
-            .await
-            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let raft =
+            Raft::new(id, config, network, log, sm).await.map_err(|e| StartError::Raft(e.to_string()))?;
 
         // Serve peers before initializing, so that the others can reach us.
         let listener = match tokio::net::TcpListener::bind(cfg.peer_listen).await {
             Ok(l) => l,
             Err(source) => {
                 let _ = raft.shutdown().await;
-                return Err(StartError::Listen {
-                    addr: cfg.peer_listen,
-                    source,
-                });
+                return Err(StartError::Listen { addr: cfg.peer_listen, source });
             }
         };
-        let service = pb::peer_server::PeerServer::new(PeerService {
-            raft: raft.clone(),
-            snapshots,
-        })
-        .max_decoding_message_size(usize::MAX)
-        .max_encoding_message_size(usize::MAX);
+        let service = pb::peer_server::PeerServer::new(PeerService { raft: raft.clone(), snapshots })
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -222,22 +199,13 @@ impl RaftNode {
             }
         });
 
-        let initialized = raft
-            .is_initialized()
-            .await
-            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let initialized = raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))?;
         if !initialized {
             let members: BTreeMap<NodeId, PeerNode> = cfg
                 .initial_cluster
                 .iter()
                 .map(|(name, addr)| {
-                    (
-                        node_id_of(name),
-                        PeerNode {
-                            name: name.clone(),
-                            peer_addr: addr.clone(),
-                        },
-                    )
+                    (node_id_of(name), PeerNode { name: name.clone(), peer_addr: addr.clone() })
                 })
                 .collect();
             // Every founding member initializes with the same membership: safe and idempotent.
@@ -298,26 +266,13 @@ impl RaftNode {
 
     /// The members of the current membership config.
     pub fn members(&self) -> Vec<(NodeId, PeerNode)> {
-        let m = self
-            .raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .clone();
+        let m = self.raft.metrics().borrow_watched().membership_config.clone();
         m.nodes().map(|(id, n)| (*id, n.clone())).collect()
     }
 
     fn peer_addr(&self, id: NodeId) -> Option<String> {
-        let m = self
-            .raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .clone();
-        let addr = m
-            .nodes()
-            .find(|(n, _)| **n == id)
-            .map(|(_, node)| node.peer_addr.clone());
+        let m = self.raft.metrics().borrow_watched().membership_config.clone();
+        let addr = m.nodes().find(|(n, _)| **n == id).map(|(_, node)| node.peer_addr.clone());
         addr
     }
 
@@ -337,11 +292,7 @@ impl RaftNode {
         }
     }
 
-    async fn write_once(
-        &self,
-        req: &WriteRequest,
-        remaining: Duration,
-    ) -> Result<Attempt, ReplicationError> {
+    async fn write_once(&self, req: &WriteRequest, remaining: Duration) -> Result<Attempt, ReplicationError> {
         let Some(leader) = self.raft.current_leader().await else {
             return Ok(Attempt::Retry(ReplicationError::NoLeader));
         };
@@ -349,11 +300,7 @@ impl RaftNode {
             let proposal = self.raft.client_write(Command(req.clone()));
             return match tokio::time::timeout(remaining, proposal).await {
                 Err(_) => Err(ReplicationError::Timeout),
-                Ok(Ok(resp)) => resp
-                    .data
-                    .0
-                    .map(Attempt::Done)
-                    .ok_or(ReplicationError::Stopped),
+                Ok(Ok(resp)) => resp.data.0.map(Attempt::Done).ok_or(ReplicationError::Stopped),
                 Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
                     Ok(Attempt::Retry(ReplicationError::NoLeader))
                 }
@@ -369,10 +316,7 @@ impl RaftNode {
         let Some(addr) = self.peer_addr(leader) else {
             return Ok(Attempt::Retry(ReplicationError::NoLeader));
         };
-        let mut client = self
-            .channels
-            .client(&addr)
-            .map_err(|_| ReplicationError::NoLeader)?;
+        let mut client = self.channels.client(&addr).map_err(|_| ReplicationError::NoLeader)?;
         let mut request = tonic::Request::new(pb::WriteRequest::from(req.clone()));
         request.set_timeout(remaining);
         match client.forward(request).await {
@@ -389,9 +333,7 @@ impl RaftNode {
                 Ok(Attempt::Retry(ReplicationError::NoLeader))
             }
             Err(s) if s.code() == tonic::Code::DeadlineExceeded => Err(ReplicationError::Timeout),
-            Err(s) if s.message().contains("leader changed") => {
-                Err(ReplicationError::LeaderChanged)
-            }
+            Err(s) if s.message().contains("leader changed") => Err(ReplicationError::LeaderChanged),
             Err(_) => Err(ReplicationError::Timeout),
         }
     }
@@ -422,11 +364,7 @@ impl RaftNode {
             return Ok(Some(ReplicationError::NoLeader));
         };
         let index = if leader == self.id {
-            match tokio::time::timeout(
-                remaining,
-                self.raft.get_read_linearizer(ReadPolicy::ReadIndex),
-            )
-            .await
+            match tokio::time::timeout(remaining, self.raft.get_read_linearizer(ReadPolicy::ReadIndex)).await
             {
                 Err(_) => return Err(ReplicationError::Timeout),
                 Ok(Ok(l)) => l.read_log_id().index(),
@@ -440,27 +378,17 @@ impl RaftNode {
             let Some(addr) = self.peer_addr(leader) else {
                 return Ok(Some(ReplicationError::NoLeader));
             };
-            let mut client = self
-                .channels
-                .client(&addr)
-                .map_err(|_| ReplicationError::NoLeader)?;
+            let mut client = self.channels.client(&addr).map_err(|_| ReplicationError::NoLeader)?;
             let mut request = tonic::Request::new(pb::ReadIndexRequest {});
             request.set_timeout(remaining);
             match client.read_index(request).await {
                 Ok(r) => r.into_inner().index,
-                Err(s) if s.code() == tonic::Code::DeadlineExceeded => {
-                    return Err(ReplicationError::Timeout)
-                }
+                Err(s) if s.code() == tonic::Code::DeadlineExceeded => return Err(ReplicationError::Timeout),
                 Err(_) => return Ok(Some(ReplicationError::NoLeader)),
             }
         };
         let remaining = deadline_left(remaining);
-        match self
-            .raft
-            .wait(Some(remaining))
-            .applied_index_at_least(Some(index), "linearizable read")
-            .await
-        {
+        match self.raft.wait(Some(remaining)).applied_index_at_least(Some(index), "linearizable read").await {
             Ok(_) => Ok(None),
             Err(openraft::metrics::WaitError::Timeout(..)) => Err(ReplicationError::Timeout),
             Err(openraft::metrics::WaitError::ShuttingDown) => Err(ReplicationError::Stopped),
@@ -469,11 +397,7 @@ impl RaftNode {
 
     /// Stop serving peers and shut Raft down; the database closes when the last handle drops.
     pub async fn shutdown(&self) {
-        let peer_server = self
-            .peer_server
-            .lock()
-            .expect("peer server slot poisoned")
-            .take();
+        let peer_server = self.peer_server.lock().expect("peer server slot poisoned").take();
         if let Some((stop, server)) = peer_server {
             let _ = stop.send(());
             let _ = server.await;

@@ -14,9 +14,7 @@ impl From<cairn_mvcc::WriteRequest> for WriteRequest {
             cairn_mvcc::WriteRequest::Txn(t) => Request::Txn(t),
             cairn_mvcc::WriteRequest::Compact(c) => Request::Compaction(c),
         };
-        WriteRequest {
-            request: Some(request),
-        }
+        WriteRequest { request: Some(request) }
     }
 }
 
@@ -41,14 +39,9 @@ impl From<Result<cairn_mvcc::WriteResponse, MvccError>> for WriteResponse {
             Ok(cairn_mvcc::WriteResponse::DeleteRange(d)) => Response::DeleteRange(d),
             Ok(cairn_mvcc::WriteResponse::Txn(t)) => Response::Txn(t),
             Ok(cairn_mvcc::WriteResponse::Compact(c)) => Response::Compaction(c),
-            Err(e) => Response::Error(WriteError {
-                code: e.code(),
-                message: e.to_string(),
-            }),
+            Err(e) => Response::Error(WriteError { code: e.code(), message: e.to_string() }),
         };
-        WriteResponse {
-            response: Some(response),
-        }
+        WriteResponse { response: Some(response) }
     }
 }
 

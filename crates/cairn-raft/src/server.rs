@@ -30,33 +30,20 @@ fn bad_payload(e: std::io::Error) -> Status {
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
-    Ok(Response::new(RaftPayload {
-        data: codec::encode(v).map_err(|e| Status::internal(e.to_string()))?,
-    }))
+    Ok(Response::new(RaftPayload { data: codec::encode(v).map_err(|e| Status::internal(e.to_string()))? }))
 }
 
 #[tonic::async_trait]
 impl Peer for PeerService {
-    async fn append_entries(
-        &self,
-        req: Request<RaftPayload>,
-    ) -> Result<Response<RaftPayload>, Status> {
+    async fn append_entries(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let rpc = codec::decode(&req.into_inner().data).map_err(bad_payload)?;
-        let resp = self
-            .raft
-            .append_entries(rpc)
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let resp = self.raft.append_entries(rpc).await.map_err(|e| Status::unavailable(e.to_string()))?;
         encode(&resp)
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let rpc = codec::decode(&req.into_inner().data).map_err(bad_payload)?;
-        let resp = self
-            .raft
-            .vote(rpc)
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let resp = self.raft.vote(rpc).await.map_err(|e| Status::unavailable(e.to_string()))?;
         encode(&resp)
     }
 
@@ -65,10 +52,8 @@ impl Peer for PeerService {
         req: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftPayload>, Status> {
         let mut chunks = req.into_inner();
-        let first = chunks
-            .next()
-            .await
-            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
+        let first =
+            chunks.next().await.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
         let vote: Vote = codec::decode(&first.vote).map_err(bad_payload)?;
         let meta: SnapshotMeta = codec::decode(&first.meta).map_err(bad_payload)?;
         let path = self.snapshots.temp_path();
@@ -90,13 +75,7 @@ impl Peer for PeerService {
                 return Err(Status::aborted(format!("receiving snapshot: {e}")));
             }
         };
-        let snapshot = Snapshot {
-            meta,
-            snapshot: SnapshotFile {
-                path: path.clone(),
-                file,
-            },
-        };
+        let snapshot = Snapshot { meta, snapshot: SnapshotFile { path: path.clone(), file } };
         let resp = self.raft.install_full_snapshot(vote, snapshot).await;
         // On success the file was renamed into place; on failure drop it.
         let _ = std::fs::remove_file(&path);
@@ -104,8 +83,7 @@ impl Peer for PeerService {
     }
 
     async fn forward(&self, req: Request<WriteRequest>) -> Result<Response<WriteResponse>, Status> {
-        let write = cairn_mvcc::WriteRequest::try_from(req.into_inner())
-            .map_err(Status::invalid_argument)?;
+        let write = cairn_mvcc::WriteRequest::try_from(req.into_inner()).map_err(Status::invalid_argument)?;
         match self.raft.client_write(Command(write)).await {
             Ok(resp) => match resp.data.0 {
                 Some(result) => Ok(Response::new(WriteResponse::from(result))),
@@ -126,12 +104,12 @@ impl Peer for PeerService {
         _req: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexResponse>, Status> {
         match self.raft.get_read_linearizer(ReadPolicy::ReadIndex).await {
-            Ok(linearizer) => Ok(Response::new(ReadIndexResponse {
-                index: linearizer.read_log_id().index(),
-            })),
-            Err(RaftError::APIError(openraft::error::LinearizableReadError::ForwardToLeader(
-                _,
-            ))) => Err(Status::failed_precondition(NOT_LEADER)),
+            Ok(linearizer) => {
+                Ok(Response::new(ReadIndexResponse { index: linearizer.read_log_id().index() }))
+            }
+            Err(RaftError::APIError(openraft::error::LinearizableReadError::ForwardToLeader(_))) => {
+                Err(Status::failed_precondition(NOT_LEADER))
+            }
             Err(e) => Err(Status::unavailable(e.to_string())),
         }
     }

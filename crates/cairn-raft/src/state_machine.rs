@@ -44,8 +44,7 @@ impl SnapshotDir {
 
     /// A fresh temporary file for an incoming or outgoing snapshot.
     pub fn temp_path(&self) -> PathBuf {
-        self.dir
-            .join(format!("incoming-{:016x}.tmp", rand::random::<u64>()))
+        self.dir.join(format!("incoming-{:016x}.tmp", rand::random::<u64>()))
     }
 
     fn stem(meta: &SnapshotMeta) -> String {
@@ -65,13 +64,8 @@ impl SnapshotDir {
         File::open(&self.dir)?.sync_all()?;
         for entry in std::fs::read_dir(&self.dir)? {
             let path = entry?.path();
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default()
-                .to_string();
-            let is_old =
-                (name.ends_with(".snap") || name.ends_with(".meta")) && !name.starts_with(&stem);
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+            let is_old = (name.ends_with(".snap") || name.ends_with(".meta")) && !name.starts_with(&stem);
             if is_old {
                 let _ = std::fs::remove_file(&path);
             }
@@ -85,16 +79,14 @@ impl SnapshotDir {
         for entry in std::fs::read_dir(&self.dir)? {
             let name = entry?.file_name().to_string_lossy().to_string();
             if let Some(stem) = name.strip_suffix(".meta") {
-                if self.dir.join(format!("{stem}.snap")).exists()
-                    && best.as_deref().is_none_or(|b| stem > b)
+                if self.dir.join(format!("{stem}.snap")).exists() && best.as_deref().is_none_or(|b| stem > b)
                 {
                     best = Some(stem.to_string());
                 }
             }
         }
         let Some(stem) = best else { return Ok(None) };
-        let meta: SnapshotMeta =
-            codec::decode(&std::fs::read(self.dir.join(format!("{stem}.meta")))?)?;
+        let meta: SnapshotMeta = codec::decode(&std::fs::read(self.dir.join(format!("{stem}.meta")))?)?;
         let path = self.dir.join(format!("{stem}.snap"));
         let file = File::open(&path)?;
         Ok(Some((meta, SnapshotFile { path, file })))
@@ -112,11 +104,7 @@ pub struct StateMachine {
 impl StateMachine {
     pub fn new(store: MvccStore, snapshots: SnapshotDir) -> StateMachine {
         let (events, _) = broadcast::channel(1024);
-        StateMachine {
-            store,
-            snapshots,
-            events,
-        }
+        StateMachine { store, snapshots, events }
     }
 
     /// Subscribe to the events of applied batches.
@@ -162,9 +150,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let result = match entry.payload {
                 EntryPayload::Blank => CommandResult(None),
                 EntryPayload::Normal(cmd) => match batch.apply(&cmd.0) {
-                    Err(e @ (MvccError::Storage(_) | MvccError::Corrupt(_))) => {
-                        return Err(mvcc_io(e))
-                    }
+                    Err(e @ (MvccError::Storage(_) | MvccError::Corrupt(_))) => return Err(mvcc_io(e)),
                     result => CommandResult(Some(result)),
                 },
                 EntryPayload::Membership(m) => {
@@ -196,34 +182,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
-        SnapshotBuilder {
-            store: self.store.clone(),
-            snapshots: self.snapshots.clone(),
-        }
+        SnapshotBuilder { store: self.store.clone(), snapshots: self.snapshots.clone() }
     }
 
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta,
-        snapshot: SnapshotFile,
-    ) -> io::Result<()> {
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotFile) -> io::Result<()> {
         let store = self.store.clone();
         let snapshots = self.snapshots.clone();
         let meta = meta.clone();
         tokio::task::spawn_blocking(move || {
             let SnapshotFile { path, mut file } = snapshot;
             file.seek(SeekFrom::Start(0))?;
-            store
-                .install_snapshot(&mut BufReader::new(&mut file))
-                .map_err(mvcc_io)?;
+            store.install_snapshot(&mut BufReader::new(&mut file)).map_err(mvcc_io)?;
             let (installed, _) = read_applied(&store)?;
             if installed != meta.last_log_id {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!(
-                        "snapshot data is at {installed:?} but its meta says {:?}",
-                        meta.last_log_id
-                    ),
+                    format!("snapshot data is at {installed:?} but its meta says {:?}", meta.last_log_id),
                 ));
             }
             snapshots.publish(&path, &meta)?;
@@ -235,10 +209,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
-        Ok(self
-            .snapshots
-            .current()?
-            .map(|(meta, snapshot)| Snapshot { meta, snapshot }))
+        Ok(self.snapshots.current()?.map(|(meta, snapshot)| Snapshot { meta, snapshot }))
     }
 }
 
@@ -257,9 +228,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         tokio::task::spawn_blocking(move || {
             let tmp = snapshots.temp_path();
             let mut out = BufWriter::new(File::create(&tmp)?);
-            let (rows, meta_rows) = store
-                .write_snapshot(&mut out, &[META_LAST_APPLIED, META_MEMBERSHIP])
-                .map_err(mvcc_io)?;
+            let (rows, meta_rows) =
+                store.write_snapshot(&mut out, &[META_LAST_APPLIED, META_MEMBERSHIP]).map_err(mvcc_io)?;
             let file = out.into_inner().map_err(|e| e.into_error())?;
             file.sync_all()?;
             let last_log_id: Option<LogId> = match &meta_rows[0] {
@@ -270,17 +240,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 Some(b) => codec::decode(b)?,
                 None => StoredMembership::default(),
             };
-            let meta = SnapshotMeta {
-                last_log_id,
-                last_membership,
-            };
+            let meta = SnapshotMeta { last_log_id, last_membership };
             let path = snapshots.publish(&tmp, &meta)?;
             tracing::info!(last_log_id = ?meta.last_log_id, rows, "built snapshot");
             let file = File::open(&path)?;
-            Ok(Snapshot {
-                meta,
-                snapshot: SnapshotFile { path, file },
-            })
+            Ok(Snapshot { meta, snapshot: SnapshotFile { path, file } })
         })
         .await
         .map_err(io::Error::other)?

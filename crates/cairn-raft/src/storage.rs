@@ -31,39 +31,27 @@ pub fn snapshot_path(data_dir: &Path) -> PathBuf {
 /// Open (creating if needed) the node's database.
 pub fn open_db(data_dir: &Path) -> Result<Arc<DB>, OpenError> {
     let path = db_path(data_dir);
-    std::fs::create_dir_all(&path).map_err(|e| OpenError::Io {
-        path: path.clone(),
-        detail: e.to_string(),
-    })?;
+    std::fs::create_dir_all(&path)
+        .map_err(|e| OpenError::Io { path: path.clone(), detail: e.to_string() })?;
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
     opts.set_paranoid_checks(true);
     opts.increase_parallelism(2);
     opts.set_max_background_jobs(2);
-    let families: Vec<&str> = MvccStore::column_families()
-        .chain([CF_LOG, CF_META])
-        .collect();
-    DB::open_cf(&opts, &path, families)
-        .map(Arc::new)
-        .map_err(|e| {
-            let detail = e.into_string();
-            if detail.contains("lock") || detail.contains("LOCK") {
-                OpenError::Locked(data_dir.to_path_buf())
-            } else if detail.contains("Corruption")
-                || detail.contains("corrupt")
-                || detail.contains("CURRENT")
-                || detail.contains("MANIFEST")
-            {
-                OpenError::Corrupt {
-                    path: data_dir.to_path_buf(),
-                    detail,
-                }
-            } else {
-                OpenError::Io {
-                    path: data_dir.to_path_buf(),
-                    detail,
-                }
-            }
-        })
+    let families: Vec<&str> = MvccStore::column_families().chain([CF_LOG, CF_META]).collect();
+    DB::open_cf(&opts, &path, families).map(Arc::new).map_err(|e| {
+        let detail = e.into_string();
+        if detail.contains("lock") || detail.contains("LOCK") {
+            OpenError::Locked(data_dir.to_path_buf())
+        } else if detail.contains("Corruption")
+            || detail.contains("corrupt")
+            || detail.contains("CURRENT")
+            || detail.contains("MANIFEST")
+        {
+            OpenError::Corrupt { path: data_dir.to_path_buf(), detail }
+        } else {
+            OpenError::Io { path: data_dir.to_path_buf(), detail }
+        }
+    })
 }

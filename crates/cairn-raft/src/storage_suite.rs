@@ -12,8 +12,7 @@ struct Builder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
     async fn build(
         &self,
-    ) -> Result<(tempfile::TempDir, LogStore, StateMachine), openraft::StorageError<TypeConfig>>
-    {
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachine), openraft::StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = crate::storage::open_db(dir.path()).expect("open db");
         let store = cairn_mvcc::MvccStore::new(db.clone());
@@ -27,7 +26,5 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openraft_storage_suite() {
-    Suite::test_all(Builder)
-        .await
-        .expect("openraft storage suite");
+    Suite::test_all(Builder).await.expect("openraft storage suite");
 }

@@ -78,9 +78,7 @@ impl<'de> Deserialize<'de> for Command {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let bytes: Vec<u8> = serde_bytes_vec(d)?;
         let msg = pb::WriteRequest::decode(bytes.as_slice()).map_err(serde::de::Error::custom)?;
-        WriteRequest::try_from(msg)
-            .map(Command)
-            .map_err(serde::de::Error::custom)
+        WriteRequest::try_from(msg).map(Command).map_err(serde::de::Error::custom)
     }
 }
 
@@ -152,18 +150,13 @@ mod tests {
         let back: Command = crate::codec::decode(&crate::codec::encode(&cmd).unwrap()).unwrap();
         assert_eq!(back, cmd);
         let ok = CommandResult(Some(Ok(WriteResponse::Put(PutResponse {
-            header: Some(ResponseHeader {
-                revision: 5,
-                ..Default::default()
-            }),
+            header: Some(ResponseHeader { revision: 5, ..Default::default() }),
             prev_kv: None,
         }))));
-        let back: CommandResult =
-            crate::codec::decode(&crate::codec::encode(&ok).unwrap()).unwrap();
+        let back: CommandResult = crate::codec::decode(&crate::codec::encode(&ok).unwrap()).unwrap();
         assert_eq!(back, ok);
         let err = CommandResult(Some(Err(MvccError::Compacted)));
-        let back: CommandResult =
-            crate::codec::decode(&crate::codec::encode(&err).unwrap()).unwrap();
+        let back: CommandResult = crate::codec::decode(&crate::codec::encode(&err).unwrap()).unwrap();
         assert_eq!(back, err);
         let none: CommandResult =
             crate::codec::decode(&crate::codec::encode(&CommandResult(None)).unwrap()).unwrap();

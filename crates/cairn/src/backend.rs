@@ -69,11 +69,7 @@ impl Backend for RaftBackend {
                 name: node.name,
                 peer_urls: vec![format!("http://{}", node.peer_addr)],
                 // Other members' client URLs are not replicated yet (cluster-ops issue).
-                client_urls: if id == me {
-                    self.client_urls.clone()
-                } else {
-                    Vec::new()
-                },
+                client_urls: if id == me { self.client_urls.clone() } else { Vec::new() },
                 is_learner: false,
             })
             .collect()

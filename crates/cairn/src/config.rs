@@ -72,24 +72,17 @@ pub(crate) struct Resolved {
 }
 
 fn strip_scheme(addr: &str) -> &str {
-    addr.trim()
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
+    addr.trim().trim_start_matches("http://").trim_end_matches('/')
 }
 
 fn socket_addr(flag: &str, addr: &str) -> Result<SocketAddr, String> {
-    strip_scheme(addr)
-        .parse()
-        .map_err(|_| format!("--{flag} {addr:?} is not an ip:port address"))
+    strip_scheme(addr).parse().map_err(|_| format!("--{flag} {addr:?} is not an ip:port address"))
 }
 
 impl Config {
     pub(crate) fn resolve(&self) -> Result<Resolved, String> {
         if self.name.is_empty() || self.name.contains([',', '=']) {
-            return Err(format!(
-                "--name {:?} must be non-empty and contain no ',' or '='",
-                self.name
-            ));
+            return Err(format!("--name {:?} must be non-empty and contain no ',' or '='", self.name));
         }
         let client_addr = socket_addr("client-addr", &self.client_addr)?;
         let peer_addr = socket_addr("peer-addr", &self.peer_addr)?;
@@ -98,18 +91,14 @@ impl Config {
             Some(list) => list
                 .split(',')
                 .map(|m| {
-                    let (name, addr) = m.split_once('=').ok_or_else(|| {
-                        format!("--initial-cluster member {m:?} is not name=host:port")
-                    })?;
+                    let (name, addr) = m
+                        .split_once('=')
+                        .ok_or_else(|| format!("--initial-cluster member {m:?} is not name=host:port"))?;
                     let addr = strip_scheme(addr);
                     if name.trim().is_empty()
-                        || addr
-                            .rsplit_once(':')
-                            .is_none_or(|(_, p)| p.parse::<u16>().is_err())
+                        || addr.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err())
                     {
-                        return Err(format!(
-                            "--initial-cluster member {m:?} is not name=host:port"
-                        ));
+                        return Err(format!("--initial-cluster member {m:?} is not name=host:port"));
                     }
                     Ok((name.trim().to_string(), addr.to_string()))
                 })
@@ -119,12 +108,7 @@ impl Config {
             .iter()
             .find(|(n, _)| *n == self.name)
             .map(|(_, a)| a.clone())
-            .ok_or_else(|| {
-                format!(
-                    "--initial-cluster does not name this member ({})",
-                    self.name
-                )
-            })?;
+            .ok_or_else(|| format!("--initial-cluster does not name this member ({})", self.name))?;
         if self.heartbeat_interval == 0 {
             return Err("--heartbeat-interval must be positive".into());
         }
@@ -155,10 +139,7 @@ impl Config {
             election_timeout: Duration::from_millis(self.election_timeout),
             snapshot_count: self.snapshot_count,
             request_timeout,
-            limits: Limits {
-                max_request_bytes: self.max_request_bytes,
-                max_txn_ops: self.max_txn_ops,
-            },
+            limits: Limits { max_request_bytes: self.max_request_bytes, max_txn_ops: self.max_txn_ops },
         })
     }
 }
@@ -170,10 +151,7 @@ mod tests {
     #[test]
     fn defaults_are_a_single_node() {
         let r = Config::default().resolve().unwrap();
-        assert_eq!(
-            r.initial_cluster,
-            vec![("default".to_string(), "127.0.0.1:33237".to_string())]
-        );
+        assert_eq!(r.initial_cluster, vec![("default".to_string(), "127.0.0.1:33237".to_string())]);
         assert_eq!(r.client_addr, "127.0.0.1:2379".parse().unwrap());
         assert_eq!(r.request_timeout, Duration::from_millis(7000));
     }
@@ -181,55 +159,19 @@ mod tests {
     #[test]
     fn bad_input_gets_a_clear_error() {
         let cases = [
+            (Config { name: String::new(), ..Default::default() }, "--name"),
+            (Config { client_addr: "localhost".into(), ..Default::default() }, "--client-addr"),
+            (Config { initial_cluster: Some("n1".into()), ..Default::default() }, "not name=host:port"),
             (
-                Config {
-                    name: String::new(),
-                    ..Default::default()
-                },
-                "--name",
-            ),
-            (
-                Config {
-                    client_addr: "localhost".into(),
-                    ..Default::default()
-                },
-                "--client-addr",
-            ),
-            (
-                Config {
-                    initial_cluster: Some("n1".into()),
-                    ..Default::default()
-                },
+                Config { initial_cluster: Some("n1=127.0.0.1:x".into()), ..Default::default() },
                 "not name=host:port",
             ),
             (
-                Config {
-                    initial_cluster: Some("n1=127.0.0.1:x".into()),
-                    ..Default::default()
-                },
-                "not name=host:port",
-            ),
-            (
-                Config {
-                    initial_cluster: Some("n1=127.0.0.1:1".into()),
-                    ..Default::default()
-                },
+                Config { initial_cluster: Some("n1=127.0.0.1:1".into()), ..Default::default() },
                 "does not name this member",
             ),
-            (
-                Config {
-                    election_timeout: 200,
-                    ..Default::default()
-                },
-                "at least 5 times",
-            ),
-            (
-                Config {
-                    snapshot_count: 0,
-                    ..Default::default()
-                },
-                "--snapshot-count",
-            ),
+            (Config { election_timeout: 200, ..Default::default() }, "at least 5 times"),
+            (Config { snapshot_count: 0, ..Default::default() }, "--snapshot-count"),
         ];
         for (cfg, want) in cases {
             let err = cfg.resolve().unwrap_err();
@@ -239,17 +181,10 @@ mod tests {
 
     #[test]
     fn toml_uses_the_flag_names() {
-        let cfg: Config = toml::from_str(
-            "name = \"n1\"\ndata-dir = \"d1\"\ninitial-cluster = \"n1=127.0.0.1:33237\"\n",
-        )
-        .unwrap();
-        assert_eq!(
-            (cfg.name.as_str(), cfg.data_dir.to_str().unwrap()),
-            ("n1", "d1")
-        );
-        assert!(
-            toml::from_str::<Config>("nmae = \"typo\"").is_err(),
-            "unknown keys are refused"
-        );
+        let cfg: Config =
+            toml::from_str("name = \"n1\"\ndata-dir = \"d1\"\ninitial-cluster = \"n1=127.0.0.1:33237\"\n")
+                .unwrap();
+        assert_eq!((cfg.name.as_str(), cfg.data_dir.to_str().unwrap()), ("n1", "d1"));
+        assert!(toml::from_str::<Config>("nmae = \"typo\"").is_err(), "unknown keys are refused");
     }
 }

@@ -40,10 +40,7 @@ pub enum Error {
     #[error(transparent)]
     Start(#[from] StartError),
     #[error("cannot listen on client address {addr}: {source}")]
-    ClientListen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    ClientListen { addr: SocketAddr, source: std::io::Error },
     #[error("invalid configuration: {0}")]
     Config(String),
 }
@@ -91,20 +88,14 @@ impl Node {
             Ok(l) => l,
             Err(source) => {
                 node.shutdown().await;
-                return Err(Error::ClientListen {
-                    addr: resolved.client_addr,
-                    source,
-                });
+                return Err(Error::ClientListen { addr: resolved.client_addr, source });
             }
         };
         let client_addr = match listener.local_addr() {
             Ok(a) => a,
             Err(source) => {
                 node.shutdown().await;
-                return Err(Error::ClientListen {
-                    addr: resolved.client_addr,
-                    source,
-                });
+                return Err(Error::ClientListen { addr: resolved.client_addr, source });
             }
         };
         let backend = Arc::new(RaftBackend {
@@ -137,12 +128,7 @@ impl Node {
 
     /// An in-process client: the etcd KV API without the network.
     pub fn client(&self) -> Client {
-        Client {
-            kv: Arc::new(KvService {
-                backend: self.backend.clone(),
-                limits: self.limits,
-            }),
-        }
+        Client { kv: Arc::new(KvService { backend: self.backend.clone(), limits: self.limits }) }
     }
 
     /// This member's id (as in response headers).
@@ -176,11 +162,7 @@ impl Client {
 
     /// A linearizable get of one key.
     pub async fn get(&self, key: impl Into<Vec<u8>>) -> Result<RangeResponse, tonic::Status> {
-        self.range(RangeRequest {
-            key: key.into(),
-            ..Default::default()
-        })
-        .await
+        self.range(RangeRequest { key: key.into(), ..Default::default() }).await
     }
 
     pub async fn put(
@@ -188,22 +170,14 @@ impl Client {
         key: impl Into<Vec<u8>>,
         value: impl Into<Vec<u8>>,
     ) -> Result<PutResponse, tonic::Status> {
-        self.put_request(PutRequest {
-            key: key.into(),
-            value: value.into(),
-            ..Default::default()
-        })
-        .await
+        self.put_request(PutRequest { key: key.into(), value: value.into(), ..Default::default() }).await
     }
 
     pub async fn put_request(&self, req: PutRequest) -> Result<PutResponse, tonic::Status> {
         Ok(self.kv.put(Request::new(req)).await?.into_inner())
     }
 
-    pub async fn delete(
-        &self,
-        req: DeleteRangeRequest,
-    ) -> Result<DeleteRangeResponse, tonic::Status> {
+    pub async fn delete(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse, tonic::Status> {
         Ok(self.kv.delete_range(Request::new(req)).await?.into_inner())
     }
 
@@ -212,13 +186,6 @@ impl Client {
     }
 
     pub async fn compact(&self, revision: i64) -> Result<CompactionResponse, tonic::Status> {
-        Ok(self
-            .kv
-            .compact(Request::new(CompactionRequest {
-                revision,
-                physical: true,
-            }))
-            .await?
-            .into_inner())
+        Ok(self.kv.compact(Request::new(CompactionRequest { revision, physical: true })).await?.into_inner())
     }
 }

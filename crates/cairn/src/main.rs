@@ -6,11 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "cairn",
-    version,
-    about = "A Raft-replicated key-value store that speaks the etcd v3 API"
-)]
+#[command(name = "cairn", version, about = "A Raft-replicated key-value store that speaks the etcd v3 API")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -71,8 +67,7 @@ impl ServeArgs {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| format!("cannot read --config {}: {e}", path.display()))?;
-                toml::from_str(&text)
-                    .map_err(|e| format!("bad --config {}: {e}", path.display()))?
+                toml::from_str(&text).map_err(|e| format!("bad --config {}: {e}", path.display()))?
             }
             None => cairn::Config::default(),
         };
@@ -107,10 +102,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cairn: cannot start the async runtime: {e}");

@@ -9,21 +9,14 @@ fn cairn() -> Command {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Wait until something accepts connections on `addr`.
 fn wait_listening(addr: &str, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(addr).is_err() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "cairn exited before listening on {addr}"
-        );
+        assert!(child.try_wait().unwrap().is_none(), "cairn exited before listening on {addr}");
         assert!(Instant::now() < deadline, "cairn did not listen on {addr}");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -43,17 +36,9 @@ fn serve_without_flags_runs_a_single_node_in_cairn_data_and_stops_on_sigterm() {
         );
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut child = cairn()
-        .arg("serve")
-        .current_dir(dir.path())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = cairn().arg("serve").current_dir(dir.path()).stderr(Stdio::null()).spawn().unwrap();
     wait_listening("127.0.0.1:2379", &mut child);
-    assert!(
-        dir.path().join("cairn-data").is_dir(),
-        "default data dir is ./cairn-data"
-    );
+    assert!(dir.path().join("cairn-data").is_dir(), "default data dir is ./cairn-data");
     std::net::TcpStream::connect("127.0.0.1:33237").expect("default peer port 33237");
     sigterm(&child);
     let status = child.wait().unwrap();
@@ -70,12 +55,7 @@ fn bad_configuration_exits_2_with_a_message() {
     ];
     for args in cases {
         let out = cairn().args(*args).output().unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         assert!(!out.stderr.is_empty(), "{args:?} explains itself");
     }
 }
@@ -86,11 +66,7 @@ fn env_and_config_file_are_read() {
     let client = format!("127.0.0.1:{}", free_port());
     let peer = format!("127.0.0.1:{}", free_port());
     let cfg = dir.path().join("cairn.toml");
-    std::fs::write(
-        &cfg,
-        format!("data-dir = \"from-file\"\nclient-addr = \"{client}\"\n"),
-    )
-    .unwrap();
+    std::fs::write(&cfg, format!("data-dir = \"from-file\"\nclient-addr = \"{client}\"\n")).unwrap();
     let mut child = cairn()
         .args(["serve", "--config", cfg.to_str().unwrap()])
         .env("CAIRN_PEER_ADDR", &peer)
@@ -112,30 +88,14 @@ fn a_locked_data_dir_exits_3_and_a_corrupted_one_exits_4() {
     let client = format!("127.0.0.1:{}", free_port());
     let peer = format!("127.0.0.1:{}", free_port());
     let mut first = cairn()
-        .args([
-            "serve",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--client-addr",
-            &client,
-            "--peer-addr",
-            &peer,
-        ])
+        .args(["serve", "--data-dir", data.to_str().unwrap(), "--client-addr", &client, "--peer-addr", &peer])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     wait_listening(&client, &mut first);
     // Same flags, same data dir: the lock, not the port, is what it reports.
     let out = cairn()
-        .args([
-            "serve",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--client-addr",
-            &client,
-            "--peer-addr",
-            &peer,
-        ])
+        .args(["serve", "--data-dir", data.to_str().unwrap(), "--client-addr", &client, "--peer-addr", &peer])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

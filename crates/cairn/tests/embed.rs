@@ -25,10 +25,7 @@ async fn an_embedded_node_serves_the_in_process_client() {
     let err = client.put_request(PutRequest::default()).await.unwrap_err();
     assert_eq!(
         (err.code(), err.message()),
-        (
-            tonic::Code::InvalidArgument,
-            "etcdserver: key is not provided"
-        )
+        (tonic::Code::InvalidArgument, "etcdserver: key is not provided")
     );
 
     // A compare-and-swap.
@@ -54,9 +51,8 @@ async fn an_embedded_node_serves_the_in_process_client() {
     assert_eq!(client.get("k").await.unwrap().kvs[0].value, b"v2");
 
     // Over the network too.
-    let mut remote = etcd_client::Client::connect([format!("http://{}", node.client_addr())], None)
-        .await
-        .unwrap();
+    let mut remote =
+        etcd_client::Client::connect([format!("http://{}", node.client_addr())], None).await.unwrap();
     assert_eq!(remote.get("k", None).await.unwrap().kvs()[0].value(), b"v2");
     node.stop().await;
 }

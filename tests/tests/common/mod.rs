@@ -16,9 +16,7 @@ pub const CONVERGE: Duration = Duration::from_secs(30);
 /// Starts a cluster of the target chosen by the environment.
 pub async fn start(opts: ClusterOptions) -> Cluster {
     let target = Target::from_env();
-    Cluster::start(target, opts)
-        .await
-        .unwrap_or_else(|e| panic!("cluster did not start: {e:#}"))
+    Cluster::start(target, opts).await.unwrap_or_else(|e| panic!("cluster did not start: {e:#}"))
 }
 
 pub async fn start_nodes(n: usize) -> Cluster {
@@ -26,8 +24,7 @@ pub async fn start_nodes(n: usize) -> Cluster {
 }
 
 pub fn header_rev(h: Option<&ResponseHeader>) -> Result<i64> {
-    h.map(|h| h.revision())
-        .ok_or_else(|| anyhow!("response has no header"))
+    h.map(|h| h.revision()).ok_or_else(|| anyhow!("response has no header"))
 }
 
 /// A key-value as the tests compare them.
@@ -59,10 +56,7 @@ pub fn kvs(resp: &GetResponse) -> Vec<Kv> {
 }
 
 pub fn keys(resp: &GetResponse) -> Vec<String> {
-    resp.kvs()
-        .iter()
-        .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
-        .collect()
+    resp.kvs().iter().map(|kv| String::from_utf8_lossy(kv.key()).into_owned()).collect()
 }
 
 /// What the store should hold, built from the revisions the server acknowledged.
@@ -105,11 +99,7 @@ impl Model {
     }
 
     pub fn prefix(&self, prefix: &[u8]) -> Vec<Kv> {
-        self.kvs
-            .iter()
-            .filter(|(k, _)| k.starts_with(prefix))
-            .map(|(_, v)| v.clone())
-            .collect()
+        self.kvs.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(_, v)| v.clone()).collect()
     }
 }
 
@@ -147,11 +137,7 @@ pub async fn put_model(
 
 /// Deletes one key through `client`, recording it in `model`; checks `deleted`, `prev_kvs` and the
 /// header revision (one more if something was deleted, unchanged otherwise).
-pub async fn delete_model(
-    client: &mut Client,
-    model: &mut Model,
-    key: impl AsRef<[u8]>,
-) -> Result<i64> {
+pub async fn delete_model(client: &mut Client, model: &mut Model, key: impl AsRef<[u8]>) -> Result<i64> {
     let key = key.as_ref();
     let resp = client
         .delete(key, Some(DeleteOptions::new().with_prev_key()))
@@ -159,11 +145,7 @@ pub async fn delete_model(
         .with_context(|| format!("delete {:?}", String::from_utf8_lossy(key)))?;
     let rev = header_rev(resp.header())?;
     let before = model.delete(key);
-    let expected_rev = if before.is_some() {
-        model.rev + 1
-    } else {
-        model.rev
-    };
+    let expected_rev = if before.is_some() { model.rev + 1 } else { model.rev };
     ensure!(
         rev == expected_rev,
         "delete {:?}: header revision {rev}, expected {expected_rev}",
@@ -200,9 +182,7 @@ pub fn expect_grpc_err<T: std::fmt::Debug>(
     what: &str,
 ) -> Result<()> {
     match res {
-        Ok(v) => Err(anyhow!(
-            "{what}: expected {code:?} {message:?}, got Ok({v:?})"
-        )),
+        Ok(v) => Err(anyhow!("{what}: expected {code:?} {message:?}, got Ok({v:?})")),
         Err(e) => {
             let got = grpc_code(&e);
             ensure!(
