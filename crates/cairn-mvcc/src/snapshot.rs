@@ -13,6 +13,9 @@ use crate::error::MvccError;
 use crate::store::MvccStore;
 use crate::view::Family;
 
+/// The values of the requested metadata rows, in request order (`None`: absent).
+pub type MetaRows = Vec<Option<Vec<u8>>>;
+
 const MAGIC: &[u8; 8] = b"CAIRNSS1";
 const END: u8 = 0xFF;
 
@@ -27,7 +30,7 @@ impl MvccStore {
         &self,
         out: &mut dyn Write,
         meta_keys: &[&[u8]],
-    ) -> Result<(u64, Vec<Option<Vec<u8>>>), MvccError> {
+    ) -> Result<(u64, MetaRows), MvccError> {
         let db = self.db();
         let snapshot = db.snapshot();
         let meta = meta_keys

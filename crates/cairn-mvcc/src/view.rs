@@ -41,6 +41,12 @@ impl Family {
 }
 
 /// Pending writes of one apply batch: `None` is a delete.
+/// A row (key, value).
+pub(crate) type Row = (Vec<u8>, Vec<u8>);
+
+/// A scan callback: return `Ok(false)` to stop.
+pub(crate) type Visit<'v> = dyn FnMut(&[u8], &[u8]) -> Result<bool, MvccError> + 'v;
+
 pub(crate) type Overlay = [BTreeMap<Vec<u8>, Option<Vec<u8>>>; 4];
 
 /// A read view: the database as of a snapshot (or live, for the single applier), plus an
@@ -78,7 +84,7 @@ impl<'a> View<'a> {
         fam: Family,
         start: &[u8],
         end: Option<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, MvccError>,
+        visit: &mut Visit<'_>,
     ) -> Result<(), MvccError> {
         let mut ro = self.read_options();
         if let Some(end) = end {
@@ -140,12 +146,7 @@ impl<'a> View<'a> {
     }
 
     /// The row with the greatest key in `[lower, target]`, if any.
-    pub fn seek_prev(
-        &self,
-        fam: Family,
-        lower: &[u8],
-        target: &[u8],
-    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, MvccError> {
+    pub fn seek_prev(&self, fam: Family, lower: &[u8], target: &[u8]) -> Result<Option<Row>, MvccError> {
         let overlay = self.overlay(fam);
         let mut it = self.db.raw_iterator_cf_opt(fam.handle(self.db), self.read_options());
         it.seek_for_prev(target);

@@ -154,7 +154,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     result => CommandResult(Some(result)),
                 },
                 EntryPayload::Membership(m) => {
-                    membership = Some(StoredMembership::new(Some(entry.log_id.clone()), m));
+                    membership = Some(StoredMembership::new(Some(entry.log_id), m));
                     CommandResult(None)
                 }
             };
