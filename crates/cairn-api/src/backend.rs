@@ -67,5 +67,6 @@ pub trait Backend: Send + Sync + 'static {
     /// Bytes the store occupies on disk (approximate; may be slow).
     fn db_size(&self) -> i64;
 
-    fn members(&self) -> Vec<Member>;
+    /// The members and where they serve (asks the others; may take a round trip).
+    fn members(&self) -> impl Future<Output = Vec<Member>> + Send;
 }

@@ -128,6 +128,7 @@ impl<B: Backend> Cluster for ClusterService<B> {
         let members = self
             .backend
             .members()
+            .await
             .into_iter()
             .map(|m| Member {
                 id: m.id,

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use cairn_mvcc::{MvccError, MvccStore, RevisionEvents, WriteRequest, WriteResponse};
@@ -103,6 +103,7 @@ pub struct RaftNode {
     request_timeout: Duration,
     events: broadcast::Sender<Arc<Vec<RevisionEvents>>>,
     peer_server: std::sync::Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
+    client_urls: Arc<OnceLock<Vec<String>>>,
 }
 
 const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
@@ -174,6 +175,7 @@ impl RaftNode {
             Raft::new(id, config, network, log, sm).await.map_err(|e| StartError::Raft(e.to_string()))?;
 
         // Serve peers before initializing, so that the others can reach us.
+        let client_urls: Arc<OnceLock<Vec<String>>> = Arc::default();
         let listener = match tokio::net::TcpListener::bind(cfg.peer_listen).await {
             Ok(l) => l,
             Err(source) => {
@@ -181,9 +183,14 @@ impl RaftNode {
                 return Err(StartError::Listen { addr: cfg.peer_listen, source });
             }
         };
-        let service = pb::peer_server::PeerServer::new(PeerService { raft: raft.clone(), snapshots })
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX);
+        let service = pb::peer_server::PeerServer::new(PeerService {
+            raft: raft.clone(),
+            snapshots,
+            name: cfg.name.clone(),
+            client_urls: client_urls.clone(),
+        })
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -224,6 +231,7 @@ impl RaftNode {
             request_timeout: cfg.request_timeout,
             events,
             peer_server: std::sync::Mutex::new(Some((stop_tx, server))),
+            client_urls,
         })
     }
 
@@ -261,6 +269,26 @@ impl RaftNode {
             is_learner: m.state == ServerState::Learner,
             last_log_index: m.last_log_index.unwrap_or(0),
             applied_index: m.last_applied.as_ref().map_or(0, |l| l.index),
+        }
+    }
+
+    /// Tell the other members where clients reach this one (once; later calls are ignored).
+    pub fn set_client_urls(&self, urls: Vec<String>) {
+        let _ = self.client_urls.set(urls);
+    }
+
+    /// Ask a member where its clients connect (empty if it does not answer in time).
+    pub async fn member_client_urls(&self, id: NodeId) -> Vec<String> {
+        if id == self.id {
+            return self.client_urls.get().cloned().unwrap_or_default();
+        }
+        let Some(addr) = self.peer_addr(id) else { return Vec::new() };
+        let Ok(mut client) = self.channels.client(&addr) else { return Vec::new() };
+        let mut req = tonic::Request::new(pb::MemberInfoRequest {});
+        req.set_timeout(Duration::from_millis(500));
+        match client.member_info(req).await {
+            Ok(r) => r.into_inner().client_urls,
+            Err(_) => Vec::new(),
         }
     }
 

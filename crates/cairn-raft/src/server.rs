@@ -1,6 +1,7 @@
 //! The peer transport, server side: the `cairnpb.Peer` gRPC service on the peer port.
 
 use std::fs::File;
+use std::sync::{Arc, OnceLock};
 
 use futures::StreamExt;
 use openraft::error::{ClientWriteError, RaftError};
@@ -11,7 +12,8 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::codec;
 use crate::pb::peer_server::Peer;
 use crate::pb::{
-    RaftPayload, ReadIndexRequest, ReadIndexResponse, SnapshotChunk, WriteRequest, WriteResponse,
+    MemberInfoRequest, MemberInfoResponse, RaftPayload, ReadIndexRequest, ReadIndexResponse, SnapshotChunk,
+    WriteRequest, WriteResponse,
 };
 use crate::state_machine::{SnapshotDir, SnapshotFile};
 use crate::types::{Command, Raft, Snapshot, SnapshotMeta, Vote};
@@ -23,6 +25,9 @@ pub const NOT_LEADER: &str = "cairn: not leader";
 pub struct PeerService {
     pub raft: Raft,
     pub snapshots: SnapshotDir,
+    pub name: String,
+    /// Set once the client listener is bound (see `RaftNode::set_client_urls`).
+    pub client_urls: Arc<OnceLock<Vec<String>>>,
 }
 
 fn bad_payload(e: std::io::Error) -> Status {
@@ -112,5 +117,15 @@ impl Peer for PeerService {
             }
             Err(e) => Err(Status::unavailable(e.to_string())),
         }
+    }
+
+    async fn member_info(
+        &self,
+        _req: Request<MemberInfoRequest>,
+    ) -> Result<Response<MemberInfoResponse>, Status> {
+        Ok(Response::new(MemberInfoResponse {
+            name: self.name.clone(),
+            client_urls: self.client_urls.get().cloned().unwrap_or_default(),
+        }))
     }
 }

@@ -8,7 +8,6 @@ use cairn_raft::{RaftNode, ReplicationError};
 
 pub struct RaftBackend {
     pub(crate) node: RaftNode,
-    pub(crate) client_urls: Vec<String>,
     pub(crate) data_dir: std::path::PathBuf,
 }
 
@@ -59,17 +58,17 @@ impl Backend for RaftBackend {
         dir_size(&self.data_dir) as i64
     }
 
-    fn members(&self) -> Vec<Member> {
-        let me = self.node.id();
-        self.node
-            .members()
+    async fn members(&self) -> Vec<Member> {
+        let members = self.node.members();
+        let urls = futures::future::join_all(members.iter().map(|(id, _)| self.node.member_client_urls(*id)));
+        members
             .into_iter()
-            .map(|(id, node)| Member {
+            .zip(urls.await)
+            .map(|((id, node), client_urls)| Member {
                 id,
                 name: node.name,
                 peer_urls: vec![format!("http://{}", node.peer_addr)],
-                // Other members' client URLs are not replicated yet (cluster-ops issue).
-                client_urls: if id == me { self.client_urls.clone() } else { Vec::new() },
+                client_urls,
                 is_learner: false,
             })
             .collect()

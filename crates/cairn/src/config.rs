@@ -75,8 +75,18 @@ fn strip_scheme(addr: &str) -> &str {
     addr.trim().trim_start_matches("http://").trim_end_matches('/')
 }
 
+/// `ip:port` or `host:port` (resolved now; the first address wins).
 fn socket_addr(flag: &str, addr: &str) -> Result<SocketAddr, String> {
-    strip_scheme(addr).parse().map_err(|_| format!("--{flag} {addr:?} is not an ip:port address"))
+    use std::net::ToSocketAddrs;
+    let bare = strip_scheme(addr);
+    if let Ok(a) = bare.parse() {
+        return Ok(a);
+    }
+    let bad = || format!("--{flag} {addr:?} is not a host:port address");
+    if bare.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
+        return Err(bad());
+    }
+    bare.to_socket_addrs().map_err(|e| format!("--{flag} {addr:?}: {e}"))?.next().ok_or_else(bad)
 }
 
 impl Config {
@@ -154,6 +164,8 @@ mod tests {
         assert_eq!(r.initial_cluster, vec![("default".to_string(), "127.0.0.1:33237".to_string())]);
         assert_eq!(r.client_addr, "127.0.0.1:2379".parse().unwrap());
         assert_eq!(r.request_timeout, Duration::from_millis(7000));
+        let named = Config { client_addr: "http://localhost:2379".into(), ..Default::default() };
+        assert_eq!(named.resolve().unwrap().client_addr.port(), 2379);
     }
 
     #[test]

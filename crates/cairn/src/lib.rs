@@ -98,11 +98,8 @@ impl Node {
                 return Err(Error::ClientListen { addr: resolved.client_addr, source });
             }
         };
-        let backend = Arc::new(RaftBackend {
-            node,
-            client_urls: vec![format!("http://{client_addr}")],
-            data_dir: resolved.data_dir.clone(),
-        });
+        node.set_client_urls(vec![format!("http://{client_addr}")]);
+        let backend = Arc::new(RaftBackend { node, data_dir: resolved.data_dir.clone() });
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let serve = cairn_api::serve(backend.clone(), resolved.limits, listener, async {
             let _ = stop_rx.await;
