@@ -19,9 +19,7 @@ pub fn mvcc_status(e: &MvccError) -> Status {
         MvccError::ValueProvided => (Code::InvalidArgument, "etcdserver: value is provided"),
         MvccError::LeaseProvided => (Code::InvalidArgument, "etcdserver: lease is provided"),
         MvccError::RequestTooLarge => (Code::InvalidArgument, "etcdserver: request is too large"),
-        MvccError::InvalidEnum(what) => {
-            return Status::invalid_argument(format!("etcdserver: invalid {what}"))
-        }
+        MvccError::InvalidSortOption => (Code::InvalidArgument, "etcdserver: invalid sort option"),
         MvccError::Corrupt(_) => (Code::DataLoss, "etcdserver: corrupt cluster"),
         MvccError::Storage(detail) => {
             return Status::internal(format!("etcdserver: storage error: {detail}"))

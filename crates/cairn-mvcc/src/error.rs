@@ -32,9 +32,9 @@ pub enum MvccError {
     /// The encoded request is larger than the configured maximum (etcd: InvalidArgument).
     #[error("request is too large")]
     RequestTooLarge,
-    /// An enum field holds a value this version does not know.
-    #[error("invalid {0}")]
-    InvalidEnum(&'static str),
+    /// A Range with an unknown sort order or target (etcd 3.5: InvalidArgument).
+    #[error("invalid sort option")]
+    InvalidSortOption,
     /// Stored data cannot be decoded: a bug or a damaged disk (etcd: DataLoss).
     #[error("corrupt data: {0}")]
     Corrupt(String),
@@ -63,9 +63,10 @@ impl MvccError {
             MvccError::ValueProvided => 7,
             MvccError::LeaseProvided => 8,
             MvccError::RequestTooLarge => 9,
-            MvccError::InvalidEnum(_) => 10,
             MvccError::Corrupt(_) => 11,
             MvccError::Storage(_) => 12,
+            // 10 is retired (a former generic enum error); never reuse it.
+            MvccError::InvalidSortOption => 13,
         }
     }
 
@@ -81,8 +82,8 @@ impl MvccError {
             7 => MvccError::ValueProvided,
             8 => MvccError::LeaseProvided,
             9 => MvccError::RequestTooLarge,
-            10 => MvccError::InvalidEnum("enum"),
             11 => MvccError::Corrupt(message),
+            13 => MvccError::InvalidSortOption,
             _ => MvccError::Storage(message),
         }
     }

@@ -162,9 +162,8 @@ pub(crate) fn execute(
     current: i64,
     compacted: i64,
 ) -> Result<RangeResponse, MvccError> {
-    let sort_order = SortOrder::try_from(req.sort_order).map_err(|_| MvccError::InvalidEnum("sort order"))?;
-    let sort_target =
-        SortTarget::try_from(req.sort_target).map_err(|_| MvccError::InvalidEnum("sort target"))?;
+    let sort_order = SortOrder::try_from(req.sort_order).map_err(|_| MvccError::InvalidSortOption)?;
+    let sort_target = SortTarget::try_from(req.sort_target).map_err(|_| MvccError::InvalidSortOption)?;
     let rev = read_revision(req.revision, current, compacted)?;
 
     let filtered = req.min_mod_revision != 0

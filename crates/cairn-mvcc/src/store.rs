@@ -340,13 +340,15 @@ impl<'a> ApplyBatch<'a> {
         for op in branch(t, path.succeeded) {
             match &op.request {
                 Some(Request::RequestPut(p)) => check_put_target(&self.view(), p)?,
-                Some(Request::RequestRange(r)) if r.revision != 0 => {
+                Some(Request::RequestRange(r)) => {
+                    // Refuse before anything is written: a txn never fails half-way.
+                    crate::validate::check_range(r)?;
                     // etcd's checkRange: first revision is -1 until something was compacted.
                     let first = if self.compacted == 0 { -1 } else { self.compacted };
-                    if r.revision > self.current {
+                    if r.revision != 0 && r.revision > self.current {
                         return Err(MvccError::FutureRevision);
                     }
-                    if r.revision < first {
+                    if r.revision != 0 && r.revision < first {
                         return Err(MvccError::Compacted);
                     }
                 }

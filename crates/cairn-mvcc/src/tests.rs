@@ -589,3 +589,26 @@ fn snapshots_round_trip_the_whole_state() {
     assert!(dst.store.install_snapshot(&mut &bytes[..bytes.len() - 3]).is_err());
     assert_eq!(all(&dst, 0), before);
 }
+
+#[test]
+fn a_txn_with_a_bad_range_writes_nothing() {
+    let f = Fixture::new();
+    f.put("a", "1"); // 2
+    f.compact(2).unwrap();
+    let bad_sort = RequestOp {
+        request: Some(Request::RequestRange(RangeRequest {
+            key: "a".into(),
+            sort_order: 9,
+            ..Default::default()
+        })),
+    };
+    let t = TxnRequest { compare: vec![], success: vec![op_put("x", "1"), bad_sort], failure: vec![] };
+    assert_eq!(f.txn(t), Err(MvccError::InvalidSortOption));
+    assert!(f.get("x").is_none());
+    // Revision 0 in a txn range means "current", even after a compaction.
+    let t = TxnRequest { compare: vec![], success: vec![op_put("x", "1"), op_get("a")], failure: vec![] };
+    assert!(f.txn(t).unwrap().succeeded);
+    // Unknown compare enums behave as etcd's: unknown target compares equal, unknown result holds.
+    let odd = Compare { key: "a".into(), target: 42, result: 0, target_union: None, range_end: vec![] };
+    assert!(f.txn(TxnRequest { compare: vec![odd], success: vec![], failure: vec![] }).unwrap().succeeded);
+}

@@ -46,18 +46,29 @@ pub(crate) fn branch(txn: &TxnRequest, succeeded: bool) -> &[RequestOp] {
 
 /// One compare, as etcd's `applyCompare`: every key of the range must satisfy it; an empty
 /// range compares against a zero `KeyValue`, except that a VALUE compare then fails.
+///
+/// Unknown enum values behave as in etcd: an unknown target compares as equal, an unknown
+/// result holds.
 fn compare(view: &View<'_>, c: &Compare, current: i64) -> Result<bool, MvccError> {
-    let target = CompareTarget::try_from(c.target).map_err(|_| MvccError::InvalidEnum("compare target"))?;
-    let result = CompareResult::try_from(c.result).map_err(|_| MvccError::InvalidEnum("compare result"))?;
+    let target = CompareTarget::try_from(c.target).ok();
+    let result = CompareResult::try_from(c.result).ok();
     let kvs = current_kvs(view, KeyRange::new(&c.key, &c.range_end), current)?;
     if kvs.is_empty() {
-        return Ok(target != CompareTarget::Value && compare_kv(c, target, result, &KeyValue::default()));
+        return Ok(
+            target != Some(CompareTarget::Value) && compare_kv(c, target, result, &KeyValue::default())
+        );
     }
     Ok(kvs.iter().all(|kv| compare_kv(c, target, result, kv)))
 }
 
-fn compare_kv(c: &Compare, target: CompareTarget, result: CompareResult, kv: &KeyValue) -> bool {
+fn compare_kv(
+    c: &Compare,
+    target: Option<CompareTarget>,
+    result: Option<CompareResult>,
+    kv: &KeyValue,
+) -> bool {
     let int = |want: Option<i64>, have: i64| have.cmp(&want.unwrap_or(0));
+    let Some(target) = target else { return true };
     let ord = match target {
         CompareTarget::Value => {
             let want: &[u8] = match &c.target_union {
@@ -96,9 +107,10 @@ fn compare_kv(c: &Compare, target: CompareTarget, result: CompareResult, kv: &Ke
         ),
     };
     match result {
-        CompareResult::Equal => ord.is_eq(),
-        CompareResult::NotEqual => ord.is_ne(),
-        CompareResult::Greater => ord.is_gt(),
-        CompareResult::Less => ord.is_lt(),
+        Some(CompareResult::Equal) => ord.is_eq(),
+        Some(CompareResult::NotEqual) => ord.is_ne(),
+        Some(CompareResult::Greater) => ord.is_gt(),
+        Some(CompareResult::Less) => ord.is_lt(),
+        None => true,
     }
 }

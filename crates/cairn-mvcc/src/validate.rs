@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 
+use cairn_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use cairn_proto::etcdserverpb::request_op::Request;
 use cairn_proto::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest};
 
@@ -11,6 +12,10 @@ use crate::error::MvccError;
 pub fn check_range(r: &RangeRequest) -> Result<(), MvccError> {
     if r.key.is_empty() {
         return Err(MvccError::EmptyKey);
+    }
+    // etcd 3.5's check; it also keeps a txn from failing half-way through its ranges.
+    if SortOrder::try_from(r.sort_order).is_err() || SortTarget::try_from(r.sort_target).is_err() {
+        return Err(MvccError::InvalidSortOption);
     }
     Ok(())
 }
@@ -222,6 +227,10 @@ mod tests {
         let p = PutRequest { key: b"k".to_vec(), lease: 5, ignore_lease: true, ..Default::default() };
         assert_eq!(check_put(&p), Err(MvccError::LeaseProvided));
         assert_eq!(check_range(&RangeRequest::default()), Err(MvccError::EmptyKey));
+        let bad_sort = RangeRequest { key: b"k".to_vec(), sort_order: 7, ..Default::default() };
+        assert_eq!(check_range(&bad_sort), Err(MvccError::InvalidSortOption));
+        let bad_target = RangeRequest { key: b"k".to_vec(), sort_target: -1, ..Default::default() };
+        assert_eq!(check_range(&bad_target), Err(MvccError::InvalidSortOption));
         assert_eq!(check_delete(&DeleteRangeRequest::default()), Err(MvccError::EmptyKey));
     }
 }
