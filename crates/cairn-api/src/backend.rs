@@ -3,7 +3,7 @@
 
 use std::future::Future;
 
-use cairn_mvcc::{MvccError, WriteRequest, WriteResponse};
+use cairn_mvcc::{MvccError, RevisionEvents, WriteRequest, WriteResponse};
 use cairn_proto::etcdserverpb::{RangeRequest, RangeResponse};
 
 /// Why a backend operation failed.
@@ -60,6 +60,22 @@ pub trait Backend: Send + Sync + 'static {
     /// A Put, DeleteRange, Txn or Compaction, replicated and applied. A Txn that only reads
     /// may be served without replication (linearizably).
     fn write(&self, req: WriteRequest) -> impl Future<Output = Result<WriteResponse, BackendError>> + Send;
+
+    /// The revision this member's applied state is at, as it changes (watchers wait on it).
+    fn revision_updates(&self) -> tokio::sync::watch::Receiver<i64>;
+
+    /// The events of revisions `from..=to` (at most `max_revisions` of them) from this
+    /// member's applied state; `Compacted` if `from` is below the compacted revision.
+    fn events(
+        &self,
+        from: i64,
+        to: i64,
+        max_revisions: usize,
+        with_prev_kv: bool,
+    ) -> Result<Vec<RevisionEvents>, BackendError>;
+
+    /// (current, compacted) revision of this member's applied state.
+    fn revisions(&self) -> Result<(i64, i64), BackendError>;
 
     /// Cheap: called for every response header.
     fn status(&self) -> MemberStatus;

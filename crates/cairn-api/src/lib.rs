@@ -9,6 +9,7 @@ pub mod backend;
 pub mod errors;
 pub mod kv;
 pub mod maintenance;
+pub mod watch;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ pub use backend::{Backend, BackendError, Member, MemberStatus};
 use cairn_proto::etcdserverpb::cluster_server::ClusterServer;
 use cairn_proto::etcdserverpb::kv_server::KvServer;
 use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use cairn_proto::etcdserverpb::watch_server::WatchServer;
 use cairn_proto::etcdserverpb::ResponseHeader;
 
 /// Request limits, with etcd's defaults.
@@ -70,12 +72,17 @@ pub async fn serve<B: Backend>(
         .max_decoding_message_size(decode_limit(&limits))
         .max_encoding_message_size(usize::MAX);
     let maintenance = MaintenanceServer::new(maintenance::MaintenanceService { backend: backend.clone() });
+    let watch = WatchServer::new(watch::WatchService {
+        backend: backend.clone(),
+        progress_interval: std::time::Duration::from_secs(600),
+    });
     let cluster = ClusterServer::new(maintenance::ClusterService { backend });
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(kv)
         .add_service(maintenance)
         .add_service(cluster)
+        .add_service(watch)
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
         .await
 }

@@ -160,8 +160,6 @@ pub fn encode_events(events: &[EventKey]) -> Vec<u8> {
     out
 }
 
-// Read back by watch catch-up (the coordination issue); tested here with its encoder.
-#[allow(dead_code)]
 pub fn decode_events(value: &[u8]) -> Result<Vec<EventKey>, MvccError> {
     let corrupt = || MvccError::Corrupt("malformed events row".into());
     let Some((&FORMAT_V1, mut rest)) = value.split_first() else {

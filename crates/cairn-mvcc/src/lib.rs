@@ -30,6 +30,7 @@
 
 mod encoding;
 mod error;
+mod events;
 mod range;
 mod snapshot;
 mod store;

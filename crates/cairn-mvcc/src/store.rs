@@ -83,6 +83,10 @@ impl MvccStore {
         revisions(&view)
     }
 
+    pub(crate) fn revisions_in(&self, view: &View<'_>) -> Result<(i64, i64), MvccError> {
+        revisions(view)
+    }
+
     /// A metadata row written with [`ApplyBatch::put_meta`].
     pub fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MvccError> {
         Ok(self.db.get_cf(Family::Meta.handle(&self.db), key)?)

@@ -612,3 +612,52 @@ fn a_txn_with_a_bad_range_writes_nothing() {
     let odd = Compare { key: "a".into(), target: 42, result: 0, target_union: None, range_end: vec![] };
     assert!(f.txn(TxnRequest { compare: vec![odd], success: vec![], failure: vec![] }).unwrap().succeeded);
 }
+
+#[test]
+fn the_event_log_replays_every_revision_in_order() {
+    use cairn_proto::mvccpb::event::EventType;
+    let f = Fixture::new();
+    f.put("a", "1"); // 2
+    f.put("b", "1"); // 3
+    f.put("a", "2"); // 4
+    f.del("a", ""); // 5
+    let t =
+        TxnRequest { compare: vec![], success: vec![op_put("c", "1"), op_put("d", "1")], failure: vec![] };
+    f.txn(t).unwrap(); // 6
+    let evs = f.store.events(2, 6, 100, true).unwrap();
+    let summary: Vec<(i64, Vec<(i32, String, Option<String>)>)> = evs
+        .iter()
+        .map(|r| {
+            let es = r
+                .events
+                .iter()
+                .map(|e| {
+                    let kv = e.kv.as_ref().unwrap();
+                    (
+                        e.r#type,
+                        String::from_utf8(kv.key.clone()).unwrap(),
+                        e.prev_kv.as_ref().map(|p| String::from_utf8(p.value.clone()).unwrap()),
+                    )
+                })
+                .collect();
+            (r.revision, es)
+        })
+        .collect();
+    let put = EventType::Put as i32;
+    let del = EventType::Delete as i32;
+    assert_eq!(
+        summary,
+        vec![
+            (2, vec![(put, "a".into(), None)]),
+            (3, vec![(put, "b".into(), None)]),
+            (4, vec![(put, "a".into(), Some("1".into()))]),
+            (5, vec![(del, "a".into(), Some("2".into()))]),
+            (6, vec![(put, "c".into(), None), (put, "d".into(), None)]),
+        ]
+    );
+    assert_eq!(evs[2].events[0].kv.as_ref().unwrap().version, 2);
+    assert_eq!(f.store.events(3, 6, 2, false).unwrap().len(), 2, "at most max_revisions");
+    f.compact(4).unwrap();
+    assert_eq!(f.store.events(3, 6, 10, false), Err(MvccError::Compacted));
+    assert_eq!(f.store.events(4, 6, 10, false).unwrap().len(), 3);
+}

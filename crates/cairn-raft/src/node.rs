@@ -104,6 +104,7 @@ pub struct RaftNode {
     events: broadcast::Sender<Arc<Vec<RevisionEvents>>>,
     peer_server: std::sync::Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
     client_urls: Arc<OnceLock<Vec<String>>>,
+    revision: tokio::sync::watch::Receiver<i64>,
 }
 
 const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
@@ -168,6 +169,7 @@ impl RaftNode {
             SnapshotDir::new(snapshot_path(&cfg.data_dir)).map_err(|e| StartError::Storage(e.to_string()))?;
         let sm = StateMachine::new(store.clone(), snapshots.clone());
         let events = sm.subscribe();
+        let revision = sm.revision_updates();
         let channels = PeerChannels::new(Some(cfg.peer_listen.ip()));
         let network = PeerNetwork { channels: channels.clone() };
         let log = LogStore::new(db.clone());
@@ -232,6 +234,7 @@ impl RaftNode {
             events,
             peer_server: std::sync::Mutex::new(Some((stop_tx, server))),
             client_urls,
+            revision,
         })
     }
 
@@ -252,6 +255,11 @@ impl RaftNode {
     }
 
     /// Events of every applied revision, in order (for the watch hub).
+    /// The applied revision of this member's state machine, as it changes.
+    pub fn revision_updates(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.revision.clone()
+    }
+
     pub fn subscribe_events(&self) -> broadcast::Receiver<Arc<Vec<RevisionEvents>>> {
         self.events.subscribe()
     }

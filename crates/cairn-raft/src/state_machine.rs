@@ -14,7 +14,7 @@ use cairn_mvcc::{MvccError, MvccStore, RevisionEvents};
 use futures::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::codec;
 use crate::types::{CommandResult, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
@@ -99,15 +99,24 @@ pub struct StateMachine {
     snapshots: SnapshotDir,
     /// Every applied batch's events, for the watch hub (no receiver: nobody is watching).
     events: broadcast::Sender<Arc<Vec<RevisionEvents>>>,
+    /// The revision the applied state is at, for watchers to wait on.
+    revision: watch::Sender<i64>,
 }
 
 impl StateMachine {
     pub fn new(store: MvccStore, snapshots: SnapshotDir) -> StateMachine {
         let (events, _) = broadcast::channel(1024);
-        StateMachine { store, snapshots, events }
+        let current = store.revisions().map_or(cairn_mvcc::INITIAL_REVISION, |(rev, _)| rev);
+        let (revision, _) = watch::channel(current);
+        StateMachine { store, snapshots, events, revision }
     }
 
     /// Subscribe to the events of applied batches.
+    /// The applied revision, updated after every applied batch and installed snapshot.
+    pub fn revision_updates(&self) -> watch::Receiver<i64> {
+        self.revision.subscribe()
+    }
+
     pub fn subscribe(&self) -> broadcast::Sender<Arc<Vec<RevisionEvents>>> {
         self.events.clone()
     }
@@ -168,7 +177,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if let Some(m) = &membership {
             batch.put_meta(META_MEMBERSHIP, &codec::encode(m)?);
         }
+        let revision = batch.current_revision();
         let events = batch.commit().map_err(mvcc_io)?;
+        self.revision.send_if_modified(|r| std::mem::replace(r, revision) != revision);
         crate::metrics::record_apply(replies.len());
         for (responder, result) in replies {
             if let Some(r) = responder {
@@ -189,7 +200,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let store = self.store.clone();
         let snapshots = self.snapshots.clone();
         let meta = meta.clone();
-        tokio::task::spawn_blocking(move || {
+        let installed = tokio::task::spawn_blocking(move || {
             let SnapshotFile { path, mut file } = snapshot;
             file.seek(SeekFrom::Start(0))?;
             store.install_snapshot(&mut BufReader::new(&mut file)).map_err(mvcc_io)?;
@@ -205,7 +216,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Ok(())
         })
         .await
-        .map_err(io::Error::other)?
+        .map_err(io::Error::other)?;
+        installed?;
+        let (revision, _) = self.store.revisions().map_err(mvcc_io)?;
+        self.revision.send_replace(revision);
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {

@@ -54,6 +54,24 @@ impl Backend for RaftBackend {
         }
     }
 
+    fn revision_updates(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.node.revision_updates()
+    }
+
+    fn events(
+        &self,
+        from: i64,
+        to: i64,
+        max_revisions: usize,
+        with_prev_kv: bool,
+    ) -> Result<Vec<cairn_mvcc::RevisionEvents>, BackendError> {
+        Ok(self.node.store().events(from, to, max_revisions, with_prev_kv)?)
+    }
+
+    fn revisions(&self) -> Result<(i64, i64), BackendError> {
+        Ok(self.node.store().revisions()?)
+    }
+
     fn db_size(&self) -> i64 {
         dir_size(&self.data_dir) as i64
     }

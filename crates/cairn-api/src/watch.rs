@@ -1,0 +1,234 @@
+//! `etcdserverpb.Watch`: many watches on one bidirectional stream.
+//!
+//! Each watch is a task that reads the member's event log from its next revision up to the
+//! applied revision, sends what matches, and waits for the applied revision to move. So a
+//! watch is ordered, gap-free and atomic (a revision's events are never split across
+//! responses) by construction, resumes from any uncompacted revision, and never delivers
+//! an event before it is applied (hence committed). A slow client only fills its own
+//! bounded stream; writers never wait for watchers.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_mvcc::{KeyRange, MvccError};
+use cairn_proto::etcdserverpb::watch_create_request::FilterType;
+use cairn_proto::etcdserverpb::watch_request::RequestUnion;
+use cairn_proto::etcdserverpb::watch_server::Watch;
+use cairn_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
+use cairn_proto::mvccpb::event::EventType;
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::backend::{Backend, BackendError};
+use crate::fill_header;
+
+/// Revisions read from the event log per step of a catching-up watcher.
+const CATCH_UP_REVISIONS: usize = 256;
+/// Responses buffered per stream before the watchers of that stream wait for the client.
+const STREAM_BUFFER: usize = 128;
+
+pub struct WatchService<B> {
+    pub backend: Arc<B>,
+    /// How often a watch that asked for progress notifications gets one (etcd: 10 min).
+    pub progress_interval: Duration,
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<B: Backend> Watch for WatchService<B> {
+    type WatchStream = ResponseStream;
+
+    async fn watch(
+        &self,
+        req: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let stream =
+            WatchStream { backend: self.backend.clone(), tx, progress_interval: self.progress_interval };
+        tokio::spawn(stream.run(req.into_inner()));
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+}
+
+struct WatchStream<B> {
+    backend: Arc<B>,
+    tx: mpsc::Sender<Result<WatchResponse, Status>>,
+    progress_interval: Duration,
+}
+
+impl<B: Backend> WatchStream<B> {
+    fn response(&self, watch_id: i64, revision: i64) -> WatchResponse {
+        let mut resp = WatchResponse { watch_id, ..Default::default() };
+        resp.header = Some(Default::default());
+        if let Some(h) = resp.header.as_mut() {
+            h.revision = revision;
+        }
+        fill_header(&mut resp.header, &self.backend.status());
+        resp
+    }
+
+    fn current(&self) -> i64 {
+        *self.backend.revision_updates().borrow()
+    }
+
+    async fn run(self, mut requests: Streaming<WatchRequest>) {
+        let mut watchers: HashMap<i64, JoinHandle<()>> = HashMap::new();
+        let mut next_id: i64 = 0;
+        while let Some(msg) = requests.next().await {
+            let Ok(msg) = msg else { break };
+            watchers.retain(|_, h| !h.is_finished());
+            let reply = match msg.request_union {
+                Some(RequestUnion::CreateRequest(create)) => {
+                    let id = if create.watch_id != 0 {
+                        create.watch_id
+                    } else {
+                        while watchers.contains_key(&next_id) {
+                            next_id += 1;
+                        }
+                        next_id
+                    };
+                    let current = self.current();
+                    if watchers.contains_key(&id) {
+                        let mut resp = self.response(-1, current);
+                        resp.created = true;
+                        resp.canceled = true;
+                        resp.cancel_reason = "mvcc: duplicate watch ID provided on the WatchStream".into();
+                        resp
+                    } else {
+                        let mut created = self.response(id, current);
+                        created.created = true;
+                        // The created response goes out before any event of this watch.
+                        if self.tx.send(Ok(created)).await.is_err() {
+                            break;
+                        }
+                        let start =
+                            if create.start_revision > 0 { create.start_revision } else { current + 1 };
+                        let watcher = Watcher {
+                            id,
+                            backend: self.backend.clone(),
+                            tx: self.tx.clone(),
+                            next: start,
+                            progress_interval: self.progress_interval,
+                        };
+                        watchers.insert(id, tokio::spawn(watcher.run(create)));
+                        continue;
+                    }
+                }
+                Some(RequestUnion::CancelRequest(cancel)) => match watchers.remove(&cancel.watch_id) {
+                    Some(handle) => {
+                        handle.abort();
+                        let _ = handle.await;
+                        let mut resp = self.response(cancel.watch_id, self.current());
+                        resp.canceled = true;
+                        resp
+                    }
+                    None => continue,
+                },
+                Some(RequestUnion::ProgressRequest(_)) => {
+                    // Not tied to one watch (etcd: watch id -1, sent to the whole stream).
+                    self.response(-1, self.current())
+                }
+                None => continue,
+            };
+            if self.tx.send(Ok(reply)).await.is_err() {
+                break;
+            }
+        }
+        for (_, handle) in watchers {
+            handle.abort();
+        }
+    }
+}
+
+struct Watcher<B> {
+    id: i64,
+    backend: Arc<B>,
+    tx: mpsc::Sender<Result<WatchResponse, Status>>,
+    /// The first revision this watcher has not delivered yet.
+    next: i64,
+    progress_interval: Duration,
+}
+
+impl<B: Backend> Watcher<B> {
+    fn response(&self, revision: i64) -> WatchResponse {
+        let mut resp = WatchResponse { watch_id: self.id, ..Default::default() };
+        resp.header = Some(Default::default());
+        if let Some(h) = resp.header.as_mut() {
+            h.revision = revision;
+        }
+        fill_header(&mut resp.header, &self.backend.status());
+        resp
+    }
+
+    async fn run(mut self, create: WatchCreateRequest) {
+        let range = KeyRange::new(&create.key, &create.range_end);
+        let no_put = create.filters.contains(&(FilterType::Noput as i32));
+        let no_delete = create.filters.contains(&(FilterType::Nodelete as i32));
+        let mut applied = self.backend.revision_updates();
+        loop {
+            let current = *applied.borrow_and_update();
+            while self.next <= current {
+                let batch = match self.backend.events(self.next, current, CATCH_UP_REVISIONS, create.prev_kv)
+                {
+                    Ok(b) => b,
+                    Err(e) => return self.cancel(e, current).await,
+                };
+                let read_all = batch.len() < CATCH_UP_REVISIONS;
+                let last = batch.last().map(|r| r.revision);
+                let mut events = Vec::new();
+                for rev in batch {
+                    for mut e in rev.events {
+                        let key = e.kv.as_ref().map(|kv| kv.key.as_slice()).unwrap_or_default();
+                        let is_put = e.r#type == EventType::Put as i32;
+                        if !range.contains(key) || (is_put && no_put) || (!is_put && no_delete) {
+                            continue;
+                        }
+                        if !create.prev_kv {
+                            e.prev_kv = None;
+                        }
+                        events.push(e);
+                    }
+                }
+                self.next = if read_all { current + 1 } else { last.map_or(current + 1, |l| l + 1) };
+                if !events.is_empty() {
+                    let mut resp = self.response(if read_all { current } else { self.next - 1 });
+                    resp.events = events;
+                    if self.tx.send(Ok(resp)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            if create.progress_notify {
+                tokio::select! {
+                    changed = applied.changed() => if changed.is_err() { return },
+                    _ = tokio::time::sleep(self.progress_interval) => {
+                        let resp = self.response(*applied.borrow());
+                        if self.tx.send(Ok(resp)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            } else if applied.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// End this watch: a compacted start revision reports the compacted revision, as etcd.
+    async fn cancel(&self, e: BackendError, current: i64) {
+        let mut resp = self.response(current);
+        resp.canceled = true;
+        match e {
+            BackendError::Mvcc(MvccError::Compacted) => {
+                resp.compact_revision = self.backend.revisions().map_or(0, |(_, compacted)| compacted);
+            }
+            other => resp.cancel_reason = other.to_string(),
+        }
+        let _ = self.tx.send(Ok(resp)).await;
+    }
+}
