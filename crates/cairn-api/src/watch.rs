@@ -16,7 +16,7 @@ use cairn_mvcc::{KeyRange, MvccError};
 use cairn_proto::etcdserverpb::watch_create_request::FilterType;
 use cairn_proto::etcdserverpb::watch_request::RequestUnion;
 use cairn_proto::etcdserverpb::watch_server::Watch;
-use cairn_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
+use cairn_proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse};
 use cairn_proto::mvccpb::event::EventType;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
@@ -55,6 +55,13 @@ impl<B: Backend> Watch for WatchService<B> {
     }
 }
 
+/// A response for `watch_id` with a full header at `revision`.
+fn response<B: Backend>(backend: &B, watch_id: i64, revision: i64) -> WatchResponse {
+    let mut header = Some(ResponseHeader { revision, ..Default::default() });
+    fill_header(&mut header, &backend.status());
+    WatchResponse { header, watch_id, ..Default::default() }
+}
+
 struct WatchStream<B> {
     backend: Arc<B>,
     tx: mpsc::Sender<Result<WatchResponse, Status>>,
@@ -62,16 +69,6 @@ struct WatchStream<B> {
 }
 
 impl<B: Backend> WatchStream<B> {
-    fn response(&self, watch_id: i64, revision: i64) -> WatchResponse {
-        let mut resp = WatchResponse { watch_id, ..Default::default() };
-        resp.header = Some(Default::default());
-        if let Some(h) = resp.header.as_mut() {
-            h.revision = revision;
-        }
-        fill_header(&mut resp.header, &self.backend.status());
-        resp
-    }
-
     fn current(&self) -> i64 {
         *self.backend.revision_updates().borrow()
     }
@@ -93,37 +90,38 @@ impl<B: Backend> WatchStream<B> {
                         next_id
                     };
                     let current = self.current();
-                    if watchers.contains_key(&id) {
-                        let mut resp = self.response(-1, current);
+                    let std::collections::hash_map::Entry::Vacant(slot) = watchers.entry(id) else {
+                        let mut resp = response(&*self.backend, -1, current);
                         resp.created = true;
                         resp.canceled = true;
                         resp.cancel_reason = "mvcc: duplicate watch ID provided on the WatchStream".into();
-                        resp
-                    } else {
-                        let mut created = self.response(id, current);
-                        created.created = true;
-                        // The created response goes out before any event of this watch.
-                        if self.tx.send(Ok(created)).await.is_err() {
+                        if self.tx.send(Ok(resp)).await.is_err() {
                             break;
                         }
-                        let start =
-                            if create.start_revision > 0 { create.start_revision } else { current + 1 };
-                        let watcher = Watcher {
-                            id,
-                            backend: self.backend.clone(),
-                            tx: self.tx.clone(),
-                            next: start,
-                            progress_interval: self.progress_interval,
-                        };
-                        watchers.insert(id, tokio::spawn(watcher.run(create)));
                         continue;
+                    };
+                    let mut created = response(&*self.backend, id, current);
+                    created.created = true;
+                    // The created response goes out before any event of this watch.
+                    if self.tx.send(Ok(created)).await.is_err() {
+                        break;
                     }
+                    let start = if create.start_revision > 0 { create.start_revision } else { current + 1 };
+                    let watcher = Watcher {
+                        id,
+                        backend: self.backend.clone(),
+                        tx: self.tx.clone(),
+                        next: start,
+                        progress_interval: self.progress_interval,
+                    };
+                    slot.insert(tokio::spawn(watcher.run(create)));
+                    continue;
                 }
                 Some(RequestUnion::CancelRequest(cancel)) => match watchers.remove(&cancel.watch_id) {
                     Some(handle) => {
                         handle.abort();
                         let _ = handle.await;
-                        let mut resp = self.response(cancel.watch_id, self.current());
+                        let mut resp = response(&*self.backend, cancel.watch_id, self.current());
                         resp.canceled = true;
                         resp
                     }
@@ -131,7 +129,7 @@ impl<B: Backend> WatchStream<B> {
                 },
                 Some(RequestUnion::ProgressRequest(_)) => {
                     // Not tied to one watch (etcd: watch id -1, sent to the whole stream).
-                    self.response(-1, self.current())
+                    response(&*self.backend, -1, self.current())
                 }
                 None => continue,
             };
@@ -155,16 +153,6 @@ struct Watcher<B> {
 }
 
 impl<B: Backend> Watcher<B> {
-    fn response(&self, revision: i64) -> WatchResponse {
-        let mut resp = WatchResponse { watch_id: self.id, ..Default::default() };
-        resp.header = Some(Default::default());
-        if let Some(h) = resp.header.as_mut() {
-            h.revision = revision;
-        }
-        fill_header(&mut resp.header, &self.backend.status());
-        resp
-    }
-
     async fn run(mut self, create: WatchCreateRequest) {
         let range = KeyRange::new(&create.key, &create.range_end);
         let no_put = create.filters.contains(&(FilterType::Noput as i32));
@@ -196,7 +184,8 @@ impl<B: Backend> Watcher<B> {
                 }
                 self.next = if read_all { current + 1 } else { last.map_or(current + 1, |l| l + 1) };
                 if !events.is_empty() {
-                    let mut resp = self.response(if read_all { current } else { self.next - 1 });
+                    let mut resp =
+                        response(&*self.backend, self.id, if read_all { current } else { self.next - 1 });
                     resp.events = events;
                     if self.tx.send(Ok(resp)).await.is_err() {
                         return;
@@ -207,7 +196,7 @@ impl<B: Backend> Watcher<B> {
                 tokio::select! {
                     changed = applied.changed() => if changed.is_err() { return },
                     _ = tokio::time::sleep(self.progress_interval) => {
-                        let resp = self.response(*applied.borrow());
+                        let resp = response(&*self.backend, self.id, *applied.borrow());
                         if self.tx.send(Ok(resp)).await.is_err() {
                             return;
                         }
@@ -221,7 +210,7 @@ impl<B: Backend> Watcher<B> {
 
     /// End this watch: a compacted start revision reports the compacted revision, as etcd.
     async fn cancel(&self, e: BackendError, current: i64) {
-        let mut resp = self.response(current);
+        let mut resp = response(&*self.backend, self.id, current);
         resp.canceled = true;
         match e {
             BackendError::Mvcc(MvccError::Compacted) => {

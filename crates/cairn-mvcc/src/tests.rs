@@ -625,7 +625,8 @@ fn the_event_log_replays_every_revision_in_order() {
         TxnRequest { compare: vec![], success: vec![op_put("c", "1"), op_put("d", "1")], failure: vec![] };
     f.txn(t).unwrap(); // 6
     let evs = f.store.events(2, 6, 100, true).unwrap();
-    let summary: Vec<(i64, Vec<(i32, String, Option<String>)>)> = evs
+    type Summary = Vec<(i64, Vec<(i32, String, Option<String>)>)>;
+    let summary: Summary = evs
         .iter()
         .map(|r| {
             let es = r
