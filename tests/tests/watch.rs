@@ -131,3 +131,28 @@ async fn watch_from_a_compacted_revision_is_cancelled_with_the_compact_revision(
     };
     body.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_progress_request_reports_the_current_revision() {
+    let cluster = start_nodes(1).await;
+    let body = async {
+        let mut c = cluster.client(0).await?;
+        let mut stream = c.watch("watch/progress/", Some(WatchOptions::new().with_prefix())).await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let created = tokio::time::timeout_at(deadline, stream.message()).await??.context("stream ended")?;
+        ensure!(created.created(), "first response is the creation");
+        // A write elsewhere moves the revision without an event for this watch.
+        let rev = header_rev(c.put("watch/other", "x", None).await?.header())?;
+        stream.request_progress().await?;
+        loop {
+            let resp = tokio::time::timeout_at(deadline, stream.message()).await??.context("stream ended")?;
+            ensure!(resp.events().is_empty(), "no events for this prefix");
+            let at = header_rev(resp.header())?;
+            if at >= rev {
+                break;
+            }
+        }
+        anyhow::Ok(())
+    };
+    body.await.unwrap();
+}
