@@ -11,7 +11,6 @@ pub mod kv;
 pub mod maintenance;
 pub mod watch;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use backend::{Backend, BackendError, Member, MemberStatus};
@@ -85,9 +84,4 @@ pub async fn serve<B: Backend>(
         .add_service(watch)
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
         .await
-}
-
-/// The address a listener actually bound (for port 0 in tests).
-pub fn local_addr(listener: &tokio::net::TcpListener) -> std::io::Result<SocketAddr> {
-    listener.local_addr()
 }

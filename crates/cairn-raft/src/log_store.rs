@@ -70,11 +70,6 @@ impl LogStore {
             None => Ok(None),
         }
     }
-
-    /// The number of entries currently in the log (for metrics and tests).
-    pub fn entry_count(&self) -> usize {
-        self.db.iterator_cf(self.cf_log(), IteratorMode::Start).count()
-    }
 }
 
 /// Complete every waiting flush callback with one WAL sync.

@@ -8,11 +8,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use cairn_mvcc::{MvccError, MvccStore, RevisionEvents, WriteRequest, WriteResponse};
+use cairn_mvcc::{MvccError, MvccStore, WriteRequest, WriteResponse};
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::{ClientWriteError, InitializeError, LinearizableReadError, RaftError};
 use openraft::{Config, ReadPolicy, ServerState, SnapshotPolicy};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::log_store::{LogStore, CF_META};
@@ -30,8 +30,6 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Address the peer server listens on.
     pub peer_listen: SocketAddr,
-    /// Address other members reach this node at (in `initial_cluster`).
-    pub peer_advertise: String,
     /// (name, peer address) of every founding member, this node included.
     pub initial_cluster: Vec<(String, String)>,
     pub heartbeat_interval: Duration,
@@ -101,7 +99,6 @@ pub struct RaftNode {
     store: MvccStore,
     channels: PeerChannels,
     request_timeout: Duration,
-    events: broadcast::Sender<Arc<Vec<RevisionEvents>>>,
     peer_server: std::sync::Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
     client_urls: Arc<OnceLock<Vec<String>>>,
     revision: tokio::sync::watch::Receiver<i64>,
@@ -168,7 +165,6 @@ impl RaftNode {
         let snapshots =
             SnapshotDir::new(snapshot_path(&cfg.data_dir)).map_err(|e| StartError::Storage(e.to_string()))?;
         let sm = StateMachine::new(store.clone(), snapshots.clone());
-        let events = sm.subscribe();
         let revision = sm.revision_updates();
         let channels = PeerChannels::new(Some(cfg.peer_listen.ip()));
         let network = PeerNetwork { channels: channels.clone() };
@@ -231,7 +227,6 @@ impl RaftNode {
             store,
             channels,
             request_timeout: cfg.request_timeout,
-            events,
             peer_server: std::sync::Mutex::new(Some((stop_tx, server))),
             client_urls,
             revision,
@@ -258,10 +253,6 @@ impl RaftNode {
     /// The applied revision of this member's state machine, as it changes.
     pub fn revision_updates(&self) -> tokio::sync::watch::Receiver<i64> {
         self.revision.clone()
-    }
-
-    pub fn subscribe_events(&self) -> broadcast::Receiver<Arc<Vec<RevisionEvents>>> {
-        self.events.subscribe()
     }
 
     /// This member's view of the cluster. Cheap: called for every response header.
@@ -379,8 +370,7 @@ impl RaftNode {
     pub async fn linearize(&self) -> Result<(), ReplicationError> {
         let deadline = Instant::now() + self.request_timeout;
         loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let reason = match self.linearize_once(remaining).await? {
+            let reason = match self.linearize_once(deadline).await? {
                 Some(reason) => reason,
                 None => return Ok(()),
             };
@@ -392,10 +382,8 @@ impl RaftNode {
     }
 
     /// `Ok(None)` when linearized; `Ok(Some(reason))` to retry.
-    async fn linearize_once(
-        &self,
-        remaining: Duration,
-    ) -> Result<Option<ReplicationError>, ReplicationError> {
+    async fn linearize_once(&self, deadline: Instant) -> Result<Option<ReplicationError>, ReplicationError> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
         let Some(leader) = self.raft.current_leader().await else {
             return Ok(Some(ReplicationError::NoLeader));
         };
@@ -423,7 +411,7 @@ impl RaftNode {
                 Err(_) => return Ok(Some(ReplicationError::NoLeader)),
             }
         };
-        let remaining = deadline_left(remaining);
+        let remaining = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
         match self.raft.wait(Some(remaining)).applied_index_at_least(Some(index), "linearizable read").await {
             Ok(_) => Ok(None),
             Err(openraft::metrics::WaitError::Timeout(..)) => Err(ReplicationError::Timeout),
@@ -442,10 +430,6 @@ impl RaftNode {
             tracing::warn!(error = %e, "raft shutdown");
         }
     }
-}
-
-fn deadline_left(d: Duration) -> Duration {
-    d.max(Duration::from_millis(1))
 }
 
 fn is_connect_error(s: &tonic::Status) -> bool {

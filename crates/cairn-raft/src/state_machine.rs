@@ -8,13 +8,12 @@
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use cairn_mvcc::{MvccError, MvccStore, RevisionEvents};
+use cairn_mvcc::{MvccError, MvccStore};
 use futures::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
 use crate::codec;
 use crate::types::{CommandResult, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
@@ -97,28 +96,21 @@ impl SnapshotDir {
 pub struct StateMachine {
     store: MvccStore,
     snapshots: SnapshotDir,
-    /// Every applied batch's events, for the watch hub (no receiver: nobody is watching).
-    events: broadcast::Sender<Arc<Vec<RevisionEvents>>>,
     /// The revision the applied state is at, for watchers to wait on.
     revision: watch::Sender<i64>,
 }
 
 impl StateMachine {
     pub fn new(store: MvccStore, snapshots: SnapshotDir) -> StateMachine {
-        let (events, _) = broadcast::channel(1024);
         let current = store.revisions().map_or(cairn_mvcc::INITIAL_REVISION, |(rev, _)| rev);
         let (revision, _) = watch::channel(current);
-        StateMachine { store, snapshots, events, revision }
+        StateMachine { store, snapshots, revision }
     }
 
     /// Subscribe to the events of applied batches.
     /// The applied revision, updated after every applied batch and installed snapshot.
     pub fn revision_updates(&self) -> watch::Receiver<i64> {
         self.revision.subscribe()
-    }
-
-    pub fn subscribe(&self) -> broadcast::Sender<Arc<Vec<RevisionEvents>>> {
-        self.events.clone()
     }
 }
 
@@ -178,16 +170,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             batch.put_meta(META_MEMBERSHIP, &codec::encode(m)?);
         }
         let revision = batch.current_revision();
-        let events = batch.commit().map_err(mvcc_io)?;
+        batch.commit().map_err(mvcc_io)?;
         self.revision.send_if_modified(|r| std::mem::replace(r, revision) != revision);
         crate::metrics::record_apply(replies.len());
         for (responder, result) in replies {
             if let Some(r) = responder {
                 r.send(result);
             }
-        }
-        if !events.is_empty() {
-            let _ = self.events.send(Arc::new(events));
         }
         Ok(())
     }

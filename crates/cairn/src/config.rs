@@ -62,7 +62,6 @@ pub(crate) struct Resolved {
     pub data_dir: PathBuf,
     pub client_addr: SocketAddr,
     pub peer_addr: SocketAddr,
-    pub peer_advertise: String,
     pub initial_cluster: Vec<(String, String)>,
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
@@ -114,11 +113,9 @@ impl Config {
                 })
                 .collect::<Result<_, _>>()?,
         };
-        let peer_advertise = initial_cluster
-            .iter()
-            .find(|(n, _)| *n == self.name)
-            .map(|(_, a)| a.clone())
-            .ok_or_else(|| format!("--initial-cluster does not name this member ({})", self.name))?;
+        if !initial_cluster.iter().any(|(n, _)| *n == self.name) {
+            return Err(format!("--initial-cluster does not name this member ({})", self.name));
+        }
         if self.heartbeat_interval == 0 {
             return Err("--heartbeat-interval must be positive".into());
         }
@@ -143,7 +140,6 @@ impl Config {
             data_dir: self.data_dir.clone(),
             client_addr,
             peer_addr,
-            peer_advertise,
             initial_cluster,
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
             election_timeout: Duration::from_millis(self.election_timeout),

@@ -74,7 +74,6 @@ impl Node {
             name: resolved.name.clone(),
             data_dir: resolved.data_dir.clone(),
             peer_listen: resolved.peer_addr,
-            peer_advertise: resolved.peer_advertise.clone(),
             initial_cluster: resolved.initial_cluster.clone(),
             heartbeat_interval: resolved.heartbeat_interval,
             election_timeout: resolved.election_timeout,
