@@ -432,7 +432,9 @@ impl RaftNode {
     }
 }
 
+/// Whether the transport failed to connect (the request was certainly not delivered). A
+/// connection that broke later (reset, timeout) may have delivered it: not retried.
 fn is_connect_error(s: &tonic::Status) -> bool {
-    let text = format!("{s:?}").to_lowercase();
-    text.contains("connect") || text.contains("connection refused") || text.contains("tcp connect")
+    let text = format!("{s:?}");
+    text.contains("ConnectError") || text.contains("Connection refused")
 }
