@@ -27,7 +27,8 @@ pub struct Config {
     pub heartbeat_interval: u64,
     /// Minimum milliseconds without a leader before an election (etcd: 1000).
     pub election_timeout: u64,
-    /// Log entries between snapshots; the log is purged behind a snapshot.
+    /// Log entries between snapshots; the log is purged behind a snapshot, keeping
+    /// min(snapshot-count, 5000) entries for slow followers (etcd 3.4: 100000).
     pub snapshot_count: u64,
     /// Largest accepted request in bytes (etcd: 1.5 MiB).
     pub max_request_bytes: usize,
@@ -47,7 +48,7 @@ impl Default for Config {
             initial_cluster: None,
             heartbeat_interval: 100,
             election_timeout: 1000,
-            snapshot_count: 10_000,
+            snapshot_count: 100_000,
             max_request_bytes: Limits::default().max_request_bytes,
             max_txn_ops: Limits::default().max_txn_ops,
             request_timeout: 0,
