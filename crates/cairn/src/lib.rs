@@ -83,15 +83,13 @@ impl Node {
         .await?;
         // Bind clients last: a second process on the same data directory must fail on the
         // directory's lock (exit 3), not on the port.
-        let listener = match tokio::net::TcpListener::bind(resolved.client_addr).await {
-            Ok(l) => l,
-            Err(source) => {
-                node.shutdown().await;
-                return Err(Error::ClientListen { addr: resolved.client_addr, source });
-            }
+        let bound = async {
+            let listener = tokio::net::TcpListener::bind(resolved.client_addr).await?;
+            let addr = listener.local_addr()?;
+            Ok::<_, std::io::Error>((listener, addr))
         };
-        let client_addr = match listener.local_addr() {
-            Ok(a) => a,
+        let (listener, client_addr) = match bound.await {
+            Ok(bound) => bound,
             Err(source) => {
                 node.shutdown().await;
                 return Err(Error::ClientListen { addr: resolved.client_addr, source });
