@@ -13,7 +13,7 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
@@ -48,7 +48,9 @@ impl LogStore {
     /// Wrap a database opened with the [`CF_LOG`] and [`CF_META`] families.
     pub fn new(db: Arc<DB>) -> LogStore {
         let (tx, rx) = mpsc::channel::<IOFlushed<TypeConfig>>();
-        let sync_db = db.clone();
+        // Weak: the syncer must never be what keeps the database open. A DB still open in a
+        // detached thread when the process exits races RocksDB's static destructors (abort).
+        let sync_db = Arc::downgrade(&db);
         std::thread::Builder::new()
             .name("cairn-log-sync".into())
             .spawn(move || group_commit_loop(sync_db, rx))
@@ -73,11 +75,14 @@ impl LogStore {
 }
 
 /// Complete every waiting flush callback with one WAL sync.
-fn group_commit_loop(db: Arc<DB>, rx: mpsc::Receiver<IOFlushed<TypeConfig>>) {
+fn group_commit_loop(db: Weak<DB>, rx: mpsc::Receiver<IOFlushed<TypeConfig>>) {
     while let Ok(first) = rx.recv() {
         let mut waiting = vec![first];
         waiting.extend(rx.try_iter());
-        let result = db.flush_wal(true).map_err(|e| e.into_string());
+        let result = match db.upgrade() {
+            Some(db) => db.flush_wal(true).map_err(|e| e.into_string()),
+            None => Err("the database is closed".to_string()),
+        };
         crate::metrics::record_wal_sync(waiting.len());
         for cb in waiting {
             cb.io_completed(result.clone().map_err(io::Error::other));
