@@ -86,11 +86,15 @@ pub struct NodeStatus {
     pub applied_index: u64,
 }
 
-enum Attempt {
-    Done(Result<WriteResponse, MvccError>),
+/// One try of a cluster operation.
+enum Attempt<T> {
+    Done(T),
     /// Nothing was proposed; try again (with the reason to report if time runs out).
     Retry(ReplicationError),
 }
+
+/// Pause between tries while there is no leader to talk to.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 pub struct RaftNode {
     id: NodeId,
@@ -305,21 +309,36 @@ impl RaftNode {
 
     /// Replicate one write through the leader, wherever it is, and return its result.
     pub async fn write(&self, req: WriteRequest) -> Result<WriteResponse, ReplicationError> {
+        let req = &req;
+        let result = self.until_deadline(|deadline| self.write_once(req, deadline)).await?;
+        result.map_err(ReplicationError::from)
+    }
+
+    /// Run `once` until it is done or the request timeout passes (then fail with the
+    /// reason of the last retry).
+    async fn until_deadline<T, F>(&self, mut once: impl FnMut(Instant) -> F) -> Result<T, ReplicationError>
+    where
+        F: std::future::Future<Output = Result<Attempt<T>, ReplicationError>>,
+    {
         let deadline = Instant::now() + self.request_timeout;
         loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let reason = match self.write_once(&req, remaining).await? {
-                Attempt::Done(result) => return result.map_err(ReplicationError::from),
+            let reason = match once(deadline).await? {
+                Attempt::Done(value) => return Ok(value),
                 Attempt::Retry(reason) => reason,
             };
-            if Instant::now() + Duration::from_millis(50) >= deadline {
+            if Instant::now() + RETRY_PAUSE >= deadline {
                 return Err(reason);
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(RETRY_PAUSE).await;
         }
     }
 
-    async fn write_once(&self, req: &WriteRequest, remaining: Duration) -> Result<Attempt, ReplicationError> {
+    async fn write_once(
+        &self,
+        req: &WriteRequest,
+        deadline: Instant,
+    ) -> Result<Attempt<Result<WriteResponse, MvccError>>, ReplicationError> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
         let Some(leader) = self.raft.current_leader().await else {
             return Ok(Attempt::Retry(ReplicationError::NoLeader));
         };
@@ -368,24 +387,13 @@ impl RaftNode {
     /// Wait until this node's state machine reflects every write acknowledged before the
     /// call (a linearizable read point, from the leader's read index).
     pub async fn linearize(&self) -> Result<(), ReplicationError> {
-        let deadline = Instant::now() + self.request_timeout;
-        loop {
-            let reason = match self.linearize_once(deadline).await? {
-                Some(reason) => reason,
-                None => return Ok(()),
-            };
-            if Instant::now() + Duration::from_millis(50) >= deadline {
-                return Err(reason);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.until_deadline(|deadline| self.linearize_once(deadline)).await
     }
 
-    /// `Ok(None)` when linearized; `Ok(Some(reason))` to retry.
-    async fn linearize_once(&self, deadline: Instant) -> Result<Option<ReplicationError>, ReplicationError> {
+    async fn linearize_once(&self, deadline: Instant) -> Result<Attempt<()>, ReplicationError> {
         let remaining = deadline.saturating_duration_since(Instant::now());
         let Some(leader) = self.raft.current_leader().await else {
-            return Ok(Some(ReplicationError::NoLeader));
+            return Ok(Attempt::Retry(ReplicationError::NoLeader));
         };
         let index = if leader == self.id {
             match tokio::time::timeout(remaining, self.raft.get_read_linearizer(ReadPolicy::ReadIndex)).await
@@ -393,14 +401,14 @@ impl RaftNode {
                 Err(_) => return Err(ReplicationError::Timeout),
                 Ok(Ok(l)) => l.read_log_id().index(),
                 Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(_)))) => {
-                    return Ok(Some(ReplicationError::NoLeader))
+                    return Ok(Attempt::Retry(ReplicationError::NoLeader))
                 }
-                Ok(Err(RaftError::APIError(_))) => return Ok(Some(ReplicationError::Timeout)),
+                Ok(Err(RaftError::APIError(_))) => return Ok(Attempt::Retry(ReplicationError::Timeout)),
                 Ok(Err(RaftError::Fatal(_))) => return Err(ReplicationError::Stopped),
             }
         } else {
             let Some(addr) = self.peer_addr(leader) else {
-                return Ok(Some(ReplicationError::NoLeader));
+                return Ok(Attempt::Retry(ReplicationError::NoLeader));
             };
             let mut client = self.channels.client(&addr).map_err(|_| ReplicationError::NoLeader)?;
             let mut request = tonic::Request::new(pb::ReadIndexRequest {});
@@ -408,12 +416,12 @@ impl RaftNode {
             match client.read_index(request).await {
                 Ok(r) => r.into_inner().index,
                 Err(s) if s.code() == tonic::Code::DeadlineExceeded => return Err(ReplicationError::Timeout),
-                Err(_) => return Ok(Some(ReplicationError::NoLeader)),
+                Err(_) => return Ok(Attempt::Retry(ReplicationError::NoLeader)),
             }
         };
         let remaining = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
         match self.raft.wait(Some(remaining)).applied_index_at_least(Some(index), "linearizable read").await {
-            Ok(_) => Ok(None),
+            Ok(_) => Ok(Attempt::Done(())),
             Err(openraft::metrics::WaitError::Timeout(..)) => Err(ReplicationError::Timeout),
             Err(openraft::metrics::WaitError::ShuttingDown) => Err(ReplicationError::Stopped),
         }
