@@ -41,6 +41,13 @@ pub struct ClusterOptions {
     pub env: Vec<(String, String)>,
     /// How long [`Cluster::start`] waits for every node to serve a linearizable read.
     pub start_timeout: Duration,
+    /// Extra environment variables for one node: `node_env[i]` for node `i` (after `env`;
+    /// missing entries mean none). The chaos harness gives each node its own libfaketime file.
+    pub node_env: Vec<Vec<(String, String)>>,
+    /// When set, the peer port other nodes dial to reach node `i` (on its own address
+    /// `127.0.0.{i+1}`), e.g. a delay proxy in front of it; the node still listens on its own
+    /// peer port. Must have one entry per node.
+    pub advertise_peer_ports: Option<Vec<u16>>,
 }
 
 impl Default for ClusterOptions {
@@ -55,6 +62,8 @@ impl Default for ClusterOptions {
             extra_args: Vec::new(),
             env: Vec::new(),
             start_timeout: Duration::from_secs(60),
+            node_env: Vec::new(),
+            advertise_peer_ports: None,
         }
     }
 }
@@ -139,6 +148,9 @@ impl Cluster {
     pub fn spawn(target: Target, opts: ClusterOptions) -> Result<Cluster> {
         if opts.nodes == 0 || opts.nodes > 254 {
             bail!("a cluster has 1..=254 nodes, not {}", opts.nodes);
+        }
+        if opts.advertise_peer_ports.as_ref().is_some_and(|p| p.len() != opts.nodes) {
+            bail!("advertise_peer_ports needs one port per node ({})", opts.nodes);
         }
         let base = std::env::var_os("CAIRN_TEST_TMPDIR").map(PathBuf::from);
         let dir = match base {
@@ -230,6 +242,15 @@ impl Cluster {
         SocketAddr::V4(SocketAddrV4::new(self.nodes[i].ip, self.nodes[i].peer_port))
     }
 
+    /// The peer address the other nodes dial for node `i`: [`Cluster::peer_addr`] unless
+    /// [`ClusterOptions::advertise_peer_ports`] is set.
+    pub fn advertised_peer_addr(&self, i: usize) -> SocketAddr {
+        match &self.opts.advertise_peer_ports {
+            Some(ports) => SocketAddr::V4(SocketAddrV4::new(self.nodes[i].ip, ports[i])),
+            None => self.peer_addr(i),
+        }
+    }
+
     pub fn data_dir(&self, i: usize) -> &Path {
         &self.nodes[i].data_dir
     }
@@ -266,21 +287,22 @@ impl Cluster {
                 flag(&mut a, "--client-addr", self.client_addr(i).to_string());
                 flag(&mut a, "--peer-addr", self.peer_addr(i).to_string());
                 let initial: Vec<String> = (0..self.len())
-                    .map(|j| format!("{}={}", self.nodes[j].name, self.peer_addr(j)))
+                    .map(|j| format!("{}={}", self.nodes[j].name, self.advertised_peer_addr(j)))
                     .collect();
                 flag(&mut a, "--initial-cluster", initial.join(","));
             }
             Target::Etcd { .. } => {
                 let client_url = format!("http://{}", self.client_addr(i));
                 let peer_url = format!("http://{}", self.peer_addr(i));
+                let advertised_peer_url = format!("http://{}", self.advertised_peer_addr(i));
                 flag(&mut a, "--name", n.name.clone());
                 flag(&mut a, "--data-dir", n.data_dir.display().to_string());
                 flag(&mut a, "--listen-client-urls", client_url.clone());
                 flag(&mut a, "--advertise-client-urls", client_url);
-                flag(&mut a, "--listen-peer-urls", peer_url.clone());
-                flag(&mut a, "--initial-advertise-peer-urls", peer_url);
+                flag(&mut a, "--listen-peer-urls", peer_url);
+                flag(&mut a, "--initial-advertise-peer-urls", advertised_peer_url);
                 let initial: Vec<String> = (0..self.len())
-                    .map(|j| format!("{}=http://{}", self.nodes[j].name, self.peer_addr(j)))
+                    .map(|j| format!("{}=http://{}", self.nodes[j].name, self.advertised_peer_addr(j)))
                     .collect();
                 flag(&mut a, "--initial-cluster", initial.join(","));
                 // On a restart etcd finds its WAL in the data dir and ignores the initial-cluster
@@ -340,6 +362,9 @@ impl Cluster {
         // Plain logs (tracing-subscriber honours NO_COLOR).
         cmd.env("NO_COLOR", "1");
         for (k, v) in &self.opts.env {
+            cmd.env(k, v);
+        }
+        for (k, v) in self.opts.node_env.get(i).into_iter().flatten() {
             cmd.env(k, v);
         }
         let c = cmd.spawn().with_context(|| {

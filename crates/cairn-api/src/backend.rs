@@ -4,7 +4,7 @@
 use std::future::Future;
 
 use cairn_mvcc::{MvccError, RevisionEvents, WriteRequest, WriteResponse};
-use cairn_proto::etcdserverpb::{RangeRequest, RangeResponse};
+use cairn_proto::etcdserverpb::{LeaseGrantResponse, RangeRequest, RangeResponse};
 
 /// Why a backend operation failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -49,6 +49,15 @@ pub struct MemberStatus {
     pub is_learner: bool,
 }
 
+/// A lease's time as the leader sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTime {
+    /// Whole seconds left before the lease expires.
+    pub remaining: i64,
+    /// The TTL it was granted with.
+    pub granted: i64,
+}
+
 /// etcd semantics behind the API: ranges, replicated writes, and member status.
 ///
 /// Requests arrive validated (see `cairn_mvcc::validate`); responses carry the revision in
@@ -85,4 +94,24 @@ pub trait Backend: Send + Sync + 'static {
 
     /// The members and where they serve (asks the others; may take a round trip).
     fn members(&self) -> impl Future<Output = Vec<Member>> + Send;
+
+    /// Grant a lease; `id` 0 lets the backend choose one. A TTL below the backend's
+    /// minimum is raised to it. (Revoke is a [`WriteRequest::LeaseRevoke`] write.)
+    fn lease_grant(
+        &self,
+        id: i64,
+        ttl: i64,
+    ) -> impl Future<Output = Result<LeaseGrantResponse, BackendError>> + Send;
+
+    /// A keepalive: restart the lease's timer and return its TTL, or 0 if it does not exist.
+    fn lease_renew(&self, id: i64) -> impl Future<Output = Result<i64, BackendError>> + Send;
+
+    /// The lease's time, or `None` if it does not exist.
+    fn lease_time(&self, id: i64) -> impl Future<Output = Result<Option<LeaseTime>, BackendError>> + Send;
+
+    /// Every lease id.
+    fn leases(&self) -> Result<Vec<i64>, BackendError>;
+
+    /// The keys attached to a lease.
+    fn lease_keys(&self, id: i64) -> Result<Vec<Vec<u8>>, BackendError>;
 }

@@ -20,6 +20,9 @@ pub fn mvcc_status(e: &MvccError) -> Status {
         MvccError::LeaseProvided => (Code::InvalidArgument, "etcdserver: lease is provided"),
         MvccError::RequestTooLarge => (Code::InvalidArgument, "etcdserver: request is too large"),
         MvccError::InvalidSortOption => (Code::InvalidArgument, "etcdserver: invalid sort option"),
+        MvccError::LeaseNotFound => (Code::NotFound, "etcdserver: requested lease not found"),
+        MvccError::LeaseExists => (Code::FailedPrecondition, "etcdserver: lease already exists"),
+        MvccError::LeaseTtlTooLarge => (Code::OutOfRange, "etcdserver: too large lease TTL"),
         MvccError::Corrupt(_) => (Code::DataLoss, "etcdserver: corrupt cluster"),
         MvccError::Storage(detail) => {
             return Status::internal(format!("etcdserver: storage error: {detail}"))

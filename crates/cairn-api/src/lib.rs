@@ -1,5 +1,5 @@
-//! The etcd v3 gRPC API over a [`Backend`]: KV, Maintenance (status, alarms) and Cluster
-//! (member list) today; Watch, Lease, Lock and Election arrive with their issues.
+//! The etcd v3 gRPC API over a [`Backend`]: KV, Watch, Lease, Lock, Election, Maintenance
+//! (status, alarms) and Cluster (member list).
 //!
 //! **Architecture invariant:** only this crate knows the client-facing gRPC services and
 //! etcd's error codes and texts ([`errors`]). It knows nothing of Raft: it sees a
@@ -8,14 +8,16 @@
 pub mod backend;
 pub mod errors;
 pub mod kv;
+pub mod lease;
 pub mod maintenance;
 pub mod watch;
 
 use std::sync::Arc;
 
-pub use backend::{Backend, BackendError, Member, MemberStatus};
+pub use backend::{Backend, BackendError, LeaseTime, Member, MemberStatus};
 use cairn_proto::etcdserverpb::cluster_server::ClusterServer;
 use cairn_proto::etcdserverpb::kv_server::KvServer;
+use cairn_proto::etcdserverpb::lease_server::LeaseServer;
 use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use cairn_proto::etcdserverpb::watch_server::WatchServer;
 use cairn_proto::etcdserverpb::ResponseHeader;
@@ -75,6 +77,7 @@ pub async fn serve<B: Backend>(
         backend: backend.clone(),
         progress_interval: std::time::Duration::from_secs(600),
     });
+    let lease = LeaseServer::new(lease::LeaseService { backend: backend.clone() });
     let cluster = ClusterServer::new(maintenance::ClusterService { backend });
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
@@ -82,6 +85,7 @@ pub async fn serve<B: Backend>(
         .add_service(maintenance)
         .add_service(cluster)
         .add_service(watch)
+        .add_service(lease)
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
         .await
 }

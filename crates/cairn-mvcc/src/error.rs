@@ -35,6 +35,15 @@ pub enum MvccError {
     /// A Range with an unknown sort order or target (etcd 3.5: InvalidArgument).
     #[error("invalid sort option")]
     InvalidSortOption,
+    /// A lease that does not exist (etcd: NotFound).
+    #[error("requested lease not found")]
+    LeaseNotFound,
+    /// A grant with the ID of an existing lease (etcd: FailedPrecondition).
+    #[error("lease already exists")]
+    LeaseExists,
+    /// A grant with a TTL above [`crate::MAX_LEASE_TTL`] (etcd: OutOfRange).
+    #[error("too large lease TTL")]
+    LeaseTtlTooLarge,
     /// Stored data cannot be decoded: a bug or a damaged disk (etcd: DataLoss).
     #[error("corrupt data: {0}")]
     Corrupt(String),
@@ -67,6 +76,9 @@ impl MvccError {
             MvccError::Storage(_) => 12,
             // 10 is retired (a former generic enum error); never reuse it.
             MvccError::InvalidSortOption => 13,
+            MvccError::LeaseNotFound => 14,
+            MvccError::LeaseExists => 15,
+            MvccError::LeaseTtlTooLarge => 16,
         }
     }
 
@@ -84,6 +96,9 @@ impl MvccError {
             9 => MvccError::RequestTooLarge,
             11 => MvccError::Corrupt(message),
             13 => MvccError::InvalidSortOption,
+            14 => MvccError::LeaseNotFound,
+            15 => MvccError::LeaseExists,
+            16 => MvccError::LeaseTtlTooLarge,
             _ => MvccError::Storage(message),
         }
     }

@@ -12,7 +12,9 @@
 //!   (historical reads, compaction);
 //! - `events`: revision → the keys changed at it (watch catch-up);
 //! - `sm_meta`: current and compacted revision, plus rows of the caller's own
-//!   (e.g. the last applied Raft log id) written in the same atomic batch.
+//!   (e.g. the last applied Raft log id) written in the same atomic batch;
+//! - `leases`: lease id → granted TTL; `lease_keys`: lease id ++ user key → () (what a
+//!   revoke deletes). Expiry is not here: the replication layer proposes revokes.
 //!
 //! ```no_run
 //! # use std::sync::Arc;
@@ -31,6 +33,7 @@
 mod encoding;
 mod error;
 mod events;
+mod lease;
 mod range;
 mod snapshot;
 mod store;
@@ -39,6 +42,7 @@ pub mod validate;
 mod view;
 
 pub use error::MvccError;
+pub use lease::{Lease, MAX_LEASE_TTL};
 pub use range::KeyRange;
 pub use store::{
     is_read_only, is_serializable, ApplyBatch, MvccStore, RevisionEvents, WriteRequest, WriteResponse,

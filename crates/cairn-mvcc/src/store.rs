@@ -6,8 +6,9 @@ use std::sync::Arc;
 use cairn_proto::etcdserverpb::request_op::Request;
 use cairn_proto::etcdserverpb::response_op::Response;
 use cairn_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest,
+    LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest,
+    RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use cairn_proto::mvccpb::{event::EventType, Event, KeyValue};
 use rocksdb::{WriteBatch, WriteOptions, DB};
@@ -34,6 +35,8 @@ pub enum WriteRequest {
     DeleteRange(DeleteRangeRequest),
     Txn(TxnRequest),
     Compact(CompactionRequest),
+    LeaseGrant(LeaseGrantRequest),
+    LeaseRevoke(LeaseRevokeRequest),
 }
 
 /// The result of applying a [`WriteRequest`]. Headers carry only the revision; the server
@@ -44,6 +47,8 @@ pub enum WriteResponse {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Compact(CompactionResponse),
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke(LeaseRevokeResponse),
 }
 
 /// All events of one revision, in the order they happened (for the watch hub).
@@ -182,17 +187,17 @@ pub struct ApplyBatch<'a> {
 }
 
 /// The writes of one revision in progress.
-struct RevisionWriter {
+pub(crate) struct RevisionWriter {
     revision: i64,
     events: Vec<Event>,
 }
 
 impl<'a> ApplyBatch<'a> {
-    fn view(&self) -> View<'_> {
+    pub(crate) fn view(&self) -> View<'_> {
         View { db: &self.store.db, snapshot: self.snapshot, overlay: Some(&self.overlay) }
     }
 
-    fn write(&mut self, fam: Family, key: Vec<u8>, value: Option<Vec<u8>>) {
+    pub(crate) fn write(&mut self, fam: Family, key: Vec<u8>, value: Option<Vec<u8>>) {
         let cf = fam.handle(&self.store.db);
         match &value {
             Some(v) => self.batch.put_cf(cf, &key, v),
@@ -230,15 +235,17 @@ impl<'a> ApplyBatch<'a> {
             }
             WriteRequest::Txn(t) => Ok(WriteResponse::Txn(self.txn(t)?)),
             WriteRequest::Compact(c) => Ok(WriteResponse::Compact(self.compact(c)?)),
+            WriteRequest::LeaseGrant(g) => Ok(WriteResponse::LeaseGrant(self.lease_grant(g)?)),
+            WriteRequest::LeaseRevoke(r) => Ok(WriteResponse::LeaseRevoke(self.lease_revoke(r)?)),
         }
     }
 
-    fn start_revision(&self) -> RevisionWriter {
+    pub(crate) fn start_revision(&self) -> RevisionWriter {
         RevisionWriter { revision: self.current + 1, events: Vec::new() }
     }
 
     /// Record a revision's events; a revision that changed nothing is not used.
-    fn finish_revision(&mut self, w: RevisionWriter) {
+    pub(crate) fn finish_revision(&mut self, w: RevisionWriter) {
         if w.events.is_empty() {
             return;
         }
@@ -257,7 +264,7 @@ impl<'a> ApplyBatch<'a> {
     }
 
     /// The revision reads inside an unfinished revision see (etcd: begin + 1 once changed).
-    fn read_revision_in(&self, w: &RevisionWriter) -> i64 {
+    pub(crate) fn read_revision_in(&self, w: &RevisionWriter) -> i64 {
         if w.events.is_empty() {
             self.current
         } else {
@@ -294,12 +301,13 @@ impl<'a> ApplyBatch<'a> {
             history_key(&p.key, w.revision),
             Some(encode_version(&Version::Put(stored.clone()))),
         );
+        self.attach(&p.key, prev.as_ref().map_or(0, |prev| prev.lease), lease);
         let kv = KeyValue { key: p.key.clone(), ..stored };
         w.events.push(Event { r#type: EventType::Put as i32, kv: Some(kv), prev_kv: prev.clone() });
         Ok(PutResponse { header: Some(header(w.revision)), prev_kv: if p.prev_kv { prev } else { None } })
     }
 
-    fn delete_range(
+    pub(crate) fn delete_range(
         &mut self,
         w: &mut RevisionWriter,
         d: &DeleteRangeRequest,
@@ -308,6 +316,7 @@ impl<'a> ApplyBatch<'a> {
             current_kvs(&self.view(), KeyRange::new(&d.key, &d.range_end), self.read_revision_in(w))?;
         for prev in &doomed {
             self.write(Family::Kv, prev.key.clone(), None);
+            self.attach(&prev.key, prev.lease, 0);
             self.write(
                 Family::History,
                 history_key(&prev.key, w.revision),
@@ -457,14 +466,18 @@ impl<'a> ApplyBatch<'a> {
     }
 }
 
-/// etcd's `checkPut`: `ignore_value`/`ignore_lease` need an existing key.
+/// etcd's `checkPut`: `ignore_value`/`ignore_lease` need an existing key, and a lease must
+/// exist to be attached.
 fn check_put_target(view: &View<'_>, p: &PutRequest) -> Result<(), MvccError> {
     if (p.ignore_value || p.ignore_lease) && view.get(Family::Kv, &p.key)?.is_none() {
         return Err(MvccError::KeyNotFound);
     }
+    if p.lease != 0 && crate::lease::lease_in(view, p.lease)?.is_none() {
+        return Err(MvccError::LeaseNotFound);
+    }
     Ok(())
 }
 
-fn header(revision: i64) -> ResponseHeader {
+pub(crate) fn header(revision: i64) -> ResponseHeader {
     ResponseHeader { revision, ..Default::default() }
 }

@@ -124,6 +124,7 @@ fn revisions_versions_and_create_revisions_follow_etcd() {
 #[test]
 fn put_options_follow_etcd() {
     let f = Fixture::new();
+    f.apply(WriteRequest::LeaseGrant(LeaseGrantRequest { ttl: 60, id: 7 })).unwrap();
     f.apply(WriteRequest::Put(PutRequest {
         key: "k".into(),
         value: "v1".into(),
@@ -661,4 +662,114 @@ fn the_event_log_replays_every_revision_in_order() {
     f.compact(4).unwrap();
     assert_eq!(f.store.events(3, 6, 10, false), Err(MvccError::Compacted));
     assert_eq!(f.store.events(4, 6, 10, false).unwrap().len(), 3);
+}
+
+mod leases {
+    use super::*;
+    use cairn_proto::mvccpb::event::EventType;
+
+    fn grant(f: &Fixture, id: i64, ttl: i64) -> Result<LeaseGrantResponse, MvccError> {
+        match f.apply(WriteRequest::LeaseGrant(LeaseGrantRequest { ttl, id }))? {
+            WriteResponse::LeaseGrant(r) => Ok(r),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn revoke(f: &Fixture, id: i64) -> Result<LeaseRevokeResponse, MvccError> {
+        match f.apply(WriteRequest::LeaseRevoke(LeaseRevokeRequest { id }))? {
+            WriteResponse::LeaseRevoke(r) => Ok(r),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn put_with_lease(f: &Fixture, k: &str, lease: i64) -> Result<WriteResponse, MvccError> {
+        f.apply(WriteRequest::Put(PutRequest { lease, ..put_req(k, "v") }))
+    }
+
+    #[test]
+    fn grant_is_stored_and_does_not_use_a_revision() {
+        let f = Fixture::new();
+        f.put("a", "1");
+        let r = grant(&f, 7, 30).unwrap();
+        assert_eq!((r.id, r.ttl, r.header.unwrap().revision), (7, 30, 2));
+        assert_eq!(f.store.lease(7).unwrap(), Some(crate::Lease { id: 7, ttl: 30 }));
+        assert_eq!(grant(&f, 7, 30), Err(MvccError::LeaseExists));
+        assert_eq!(grant(&f, 0, 30), Err(MvccError::LeaseNotFound));
+        assert_eq!(grant(&f, 8, crate::MAX_LEASE_TTL + 1), Err(MvccError::LeaseTtlTooLarge));
+        grant(&f, -3, 5).unwrap();
+        let ids: Vec<i64> = f.store.leases().unwrap().iter().map(|l| l.id).collect();
+        assert_eq!(ids, vec![-3, 7]);
+        assert_eq!(f.store.revisions().unwrap().0, 2);
+    }
+
+    #[test]
+    fn put_needs_an_existing_lease_also_inside_txns() {
+        let f = Fixture::new();
+        assert_eq!(put_with_lease(&f, "a", 5), Err(MvccError::LeaseNotFound));
+        let txn = TxnRequest {
+            success: vec![RequestOp {
+                request: Some(Request::RequestPut(PutRequest { lease: 5, ..put_req("a", "v") })),
+            }],
+            ..Default::default()
+        };
+        assert_eq!(f.txn(txn), Err(MvccError::LeaseNotFound));
+        assert_eq!(f.store.revisions().unwrap().0, 1, "nothing was written");
+        grant(&f, 5, 10).unwrap();
+        put_with_lease(&f, "a", 5).unwrap();
+        assert_eq!(f.get("a").unwrap().lease, 5);
+    }
+
+    #[test]
+    fn revoke_deletes_attached_keys_in_one_revision() {
+        let f = Fixture::new();
+        grant(&f, 1, 10).unwrap();
+        grant(&f, 2, 10).unwrap();
+        put_with_lease(&f, "b", 1).unwrap();
+        put_with_lease(&f, "a", 1).unwrap();
+        put_with_lease(&f, "c", 2).unwrap();
+        f.put("d", "plain");
+        // Moving a key to another lease detaches it from the first; deleting detaches too.
+        put_with_lease(&f, "x", 1).unwrap();
+        put_with_lease(&f, "x", 2).unwrap();
+        put_with_lease(&f, "y", 1).unwrap();
+        f.del("y", "");
+        // ignore_lease keeps the attachment.
+        f.apply(WriteRequest::Put(PutRequest { ignore_lease: true, ..put_req("a", "v2") })).unwrap();
+        assert_eq!(f.store.lease_keys(1).unwrap(), vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(f.store.lease_keys(2).unwrap(), vec![b"c".to_vec(), b"x".to_vec()]);
+
+        let before = f.store.revisions().unwrap().0;
+        let r = revoke(&f, 1).unwrap();
+        assert_eq!(r.header.unwrap().revision, before + 1);
+        assert!(f.get("a").is_none() && f.get("b").is_none());
+        assert!(f.get("c").is_some() && f.get("d").is_some() && f.get("x").is_some());
+        assert_eq!(f.store.lease(1).unwrap(), None);
+        assert!(f.store.lease_keys(1).unwrap().is_empty());
+        let evs = f.store.events(before + 1, before + 1, 10, true).unwrap();
+        assert_eq!(evs.len(), 1);
+        let kinds: Vec<(i32, Vec<u8>)> =
+            evs[0].events.iter().map(|e| (e.r#type, e.kv.as_ref().unwrap().key.clone())).collect();
+        let del = EventType::Delete as i32;
+        assert_eq!(kinds, vec![(del, b"a".to_vec()), (del, b"b".to_vec())]);
+
+        assert_eq!(revoke(&f, 1), Err(MvccError::LeaseNotFound));
+        // A lease without keys revokes without a new revision.
+        grant(&f, 3, 10).unwrap();
+        let now = f.store.revisions().unwrap().0;
+        assert_eq!(revoke(&f, 3).unwrap().header.unwrap().revision, now);
+        assert_eq!(f.store.revisions().unwrap().0, now);
+    }
+
+    #[test]
+    fn leases_survive_a_snapshot() {
+        let f = Fixture::new();
+        grant(&f, 9, 60).unwrap();
+        put_with_lease(&f, "k", 9).unwrap();
+        let mut buf = Vec::new();
+        f.store.write_snapshot(&mut buf, &[]).unwrap();
+        let g = Fixture::new();
+        g.store.install_snapshot(&mut buf.as_slice()).unwrap();
+        assert_eq!(g.store.lease(9).unwrap(), Some(crate::Lease { id: 9, ttl: 60 }));
+        assert_eq!(g.store.lease_keys(9).unwrap(), vec![b"k".to_vec()]);
+    }
 }

@@ -21,10 +21,16 @@ pub enum Family {
     /// named metadata rows: current revision, compacted revision, and the replication
     /// layer's own rows (last applied log id, membership) written in the same batch.
     Meta = 3,
+    /// lease id → the lease's granted TTL.
+    Leases = 4,
+    /// lease id ++ user key → (): the keys attached to each lease.
+    LeaseKeys = 5,
 }
 
 impl Family {
-    pub const ALL: [Family; 4] = [Family::Kv, Family::History, Family::Events, Family::Meta];
+    pub const COUNT: usize = 6;
+    pub const ALL: [Family; Family::COUNT] =
+        [Family::Kv, Family::History, Family::Events, Family::Meta, Family::Leases, Family::LeaseKeys];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -32,6 +38,8 @@ impl Family {
             Family::History => "history",
             Family::Events => "events",
             Family::Meta => "sm_meta",
+            Family::Leases => "leases",
+            Family::LeaseKeys => "lease_keys",
         }
     }
 
@@ -47,7 +55,7 @@ pub(crate) type Row = (Vec<u8>, Vec<u8>);
 /// A scan callback: return `Ok(false)` to stop.
 pub(crate) type Visit<'v> = dyn FnMut(&[u8], &[u8]) -> Result<bool, MvccError> + 'v;
 
-pub(crate) type Overlay = [BTreeMap<Vec<u8>, Option<Vec<u8>>>; 4];
+pub(crate) type Overlay = [BTreeMap<Vec<u8>, Option<Vec<u8>>>; Family::COUNT];
 
 /// A read view: the database as of a snapshot (or live, for the single applier), plus an
 /// optional overlay of pending writes that takes precedence.

@@ -6,6 +6,9 @@
 //! barrier. The API crate builds the etcd services on [`RaftNode`].
 
 pub mod codec;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
+pub mod lessor;
 pub mod log_store;
 pub mod metrics;
 pub mod network;
@@ -16,7 +19,7 @@ pub mod state_machine;
 pub mod storage;
 pub mod types;
 
-pub use node::{NodeConfig, NodeStatus, RaftNode, ReplicationError, StartError};
+pub use node::{LeaseTime, NodeConfig, NodeStatus, RaftNode, ReplicationError, StartError};
 pub use storage::OpenError;
 pub use types::{node_id_of, NodeId, PeerNode};
 

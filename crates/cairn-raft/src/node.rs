@@ -9,12 +9,14 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use cairn_mvcc::{MvccError, MvccStore, WriteRequest, WriteResponse};
+use cairn_proto::etcdserverpb::{LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest};
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::{ClientWriteError, InitializeError, LinearizableReadError, RaftError};
 use openraft::{Config, ReadPolicy, ServerState, SnapshotPolicy};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::lessor::{LeaseError, Lessor};
 use crate::log_store::{LogStore, CF_META};
 use crate::network::{PeerChannels, PeerNetwork};
 use crate::pb;
@@ -106,7 +108,24 @@ pub struct RaftNode {
     peer_server: std::sync::Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
     client_urls: Arc<OnceLock<Vec<String>>>,
     revision: tokio::sync::watch::Receiver<i64>,
+    lessor: Arc<Lessor>,
+    /// The lease timer tasks (leadership tracking, expiry), stopped at shutdown.
+    lease_tasks: Vec<JoinHandle<()>>,
 }
+
+/// What the leader says of a lease's time (see [`RaftNode::lease_remaining`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTime {
+    /// Whole seconds before the leader revokes it.
+    pub remaining: i64,
+    /// The TTL it was granted with.
+    pub granted: i64,
+}
+
+/// How often the leader looks for expired leases, and how many revokes it proposes per
+/// look (etcd: every 500 ms, at most 1000 revokes a second).
+const EXPIRY_INTERVAL: Duration = Duration::from_millis(500);
+const MAX_REVOKES_PER_INTERVAL: usize = 500;
 
 const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
 
@@ -168,7 +187,9 @@ impl RaftNode {
 
         let snapshots =
             SnapshotDir::new(snapshot_path(&cfg.data_dir)).map_err(|e| StartError::Storage(e.to_string()))?;
-        let sm = StateMachine::new(store.clone(), snapshots.clone());
+        let lessor = Arc::new(Lessor::new(cfg.heartbeat_interval, cfg.election_timeout));
+        let sm = StateMachine::new(store.clone(), snapshots.clone(), lessor.clone())
+            .map_err(|e| StartError::Storage(e.to_string()))?;
         let revision = sm.revision_updates();
         let channels = PeerChannels::new(Some(cfg.peer_listen.ip()));
         let network = PeerNetwork { channels: channels.clone() };
@@ -190,6 +211,7 @@ impl RaftNode {
             snapshots,
             name: cfg.name.clone(),
             client_urls: client_urls.clone(),
+            lessor: lessor.clone(),
         })
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
@@ -223,6 +245,10 @@ impl RaftNode {
                 Err(e) => return Err(StartError::Raft(e.to_string())),
             }
         }
+        let lease_tasks = vec![
+            tokio::spawn(track_leadership(raft.clone(), id, lessor.clone())),
+            tokio::spawn(expire_leases(raft.clone(), lessor.clone())),
+        ];
         tracing::info!(name = %cfg.name, member_id = format!("{id:x}"), cluster_id = format!("{cluster_id:x}"), peer = %cfg.peer_listen, "raft node started");
         Ok(RaftNode {
             id,
@@ -234,6 +260,8 @@ impl RaftNode {
             peer_server: std::sync::Mutex::new(Some((stop_tx, server))),
             client_urls,
             revision,
+            lessor,
+            lease_tasks,
         })
     }
 
@@ -309,6 +337,10 @@ impl RaftNode {
 
     /// Replicate one write through the leader, wherever it is, and return its result.
     pub async fn write(&self, req: WriteRequest) -> Result<WriteResponse, ReplicationError> {
+        #[cfg(feature = "fault-injection")]
+        if let Some(acked) = crate::fault::ack_before_commit(&self.raft, &self.store, &req) {
+            return acked;
+        }
         let req = &req;
         let result = self.until_deadline(|deadline| self.write_once(req, deadline)).await?;
         result.map_err(ReplicationError::from)
@@ -387,6 +419,10 @@ impl RaftNode {
     /// Wait until this node's state machine reflects every write acknowledged before the
     /// call (a linearizable read point, from the leader's read index).
     pub async fn linearize(&self) -> Result<(), ReplicationError> {
+        #[cfg(feature = "fault-injection")]
+        if crate::fault::skip_read_index() {
+            return Ok(());
+        }
         self.until_deadline(|deadline| self.linearize_once(deadline)).await
     }
 
@@ -427,8 +463,118 @@ impl RaftNode {
         }
     }
 
+    /// Grant a lease. `id` 0 lets this member choose one; the TTL is raised to the minimum.
+    pub async fn lease_grant(&self, id: i64, ttl: i64) -> Result<LeaseGrantResponse, ReplicationError> {
+        let ttl = ttl.max(self.lessor.min_ttl());
+        // A chosen id is random in [1, 2^63): a collision is retried with another.
+        let chosen_here = id == 0;
+        for _ in 0..5 {
+            let id = if chosen_here { (rand::random::<u64>() >> 1).max(1) as i64 } else { id };
+            match self.write(WriteRequest::LeaseGrant(LeaseGrantRequest { ttl, id })).await {
+                Ok(WriteResponse::LeaseGrant(r)) => return Ok(r),
+                Ok(other) => {
+                    return Err(ReplicationError::Mvcc(MvccError::Corrupt(format!(
+                        "a lease grant answered {other:?}"
+                    ))))
+                }
+                Err(ReplicationError::Mvcc(MvccError::LeaseExists)) if chosen_here => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ReplicationError::Mvcc(MvccError::LeaseExists))
+    }
+
+    /// Revoke a lease: it and its keys are deleted in one revision.
+    pub async fn lease_revoke(&self, id: i64) -> Result<WriteResponse, ReplicationError> {
+        self.write(WriteRequest::LeaseRevoke(LeaseRevokeRequest { id })).await
+    }
+
+    /// A keepalive, handled by the leader wherever it is sent. Returns the lease's TTL, or
+    /// 0 if it does not exist (any more), as etcd does.
+    pub async fn lease_renew(&self, id: i64) -> Result<i64, ReplicationError> {
+        self.until_deadline(|deadline| async move {
+            match self.on_leader(deadline, |l| l.renew(id), LeaseRpc::Renew(id)).await? {
+                Attempt::Done(Ok(ttl)) => Ok(Attempt::Done(ttl)),
+                Attempt::Done(Err(_)) => Ok(Attempt::Done(0)),
+                Attempt::Retry(r) => Ok(Attempt::Retry(r)),
+            }
+        })
+        .await
+    }
+
+    /// The leader's view of a lease's time; `None` if it does not exist.
+    pub async fn lease_remaining(&self, id: i64) -> Result<Option<LeaseTime>, ReplicationError> {
+        self.until_deadline(|deadline| async move {
+            let answer = self
+                .on_leader(
+                    deadline,
+                    |l| l.remaining(id).map(|(remaining, granted)| LeaseTime { remaining, granted }),
+                    LeaseRpc::Remaining(id),
+                )
+                .await?;
+            Ok(match answer {
+                Attempt::Done(r) => Attempt::Done(r.ok()),
+                Attempt::Retry(r) => Attempt::Retry(r),
+            })
+        })
+        .await
+    }
+
+    /// Ask the leader's lessor: locally if this member leads, else over the peer RPC.
+    async fn on_leader<T>(
+        &self,
+        deadline: Instant,
+        local: impl Fn(&Lessor) -> Result<T, LeaseError>,
+        remote: LeaseRpc,
+    ) -> Result<Attempt<Result<T, LeaseError>>, ReplicationError>
+    where
+        T: From<LeaseRpcAnswer>,
+    {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let Some(leader) = self.raft.current_leader().await else {
+            return Ok(Attempt::Retry(ReplicationError::NoLeader));
+        };
+        if leader == self.id {
+            return match local(&self.lessor) {
+                Err(LeaseError::NotPrimary) => Ok(Attempt::Retry(ReplicationError::NoLeader)),
+                // A lease granted in an earlier term may not be applied here yet: catch up
+                // to the commit index once before answering "not found", as etcd does.
+                Err(LeaseError::NotFound) => {
+                    self.linearize().await?;
+                    Ok(Attempt::Done(local(&self.lessor)))
+                }
+                found => Ok(Attempt::Done(found)),
+            };
+        }
+        let Some(addr) = self.peer_addr(leader) else {
+            return Ok(Attempt::Retry(ReplicationError::NoLeader));
+        };
+        let mut client = self.channels.client(&addr).map_err(|_| ReplicationError::NoLeader)?;
+        let answer = match remote {
+            LeaseRpc::Renew(id) => {
+                let mut request = tonic::Request::new(pb::LeaseRenewRequest { id });
+                request.set_timeout(remaining);
+                client.lease_renew(request).await.map(|r| LeaseRpcAnswer::Renewed(r.into_inner().ttl))
+            }
+            LeaseRpc::Remaining(id) => {
+                let mut request = tonic::Request::new(pb::LeaseRenewRequest { id });
+                request.set_timeout(remaining);
+                client.lease_remaining(request).await.map(|r| LeaseRpcAnswer::Remaining(r.into_inner()))
+            }
+        };
+        match answer {
+            Ok(a) => Ok(Attempt::Done(a.into_result())),
+            Err(s) if s.code() == tonic::Code::DeadlineExceeded => Err(ReplicationError::Timeout),
+            // Not the leader any more, or unreachable: keepalives are idempotent, try again.
+            Err(_) => Ok(Attempt::Retry(ReplicationError::NoLeader)),
+        }
+    }
+
     /// Stop serving peers and shut Raft down; the database closes when the last handle drops.
     pub async fn shutdown(&self) {
+        for task in &self.lease_tasks {
+            task.abort();
+        }
         let peer_server = self.peer_server.lock().expect("peer server slot poisoned").take();
         if let Some((stop, server)) = peer_server {
             let _ = stop.send(());
@@ -436,6 +582,93 @@ impl RaftNode {
         }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}
+
+/// A lessor question for the leader, over the peer protocol.
+enum LeaseRpc {
+    Renew(i64),
+    Remaining(i64),
+}
+
+/// The leader's answer to a [`LeaseRpc`].
+enum LeaseRpcAnswer {
+    Renewed(i64),
+    Remaining(pb::LeaseRemainingResponse),
+}
+
+impl LeaseRpcAnswer {
+    fn into_result<T: From<LeaseRpcAnswer>>(self) -> Result<T, LeaseError> {
+        let found = match &self {
+            LeaseRpcAnswer::Renewed(ttl) => *ttl > 0,
+            LeaseRpcAnswer::Remaining(r) => r.found,
+        };
+        if found {
+            Ok(T::from(self))
+        } else {
+            Err(LeaseError::NotFound)
+        }
+    }
+}
+
+impl From<LeaseRpcAnswer> for i64 {
+    fn from(a: LeaseRpcAnswer) -> i64 {
+        match a {
+            LeaseRpcAnswer::Renewed(ttl) => ttl,
+            LeaseRpcAnswer::Remaining(r) => r.remaining,
+        }
+    }
+}
+
+impl From<LeaseRpcAnswer> for LeaseTime {
+    fn from(a: LeaseRpcAnswer) -> LeaseTime {
+        match a {
+            LeaseRpcAnswer::Remaining(r) => LeaseTime { remaining: r.remaining, granted: r.granted },
+            LeaseRpcAnswer::Renewed(ttl) => LeaseTime { remaining: ttl, granted: ttl },
+        }
+    }
+}
+
+/// Keep the lessor's idea of leadership in step with Raft's.
+async fn track_leadership(raft: Raft, id: NodeId, lessor: Arc<Lessor>) {
+    let mut metrics = raft.metrics();
+    let mut leading = false;
+    loop {
+        let now_leading = {
+            let m = metrics.borrow_watched();
+            m.state == ServerState::Leader && m.current_leader == Some(id)
+        };
+        if now_leading != leading {
+            leading = now_leading;
+            if leading {
+                lessor.promote();
+                tracing::info!("leader: lease timers restarted");
+            } else {
+                lessor.demote();
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// On the leader, turn expired leases into replicated revokes.
+async fn expire_leases(raft: Raft, lessor: Arc<Lessor>) {
+    let mut tick = tokio::time::interval(EXPIRY_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for id in lessor.take_expired(MAX_REVOKES_PER_INTERVAL) {
+            let raft = raft.clone();
+            tokio::spawn(async move {
+                tracing::debug!(lease = format!("{id:x}"), "lease expired: revoking");
+                let revoke = Command(WriteRequest::LeaseRevoke(LeaseRevokeRequest { id }));
+                if let Err(e) = raft.client_write(revoke).await {
+                    tracing::debug!(lease = format!("{id:x}"), error = %e, "revoke of an expired lease failed");
+                }
+            });
         }
     }
 }

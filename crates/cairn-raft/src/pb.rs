@@ -13,6 +13,8 @@ impl From<cairn_mvcc::WriteRequest> for WriteRequest {
             cairn_mvcc::WriteRequest::DeleteRange(d) => Request::DeleteRange(d),
             cairn_mvcc::WriteRequest::Txn(t) => Request::Txn(t),
             cairn_mvcc::WriteRequest::Compact(c) => Request::Compaction(c),
+            cairn_mvcc::WriteRequest::LeaseGrant(g) => Request::LeaseGrant(g),
+            cairn_mvcc::WriteRequest::LeaseRevoke(r) => Request::LeaseRevoke(r),
         };
         WriteRequest { request: Some(request) }
     }
@@ -27,6 +29,8 @@ impl TryFrom<WriteRequest> for cairn_mvcc::WriteRequest {
             Request::DeleteRange(d) => cairn_mvcc::WriteRequest::DeleteRange(d),
             Request::Txn(t) => cairn_mvcc::WriteRequest::Txn(t),
             Request::Compaction(c) => cairn_mvcc::WriteRequest::Compact(c),
+            Request::LeaseGrant(g) => cairn_mvcc::WriteRequest::LeaseGrant(g),
+            Request::LeaseRevoke(r) => cairn_mvcc::WriteRequest::LeaseRevoke(r),
         })
     }
 }
@@ -39,6 +43,8 @@ impl From<Result<cairn_mvcc::WriteResponse, MvccError>> for WriteResponse {
             Ok(cairn_mvcc::WriteResponse::DeleteRange(d)) => Response::DeleteRange(d),
             Ok(cairn_mvcc::WriteResponse::Txn(t)) => Response::Txn(t),
             Ok(cairn_mvcc::WriteResponse::Compact(c)) => Response::Compaction(c),
+            Ok(cairn_mvcc::WriteResponse::LeaseGrant(g)) => Response::LeaseGrant(g),
+            Ok(cairn_mvcc::WriteResponse::LeaseRevoke(r)) => Response::LeaseRevoke(r),
             Err(e) => Response::Error(WriteError { code: e.code(), message: e.to_string() }),
         };
         WriteResponse { response: Some(response) }
@@ -54,6 +60,8 @@ impl TryFrom<WriteResponse> for Result<cairn_mvcc::WriteResponse, MvccError> {
             Response::DeleteRange(d) => Ok(cairn_mvcc::WriteResponse::DeleteRange(d)),
             Response::Txn(t) => Ok(cairn_mvcc::WriteResponse::Txn(t)),
             Response::Compaction(c) => Ok(cairn_mvcc::WriteResponse::Compact(c)),
+            Response::LeaseGrant(g) => Ok(cairn_mvcc::WriteResponse::LeaseGrant(g)),
+            Response::LeaseRevoke(r) => Ok(cairn_mvcc::WriteResponse::LeaseRevoke(r)),
             Response::Error(e) => Err(MvccError::from_code(e.code, e.message)),
         })
     }

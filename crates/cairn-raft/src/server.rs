@@ -10,10 +10,11 @@ use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::codec;
+use crate::lessor::{LeaseError, Lessor};
 use crate::pb::peer_server::Peer;
 use crate::pb::{
-    MemberInfoRequest, MemberInfoResponse, RaftPayload, ReadIndexRequest, ReadIndexResponse, SnapshotChunk,
-    WriteRequest, WriteResponse,
+    LeaseRemainingResponse, LeaseRenewRequest, LeaseRenewResponse, MemberInfoRequest, MemberInfoResponse,
+    RaftPayload, ReadIndexRequest, ReadIndexResponse, SnapshotChunk, WriteRequest, WriteResponse,
 };
 use crate::state_machine::{SnapshotDir, SnapshotFile};
 use crate::types::{Command, Raft, Snapshot, SnapshotMeta, Vote};
@@ -28,6 +29,34 @@ pub struct PeerService {
     pub name: String,
     /// Set once the client listener is bound (see `RaftNode::set_client_urls`).
     pub client_urls: Arc<OnceLock<Vec<String>>>,
+    pub lessor: Arc<Lessor>,
+}
+
+impl PeerService {
+    /// A lessor answer on the leader; a lease granted in an earlier term may not be applied
+    /// here yet, so "not found" is only said after catching up to the read index.
+    async fn ask_lessor<T>(
+        &self,
+        ask: impl Fn(&Lessor) -> Result<T, LeaseError>,
+    ) -> Result<Option<T>, Status> {
+        match ask(&self.lessor) {
+            Ok(v) => return Ok(Some(v)),
+            Err(LeaseError::NotPrimary) => return Err(Status::failed_precondition(NOT_LEADER)),
+            Err(LeaseError::NotFound) => {}
+        }
+        let linearizer = self.raft.get_read_linearizer(ReadPolicy::ReadIndex).await.map_err(|e| match e {
+            RaftError::APIError(openraft::error::LinearizableReadError::ForwardToLeader(_)) => {
+                Status::failed_precondition(NOT_LEADER)
+            }
+            e => Status::unavailable(e.to_string()),
+        })?;
+        linearizer.await_ready(&self.raft).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        match ask(&self.lessor) {
+            Ok(v) => Ok(Some(v)),
+            Err(LeaseError::NotPrimary) => Err(Status::failed_precondition(NOT_LEADER)),
+            Err(LeaseError::NotFound) => Ok(None),
+        }
+    }
 }
 
 fn bad_payload(e: std::io::Error) -> Status {
@@ -117,6 +146,26 @@ impl Peer for PeerService {
             }
             Err(e) => Err(Status::unavailable(e.to_string())),
         }
+    }
+
+    async fn lease_renew(
+        &self,
+        req: Request<LeaseRenewRequest>,
+    ) -> Result<Response<LeaseRenewResponse>, Status> {
+        let id = req.into_inner().id;
+        let ttl = self.ask_lessor(|l| l.renew(id)).await?.unwrap_or(0);
+        Ok(Response::new(LeaseRenewResponse { ttl }))
+    }
+
+    async fn lease_remaining(
+        &self,
+        req: Request<LeaseRenewRequest>,
+    ) -> Result<Response<LeaseRemainingResponse>, Status> {
+        let id = req.into_inner().id;
+        Ok(Response::new(match self.ask_lessor(|l| l.remaining(id)).await? {
+            Some((remaining, granted)) => LeaseRemainingResponse { found: true, remaining, granted },
+            None => LeaseRemainingResponse::default(),
+        }))
     }
 
     async fn member_info(

@@ -8,14 +8,16 @@
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use cairn_mvcc::{MvccError, MvccStore};
+use cairn_mvcc::{MvccError, MvccStore, WriteRequest, WriteResponse};
 use futures::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use tokio::sync::watch;
 
 use crate::codec;
+use crate::lessor::Lessor;
 use crate::types::{CommandResult, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 
 const META_LAST_APPLIED: &[u8] = b"raft/last_applied";
@@ -98,13 +100,16 @@ pub struct StateMachine {
     snapshots: SnapshotDir,
     /// The revision the applied state is at, for watchers to wait on.
     revision: watch::Sender<i64>,
+    /// Mirrors the applied leases for the lease timers.
+    lessor: Arc<Lessor>,
 }
 
 impl StateMachine {
-    pub fn new(store: MvccStore, snapshots: SnapshotDir) -> StateMachine {
+    pub fn new(store: MvccStore, snapshots: SnapshotDir, lessor: Arc<Lessor>) -> io::Result<StateMachine> {
         let current = store.revisions().map_or(cairn_mvcc::INITIAL_REVISION, |(rev, _)| rev);
         let (revision, _) = watch::channel(current);
-        StateMachine { store, snapshots, revision }
+        lessor.reload(&store.leases().map_err(mvcc_io)?);
+        Ok(StateMachine { store, snapshots, revision, lessor })
     }
 
     /// Subscribe to the events of applied batches.
@@ -144,6 +149,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut batch = self.store.begin_apply().map_err(mvcc_io)?;
         let mut replies = Vec::new();
+        let mut lease_changes = Vec::new();
         let mut last = None;
         let mut membership = None;
         while let Some(item) = entries.next().await {
@@ -152,7 +158,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Blank => CommandResult(None),
                 EntryPayload::Normal(cmd) => match batch.apply(&cmd.0) {
                     Err(e @ (MvccError::Storage(_) | MvccError::Corrupt(_))) => return Err(mvcc_io(e)),
-                    result => CommandResult(Some(result)),
+                    result => {
+                        match (&cmd.0, &result) {
+                            (WriteRequest::LeaseGrant(g), Ok(WriteResponse::LeaseGrant(_))) => {
+                                lease_changes.push((g.id, Some(g.ttl)))
+                            }
+                            (WriteRequest::LeaseRevoke(r), Ok(_)) => lease_changes.push((r.id, None)),
+                            _ => {}
+                        }
+                        CommandResult(Some(result))
+                    }
                 },
                 EntryPayload::Membership(m) => {
                     membership = Some(StoredMembership::new(Some(entry.log_id), m));
@@ -171,6 +186,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let revision = batch.current_revision();
         batch.commit().map_err(mvcc_io)?;
+        for (id, granted) in lease_changes {
+            match granted {
+                Some(ttl) => self.lessor.granted(id, ttl),
+                None => self.lessor.revoked(id),
+            }
+        }
         self.revision.send_if_modified(|r| std::mem::replace(r, revision) != revision);
         crate::metrics::record_apply(replies.len());
         for (responder, result) in replies {
@@ -207,6 +228,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .await
         .map_err(io::Error::other)?;
         installed?;
+        self.lessor.reload(&self.store.leases().map_err(mvcc_io)?);
         let (revision, _) = self.store.revisions().map_err(mvcc_io)?;
         self.revision.send_replace(revision);
         Ok(())

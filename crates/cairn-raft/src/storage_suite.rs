@@ -19,7 +19,12 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         let sm = StateMachine::new(
             store,
             SnapshotDir::new(crate::storage::snapshot_path(dir.path())).expect("snapshot dir"),
-        );
+            std::sync::Arc::new(crate::lessor::Lessor::new(
+                std::time::Duration::from_millis(100),
+                std::time::Duration::from_millis(1000),
+            )),
+        )
+        .expect("state machine");
         Ok((dir, LogStore::new(db), sm))
     }
 }

@@ -64,6 +64,8 @@ impl fmt::Display for Command {
             WriteRequest::DeleteRange(_) => write!(f, "delete_range"),
             WriteRequest::Txn(t) => write!(f, "txn({} compares)", t.compare.len()),
             WriteRequest::Compact(c) => write!(f, "compact({})", c.revision),
+            WriteRequest::LeaseGrant(g) => write!(f, "lease_grant({:x}, {}s)", g.id, g.ttl),
+            WriteRequest::LeaseRevoke(r) => write!(f, "lease_revoke({:x})", r.id),
         }
     }
 }

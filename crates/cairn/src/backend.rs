@@ -1,9 +1,9 @@
 //! The glue between the etcd API and the replicated store: [`RaftBackend`] implements
 //! `cairn_api::Backend` on a `cairn_raft::RaftNode`.
 
-use cairn_api::{Backend, BackendError, Member, MemberStatus};
+use cairn_api::{Backend, BackendError, LeaseTime, Member, MemberStatus};
 use cairn_mvcc::{is_read_only, is_serializable, WriteRequest, WriteResponse};
-use cairn_proto::etcdserverpb::{RangeRequest, RangeResponse};
+use cairn_proto::etcdserverpb::{LeaseGrantResponse, RangeRequest, RangeResponse};
 use cairn_raft::{RaftNode, ReplicationError};
 
 pub struct RaftBackend {
@@ -90,6 +90,27 @@ impl Backend for RaftBackend {
                 is_learner: false,
             })
             .collect()
+    }
+
+    async fn lease_grant(&self, id: i64, ttl: i64) -> Result<LeaseGrantResponse, BackendError> {
+        self.node.lease_grant(id, ttl).await.map_err(from_replication)
+    }
+
+    async fn lease_renew(&self, id: i64) -> Result<i64, BackendError> {
+        self.node.lease_renew(id).await.map_err(from_replication)
+    }
+
+    async fn lease_time(&self, id: i64) -> Result<Option<LeaseTime>, BackendError> {
+        let time = self.node.lease_remaining(id).await.map_err(from_replication)?;
+        Ok(time.map(|t| LeaseTime { remaining: t.remaining, granted: t.granted }))
+    }
+
+    fn leases(&self) -> Result<Vec<i64>, BackendError> {
+        Ok(self.node.store().leases()?.into_iter().map(|l| l.id).collect())
+    }
+
+    fn lease_keys(&self, id: i64) -> Result<Vec<Vec<u8>>, BackendError> {
+        Ok(self.node.store().lease_keys(id)?)
     }
 }
 

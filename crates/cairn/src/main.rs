@@ -17,6 +17,8 @@ enum Command {
     /// Run a member. With no flags: a single-node cluster, data in ./cairn-data, clients on
     /// 127.0.0.1:2379, peers on 127.0.0.1:33237.
     Serve(ServeArgs),
+    /// Load any etcd v3 endpoints (Cairn or etcd) and report throughput and latency.
+    Bench(cairn_bench::BenchArgs),
 }
 
 /// Every flag also reads an environment variable (CAIRN_<FLAG>) and a key of the
@@ -111,6 +113,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Bench(args) => runtime.block_on(cairn_bench::main(args)),
     }
 }
 

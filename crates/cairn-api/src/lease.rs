@@ -1,0 +1,115 @@
+//! `etcdserverpb.Lease`: grant, revoke, keepalive stream, time-to-live and listing.
+//! Timers live with the backend's leader; this layer only speaks etcd's protocol.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use cairn_mvcc::{WriteRequest, WriteResponse};
+use cairn_proto::etcdserverpb::lease_server::Lease;
+use cairn_proto::etcdserverpb::*;
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::backend::Backend;
+use crate::fill_header;
+
+/// Keepalive responses buffered per stream.
+const KEEPALIVE_BUFFER: usize = 16;
+
+pub struct LeaseService<B> {
+    pub backend: Arc<B>,
+}
+
+/// A header at this member's current revision.
+pub(crate) fn current_header<B: Backend>(backend: &B) -> Option<ResponseHeader> {
+    let revision = backend.revisions().map_or(0, |(current, _)| current);
+    let mut header = Some(ResponseHeader { revision, ..Default::default() });
+    fill_header(&mut header, &backend.status());
+    header
+}
+
+type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<B: Backend> Lease for LeaseService<B> {
+    async fn lease_grant(
+        &self,
+        req: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
+        let req = req.into_inner();
+        let mut resp = self.backend.lease_grant(req.id, req.ttl).await?;
+        fill_header(&mut resp.header, &self.backend.status());
+        Ok(Response::new(resp))
+    }
+
+    async fn lease_revoke(
+        &self,
+        req: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        match self.backend.write(WriteRequest::LeaseRevoke(req.into_inner())).await? {
+            WriteResponse::LeaseRevoke(mut resp) => {
+                fill_header(&mut resp.header, &self.backend.status());
+                Ok(Response::new(resp))
+            }
+            _ => Err(Status::internal("backend answered a lease revoke with another kind of response")),
+        }
+    }
+
+    type LeaseKeepAliveStream = KeepAliveStream;
+
+    async fn lease_keep_alive(
+        &self,
+        req: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let mut requests = req.into_inner();
+        let backend = self.backend.clone();
+        let (tx, rx) = mpsc::channel(KEEPALIVE_BUFFER);
+        tokio::spawn(async move {
+            while let Some(Ok(LeaseKeepAliveRequest { id })) = requests.next().await {
+                // etcd ends the stream on an error other than "not found" (which is TTL 0).
+                let reply = match backend.lease_renew(id).await {
+                    Ok(ttl) => Ok(LeaseKeepAliveResponse { header: current_header(&*backend), id, ttl }),
+                    Err(e) => Err(Status::from(e)),
+                };
+                let failed = reply.is_err();
+                if tx.send(reply).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let LeaseTimeToLiveRequest { id, keys } = req.into_inner();
+        let resp = match self.backend.lease_time(id).await? {
+            // etcd answers an unknown lease with TTL -1, not an error.
+            None => LeaseTimeToLiveResponse {
+                header: current_header(&*self.backend),
+                id,
+                ttl: -1,
+                ..Default::default()
+            },
+            Some(t) => LeaseTimeToLiveResponse {
+                header: current_header(&*self.backend),
+                id,
+                ttl: t.remaining,
+                granted_ttl: t.granted,
+                keys: if keys { self.backend.lease_keys(id)? } else { Vec::new() },
+            },
+        };
+        Ok(Response::new(resp))
+    }
+
+    async fn lease_leases(
+        &self,
+        _req: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        let leases = self.backend.leases()?.into_iter().map(|id| LeaseStatus { id }).collect();
+        Ok(Response::new(LeaseLeasesResponse { header: current_header(&*self.backend), leases }))
+    }
+}
