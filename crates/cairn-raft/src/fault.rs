@@ -1,0 +1,81 @@
+//! Test-only fault injection: deliberate consistency bugs that the chaos harness
+//! (`jepsen/`, `cairn-jepsen`) must catch. Compiled only with the `fault-injection` cargo
+//! feature, which no default build enables: the normal `cairn` binary never contains this
+//! code; only the `cairn-faulty` binary (`required-features = ["fault-injection"]`) does.
+//!
+//! The fault is chosen at process start by the `CAIRN_FAULT` environment variable:
+//!
+//! - `stale-read`: [`crate::RaftNode::linearize`] returns at once, without asking the leader
+//!   for a read index, so "linearizable" reads are served from this member's local state
+//!   (which may lag behind, or be a partitioned minority's).
+//! - `ack-before-commit`: on the leader, [`crate::RaftNode::write`] computes the response on
+//!   the local state machine, acknowledges it at once and proposes the write in the
+//!   background; the client is told "done" before a quorum has the entry (and if the leader
+//!   dies or loses leadership first, an acknowledged write is lost or applied differently).
+//! - unset or `none`: no fault (the binary behaves as `cairn`).
+
+use std::sync::OnceLock;
+
+use cairn_mvcc::{MvccStore, WriteRequest, WriteResponse};
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::ServerState;
+
+use crate::types::{Command, Raft};
+use crate::ReplicationError;
+
+/// Environment variable naming the fault.
+pub const FAULT_ENV: &str = "CAIRN_FAULT";
+
+/// The injected fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    None,
+    StaleRead,
+    AckBeforeCommit,
+}
+
+/// The fault this process runs with (read once from [`FAULT_ENV`]).
+///
+/// # Panics
+/// On an unknown fault name: a typo must not silently run the correct code.
+pub fn current() -> Fault {
+    static FAULT: OnceLock<Fault> = OnceLock::new();
+    *FAULT.get_or_init(|| {
+        let name = std::env::var(FAULT_ENV).unwrap_or_default();
+        let fault = match name.as_str() {
+            "" | "none" => Fault::None,
+            "stale-read" => Fault::StaleRead,
+            "ack-before-commit" => Fault::AckBeforeCommit,
+            other => panic!("{FAULT_ENV}={other:?}: expected none, stale-read or ack-before-commit"),
+        };
+        tracing::warn!(?fault, "FAULT INJECTION BUILD: this binary is for testing the test harness only");
+        fault
+    })
+}
+
+/// Hook of `RaftNode::linearize`: `true` when the read barrier must be skipped.
+pub(crate) fn skip_read_index() -> bool {
+    current() == Fault::StaleRead
+}
+
+/// Hook of `RaftNode::write`: with `ack-before-commit` on the leader, the response computed
+/// on local state (nothing is written locally) while the real proposal runs in the
+/// background. `None`: take the normal path.
+pub(crate) fn ack_before_commit(
+    raft: &Raft,
+    store: &MvccStore,
+    req: &WriteRequest,
+) -> Option<Result<WriteResponse, ReplicationError>> {
+    if current() != Fault::AckBeforeCommit || raft.metrics().borrow_watched().state != ServerState::Leader {
+        return None;
+    }
+    // Evaluate on the current local state without committing the batch: what the client is
+    // told is a guess, exactly the bug being injected.
+    let guess = store.begin_apply().and_then(|mut batch| batch.apply(req));
+    let raft = raft.clone();
+    let command = Command(req.clone());
+    tokio::spawn(async move {
+        let _ = raft.client_write(command).await;
+    });
+    Some(guess.map_err(ReplicationError::from))
+}
