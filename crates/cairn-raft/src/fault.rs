@@ -1,9 +1,13 @@
 //! Test-only fault injection: deliberate consistency bugs that the chaos harness
 //! (`jepsen/`, `cairn-jepsen`) must catch. Compiled only with the `fault-injection` cargo
-//! feature, which no default build enables: the normal `cairn` binary never contains this
-//! code; only the `cairn-faulty` binary (`required-features = ["fault-injection"]`) does.
+//! feature, which no default or release build enables. A test build of the whole workspace
+//! (`cargo test --workspace`) does enable it, through `cairn-jepsen`'s dev-dependency, so that
+//! the `cairn-faulty` binary (`required-features = ["fault-injection"]`) gets built; the
+//! `cairn` binary of that build then contains this code too, but inert: a fault is only ever
+//! active after [`arm`], which only `cairn-faulty`'s `main` calls. `cairn` ignores
+//! `CAIRN_FAULT` (with a warning), so a real server can never run a fault.
 //!
-//! The fault is chosen at process start by the `CAIRN_FAULT` environment variable:
+//! In an armed process the fault is chosen at start by the `CAIRN_FAULT` environment variable:
 //!
 //! - `stale-read`: [`crate::RaftNode::linearize`] returns at once, without asking the leader
 //!   for a read index, so "linearizable" reads are served from this member's local state
@@ -14,6 +18,7 @@
 //!   dies or loses leadership first, an acknowledged write is lost or applied differently).
 //! - unset or `none`: no fault (the binary behaves as `cairn`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use cairn_mvcc::{MvccStore, WriteRequest, WriteResponse};
@@ -34,14 +39,29 @@ pub enum Fault {
     AckBeforeCommit,
 }
 
-/// The fault this process runs with (read once from [`FAULT_ENV`]).
+static ARMED: AtomicBool = AtomicBool::new(false);
+
+/// Lets [`FAULT_ENV`] choose a fault in this process. Called only by the `cairn-faulty`
+/// binary's `main`, before anything else runs; without it every hook takes the correct path.
+pub fn arm() {
+    ARMED.store(true, Ordering::SeqCst);
+}
+
+/// The fault this process runs with (read once from [`FAULT_ENV`]; always [`Fault::None`]
+/// unless [`arm`] was called first).
 ///
 /// # Panics
-/// On an unknown fault name: a typo must not silently run the correct code.
+/// On an unknown fault name in an armed process: a typo must not silently run the correct code.
 pub fn current() -> Fault {
     static FAULT: OnceLock<Fault> = OnceLock::new();
     *FAULT.get_or_init(|| {
         let name = std::env::var(FAULT_ENV).unwrap_or_default();
+        if !ARMED.load(Ordering::SeqCst) {
+            if !name.is_empty() {
+                tracing::warn!("{FAULT_ENV}={name:?} ignored: only the cairn-faulty test binary injects faults");
+            }
+            return Fault::None;
+        }
         let fault = match name.as_str() {
             "" | "none" => Fault::None,
             "stale-read" => Fault::StaleRead,

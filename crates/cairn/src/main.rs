@@ -95,7 +95,8 @@ impl ServeArgs {
     }
 }
 
-fn main() -> ExitCode {
+/// `pub(crate)`: `src/bin/cairn-faulty.rs` wraps this `main` (and arms the test-only faults).
+pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
