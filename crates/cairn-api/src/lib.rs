@@ -6,9 +6,11 @@
 //! [`Backend`].
 
 pub mod backend;
+pub mod election;
 pub mod errors;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod watch;
 
@@ -21,6 +23,10 @@ use cairn_proto::etcdserverpb::lease_server::LeaseServer;
 use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use cairn_proto::etcdserverpb::watch_server::WatchServer;
 use cairn_proto::etcdserverpb::ResponseHeader;
+use cairn_proto::v3electionpb::election_server::ElectionServer;
+use cairn_proto::v3lockpb::lock_server::LockServer;
+use tokio::sync::mpsc;
+use tonic::service::Routes;
 
 /// Request limits, with etcd's defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,13 +68,8 @@ pub fn fill_header(header: &mut Option<ResponseHeader>, s: &MemberStatus) {
     h.raft_term = s.raft_term;
 }
 
-/// Serve the etcd API for `backend` on `listener` until `shutdown` completes.
-pub async fn serve<B: Backend>(
-    backend: Arc<B>,
-    limits: Limits,
-    listener: tokio::net::TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), tonic::transport::Error> {
+/// The services that read and write the store itself (all but Lock and Election).
+fn store_routes<B: Backend>(backend: Arc<B>, limits: Limits) -> Routes {
     let kv = KvServer::new(kv::KvService { backend: backend.clone(), limits })
         .max_decoding_message_size(decode_limit(&limits))
         .max_encoding_message_size(usize::MAX);
@@ -79,13 +80,59 @@ pub async fn serve<B: Backend>(
     });
     let lease = LeaseServer::new(lease::LeaseService { backend: backend.clone() });
     let cluster = ClusterServer::new(maintenance::ClusterService { backend });
+    Routes::new(kv).add_service(maintenance).add_service(cluster).add_service(watch).add_service(lease)
+}
+
+/// Every etcd service for `backend`. Lock and Election are, as in etcd, clients of the
+/// others: they run `cairn-client`'s recipes over an in-process channel.
+pub fn routes<B: Backend>(backend: Arc<B>, limits: Limits) -> Routes {
+    let internal =
+        cairn_client::Client::from_channel(in_process_channel(store_routes(backend.clone(), limits)));
+    store_routes(backend, limits)
+        .add_service(LockServer::new(lock::LockService { client: internal.clone() }))
+        .add_service(ElectionServer::new(election::ElectionService { client: internal }))
+}
+
+/// A gRPC channel to `routes` served in this process over in-memory pipes: the same
+/// service code, encoding and errors as over TCP, without a socket. The server task ends
+/// when the last clone of the channel is dropped.
+pub fn in_process_channel(routes: Routes) -> tonic::transport::Channel {
+    let (connections, incoming) = mpsc::unbounded_channel::<std::io::Result<tokio::io::DuplexStream>>();
+    tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::UnboundedReceiverStream::new(incoming);
+        if let Err(e) =
+            tonic::transport::Server::builder().add_routes(routes).serve_with_incoming(incoming).await
+        {
+            tracing::warn!("in-process API server stopped: {e}");
+        }
+    });
+    let connector = tower::service_fn(move |_: http::Uri| {
+        let connections = connections.clone();
+        async move {
+            let (client, server) = tokio::io::duplex(IN_PROCESS_PIPE_BYTES);
+            connections.send(Ok(server)).map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "in-process API server stopped")
+            })?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(client))
+        }
+    });
+    tonic::transport::Endpoint::from_static("http://in-process.invalid")
+        .connect_with_connector_lazy(connector)
+}
+
+/// Buffer of one direction of an in-process connection.
+const IN_PROCESS_PIPE_BYTES: usize = 256 * 1024;
+
+/// Serve the etcd API for `backend` on `listener` until `shutdown` completes.
+pub async fn serve<B: Backend>(
+    backend: Arc<B>,
+    limits: Limits,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .add_service(kv)
-        .add_service(maintenance)
-        .add_service(cluster)
-        .add_service(watch)
-        .add_service(lease)
+        .add_routes(routes(backend, limits))
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
         .await
 }

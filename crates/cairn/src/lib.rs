@@ -22,15 +22,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use backend::RaftBackend;
-use cairn_api::kv::KvService;
-use cairn_proto::etcdserverpb::kv_server::Kv;
-use cairn_proto::etcdserverpb::*;
 use cairn_raft::{NodeConfig, RaftNode, StartError};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::Request;
 
 pub use cairn_api::Limits;
+pub use cairn_client::{
+    CasOutcome, Client, Election, Leadership, Lease, Lock, LockGuard, TypedKey, Versioned,
+};
 pub use cairn_proto as proto;
 pub use config::Config;
 
@@ -62,7 +61,7 @@ impl Error {
 /// A running Cairn member: the replicated store, the peer server and the etcd API server.
 pub struct Node {
     backend: Arc<RaftBackend>,
-    limits: Limits,
+    client: Client,
     client_addr: SocketAddr,
     api: std::sync::Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
 }
@@ -107,9 +106,10 @@ impl Node {
             }
         });
         tracing::info!(client = %client_addr, "serving the etcd v3 API");
+        let client = cairn_api::in_process_channel(cairn_api::routes(backend.clone(), resolved.limits));
         Ok(Node {
             backend,
-            limits: resolved.limits,
+            client: Client::from_channel(client),
             client_addr,
             api: std::sync::Mutex::new(Some((stop_tx, api))),
         })
@@ -120,9 +120,11 @@ impl Node {
         self.client_addr
     }
 
-    /// An in-process client: the etcd KV API without the network.
+    /// An in-process client: the whole etcd API (KV, Watch, Lease, Lock, Election, ...)
+    /// through the same service code as over the network, without a socket; the recipes of
+    /// [`cairn_client`] ([`Lease`], [`Lock`], [`Election`], [`TypedKey`]) run on it.
     pub fn client(&self) -> Client {
-        Client { kv: Arc::new(KvService { backend: self.backend.clone(), limits: self.limits }) }
+        self.client.clone()
     }
 
     /// This member's id (as in response headers).
@@ -148,48 +150,5 @@ impl Node {
             apply_batches = c.apply_batches,
             "replication counters"
         );
-    }
-}
-
-/// An in-process etcd KV client. Requests go through the same service code as gRPC
-/// requests, so validation, results and errors (`tonic::Status` with etcd's code and text)
-/// are identical.
-#[derive(Clone)]
-pub struct Client {
-    kv: Arc<KvService<RaftBackend>>,
-}
-
-impl Client {
-    pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, tonic::Status> {
-        Ok(self.kv.range(Request::new(req)).await?.into_inner())
-    }
-
-    /// A linearizable get of one key.
-    pub async fn get(&self, key: impl Into<Vec<u8>>) -> Result<RangeResponse, tonic::Status> {
-        self.range(RangeRequest { key: key.into(), ..Default::default() }).await
-    }
-
-    pub async fn put(
-        &self,
-        key: impl Into<Vec<u8>>,
-        value: impl Into<Vec<u8>>,
-    ) -> Result<PutResponse, tonic::Status> {
-        self.put_request(PutRequest { key: key.into(), value: value.into(), ..Default::default() }).await
-    }
-
-    pub async fn put_request(&self, req: PutRequest) -> Result<PutResponse, tonic::Status> {
-        Ok(self.kv.put(Request::new(req)).await?.into_inner())
-    }
-
-    pub async fn delete(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse, tonic::Status> {
-        Ok(self.kv.delete_range(Request::new(req)).await?.into_inner())
-    }
-
-    pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, tonic::Status> {
-        Ok(self.kv.txn(Request::new(req)).await?.into_inner())
-    }
-
-    pub async fn compact(&self, revision: i64) -> Result<CompactionResponse, tonic::Status> {
-        Ok(self.kv.compact(Request::new(CompactionRequest { revision, physical: true })).await?.into_inner())
     }
 }

@@ -1,0 +1,53 @@
+//! `v3lockpb.Lock`, as etcd serves it: a client of this member's own KV, Lease and Watch
+//! services (over an in-process channel) running the lock recipe of `cairn-client`, which
+//! is etcd's `concurrency.Mutex`. The caller keeps its lease alive; the server does not.
+
+use cairn_client::concurrency::{acquire, prefix_of};
+use cairn_client::Client;
+use cairn_proto::etcdserverpb::{DeleteRangeRequest, LeaseGrantRequest};
+use cairn_proto::v3lockpb::lock_server::Lock;
+use cairn_proto::v3lockpb::*;
+use tonic::{Request, Response, Status};
+
+/// TTL of the lease granted for a request that names none (etcd's session default).
+pub const DEFAULT_SESSION_TTL: i64 = 60;
+
+pub struct LockService {
+    pub client: Client,
+}
+
+/// Errors of the recipes reach the caller as etcd's server sends them: API errors with
+/// their status, the recipes' own (plain Go errors in etcd) as Unknown with etcd's text.
+pub(crate) fn recipe_status(e: cairn_client::Error) -> Status {
+    match e {
+        cairn_client::Error::Status(s) => s,
+        other => Status::unknown(other.to_string()),
+    }
+}
+
+/// The request's lease, or a new one of [`DEFAULT_SESSION_TTL`] for lease 0 (as etcd).
+pub(crate) async fn lease_or_grant(client: &Client, lease: i64) -> Result<i64, Status> {
+    if lease != 0 {
+        return Ok(lease);
+    }
+    let grant = LeaseGrantRequest { ttl: DEFAULT_SESSION_TTL, id: 0 };
+    Ok(client.lease().lease_grant(grant).await?.into_inner().id)
+}
+
+#[tonic::async_trait]
+impl Lock for LockService {
+    async fn lock(&self, req: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        let LockRequest { name, lease } = req.into_inner();
+        let lease = lease_or_grant(&self.client, lease).await?;
+        // If the caller goes away while it waits, tonic drops this future and the recipe
+        // takes the waiter's key out of the queue.
+        let won = acquire(&self.client, &prefix_of(name), lease).await.map_err(recipe_status)?;
+        Ok(Response::new(LockResponse { header: Some(won.header), key: won.key }))
+    }
+
+    async fn unlock(&self, req: Request<UnlockRequest>) -> Result<Response<UnlockResponse>, Status> {
+        let key = req.into_inner().key;
+        let resp = self.client.delete(DeleteRangeRequest { key, ..Default::default() }).await?;
+        Ok(Response::new(UnlockResponse { header: resp.header }))
+    }
+}

@@ -1,0 +1,147 @@
+//! Typed configuration: one serde value under one key, stored as JSON (so `etcdctl get`
+//! shows it), with compare-and-swap on the key's mod revision and a watch of its changes.
+
+use std::marker::PhantomData;
+
+use cairn_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use cairn_proto::etcdserverpb::request_op::Request as Op;
+use cairn_proto::etcdserverpb::*;
+use cairn_proto::mvccpb::event::EventType;
+use cairn_proto::mvccpb::KeyValue;
+use futures::Stream;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::{Client, Error};
+
+/// A value and the revisions that identify this version of it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Versioned<T> {
+    pub value: T,
+    /// The key's mod revision: pass it to [`TypedKey::compare_and_swap`].
+    pub mod_revision: i64,
+    /// How many times the key was written since it was created.
+    pub version: i64,
+}
+
+/// What a compare-and-swap did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CasOutcome<T> {
+    /// The new value is stored, at this revision.
+    Swapped { revision: i64 },
+    /// Someone else changed the key first; this is what it holds now (`None`: absent).
+    Conflict { current: Option<Versioned<T>> },
+}
+
+/// A serde value of type `T` under `key`.
+pub struct TypedKey<T> {
+    client: Client,
+    key: Vec<u8>,
+    _value: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for TypedKey<T> {
+    fn clone(&self) -> Self {
+        TypedKey { client: self.client.clone(), key: self.key.clone(), _value: PhantomData }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> TypedKey<T> {
+    pub fn new(client: &Client, key: impl Into<Vec<u8>>) -> TypedKey<T> {
+        TypedKey { client: client.clone(), key: key.into(), _value: PhantomData }
+    }
+
+    /// The current value (a linearizable read), or `None` when the key is absent.
+    pub async fn get(&self) -> Result<Option<Versioned<T>>, Error> {
+        let resp = self.client.get(self.key.clone()).await?;
+        resp.kvs.into_iter().next().map(|kv| self.decode(&kv)).transpose()
+    }
+
+    /// Stores `value` unconditionally; returns the revision of the write.
+    pub async fn put(&self, value: &T) -> Result<i64, Error> {
+        let value = serde_json::to_vec(value).map_err(Error::Encode)?;
+        let resp = self.client.put(self.key.clone(), value).await?;
+        Ok(crate::header_revision(&resp.header))
+    }
+
+    /// Stores `value` only if the key is still at `expected` (its mod revision from
+    /// [`Versioned::mod_revision`], or `None` for "absent"), in one transaction.
+    pub async fn compare_and_swap(&self, expected: Option<i64>, value: &T) -> Result<CasOutcome<T>, Error> {
+        let encoded = serde_json::to_vec(value).map_err(Error::Encode)?;
+        let compare = match expected {
+            Some(rev) => (CompareTarget::Mod, TargetUnion::ModRevision(rev)),
+            None => (CompareTarget::Create, TargetUnion::CreateRevision(0)),
+        };
+        let resp = self
+            .client
+            .txn(TxnRequest {
+                compare: vec![Compare {
+                    result: CompareResult::Equal as i32,
+                    target: compare.0 as i32,
+                    key: self.key.clone(),
+                    target_union: Some(compare.1),
+                    range_end: vec![],
+                }],
+                success: vec![crate::op(Op::RequestPut(PutRequest {
+                    key: self.key.clone(),
+                    value: encoded,
+                    ..Default::default()
+                }))],
+                failure: vec![crate::op(Op::RequestRange(RangeRequest {
+                    key: self.key.clone(),
+                    ..Default::default()
+                }))],
+            })
+            .await?;
+        if resp.succeeded {
+            return Ok(CasOutcome::Swapped { revision: crate::header_revision(&resp.header) });
+        }
+        let current = crate::range_kvs(&resp, 0).first().map(|kv| self.decode(kv)).transpose()?;
+        Ok(CasOutcome::Conflict { current })
+    }
+
+    /// The current value, then every change (`None`: deleted), in order, with none missed.
+    /// Ends with an error if the watch is canceled (e.g. by compaction).
+    pub fn watch(&self) -> impl Stream<Item = Result<Option<Versioned<T>>, Error>> + Send + 'static {
+        let this = self.clone();
+        crate::spawn_stream(move |tx| async move { this.follow(&tx).await })
+    }
+
+    async fn follow(&self, tx: &mpsc::Sender<Result<Option<Versioned<T>>, Error>>) -> Result<(), Error> {
+        let resp = self.client.get(self.key.clone()).await?;
+        let current = resp.kvs.first().map(|kv| self.decode(kv)).transpose()?;
+        if tx.send(Ok(current)).await.is_err() {
+            return Ok(());
+        }
+        let from = crate::header_revision(&resp.header) + 1;
+        let mut watch = self
+            .client
+            .watch(WatchCreateRequest { key: self.key.clone(), start_revision: from, ..Default::default() })
+            .await?;
+        loop {
+            let r = match watch.next().await? {
+                Some(r) if r.canceled => return Err(crate::watch::canceled(&r)),
+                Some(r) => r,
+                None => return Err(Error::WatchEnded("stream closed".into())),
+            };
+            for e in r.events {
+                let change = match (e.r#type == EventType::Delete as i32, e.kv) {
+                    (false, Some(kv)) => Some(self.decode(&kv)?),
+                    _ => None,
+                };
+                if tx.send(Ok(change)).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn decode(&self, kv: &KeyValue) -> Result<Versioned<T>, Error> {
+        let value = serde_json::from_slice(&kv.value).map_err(|source| Error::Decode {
+            key: String::from_utf8_lossy(&self.key).into_owned(),
+            source,
+        })?;
+        Ok(Versioned { value, mod_revision: kv.mod_revision, version: kv.version })
+    }
+}

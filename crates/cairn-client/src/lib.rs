@@ -1,0 +1,214 @@
+//! An etcd v3 client with coordination recipes, for Cairn and for etcd alike.
+//!
+//! [`Client`] wraps one gRPC channel: to remote members ([`Client::connect`]) or to a member
+//! in the same process (`cairn::Node::client`, an in-memory channel into the same service
+//! code). On it sit the recipes that etcd's `clientv3/concurrency` package offers, with the
+//! same keys and the same waiting discipline, so a Cairn lock and an etcd lock interoperate
+//! with `etcdctl lock` and `etcdctl elect`:
+//!
+//! - [`Lease`]: a lease kept alive in the background, with a loss signal;
+//! - [`Lock`]: a mutex; its guard's [`LockGuard::fencing_token`] orders holders;
+//! - [`Election`]: campaign, proclaim, observe, resign (also on drop);
+//! - [`TypedKey`]: a serde value under a key, with compare-and-swap and watch.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), cairn_client::Error> {
+//! use cairn_client::{Client, Lease, Lock};
+//! let client = Client::connect(["127.0.0.1:2379"]).await?;
+//! let lease = Lease::grant(&client, 10).await?;
+//! let guard = Lock::new(&client, "migrations").lock(&lease).await?;
+//! // Pass guard.fencing_token() to the storage that the lock protects.
+//! guard.unlock().await?;
+//! # Ok(()) }
+//! ```
+
+pub mod concurrency;
+pub mod config;
+mod watch;
+
+use cairn_proto::etcdserverpb::kv_client::KvClient;
+use cairn_proto::etcdserverpb::lease_client::LeaseClient;
+use cairn_proto::etcdserverpb::request_op::Request as Op;
+use cairn_proto::etcdserverpb::response_op::Response as OpResponse;
+use cairn_proto::etcdserverpb::watch_client::WatchClient;
+use cairn_proto::etcdserverpb::*;
+use tonic::transport::{Channel, Endpoint};
+
+pub use cairn_proto as proto;
+pub use concurrency::{Election, Leadership, Lease, Lock, LockGuard};
+pub use config::{CasOutcome, TypedKey, Versioned};
+pub use watch::{wait_deletes, WatchStream};
+
+/// What a recipe can fail with. Errors of the etcd API keep their gRPC status (etcd's code
+/// and text); the recipes' own errors carry etcd's texts too.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Status(#[from] tonic::Status),
+    #[error("cannot connect: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("invalid endpoint {0:?}")]
+    Endpoint(String),
+    /// The lease under a lock or an election ended (expired or revoked) before it was won.
+    #[error("mutex: session is expired")]
+    SessionExpired,
+    /// Proclaim by a candidate that no longer leads.
+    #[error("election: not leader")]
+    NotLeader,
+    /// A lease keepalive found the lease gone.
+    #[error("lease {0:x} not found or expired")]
+    LeaseLost(i64),
+    /// A watch ended without the event it waited for (stream closed, or canceled by the server).
+    #[error("watch ended: {0}")]
+    WatchEnded(String),
+    /// A [`TypedKey`] value that is not the expected JSON.
+    #[error("cannot decode the value of {key:?}: {source}")]
+    Decode { key: String, source: serde_json::Error },
+    #[error("cannot encode a value: {0}")]
+    Encode(serde_json::Error),
+}
+
+/// One handle to an etcd v3 API: cheap to clone, all clones share the connections.
+#[derive(Clone, Debug)]
+pub struct Client {
+    channel: Channel,
+}
+
+impl Client {
+    /// A client balancing over `endpoints` (`host:port` or `http://host:port`). Connections
+    /// are made lazily and re-made after a failure; a member that is down is skipped.
+    pub async fn connect<I, S>(endpoints: I) -> Result<Client, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut list = Vec::new();
+        for e in endpoints {
+            let e = e.as_ref();
+            let url = if e.contains("://") { e.to_string() } else { format!("http://{e}") };
+            let endpoint = Endpoint::from_shared(url).map_err(|_| Error::Endpoint(e.to_string()))?;
+            list.push(endpoint.tcp_nodelay(true).connect_timeout(std::time::Duration::from_secs(3)));
+        }
+        match list.len() {
+            0 => Err(Error::Endpoint(String::new())),
+            1 => Ok(Client { channel: list.pop().expect("one endpoint").connect_lazy() }),
+            _ => Ok(Client { channel: Channel::balance_list(list.into_iter()) }),
+        }
+    }
+
+    /// A client over a channel made elsewhere (e.g. an in-process one).
+    pub fn from_channel(channel: Channel) -> Client {
+        Client { channel }
+    }
+
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// The raw KV stub (etcd's messages, no conversion).
+    pub fn kv(&self) -> KvClient<Channel> {
+        KvClient::new(self.channel.clone()).max_decoding_message_size(usize::MAX)
+    }
+
+    pub fn lease(&self) -> LeaseClient<Channel> {
+        LeaseClient::new(self.channel.clone())
+    }
+
+    pub fn watch_client(&self) -> WatchClient<Channel> {
+        WatchClient::new(self.channel.clone()).max_decoding_message_size(usize::MAX)
+    }
+
+    pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, tonic::Status> {
+        Ok(self.kv().range(req).await?.into_inner())
+    }
+
+    /// A linearizable get of one key.
+    pub async fn get(&self, key: impl Into<Vec<u8>>) -> Result<RangeResponse, tonic::Status> {
+        self.range(RangeRequest { key: key.into(), ..Default::default() }).await
+    }
+
+    pub async fn put(
+        &self,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+    ) -> Result<PutResponse, tonic::Status> {
+        self.put_request(PutRequest { key: key.into(), value: value.into(), ..Default::default() }).await
+    }
+
+    pub async fn put_request(&self, req: PutRequest) -> Result<PutResponse, tonic::Status> {
+        Ok(self.kv().put(req).await?.into_inner())
+    }
+
+    pub async fn delete(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse, tonic::Status> {
+        Ok(self.kv().delete_range(req).await?.into_inner())
+    }
+
+    pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, tonic::Status> {
+        Ok(self.kv().txn(req).await?.into_inner())
+    }
+
+    pub async fn compact(&self, revision: i64) -> Result<CompactionResponse, tonic::Status> {
+        Ok(self.kv().compact(CompactionRequest { revision, physical: true }).await?.into_inner())
+    }
+
+    /// Watch `key` (with `range_end` as etcd: empty for one key) from `start_revision`
+    /// (0: from now). The stream ends when the server cancels the watch.
+    pub async fn watch(&self, create: WatchCreateRequest) -> Result<WatchStream, Error> {
+        WatchStream::open(self, create).await
+    }
+}
+
+/// The end of the range holding every key with `prefix` (etcd's `WithPrefix`).
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // All 0xff (or empty): every key from the prefix on.
+    vec![0]
+}
+
+pub(crate) fn header_revision(header: &Option<ResponseHeader>) -> i64 {
+    header.as_ref().map_or(0, |h| h.revision)
+}
+
+pub(crate) fn op(request: Op) -> RequestOp {
+    RequestOp { request: Some(request) }
+}
+
+/// The key-values of the `i`th response of a txn, when it is a range.
+pub(crate) fn range_kvs(resp: &TxnResponse, i: usize) -> &[cairn_proto::mvccpb::KeyValue] {
+    match resp.responses.get(i).and_then(|r| r.response.as_ref()) {
+        Some(OpResponse::ResponseRange(r)) => &r.kvs,
+        _ => &[],
+    }
+}
+
+/// A stream fed by `produce` on a task of its own; an error `produce` returns is the last
+/// item. The task stops when the receiver is dropped.
+pub(crate) fn spawn_stream<T, F, Fut>(produce: F) -> tokio_stream::wrappers::ReceiverStream<Result<T, Error>>
+where
+    T: Send + 'static,
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<T, Error>>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Error>> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
+    let produced = produce(tx.clone());
+    tokio::spawn(async move {
+        tokio::select! {
+            result = produced => {
+                if let Err(e) = result {
+                    let _ = tx.send(Err(e)).await;
+                }
+            }
+            _ = tx.closed() => {}
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Items a slow consumer of an observe or watch stream may leave unread.
+const STREAM_BUFFER: usize = 16;
