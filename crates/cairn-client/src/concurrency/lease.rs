@@ -108,13 +108,15 @@ async fn keep_alive(client: Client, id: i64, ttl: i64, lost: watch::Sender<bool>
     let mut alive_until = Instant::now() + ttl;
     loop {
         let (tx, rx) = mpsc::channel(1);
-        if let Ok(resp) = client.lease().lease_keep_alive(ReceiverStream::new(rx)).await {
+        // The first request goes in before the call: etcd's server sends its response
+        // headers only with its first answer, so the call would wait for it forever.
+        let mut sent = Instant::now();
+        let _ = tx.try_send(LeaseKeepAliveRequest { id });
+        let mut stub = client.lease();
+        if let Ok(Ok(resp)) = tokio::time::timeout(ttl, stub.lease_keep_alive(ReceiverStream::new(rx))).await
+        {
             let mut responses = resp.into_inner();
             loop {
-                let sent = Instant::now();
-                if tx.send(LeaseKeepAliveRequest { id }).await.is_err() {
-                    break;
-                }
                 let wait = alive_until.saturating_duration_since(sent).max(Duration::from_millis(100));
                 match tokio::time::timeout(wait, responses.message()).await {
                     Ok(Ok(Some(r))) if r.ttl <= 0 => {
@@ -127,6 +129,10 @@ async fn keep_alive(client: Client, id: i64, ttl: i64, lost: watch::Sender<bool>
                         tokio::time::sleep((ttl / 3).max(Duration::from_millis(500))).await;
                     }
                     _ => break,
+                }
+                sent = Instant::now();
+                if tx.send(LeaseKeepAliveRequest { id }).await.is_err() {
+                    break;
                 }
             }
         }

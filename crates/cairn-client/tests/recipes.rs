@@ -1,0 +1,219 @@
+//! The recipes against real members (cairn, or etcd 3.4 with `CAIRN_TEST_TARGET=etcd`):
+//! leases with keepalive and loss, locks with fencing tokens, elections, typed keys.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use cairn_client::proto::etcdserverpb::{DeleteRangeRequest, LeaseRevokeRequest, PutRequest, RangeRequest};
+use cairn_client::{prefix_end, CasOutcome, Client, Election, Error, Lease, Lock, TypedKey, Versioned};
+use cairn_tests::{eventually, Cluster, ClusterOptions, Target};
+use futures::StreamExt;
+
+const CONVERGE: Duration = Duration::from_secs(30);
+
+async fn start(nodes: usize) -> Result<(Cluster, Client)> {
+    let cluster = Cluster::start(Target::from_env(), ClusterOptions::nodes(nodes)).await?;
+    let client = Client::connect(cluster.endpoints()).await?;
+    Ok((cluster, client))
+}
+
+async fn exists(client: &Client, key: &str) -> Result<bool> {
+    Ok(!client.get(key).await?.kvs.is_empty())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_keeps_its_keys_past_the_ttl_and_signals_its_loss() -> Result<()> {
+    let (_cluster, client) = start(3).await?;
+    let lease = Lease::grant(&client, 2).await?;
+    client
+        .put_request(PutRequest { key: b"presence".to_vec(), lease: lease.id(), ..Default::default() })
+        .await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    ensure!(exists(&client, "presence").await?, "a kept-alive lease lost its key");
+    ensure!(!lease.is_lost());
+
+    // Someone else revokes it: the holder hears of it.
+    client.lease().lease_revoke(LeaseRevokeRequest { id: lease.id() }).await?;
+    tokio::time::timeout(CONVERGE, lease.lost()).await.context("no loss signal after a revoke")?;
+    ensure!(!exists(&client, "presence").await?);
+
+    // Dropping a lease stops the keepalives: it expires.
+    let lease = Lease::grant(&client, 2).await?;
+    client.put_request(PutRequest { key: b"gone".to_vec(), lease: lease.id(), ..Default::default() }).await?;
+    drop(lease);
+    eventually(CONVERGE, "a dropped lease to expire", || async {
+        ensure!(!exists(&client, "gone").await?, "still there");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_guards_exclude_each_other_and_tokens_grow() -> Result<()> {
+    let (cluster, _) = start(3).await?;
+    let holding = Arc::new(AtomicBool::new(false));
+    let tokens = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        // Each contender on its own member.
+        let client = Client::connect([cluster.endpoint(i % 3)]).await?;
+        let (holding, tokens) = (holding.clone(), tokens.clone());
+        tasks.push(tokio::spawn(async move {
+            let lease = Lease::grant(&client, 5).await?;
+            let guard = Lock::new(&client, "recipes-lock").lock(&lease).await?;
+            ensure!(!holding.swap(true, Ordering::SeqCst), "two holders at once");
+            ensure!(guard.key().starts_with(b"recipes-lock/"));
+            tokens.lock().unwrap().push(guard.fencing_token());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            holding.store(false, Ordering::SeqCst);
+            if i % 2 == 0 {
+                guard.unlock().await?;
+            } else {
+                // Dropping the guard releases it too.
+                drop(guard);
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(60), t).await.context("contenders hung")???;
+    }
+    let tokens = tokens.lock().unwrap().clone();
+    ensure!(tokens.len() == 6 && tokens.windows(2).all(|w| w[0] < w[1]), "tokens {tokens:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_leaves_the_queue_when_its_lease_ends_or_it_gives_up() -> Result<()> {
+    let (_cluster, client) = start(1).await?;
+    let holder = Lease::grant(&client, 10).await?;
+    let lock = Lock::new(&client, "queue");
+    let held = lock.lock(&holder).await?;
+
+    // Giving up (the future dropped) takes the waiter's key away.
+    let impatient = Lease::grant(&client, 10).await?;
+    let gave_up = tokio::time::timeout(Duration::from_millis(500), lock.lock(&impatient)).await;
+    ensure!(gave_up.is_err(), "got a held lock");
+    eventually(CONVERGE, "the impatient waiter's key to go", || async {
+        let queue = client
+            .range(RangeRequest {
+                key: b"queue/".to_vec(),
+                range_end: prefix_end(b"queue/"),
+                ..Default::default()
+            })
+            .await?;
+        ensure!(queue.kvs.len() == 1, "queue holds {} keys", queue.kvs.len());
+        Ok(())
+    })
+    .await?;
+
+    // A waiter whose lease is revoked fails with "session expired".
+    let doomed = Lease::grant(&client, 10).await?;
+    let revoke = {
+        let client = client.clone();
+        let id = doomed.id();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            client.lease().lease_revoke(LeaseRevokeRequest { id }).await
+        })
+    };
+    match tokio::time::timeout(CONVERGE, lock.lock(&doomed)).await.context("waiter hung")? {
+        Err(Error::SessionExpired) => {}
+        Err(e) => bail!("expected session expired, got {e}"),
+        Ok(_) => bail!("a waiter with a revoked lease got the lock"),
+    }
+    revoke.await??;
+    held.unlock().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn election_campaign_observe_proclaim_and_resign_on_drop() -> Result<()> {
+    let (cluster, _) = start(3).await?;
+    let a = Client::connect([cluster.endpoint(0)]).await?;
+    let b = Client::connect([cluster.endpoint(1)]).await?;
+    let watcher = Client::connect([cluster.endpoint(2)]).await?;
+    let election = Election::new(&watcher, "scheduler");
+    ensure!(election.leader().await?.is_none());
+    let mut observed = Box::pin(election.observe());
+
+    let lease_a = Lease::grant(&a, 5).await?;
+    let leading = Election::new(&a, "scheduler").campaign(&lease_a, "a").await?;
+    let (_, kv) = observed.next().await.context("observe ended")??;
+    ensure!(kv.value == b"a", "observed {kv:?}");
+
+    let lease_b = Lease::grant(&b, 5).await?;
+    let b_election = Election::new(&b, "scheduler");
+    let campaigning = tokio::spawn(async move {
+        let won = b_election.campaign(&lease_b, "b").await;
+        (won, lease_b)
+    });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    ensure!(!campaigning.is_finished(), "b won while a led");
+    let first_token = leading.fencing_token();
+    leading.proclaim("a:2").await?;
+    drop(leading); // resigns
+
+    let (won, _lease_b) = tokio::time::timeout(CONVERGE, campaigning).await.context("no hand-over")??;
+    let won = won?;
+    ensure!(won.fencing_token() > first_token);
+    let mut values = Vec::new();
+    while values.last().map(Vec::as_slice) != Some(&b"b"[..]) {
+        let (_, kv) = tokio::time::timeout(CONVERGE, observed.next()).await?.context("observe ended")??;
+        values.push(kv.value);
+    }
+    ensure!(values == [b"a:2".to_vec(), b"b".to_vec()], "observed {values:?}");
+    won.proclaim("b:2").await?;
+    ensure!(election.leader().await?.map(|kv| kv.value) == Some(b"b:2".to_vec()));
+    won.resign().await?;
+    ensure!(election.leader().await?.is_none());
+    Ok(())
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
+struct Settings {
+    replicas: u32,
+    region: String,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_key_get_put_compare_and_swap_and_watch() -> Result<()> {
+    let (_cluster, client) = start(1).await?;
+    let settings: TypedKey<Settings> = TypedKey::new(&client, "config/settings");
+    ensure!(settings.get().await?.is_none());
+    let mut changes = Box::pin(settings.watch());
+    ensure!(changes.next().await.context("watch ended")??.is_none(), "absent key watched as present");
+
+    let v1 = Settings { replicas: 3, region: "eu".into() };
+    let v2 = Settings { replicas: 5, region: "eu".into() };
+    let CasOutcome::Swapped { revision } = settings.compare_and_swap(None, &v1).await? else {
+        bail!("create-if-absent failed on an absent key");
+    };
+    match settings.compare_and_swap(None, &v2).await? {
+        CasOutcome::Conflict { current: Some(Versioned { value, mod_revision, version: 1 }) } => {
+            ensure!(value == v1 && mod_revision == revision);
+        }
+        other => bail!("create-if-absent on a present key: {other:?}"),
+    }
+    ensure!(matches!(settings.compare_and_swap(Some(revision), &v2).await?, CasOutcome::Swapped { .. }));
+    ensure!(matches!(settings.compare_and_swap(Some(revision), &v1).await?, CasOutcome::Conflict { .. }));
+    ensure!(settings.get().await?.map(|v| v.value) == Some(v2.clone()));
+
+    // The watch saw both versions, then sees a delete.
+    for expected in [&v1, &v2] {
+        let change = tokio::time::timeout(CONVERGE, changes.next()).await?.context("watch ended")??;
+        ensure!(change.as_ref().map(|v| &v.value) == Some(expected), "watched {change:?}");
+    }
+    client.delete(DeleteRangeRequest { key: b"config/settings".to_vec(), ..Default::default() }).await?;
+    let change = tokio::time::timeout(CONVERGE, changes.next()).await?.context("watch ended")??;
+    ensure!(change.is_none(), "a delete watched as {change:?}");
+
+    // A value that is not JSON of the type is an error, not a panic.
+    client.put("config/settings", "not json").await?;
+    match settings.get().await {
+        Err(Error::Decode { .. }) => Ok(()),
+        other => bail!("decoding garbage gave {other:?}"),
+    }
+}
