@@ -56,3 +56,46 @@ async fn an_embedded_node_serves_the_in_process_client() {
     assert_eq!(remote.get("k", None).await.unwrap().kvs()[0].value(), b"v2");
     node.stop().await;
 }
+
+/// The recipes run on the in-process client exactly as on a remote one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recipes_run_on_the_in_process_client() {
+    use futures::StreamExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = cairn::Config {
+        data_dir: dir.path().join("data"),
+        client_addr: "127.0.0.1:0".into(),
+        peer_addr: "127.0.0.1:0".into(),
+        ..Default::default()
+    };
+    let node = cairn::Node::start(config).await.unwrap();
+    let client = node.client();
+
+    let lease = cairn::Lease::grant(&client, 5).await.unwrap();
+    let first = cairn::Lock::new(&client, "jobs").lock(&lease).await.unwrap();
+    let token = first.fencing_token();
+    first.unlock().await.unwrap();
+    let second = cairn::Lock::new(&client, "jobs").lock(&lease).await.unwrap();
+    assert!(second.fencing_token() > token, "fencing tokens must grow");
+    second.unlock().await.unwrap();
+
+    let election = cairn::Election::new(&client, "leader");
+    let mut observed = Box::pin(election.observe());
+    let leading = election.campaign(&lease, "me").await.unwrap();
+    let (_, kv) = observed.next().await.unwrap().unwrap();
+    assert_eq!(kv.value, b"me");
+    leading.resign().await.unwrap();
+    assert!(election.leader().await.unwrap().is_none());
+
+    let limit: cairn::TypedKey<u32> = cairn::TypedKey::new(&client, "config/limit");
+    limit.put(&7).await.unwrap();
+    let current = limit.get().await.unwrap().unwrap();
+    assert_eq!(current.value, 7);
+    assert!(matches!(
+        limit.compare_and_swap(Some(current.mod_revision), &8).await.unwrap(),
+        cairn::CasOutcome::Swapped { .. }
+    ));
+    lease.revoke().await.unwrap();
+    node.stop().await;
+}
