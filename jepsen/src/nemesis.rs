@@ -123,10 +123,10 @@ impl Nemesis {
             tokio::time::sleep_until(quiet_until.into()).await;
             let kind = self.kinds[turn % self.kinds.len()];
             turn += 1;
-            let m = &mut modes[kind as usize];
-            *m += 1;
+            let m = modes[kind as usize];
+            modes[kind as usize] += 1;
             let start_s = self.now_s();
-            let (mode, nodes, detail) = match self.inject(kind, *m).await {
+            let (mode, nodes, detail) = match self.inject(kind, m).await {
                 Ok(x) => x,
                 Err(e) => {
                     eprintln!("cairn-jepsen: nemesis {kind:?} failed to start: {e:#}");
@@ -220,7 +220,7 @@ impl Nemesis {
                 if self.proxies.is_empty() {
                     anyhow::bail!("no delay proxies (the run was started without the delay nemesis)");
                 }
-                if turn % 2 == 0 {
+                if turn & 1 == 0 {
                     for p in &self.proxies {
                         p.delay.set(50, 50);
                     }
@@ -240,7 +240,7 @@ impl Nemesis {
                 for &i in &nodes {
                     let secs: i64 = {
                         let mut rng = rand::rng();
-                        let s = rng.random_range(1..=if turn % 2 == 0 { 5 } else { 60 });
+                        let s = rng.random_range(1..=if turn & 1 == 0 { 5 } else { 60 });
                         if rng.random_bool(0.5) {
                             s
                         } else {

@@ -1,0 +1,160 @@
+//! The harness end to end, as CI runs it (`cargo test --workspace`):
+//! - a short smoke run (3 nodes, kill + partition, register) against the real `cairn` must be
+//!   valid — with `CAIRN_FAULT=stale-read` set, which the `cairn` binary must ignore;
+//! - the checkers must be able to fail: runs against `cairn-faulty` with each injected bug
+//!   (stale reads, acknowledging before commit) must be reported invalid, exit code 1.
+//!
+//! Needs root (iptables, cgroups) and the server binaries next to this test's profile dir:
+//! `target/<profile>/cairn` and `target/<profile>/cairn-faulty`, which `cargo test --workspace`
+//! builds (this package's dev-dependency turns on cairn's `fault-injection` feature). With
+//! `cargo test -p cairn-jepsen` alone build them first:
+//! `cargo build -p cairn --features fault-injection --bin cairn --bin cairn-faulty`.
+//! The runs are serialized (one cluster at a time on this machine).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Mutex;
+
+use serde_json::Value;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/harness-<hash>
+    exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf()
+}
+
+fn server(name: &str) -> PathBuf {
+    let bin = profile_dir().join(name);
+    assert!(
+        bin.is_file(),
+        "{} not found: run `cargo test --workspace`, or build it first with \
+         `cargo build -p cairn --features fault-injection --bin cairn --bin cairn-faulty`",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs `cairn-jepsen test` and returns (exit code, results.json, report dir).
+fn harness(args: &[&str], bin: &PathBuf, name: &str) -> (i32, Value, tempfile::TempDir) {
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let out = tempfile::Builder::new().prefix(&format!("cairn-jepsen-{name}-")).tempdir().unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_cairn-jepsen"))
+        .arg("test")
+        .args(["--target", "cairn", "--bin"])
+        .arg(bin)
+        .arg("--out")
+        .arg(out.path())
+        .args(args)
+        .status()
+        .expect("running cairn-jepsen");
+    let code = status.code().unwrap_or(-1);
+    let results = std::fs::read(out.path().join("results.json"))
+        .unwrap_or_else(|e| panic!("{name}: no results.json (exit {code}): {e}"));
+    let results: Value = serde_json::from_slice(&results).unwrap();
+    for f in ["history.jsonl", "report.html", "logs/n1.log"] {
+        assert!(out.path().join(f).is_file(), "{name}: {f} missing");
+    }
+    (code, results, out)
+}
+
+fn keep_on_failure(dir: tempfile::TempDir, ok: bool) {
+    if !ok {
+        eprintln!("report kept in {}", dir.keep().display());
+    }
+}
+
+#[test]
+fn smoke_register_with_kill_and_partition_is_valid() {
+    let (code, r, dir) = harness(
+        &[
+            "--nodes",
+            "3",
+            "--time",
+            "30",
+            "--workload",
+            "register",
+            "--nemesis",
+            "partition,kill",
+            "--nemesis-quiet",
+            "4",
+            "--nemesis-fault",
+            "5",
+            "--server-env",
+            "CAIRN_FAULT=stale-read",
+        ],
+        &server("cairn"),
+        "smoke",
+    );
+    let ok = code == 0 && r["valid"] == "valid";
+    let log = (1..=3)
+        .map(|i| std::fs::read_to_string(dir.path().join(format!("logs/n{i}.log"))).unwrap_or_default())
+        .collect::<String>();
+    let armed = log.contains("FAULT INJECTION BUILD");
+    keep_on_failure(dir, ok && !armed);
+    assert!(ok, "smoke run not valid (exit {code}): {:#}", r["checkers"]);
+    assert!(r["ops"]["ok"].as_u64().unwrap() > 100, "too few ops: {}", r["ops"]);
+    assert!(r["nemesis"].as_array().unwrap().len() >= 2, "nemesis did not run: {}", r["nemesis"]);
+    assert!(!armed, "the cairn binary armed a fault: only cairn-faulty may");
+}
+
+#[test]
+fn stale_read_fault_is_caught() {
+    // A partition isolates the leader first: the isolated node keeps serving reads from its
+    // stale local state.
+    let (code, r, dir) = harness(
+        &[
+            "--nodes",
+            "3",
+            "--time",
+            "20",
+            "--workload",
+            "register",
+            "--nemesis",
+            "partition",
+            "--nemesis-quiet",
+            "3",
+            "--nemesis-fault",
+            "6",
+            "--server-env",
+            "CAIRN_FAULT=stale-read",
+        ],
+        &server("cairn-faulty"),
+        "stale-read",
+    );
+    let ok = code == 1 && r["valid"] == "invalid";
+    keep_on_failure(dir, ok);
+    assert!(ok, "stale reads not caught (exit {code}): {:#}", r["checkers"]);
+    assert_eq!(r["checkers"][0]["checker"], "linearizable-register");
+    assert!(r["checkers"][0]["details"]["non_linearizable_keys"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn ack_before_commit_fault_is_caught() {
+    // The isolated leader acknowledges adds it can never commit: they are lost.
+    let (code, r, dir) = harness(
+        &[
+            "--nodes",
+            "3",
+            "--time",
+            "20",
+            "--workload",
+            "set",
+            "--nemesis",
+            "partition",
+            "--nemesis-quiet",
+            "3",
+            "--nemesis-fault",
+            "6",
+            "--server-env",
+            "CAIRN_FAULT=ack-before-commit",
+        ],
+        &server("cairn-faulty"),
+        "ack-before-commit",
+    );
+    let ok = code == 1 && r["valid"] == "invalid";
+    keep_on_failure(dir, ok);
+    assert!(ok, "lost acknowledged writes not caught (exit {code}): {:#}", r["checkers"]);
+    assert!(r["checkers"][0]["details"]["anomalies"][0]["lost_count"].as_u64().unwrap() > 0);
+}
