@@ -156,3 +156,144 @@ async fn a_progress_request_reports_the_current_revision() {
     };
     body.await.unwrap();
 }
+
+/// Collects a live watch's events (revision, key) until it has seen revision `until`.
+async fn collect_until(
+    stream: &mut cairn_tests::etcd_client::WatchStream,
+    until: i64,
+) -> Result<Vec<(i64, String)>> {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    while seen.last().is_none_or(|(rev, _)| *rev < until) {
+        let resp = tokio::time::timeout_at(deadline, stream.message())
+            .await
+            .with_context(|| format!("watch stalled at {:?} before revision {until}", seen.last()))??
+            .context("watch ended")?;
+        ensure!(!resp.canceled(), "watch canceled: {:?}", resp.cancel_reason());
+        for e in resp.events() {
+            let kv = e.kv().context("event without kv")?;
+            seen.push((kv.mod_revision(), kv.key_str()?.to_string()));
+        }
+    }
+    Ok(seen)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn live_watches_on_the_survivors_miss_nothing_across_a_leader_kill() -> Result<()> {
+    let cluster = start_nodes(3).await;
+    let prefix = "watch/failover/";
+    let leader = cluster.leader().await?;
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let mut c = cluster.client(survivors[0]).await?;
+    let start = header_rev(c.put(format!("{prefix}start"), "", None).await?.header())?;
+    let mut watches = Vec::new();
+    for &i in &survivors {
+        let mut w = cluster.client(i).await?;
+        let opts = WatchOptions::new().with_prefix().with_start_revision(start);
+        watches.push(w.watch(prefix, Some(opts)).await?);
+    }
+
+    // Writers on the survivors; the leader dies half-way. A write that fails may or may not
+    // have happened; every acknowledged one must show up.
+    let mut writers = Vec::new();
+    for (n, &i) in survivors.iter().enumerate() {
+        let mut w = cluster.client(i).await?;
+        writers.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for k in 0..60 {
+                let key = format!("{prefix}{n}/{k}");
+                if let Ok(resp) = w.put(key.clone(), "v", None).await {
+                    acked.push((header_rev(resp.header())?, key));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            anyhow::Ok(acked)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.kill(leader)?;
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await??);
+    }
+    let last = header_rev(c.put(format!("{prefix}end"), "", None).await?.header())?;
+
+    // The reference: a fresh watch of the whole range from the start.
+    let mut fresh =
+        c.watch(prefix, Some(WatchOptions::new().with_prefix().with_start_revision(start))).await?;
+    let reference = collect_until(&mut fresh, last).await?;
+    ensure!(reference.windows(2).all(|w| w[0].0 < w[1].0), "one put per revision, in order");
+    for a in &acked {
+        ensure!(reference.contains(a), "acknowledged write {a:?} missing from the history");
+    }
+    for (n, w) in watches.iter_mut().enumerate() {
+        let seen = collect_until(w, last).await?;
+        ensure!(
+            seen == reference,
+            "live watch {n} differs from the history ({} vs {} events)",
+            seen.len(),
+            reference.len()
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fragment_watch_splits_responses_over_the_request_limit() -> Result<()> {
+    use cairn_client::proto::etcdserverpb::{
+        compare, request_op, Compare, PutRequest as RawPut, RequestOp, TxnRequest, WatchCreateRequest,
+    };
+    let cluster = start_nodes(1).await;
+    let client = cairn_client::Client::connect([cluster.endpoint(0)]).await?;
+    // Three 450 KB values, then one txn rewriting all three: with prev_kv its watch response
+    // carries ~2.7 MB, over etcd's default 1.5 MiB --max-request-bytes.
+    let value = vec![b'x'; 450 * 1024];
+    for k in ["big/a", "big/b", "big/c"] {
+        client.put(k, value.clone()).await?;
+    }
+    let put = |k: &str| RequestOp {
+        request: Some(request_op::Request::RequestPut(RawPut {
+            key: k.into(),
+            value: value.clone(),
+            ..Default::default()
+        })),
+    };
+    let txn = client
+        .txn(TxnRequest {
+            compare: vec![Compare {
+                key: b"big/a".to_vec(),
+                result: compare::CompareResult::Greater as i32,
+                target: compare::CompareTarget::Version as i32,
+                target_union: Some(compare::TargetUnion::Version(0)),
+                range_end: vec![],
+            }],
+            success: vec![put("big/a"), put("big/b"), put("big/c")],
+            failure: vec![],
+        })
+        .await?;
+    let rev = txn.header.context("no header")?.revision;
+
+    let mut watch = client
+        .watch(WatchCreateRequest {
+            key: b"big/".to_vec(),
+            range_end: b"big0".to_vec(),
+            start_revision: rev,
+            prev_kv: true,
+            fragment: true,
+            ..Default::default()
+        })
+        .await?;
+    let mut parts = Vec::new();
+    loop {
+        let r = tokio::time::timeout(CONVERGE, watch.next()).await??.context("watch ended")?;
+        ensure!(!r.canceled, "canceled: {}", r.cancel_reason);
+        parts.push((r.fragment, r.events.len()));
+        if !r.fragment {
+            break;
+        }
+    }
+    ensure!(parts.len() > 1, "a 2.7 MB response was not fragmented: {parts:?}");
+    ensure!(parts.iter().map(|p| p.1).sum::<usize>() == 3, "fragments lost events: {parts:?}");
+    ensure!(parts[..parts.len() - 1].iter().all(|p| p.0), "only the last part ends the fragments");
+    Ok(())
+}

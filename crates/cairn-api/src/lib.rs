@@ -77,6 +77,7 @@ fn store_routes<B: Backend>(backend: Arc<B>, limits: Limits) -> Routes {
     let watch = WatchServer::new(watch::WatchService {
         backend: backend.clone(),
         progress_interval: std::time::Duration::from_secs(600),
+        fragment_bytes: limits.max_request_bytes,
     });
     let lease = LeaseServer::new(lease::LeaseService { backend: backend.clone() });
     let cluster = ClusterServer::new(maintenance::ClusterService { backend });

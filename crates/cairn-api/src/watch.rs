@@ -19,6 +19,7 @@ use cairn_proto::etcdserverpb::watch_server::Watch;
 use cairn_proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse};
 use cairn_proto::mvccpb::event::EventType;
 use futures::{Stream, StreamExt};
+use prost::Message;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status, Streaming};
@@ -28,6 +29,8 @@ use crate::fill_header;
 
 /// Revisions read from the event log per step of a catching-up watcher.
 const CATCH_UP_REVISIONS: usize = 256;
+/// Upper bound of the bytes a repeated message field adds around an event (tag + length).
+const EVENT_FIELD_OVERHEAD: usize = 11;
 /// Responses buffered per stream before the watchers of that stream wait for the client.
 const STREAM_BUFFER: usize = 128;
 
@@ -35,6 +38,9 @@ pub struct WatchService<B> {
     pub backend: Arc<B>,
     /// How often a watch that asked for progress notifications gets one (etcd: 10 min).
     pub progress_interval: Duration,
+    /// A watch created with `fragment` splits responses larger than this (etcd:
+    /// `--max-request-bytes`).
+    pub fragment_bytes: usize,
 }
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
@@ -48,8 +54,12 @@ impl<B: Backend> Watch for WatchService<B> {
         req: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let stream =
-            WatchStream { backend: self.backend.clone(), tx, progress_interval: self.progress_interval };
+        let stream = WatchStream {
+            backend: self.backend.clone(),
+            tx,
+            progress_interval: self.progress_interval,
+            fragment_bytes: self.fragment_bytes,
+        };
         tokio::spawn(stream.run(req.into_inner()));
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
@@ -66,6 +76,7 @@ struct WatchStream<B> {
     backend: Arc<B>,
     tx: mpsc::Sender<Result<WatchResponse, Status>>,
     progress_interval: Duration,
+    fragment_bytes: usize,
 }
 
 impl<B: Backend> WatchStream<B> {
@@ -113,6 +124,7 @@ impl<B: Backend> WatchStream<B> {
                         tx: self.tx.clone(),
                         next: start,
                         progress_interval: self.progress_interval,
+                        fragment_bytes: create.fragment.then_some(self.fragment_bytes),
                     };
                     slot.insert(tokio::spawn(watcher.run(create)));
                     continue;
@@ -150,6 +162,8 @@ struct Watcher<B> {
     /// The first revision this watcher has not delivered yet.
     next: i64,
     progress_interval: Duration,
+    /// Set for a watch created with `fragment`: the response size it splits above.
+    fragment_bytes: Option<usize>,
 }
 
 impl<B: Backend> Watcher<B> {
@@ -187,7 +201,7 @@ impl<B: Backend> Watcher<B> {
                     let mut resp =
                         response(&*self.backend, self.id, if read_all { current } else { self.next - 1 });
                     resp.events = events;
-                    if self.tx.send(Ok(resp)).await.is_err() {
+                    if self.send_events(resp).await.is_err() {
                         return;
                     }
                 }
@@ -206,6 +220,27 @@ impl<B: Backend> Watcher<B> {
                 return;
             }
         }
+    }
+
+    /// Sends one revision batch's events; for a `fragment` watch, a response over the limit
+    /// goes as several, all but the last marked `fragment` (etcd's `sendFragments`).
+    async fn send_events(&self, resp: WatchResponse) -> Result<(), ()> {
+        let Some(limit) = self.fragment_bytes.filter(|l| resp.encoded_len() >= *l && resp.events.len() > 1) else {
+            return self.tx.send(Ok(resp)).await.map_err(|_| ());
+        };
+        let mut events = resp.events.into_iter().peekable();
+        let empty = WatchResponse { events: Vec::new(), fragment: true, ..resp };
+        while events.peek().is_some() {
+            let mut part = empty.clone();
+            while let Some(e) = events.next_if(|e| {
+                part.events.is_empty() || part.encoded_len() + e.encoded_len() + EVENT_FIELD_OVERHEAD < limit
+            }) {
+                part.events.push(e);
+            }
+            part.fragment = events.peek().is_some();
+            self.tx.send(Ok(part)).await.map_err(|_| ())?;
+        }
+        Ok(())
     }
 
     /// End this watch: a compacted start revision reports the compacted revision, as etcd.
