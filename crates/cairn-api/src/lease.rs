@@ -29,6 +29,21 @@ pub(crate) fn current_header<B: Backend>(backend: &B) -> Option<ResponseHeader> 
     header
 }
 
+/// Waits until this member has applied every write acknowledged before (a linearizable
+/// read). The lease list and a lease's keys come from this member's applied state, and a
+/// write taken by a follower is acknowledged once the leader applied it: without this, a
+/// client could miss its own grant or put there. etcd answers those writes only after the
+/// member that took them applied them, so there they are always visible.
+///
+/// Without a quorum the barrier fails after the request timeout and the member's own view is
+/// served anyway, as etcd serves it.
+async fn applied_barrier<B: Backend>(backend: &B) {
+    let probe = RangeRequest { key: vec![0], count_only: true, ..Default::default() };
+    if let Err(e) = backend.range(probe).await {
+        tracing::debug!(error = %e, "lease read barrier failed: serving this member's view");
+    }
+}
+
 type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -94,13 +109,18 @@ impl<B: Backend> Lease for LeaseService<B> {
                 ttl: -1,
                 ..Default::default()
             },
-            Some(t) => LeaseTimeToLiveResponse {
-                header: current_header(&*self.backend),
-                id,
-                ttl: t.remaining,
-                granted_ttl: t.granted,
-                keys: if keys { self.backend.lease_keys(id)? } else { Vec::new() },
-            },
+            Some(t) => {
+                if keys {
+                    applied_barrier(&*self.backend).await;
+                }
+                LeaseTimeToLiveResponse {
+                    header: current_header(&*self.backend),
+                    id,
+                    ttl: t.remaining,
+                    granted_ttl: t.granted,
+                    keys: if keys { self.backend.lease_keys(id)? } else { Vec::new() },
+                }
+            }
         };
         Ok(Response::new(resp))
     }
@@ -109,6 +129,7 @@ impl<B: Backend> Lease for LeaseService<B> {
         &self,
         _req: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        applied_barrier(&*self.backend).await;
         let leases = self.backend.leases()?.into_iter().map(|id| LeaseStatus { id }).collect();
         Ok(Response::new(LeaseLeasesResponse { header: current_header(&*self.backend), leases }))
     }
