@@ -217,3 +217,44 @@ async fn typed_key_get_put_compare_and_swap_and_watch() -> Result<()> {
         other => bail!("decoding garbage gave {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_fenced_by_the_lock_revision_fails_once_the_lock_passed_on() -> Result<()> {
+    use cairn_client::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+    use cairn_client::proto::etcdserverpb::request_op::Request as Op;
+    use cairn_client::proto::etcdserverpb::{Compare, RequestOp, TxnRequest};
+
+    let (_cluster, client) = start(1).await?;
+    let fenced_put = |key: &[u8], token: i64, value: &str| TxnRequest {
+        compare: vec![Compare {
+            key: key.to_vec(),
+            target: CompareTarget::Create as i32,
+            result: CompareResult::Equal as i32,
+            target_union: Some(TargetUnion::CreateRevision(token)),
+            range_end: vec![],
+        }],
+        success: vec![RequestOp {
+            request: Some(Op::RequestPut(PutRequest {
+                key: b"protected".to_vec(),
+                value: value.into(),
+                ..Default::default()
+            })),
+        }],
+        failure: vec![],
+    };
+    let old_lease = Lease::grant(&client, 10).await?;
+    let old = Lock::new(&client, "fenced").lock(&old_lease).await?;
+    ensure!(client.txn(fenced_put(old.key(), old.fencing_token(), "old")).await?.succeeded);
+    // The old holder's lease ends behind its back (a pause longer than the TTL, say).
+    let (old_key, old_token) = (old.key().to_vec(), old.fencing_token());
+    std::mem::forget(old); // the paused holder does not release anything
+    client.lease().lease_revoke(LeaseRevokeRequest { id: old_lease.orphan() }).await?;
+    let new_lease = Lease::grant(&client, 10).await?;
+    let new = Lock::new(&client, "fenced").lock(&new_lease).await?;
+    ensure!(new.fencing_token() > old_token);
+    // The old holder wakes up and writes: refused. The new holder's write goes through.
+    ensure!(!client.txn(fenced_put(&old_key, old_token, "stale")).await?.succeeded);
+    ensure!(client.txn(fenced_put(new.key(), new.fencing_token(), "new")).await?.succeeded);
+    ensure!(client.get("protected").await?.kvs[0].value == b"new");
+    Ok(())
+}
