@@ -297,3 +297,43 @@ async fn a_fragment_watch_splits_responses_over_the_request_limit() -> Result<()
     ensure!(parts[..parts.len() - 1].iter().all(|p| p.0), "only the last part ends the fragments");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stuck_watcher_blocks_neither_writes_nor_other_watchers_and_catches_up() -> Result<()> {
+    use cairn_client::proto::etcdserverpb::WatchCreateRequest;
+    let cluster = start_nodes(1).await;
+    let client = cairn_client::Client::connect([cluster.endpoint(0)]).await?;
+    let create = || WatchCreateRequest {
+        key: b"stuck/".to_vec(),
+        range_end: b"stuck0".to_vec(),
+        ..Default::default()
+    };
+    // This client never reads until the end: ~40 MB of events pile up behind it.
+    let mut stuck = client.watch(create()).await?;
+    let mut live = client.watch(create()).await?;
+    let value = vec![b'v'; 20 * 1024];
+    let writes = 2000;
+    let mut last = 0;
+    for i in 0..writes {
+        let resp = tokio::time::timeout(CONVERGE, client.put(format!("stuck/{i}"), value.clone()))
+            .await
+            .context("a write waited for a stuck watcher")??;
+        last = resp.header.context("no header")?.revision;
+    }
+    let live_revs = drain(&mut live, last).await?;
+    ensure!(live_revs.len() == writes, "the live watcher saw {} of {writes}", live_revs.len());
+    let stuck_revs = drain(&mut stuck, last).await?;
+    ensure!(stuck_revs == live_revs, "the stuck watcher did not catch up with the same history");
+    Ok(())
+}
+
+/// The mod revisions of a watch's events up to revision `last`.
+async fn drain(w: &mut cairn_client::WatchStream, last: i64) -> Result<Vec<i64>> {
+    let mut revs = Vec::new();
+    while revs.last().is_none_or(|r| *r < last) {
+        let r = tokio::time::timeout(CONVERGE, w.next()).await??.context("watch ended")?;
+        ensure!(!r.canceled, "canceled: {}", r.cancel_reason);
+        revs.extend(r.events.iter().filter_map(|e| e.kv.as_ref().map(|kv| kv.mod_revision)));
+    }
+    Ok(revs)
+}
