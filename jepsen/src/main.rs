@@ -108,7 +108,7 @@ fn main() -> ExitCode {
             match result {
                 None => {
                     eprintln!("cairn-jepsen: interrupted; cluster stopped and faults healed");
-                    let _ = cairn_jepsen::net::clean_stale();
+                    let _ = cairn_jepsen::net::clean_own();
                     ExitCode::from(130)
                 }
                 Some(Err(e)) => {

@@ -288,6 +288,18 @@ fn remove_cgroup_dir(dir: &Path) {
 /// Removes chains and cgroups left by runs whose process is gone (`cairn-jepsen clean`).
 /// Returns what was removed.
 pub fn clean_stale() -> Result<Vec<String>> {
+    clean(false)
+}
+
+/// Removes this process's own chains and cgroups (after an interrupted run, once its cluster
+/// is gone).
+pub fn clean_own() -> Result<Vec<String>> {
+    clean(true)
+}
+
+fn clean(own: bool) -> Result<Vec<String>> {
+    let me = std::process::id();
+    let gone = |pid: u32| if own { pid == me } else { !Path::new(&format!("/proc/{pid}")).exists() };
     let mut removed = Vec::new();
     let out = Command::new("iptables").args(["-w", "-S"]).output().context("iptables -S")?;
     let mangle =
@@ -306,7 +318,7 @@ pub fn clean_stale() -> Result<Vec<String>> {
         }
     }
     for pid in pids {
-        if Path::new(&format!("/proc/{pid}")).exists() {
+        if !gone(pid) {
             continue;
         }
         remove_chains(&format!("{CHAIN_PREFIX}{pid}-F"), &format!("{CHAIN_PREFIX}{pid}-M"));
@@ -317,7 +329,7 @@ pub fn clean_stale() -> Result<Vec<String>> {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().to_string();
                 if let Some(pid) = name.strip_prefix("cairn-jepsen-").and_then(|p| p.parse::<u32>().ok()) {
-                    if !Path::new(&format!("/proc/{pid}")).exists() {
+                    if gone(pid) {
                         remove_cgroup_dir(&e.path());
                         removed.push(format!("cgroup {}", e.path().display()));
                     }
