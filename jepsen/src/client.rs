@@ -2,9 +2,9 @@
 //!
 //! [`Worker::op`] records an invocation, runs the request with a timeout and records the
 //! completion: `ok` with the result; `fail` when the operation certainly did not take effect
-//! (a definite refusal such as a failed CAS compare, a read that errored, or a request that
-//! never reached a server: connection refused); `info` otherwise (a timeout or a transport
-//! error after the request may have been sent). After `info` the worker takes a new process
+//! (a definite refusal such as a failed CAS compare, a read the server answered with an error,
+//! or a request that never reached a server: connection refused); `info` otherwise (any
+//! timeout, a write that got an error, a transport error after the request may have been sent). After `info` the worker takes a new process
 //! id (`process + concurrency`): the old process may still be running that operation.
 
 use std::future::Future;
@@ -70,9 +70,9 @@ impl Worker {
         Ok(c)
     }
 
-    /// Runs one operation and records it. `mutating`: whether an unknown outcome may have
-    /// changed state (reads are never `info`: a read that did not answer simply did not
-    /// happen, as far as the history is concerned). Returns the completion's kind and value.
+    /// Runs one operation and records it. `mutating`: whether the operation may change state
+    /// (a read the server answered with an error is `fail`; a write's error is `info`). Any
+    /// timeout is `info`. Returns the completion's kind and value.
     pub async fn op<F, Fut>(
         &mut self,
         f: &str,
@@ -91,11 +91,10 @@ impl Worker {
             Ok(client) => match tokio::time::timeout(self.shared.op_timeout, body(client)).await {
                 Ok(r) => r,
                 Err(_) => {
-                    let (kind, error) =
-                        if mutating { (Kind::Info, "timeout") } else { (Kind::Fail, "timeout") };
-                    self.shared.recorder.complete(&inv, kind, input.clone(), Some(error.into()));
-                    self.after(kind);
-                    return (kind, input);
+                    // Timed out: whatever it was, its outcome is unknown.
+                    self.shared.recorder.complete(&inv, Kind::Info, input.clone(), Some("timeout".into()));
+                    self.after(Kind::Info);
+                    return (Kind::Info, input);
                 }
             },
         };
@@ -104,7 +103,11 @@ impl Worker {
             Ok(Err(v)) => (Kind::Fail, v, None),
             Err(e) => {
                 let text = short_error(&e);
-                if !mutating || never_sent(&e) {
+                // Definitely did not happen: never sent, or a read the server answered with an
+                // error status. Otherwise (a write that got an error, a transport failure after
+                // sending) unknown.
+                let answered = matches!(e, etcd_client::Error::GRpcStatus(_));
+                if never_sent(&e) || (!mutating && answered) {
                     (Kind::Fail, input.clone(), Some(text))
                 } else {
                     (Kind::Info, input.clone(), Some(text))
