@@ -58,7 +58,9 @@ pub fn current() -> Fault {
         let name = std::env::var(FAULT_ENV).unwrap_or_default();
         if !ARMED.load(Ordering::SeqCst) {
             if !name.is_empty() {
-                tracing::warn!("{FAULT_ENV}={name:?} ignored: only the cairn-faulty test binary injects faults");
+                tracing::warn!(
+                    "{FAULT_ENV}={name:?} ignored: only the cairn-faulty test binary injects faults"
+                );
             }
             return Fault::None;
         }
