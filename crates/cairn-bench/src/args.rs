@@ -71,6 +71,11 @@ pub struct BenchArgs {
     /// watch: watchers per gRPC watch stream.
     #[arg(long, default_value_t = 10)]
     pub watchers_per_stream: usize,
+    /// watch: the pid of the server process behind the first endpoint (on this machine): its
+    /// RSS is read before the watchers are created and once they all are, to report the
+    /// server's memory per watcher.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
     /// lease: keepalives sent on each lease between its grant and its revoke.
     #[arg(long, default_value_t = 1)]
     pub keepalives_per_lease: u32,

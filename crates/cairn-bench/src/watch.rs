@@ -95,15 +95,18 @@ async fn open_stream(
     acks: Arc<Acks>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<Result<Histogram<u64>>>> {
+    // Every create request is queued before the call: a server may send the response headers
+    // only with its first message (etcd's grpc-go does), so awaiting the call on an empty
+    // request stream would wait forever.
     let (tx, rx) = mpsc::channel(count.max(1));
-    let mut client = WatchClient::new(channel);
-    let mut stream = client.watch(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
     for _ in 0..count {
         let create = WatchCreateRequest { key: WATCH_KEY.to_vec(), ..Default::default() };
         tx.send(WatchRequest { request_union: Some(watch_request::RequestUnion::CreateRequest(create)) })
             .await
-            .map_err(|_| anyhow!("watch stream closed while creating watchers"))?;
+            .map_err(|_| anyhow!("watch request channel closed while creating watchers"))?;
     }
+    let mut client = WatchClient::new(channel);
+    let mut stream = client.watch(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
     let mut created = 0;
     while created < count {
         match stream.message().await? {
@@ -139,6 +142,19 @@ async fn open_stream(
     }))
 }
 
+/// The resident set size of process `pid` (`VmRSS` of `/proc/<pid>/status`), bytes.
+pub fn rss_bytes(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("--server-pid {pid}: reading /proc/{pid}/status"))?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))?;
+    Ok(kb * 1024)
+}
+
 /// The watch workload's measured phase.
 pub async fn run_watch(
     args: &BenchArgs,
@@ -154,6 +170,7 @@ pub async fn run_watch(
     for _ in 0..streams.div_ceil(100) {
         watch_channels.push(crate::runner::connect(&endpoints[0]).await?);
     }
+    let rss_before = args.server_pid.map(rss_bytes).transpose()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut receivers = Vec::new();
     let mut left = args.watchers;
@@ -163,6 +180,7 @@ pub async fn run_watch(
         let ch = watch_channels[s % watch_channels.len()].clone();
         receivers.push(open_stream(ch, n, acks.clone(), stop_rx.clone()).await.context("creating watchers")?);
     }
+    let rss_watchers = args.server_pid.map(rss_bytes).transpose()?;
     let next_seq = Arc::new(AtomicU64::new(0));
     let ops = (0..args.clients)
         .map(|c| WatchPut {
@@ -202,5 +220,12 @@ pub async fn run_watch(
     extra.insert("events_delivered".into(), delivered as f64);
     extra.insert("events_lost".into(), expected.saturating_sub(delivered) as f64);
     extra.insert("events_before_ack".into(), early as f64);
+    if let (Some(before), Some(with)) = (rss_before, rss_watchers) {
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        extra.insert("server_rss_before_mib".into(), mib(before));
+        extra.insert("server_rss_watchers_mib".into(), mib(with));
+        let per = (with as f64 - before as f64) / args.watchers as f64;
+        extra.insert("server_bytes_per_watcher".into(), per);
+    }
     Ok((result, extra))
 }

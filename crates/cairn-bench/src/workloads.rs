@@ -191,13 +191,21 @@ pub struct LeaseOp {
 
 impl LeaseOp {
     async fn keepalive(&mut self, id: i64) -> Result<(), Status> {
-        if self.stream.is_none() {
-            let (tx, rx) = mpsc::channel(1);
-            let resp = self.lease.lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx)).await?;
-            self.stream = Some((tx, resp.into_inner()));
-        }
-        let Some((tx, responses)) = self.stream.as_mut() else { unreachable!("just set") };
-        let sent = tx.send(LeaseKeepAliveRequest { id }).await;
+        let sent = match self.stream.as_mut() {
+            Some((tx, _)) => tx.send(LeaseKeepAliveRequest { id }).await,
+            None => {
+                // The first request is queued before the call: a server may send the response
+                // headers only with its first message (etcd's grpc-go does), so awaiting the
+                // call on an empty request stream would wait forever.
+                let (tx, rx) = mpsc::channel(1);
+                let sent = tx.send(LeaseKeepAliveRequest { id }).await;
+                let resp =
+                    self.lease.lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx)).await?;
+                self.stream = Some((tx, resp.into_inner()));
+                sent
+            }
+        };
+        let Some((_, responses)) = self.stream.as_mut() else { unreachable!("set above") };
         let got = match sent {
             Ok(()) => responses.message().await,
             Err(_) => Err(Status::unavailable("keepalive stream closed")),
@@ -394,6 +402,10 @@ pub async fn run_ops(
             for (i, name) in ["lease_grants", "lease_keepalives", "lease_revokes"].iter().enumerate() {
                 extra.insert((*name).into(), counts[i].load(Ordering::Relaxed) as f64);
             }
+            // The churn figure: grants and keepalives (not revokes) per second of the run.
+            let secs = shared.start.elapsed().as_secs_f64().max(1e-9);
+            let churn = (counts[0].load(Ordering::Relaxed) + counts[1].load(Ordering::Relaxed)) as f64;
+            extra.insert("grants_keepalives_per_sec".into(), churn / secs);
             r
         }
         Workload::Watch | Workload::Fill => unreachable!("run separately"),

@@ -88,6 +88,23 @@ async fn bench_json_against_a_one_node_cluster() -> Result<()> {
     assert_eq!(watch.extra["watch_puts"], 50.0);
     assert_eq!(watch.extra["events_lost"], 0.0, "{watch:?}");
     assert_eq!(watch.ops, 50 * 20);
+    let pid = cluster.pid(0).context("the server's pid")?.to_string();
+    let fanout =
+        bench(&["watch", "--endpoints", &ep, "--total", "20", "--watchers", "200", "--server-pid", &pid])?;
+    assert_eq!(fanout.extra["events_lost"], 0.0, "{fanout:?}");
+    assert!(fanout.extra["server_rss_before_mib"] > 0.0, "{fanout:?}");
+    assert!(fanout.extra.contains_key("server_bytes_per_watcher"), "{fanout:?}");
+
+    // Each lease: grant, 2 keepalives on the client's stream, revoke.
+    let lease =
+        bench(&[&["lease"], &common[..], &["--keepalives-per-lease", "2", "--lease-ttl", "30"]].concat())?;
+    check_sane(&lease, "lease", 200);
+    let (grants, keepalives, revokes) =
+        (lease.extra["lease_grants"], lease.extra["lease_keepalives"], lease.extra["lease_revokes"]);
+    assert_eq!(grants + keepalives + revokes, 200.0, "{:?}", lease.extra);
+    assert!(revokes <= grants && grants <= revokes + 4.0, "{:?}", lease.extra);
+    assert!(keepalives <= 2.0 * grants && keepalives >= 2.0 * revokes, "{:?}", lease.extra);
+    assert!(lease.extra["grants_keepalives_per_sec"] > 0.0, "{:?}", lease.extra);
     Ok(())
 }
 
