@@ -273,6 +273,27 @@ fn remove_chains(chain: &str, mangle_chain: &str) {
     iptables_quiet(&["-t", "mangle", "-X", mangle_chain]);
 }
 
+/// Whether `pid` is a live process (a zombie is not).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        Ok(stat) => stat.rsplit_once(") ").is_none_or(|(_, rest)| !rest.starts_with('Z')),
+    }
+}
+
+/// Pids in the node groups under `dir`.
+fn cgroup_pids(dir: &Path) -> Vec<u32> {
+    let mut pids = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if let Ok(text) = std::fs::read_to_string(e.path().join("cgroup.procs")) {
+                pids.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+            }
+        }
+    }
+    pids
+}
+
 fn remove_cgroup_dir(dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
@@ -285,7 +306,8 @@ fn remove_cgroup_dir(dir: &Path) {
     let _ = std::fs::remove_dir(dir);
 }
 
-/// Removes chains and cgroups left by runs whose process is gone (`cairn-jepsen clean`).
+/// Removes chains and cgroups left by runs whose process is gone (`cairn-jepsen clean`), and
+/// kills the server processes still inside those cgroups (orphans of a SIGKILLed harness).
 /// Returns what was removed.
 pub fn clean_stale() -> Result<Vec<String>> {
     clean(false)
@@ -299,7 +321,7 @@ pub fn clean_own() -> Result<Vec<String>> {
 
 fn clean(own: bool) -> Result<Vec<String>> {
     let me = std::process::id();
-    let gone = |pid: u32| if own { pid == me } else { !Path::new(&format!("/proc/{pid}")).exists() };
+    let gone = |pid: u32| if own { pid == me } else { !alive(pid) };
     let mut removed = Vec::new();
     let out = Command::new("iptables").args(["-w", "-S"]).output().context("iptables -S")?;
     let mangle =
@@ -330,6 +352,15 @@ fn clean(own: bool) -> Result<Vec<String>> {
                 let name = e.file_name().to_string_lossy().to_string();
                 if let Some(pid) = name.strip_prefix("cairn-jepsen-").and_then(|p| p.parse::<u32>().ok()) {
                     if gone(pid) {
+                        // Servers orphaned by a killed harness are still in their node groups:
+                        // stop exactly those processes (by pid) so the groups can go.
+                        if !own {
+                            for pid in cgroup_pids(&e.path()) {
+                                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+                                removed.push(format!("orphaned server process {pid}"));
+                            }
+                            std::thread::sleep(std::time::Duration::from_millis(300));
+                        }
                         remove_cgroup_dir(&e.path());
                         removed.push(format!("cgroup {}", e.path().display()));
                     }
