@@ -14,7 +14,6 @@
 //! target/release/cairn-compare --plots docs/bench # the full run (docs/benchmarks.md)
 //! ```
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -61,6 +60,17 @@ struct Args {
     /// Run only the workloads whose name contains this (e.g. `put`); skips the 1M-key phase.
     #[arg(long)]
     only: Option<String>,
+    /// Also measure the coordination figures (issue 3) A B A B: watch fan-out with this many
+    /// watchers on one member (put acknowledgement to event delivery, and that member's RSS
+    /// per watcher) and lease churn (grants + keepalives per second). 0: skip.
+    #[arg(long, default_value_t = 0)]
+    watchers: usize,
+    /// With --watchers: the put rate during the fan-out run (puts/s, open loop).
+    #[arg(long, default_value_t = 10.0)]
+    watch_put_rate: f64,
+    /// Skip the KV workloads and the 1M-key phase (with --watchers: coordination figures only).
+    #[arg(long)]
+    coordination_only: bool,
 }
 
 /// One measured workload: a name and the `cairn bench` arguments after the endpoints.
@@ -245,6 +255,125 @@ async fn static_figures(bin: &Path, target: Target, keys: u64) -> Result<Static>
     })
 }
 
+/// One coordination measurement on a fresh cluster: (fan-out report, lease churn report).
+/// The watchers sit on member 0, whose process's RSS is read before and after creating them.
+fn coordination_round(
+    bin: &Path,
+    c: &Cluster,
+    watchers: usize,
+    put_rate: f64,
+    seconds: u64,
+) -> Result<(Report, Report)> {
+    let eps = endpoints(c);
+    let pid = c.pid(0).ok_or_else(|| anyhow!("member 0 is not running"))?;
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();
+    let fanout = bench(
+        bin,
+        &eps,
+        &s(&[
+            "watch",
+            "--watchers",
+            &watchers.to_string(),
+            "--watchers-per-stream",
+            "100",
+            "--clients",
+            "1",
+            "--rate",
+            &put_rate.to_string(),
+            "--duration",
+            &format!("{seconds}s"),
+            "--server-pid",
+            &pid.to_string(),
+        ]),
+    )?;
+    let churn = bench(
+        bin,
+        &eps,
+        &s(&[
+            "lease",
+            "--clients",
+            "64",
+            "--keepalives-per-lease",
+            "4",
+            "--lease-ttl",
+            "60",
+            "--duration",
+            &format!("{seconds}s"),
+        ]),
+    )?;
+    Ok((fanout, churn))
+}
+
+/// The coordination table: A B A B, a fresh pair of clusters per round (the watchers' memory
+/// must not linger into the next round).
+async fn coordination(
+    out: &mut String,
+    json: &mut serde_json::Map<String, serde_json::Value>,
+    bin: &Path,
+    targets: (&Target, &Target),
+    args: &Args,
+    seconds: u64,
+) -> Result<()> {
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for round in 0..args.rounds {
+        for (target, into) in [(targets.0, &mut a), (targets.1, &mut b)] {
+            eprintln!(
+                "[{}] coordination on {} round {} (load {})",
+                cairn_bench_elapsed(),
+                target.name(),
+                round + 1,
+                load()
+            );
+            let c = start(target.clone()).await?;
+            into.push(coordination_round(bin, &c, args.watchers, args.watch_put_rate, seconds)?);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nCoordination ({} watchers on member 0 in streams of 100, puts at {}/s through all members; \
+         lease: 64 clients, grant + 4 keepalives + revoke):\n",
+        args.watchers, args.watch_put_rate
+    );
+    let _ = writeln!(out, "| figure | Cairn (A / B) | etcd 3.4 (A / B) | Cairn/etcd |\n|---|---:|---:|---:|");
+    type Pick = fn(&(Report, Report)) -> f64;
+    let figures: [(&str, Pick, usize); 9] = [
+        ("fan-out: put ack to event p50 ms", |r| r.0.p50_ms, 2),
+        ("fan-out: put ack to event p99 ms", |r| r.0.p99_ms, 2),
+        ("fan-out: put ack to event max ms", |r| r.0.max_ms, 1),
+        ("fan-out: events delivered/s", |r| r.0.ops_per_sec, 0),
+        ("fan-out: events lost", |r| r.0.extra.get("events_lost").copied().unwrap_or(f64::NAN), 0),
+        (
+            "fan-out: member RSS before watchers, MiB",
+            |r| r.0.extra.get("server_rss_before_mib").copied().unwrap_or(f64::NAN),
+            1,
+        ),
+        (
+            "fan-out: member RSS per watcher, bytes",
+            |r| r.0.extra.get("server_bytes_per_watcher").copied().unwrap_or(f64::NAN),
+            0,
+        ),
+        (
+            "lease: grants + keepalives /s",
+            |r| r.1.extra.get("grants_keepalives_per_sec").copied().unwrap_or(f64::NAN),
+            0,
+        ),
+        ("lease: request p99 ms", |r| r.1.p99_ms, 2),
+    ];
+    for (name, pick, prec) in figures {
+        let (va, vb): (Vec<f64>, Vec<f64>) = (a.iter().map(pick).collect(), b.iter().map(pick).collect());
+        let ratio = if mean(&vb) > 0.0 { mean(&va) / mean(&vb) } else { f64::NAN };
+        let _ = writeln!(out, "| {name} | {} | {} | {ratio:.2} |", fmt_vals(&va, prec), fmt_vals(&vb, prec));
+    }
+    let errs: Vec<String> =
+        a.iter().chain(b.iter()).map(|(f, l)| format!("{}+{}", f.errors, l.errors)).collect();
+    let _ = writeln!(out, "\nerrors (fan-out puts + lease requests), A B A B: {}", errs.join(", "));
+    let pairs = |v: &[(Report, Report)]| {
+        v.iter().map(|(f, l)| serde_json::json!({"fanout": f, "lease": l})).collect::<Vec<_>>()
+    };
+    json.insert("coordination".into(), serde_json::json!({"cairn": pairs(&a), "etcd": pairs(&b)}));
+    Ok(())
+}
+
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -321,6 +450,18 @@ async fn main() -> Result<()> {
     );
     json.insert("fsync_probe".into(), serde_json::json!({"per_sec": fsyncs, "p50_ms": f50, "p99_ms": f99}));
     eprint!("{out}");
+
+    if args.watchers > 0 {
+        coordination(&mut out, &mut json, &cairn_bin, (&cairn, &etcd), &args, seconds).await?;
+    }
+    if args.coordination_only {
+        let _ = writeln!(out, "\nload average at end: {}", load());
+        print!("{out}");
+        if let Some(path) = &args.json_out {
+            std::fs::File::create(path)?.write_all(serde_json::to_string_pretty(&json)?.as_bytes())?;
+        }
+        return Ok(());
+    }
 
     // A B A B on two live clusters.
     let (cc, ec) = (start(cairn.clone()).await?, start(etcd.clone()).await?);
