@@ -8,6 +8,7 @@ use cairn_raft::types::{Command, Entry, TypeConfig};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, RaftLogStorage};
+use openraft::type_config::TypeConfigExt;
 
 fn entries(from: u64, n: u64) -> Vec<Entry> {
     (from..from + n)
@@ -30,7 +31,7 @@ fn append(c: &mut Criterion) {
                 next += batch;
                 let mut log = log.clone();
                 async move {
-                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let (tx, rx) = TypeConfig::oneshot();
                     log.append(batch_entries, IOFlushed::<TypeConfig>::signal(tx)).await.expect("append");
                     rx.await.expect("flushed").expect("fsync");
                 }

@@ -183,6 +183,44 @@ pub fn decode_events(value: &[u8]) -> Result<Vec<EventKey>, MvccError> {
     Ok(out)
 }
 
+/// A lease id as a key: big-endian with the sign bit flipped, so byte order is numeric order.
+pub fn encode_lease_id(id: i64) -> [u8; 8] {
+    ((id as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+pub fn decode_lease_id(bytes: &[u8]) -> Result<i64, MvccError> {
+    let arr: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| MvccError::Corrupt(format!("lease id of {} bytes", bytes.len())))?;
+    Ok((u64::from_be_bytes(arr) ^ (1 << 63)) as i64)
+}
+
+/// Value of a `leases` row: the granted TTL in seconds.
+pub fn encode_lease(ttl: i64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9);
+    out.push(FORMAT_V1);
+    out.extend_from_slice(&ttl.to_be_bytes());
+    out
+}
+
+pub fn decode_lease(value: &[u8]) -> Result<i64, MvccError> {
+    match value.split_first() {
+        Some((&FORMAT_V1, rest)) if rest.len() == 8 => {
+            Ok(i64::from_be_bytes(rest.try_into().expect("checked length")))
+        }
+        _ => Err(MvccError::Corrupt("lease row with unknown format".into())),
+    }
+}
+
+/// Key of a `lease_keys` row: `lease id ++ user key`.
+pub fn lease_key_row(id: i64, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + key.len());
+    out.extend_from_slice(&encode_lease_id(id));
+    out.extend_from_slice(key);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,42 +272,4 @@ mod tests {
         assert_eq!(decode_events(&encode_events(&events)).unwrap(), events);
         assert!(decode_events(&[FORMAT_V1, 0, 0, 0, 0, 9]).is_err());
     }
-}
-
-/// A lease id as a key: big-endian with the sign bit flipped, so byte order is numeric order.
-pub fn encode_lease_id(id: i64) -> [u8; 8] {
-    ((id as u64) ^ (1 << 63)).to_be_bytes()
-}
-
-pub fn decode_lease_id(bytes: &[u8]) -> Result<i64, MvccError> {
-    let arr: [u8; 8] = bytes
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| MvccError::Corrupt(format!("lease id of {} bytes", bytes.len())))?;
-    Ok((u64::from_be_bytes(arr) ^ (1 << 63)) as i64)
-}
-
-/// Value of a `leases` row: the granted TTL in seconds.
-pub fn encode_lease(ttl: i64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(9);
-    out.push(FORMAT_V1);
-    out.extend_from_slice(&ttl.to_be_bytes());
-    out
-}
-
-pub fn decode_lease(value: &[u8]) -> Result<i64, MvccError> {
-    match value.split_first() {
-        Some((&FORMAT_V1, rest)) if rest.len() == 8 => {
-            Ok(i64::from_be_bytes(rest.try_into().expect("checked length")))
-        }
-        _ => Err(MvccError::Corrupt("lease row with unknown format".into())),
-    }
-}
-
-/// Key of a `lease_keys` row: `lease id ++ user key`.
-pub fn lease_key_row(id: i64, key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + key.len());
-    out.extend_from_slice(&encode_lease_id(id));
-    out.extend_from_slice(key);
-    out
 }

@@ -55,10 +55,7 @@ pub(crate) fn lease_in(view: &View<'_>, id: i64) -> Result<Option<Lease>, MvccEr
 
 fn attached_keys(view: &View<'_>, id: i64) -> Result<Vec<Vec<u8>>, MvccError> {
     let start = encode_lease_id(id);
-    let end = match id.checked_add(1) {
-        Some(next) => Some(encode_lease_id(next)),
-        None => None,
-    };
+    let end = id.checked_add(1).map(encode_lease_id);
     let mut keys = Vec::new();
     view.scan(Family::LeaseKeys, &start, end.as_ref().map(|e| e.as_slice()), &mut |k, _| {
         keys.push(k[8..].to_vec());

@@ -230,7 +230,7 @@ pub async fn observe(
         };
         header.revision = header.revision.max(kv.mod_revision);
         let key = kv.key.clone();
-        if tx.send(Ok((header.clone(), kv))).await.is_err() {
+        if tx.send(Ok((header, kv))).await.is_err() {
             return Ok(());
         }
         // Follow this leader's proclamations until its key goes.
@@ -245,7 +245,7 @@ pub async fn observe(
                     break 'leader;
                 }
                 if let Some(kv) = e.kv {
-                    if tx.send(Ok((header.clone(), kv))).await.is_err() {
+                    if tx.send(Ok((header, kv))).await.is_err() {
                         return Ok(());
                     }
                 }
