@@ -2,6 +2,7 @@
 //! which checkers judge the history.
 
 pub mod append;
+pub mod lock;
 pub mod register;
 pub mod set;
 pub mod watch;
@@ -29,6 +30,8 @@ pub enum WorkloadKind {
     Append,
     /// Writers plus one watcher per node: identical, ordered, gap-free event streams.
     Watch,
+    /// Lock service (with leases): mutual exclusion checked with fencing tokens.
+    Lock,
 }
 
 /// Everything workers and the final phase share.
@@ -62,6 +65,7 @@ pub enum Workload {
     Set(Arc<set::SetWorkload>),
     Append(Arc<append::Append>),
     Watch(Arc<watch::WatchWorkload>),
+    Lock(Arc<lock::LockWorkload>),
 }
 
 impl Workload {
@@ -71,6 +75,7 @@ impl Workload {
             WorkloadKind::Set => Workload::Set(Arc::new(set::SetWorkload::default())),
             WorkloadKind::Append => Workload::Append(Arc::new(append::Append::default())),
             WorkloadKind::Watch => Workload::Watch(Arc::new(watch::WatchWorkload::default())),
+            WorkloadKind::Lock => Workload::Lock(Arc::new(lock::LockWorkload)),
         }
     }
 
@@ -89,6 +94,7 @@ impl Workload {
             Workload::Set(s) => s.worker(w, ctx).await,
             Workload::Append(a) => a.worker(w, ctx).await,
             Workload::Watch(x) => x.worker(w, ctx).await,
+            Workload::Lock(l) => l.worker(w, ctx).await,
         }
     }
 
@@ -100,6 +106,7 @@ impl Workload {
             Workload::Set(s) => s.finish(cluster, ctx, first_process).await,
             Workload::Append(a) => a.finish(cluster, ctx, first_process).await,
             Workload::Watch(x) => x.finish(cluster, ctx, first_process).await,
+            Workload::Lock(l) => l.finish(cluster, ctx, first_process).await,
         }
     }
 
@@ -109,6 +116,7 @@ impl Workload {
             Workload::Set(_) => vec![set::check(events)],
             Workload::Append(_) => vec![append::check(events)],
             Workload::Watch(x) => x.check(events),
+            Workload::Lock(_) => vec![lock::check(events)],
         }
     }
 }
