@@ -497,6 +497,42 @@ async fn no_lease_expires_early_when_the_leader_is_killed() {
     body.await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn leases_and_their_keys_survive_a_restart_of_every_member() {
+    let cluster = start_nodes(3).await;
+    let body = async {
+        let mut c0 = cluster.client(0).await?;
+        let lease = c0.lease_grant(30, None).await?;
+        let mut c1 = cluster.client(1).await?;
+        c1.put("lease/restart/k", "v", Some(PutOptions::new().with_lease(lease.id()))).await?;
+        cluster.kill_all()?;
+        cluster.restart_stopped()?;
+        cluster.wait_ready(CONVERGE).await?;
+
+        let mut c2 = cluster.client(2).await?;
+        let ttl = c2.lease_time_to_live(lease.id(), Some(LeaseTimeToLiveOptions::new().with_keys())).await?;
+        // A new leader restarts every lease's timer, with the election timeout on top.
+        ensure!(ttl.granted_ttl() == 30 && ttl.ttl() > 0 && ttl.ttl() <= 32, "after the restart: {ttl:?}");
+        ensure!(key_set(ttl.keys()) == names(&["lease/restart/k"]), "keys after the restart: {ttl:?}");
+        for i in 0..cluster.len() {
+            ensure!(listed(&cluster, i).await? == BTreeSet::from([lease.id()]), "node {i} lists it");
+        }
+        let mut c1 = cluster.client(1).await?;
+        let (mut keeper, mut stream) = c1.lease_keep_alive(lease.id()).await?;
+        keeper.keep_alive().await?;
+        let resp = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .context("keepalive answer timed out")??
+            .context("keepalive stream ended")?;
+        ensure!(resp.ttl() == 30, "keepalive after the restart: {resp:?}");
+        let mut c0 = cluster.client(0).await?;
+        c0.lease_revoke(lease.id()).await?;
+        ensure!(!exists(&mut c2, "lease/restart/k", false).await?, "the key survived the revoke");
+        anyhow::Ok(())
+    };
+    body.await.unwrap();
+}
+
 fn stdout(out: &Output, what: &str) -> Result<String> {
     ensure!(
         out.status.success(),
