@@ -2,8 +2,8 @@
 
 use cairn::proto::etcdserverpb::{compare, request_op, Compare, PutRequest, RequestOp, TxnRequest};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_embedded_node_serves_the_in_process_client() {
+/// A single-member node on ephemeral ports, its data in a temp dir (kept with the node).
+async fn start_node() -> (tempfile::TempDir, cairn::Node) {
     let dir = tempfile::tempdir().unwrap();
     let config = cairn::Config {
         data_dir: dir.path().join("data"),
@@ -12,6 +12,12 @@ async fn an_embedded_node_serves_the_in_process_client() {
         ..Default::default()
     };
     let node = cairn::Node::start(config).await.unwrap();
+    (dir, node)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_node_serves_the_in_process_client() {
+    let (_dir, node) = start_node().await;
     let client = node.client();
     let put = client.put("k", "v1").await.unwrap();
     let header = put.header.unwrap();
@@ -62,14 +68,7 @@ async fn an_embedded_node_serves_the_in_process_client() {
 async fn recipes_run_on_the_in_process_client() {
     use futures::StreamExt;
 
-    let dir = tempfile::tempdir().unwrap();
-    let config = cairn::Config {
-        data_dir: dir.path().join("data"),
-        client_addr: "127.0.0.1:0".into(),
-        peer_addr: "127.0.0.1:0".into(),
-        ..Default::default()
-    };
-    let node = cairn::Node::start(config).await.unwrap();
+    let (_dir, node) = start_node().await;
     let client = node.client();
 
     let lease = cairn::Lease::grant(&client, 5).await.unwrap();
