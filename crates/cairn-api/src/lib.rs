@@ -131,9 +131,11 @@ pub async fn serve<B: Backend>(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
+    // The builder's TCP settings do not apply to an incoming stream we give it: without
+    // TCP_NODELAY here, small responses wait for Nagle's timer (~40 ms per request).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_routes(routes(backend, limits))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }
