@@ -92,19 +92,28 @@ async fn connect(uri: Uri, local_ip: Option<IpAddr>) -> io::Result<TokioIo<tokio
 #[derive(Clone)]
 pub struct PeerNetwork {
     pub channels: PeerChannels,
+    /// The shortest deadline of one RPC (the election timeout). openraft offers the
+    /// heartbeat interval; a link slower than that is slow, not broken, and cutting every
+    /// message at it would stop all progress (the chaos harness's `delay` nemesis found it).
+    pub min_rpc_deadline: Duration,
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> PeerConnection {
-        PeerConnection { target, client: self.channels.client(&node.peer_addr).map_err(|e| e.to_string()) }
+        PeerConnection {
+            target,
+            client: self.channels.client(&node.peer_addr).map_err(|e| e.to_string()),
+            min_rpc_deadline: self.min_rpc_deadline,
+        }
     }
 }
 
 pub struct PeerConnection {
     target: NodeId,
     client: Result<PeerClient<Channel>, String>,
+    min_rpc_deadline: Duration,
 }
 
 fn unreachable<E: std::error::Error + 'static>(e: &E) -> RPCError<TypeConfig> {
@@ -136,7 +145,7 @@ impl PeerConnection {
     ) -> Result<Resp, RPCError<TypeConfig>> {
         let data = codec::encode(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut req = tonic::Request::new(RaftPayload { data });
-        req.set_timeout(ttl);
+        req.set_timeout(ttl.max(self.min_rpc_deadline));
         let resp = call(self.client()?, req).await.map_err(status_to_rpc)?;
         codec::decode(&resp.into_inner().data).map_err(|e| RPCError::Network(NetworkError::new(&e)))
     }

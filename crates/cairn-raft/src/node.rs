@@ -192,7 +192,7 @@ impl RaftNode {
             .map_err(|e| StartError::Storage(e.to_string()))?;
         let revision = sm.revision_updates();
         let channels = PeerChannels::new(Some(cfg.peer_listen.ip()));
-        let network = PeerNetwork { channels: channels.clone() };
+        let network = PeerNetwork { channels: channels.clone(), min_rpc_deadline: cfg.election_timeout };
         let log = LogStore::new(db.clone());
         let raft =
             Raft::new(id, config, network, log, sm).await.map_err(|e| StartError::Raft(e.to_string()))?;
