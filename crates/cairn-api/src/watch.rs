@@ -225,7 +225,8 @@ impl<B: Backend> Watcher<B> {
     /// Sends one revision batch's events; for a `fragment` watch, a response over the limit
     /// goes as several, all but the last marked `fragment` (etcd's `sendFragments`).
     async fn send_events(&self, resp: WatchResponse) -> Result<(), ()> {
-        let Some(limit) = self.fragment_bytes.filter(|l| resp.encoded_len() >= *l && resp.events.len() > 1) else {
+        let Some(limit) = self.fragment_bytes.filter(|l| resp.encoded_len() >= *l && resp.events.len() > 1)
+        else {
             return self.tx.send(Ok(resp)).await.map_err(|_| ());
         };
         let mut events = resp.events.into_iter().peekable();
