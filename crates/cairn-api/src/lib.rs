@@ -78,6 +78,7 @@ fn store_routes<B: Backend>(backend: Arc<B>, limits: Limits) -> Routes {
         backend: backend.clone(),
         progress_interval: std::time::Duration::from_secs(600),
         fragment_bytes: limits.max_request_bytes,
+        latest: Default::default(),
     });
     let lease = LeaseServer::new(lease::LeaseService { backend: backend.clone() });
     let cluster = ClusterServer::new(maintenance::ClusterService { backend });
