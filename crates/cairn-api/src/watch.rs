@@ -50,7 +50,13 @@ pub struct WatchService<B> {
 /// watchers a put would otherwise cost 10,000 event-log reads.
 #[derive(Default)]
 pub(crate) struct LatestRevision {
-    slot: std::sync::Mutex<Option<(i64, bool, Arc<Vec<RevisionEvents>>)>>,
+    slot: std::sync::Mutex<Option<CachedRevision>>,
+}
+
+struct CachedRevision {
+    revision: i64,
+    with_prev_kv: bool,
+    events: Arc<Vec<RevisionEvents>>,
 }
 
 impl LatestRevision {
@@ -63,13 +69,13 @@ impl LatestRevision {
         read: impl FnOnce() -> Result<Vec<RevisionEvents>, BackendError>,
     ) -> Result<Arc<Vec<RevisionEvents>>, BackendError> {
         let mut slot = self.slot.lock().expect("latest revision cache poisoned");
-        if let Some((rev, with_prev, events)) = &*slot {
-            if *rev == revision && (*with_prev || !prev_kv) {
-                return Ok(events.clone());
+        if let Some(cached) = &*slot {
+            if cached.revision == revision && (cached.with_prev_kv || !prev_kv) {
+                return Ok(cached.events.clone());
             }
         }
         let events = Arc::new(read()?);
-        *slot = Some((revision, prev_kv, events.clone()));
+        *slot = Some(CachedRevision { revision, with_prev_kv: prev_kv, events: events.clone() });
         Ok(events)
     }
 }
