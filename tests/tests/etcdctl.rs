@@ -3,27 +3,9 @@
 
 mod common;
 
-use std::process::Output;
-
 use anyhow::{ensure, Context, Result};
 use cairn_tests::Cluster;
 use common::*;
-
-fn stdout(out: &Output, what: &str) -> Result<String> {
-    ensure!(
-        out.status.success(),
-        "`etcdctl {what}` failed with {}: stdout {:?} stderr {:?}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-async fn ctl(cluster: &Cluster, i: usize, args: &[&str]) -> Result<String> {
-    let out = cluster.etcdctl(i, args).await?;
-    stdout(&out, &args.join(" "))
-}
 
 async fn ctl_txn(cluster: &Cluster, i: usize, args: &[&str], input: &str) -> Result<String> {
     let out = cluster.etcdctl_with_stdin(i, args, Some(input)).await?;

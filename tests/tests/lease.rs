@@ -11,7 +11,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -318,54 +317,6 @@ async fn revoke_deletes_every_attached_key_in_one_revision() {
 }
 
 /// What a keepalive loop saw.
-#[derive(Default)]
-struct KeepAliveLog {
-    /// When each renewal was answered with a positive TTL.
-    renewed: Vec<Instant>,
-    /// Set when the server answered TTL 0: the lease was gone.
-    lost: bool,
-}
-
-/// Keeps `id` alive through `client` every 500 ms until `stop`, reopening the stream after
-/// errors (as client libraries do), and records every answer.
-async fn keep_alive_loop(
-    mut client: Client,
-    id: i64,
-    stop: Arc<AtomicBool>,
-    log: Arc<Mutex<KeepAliveLog>>,
-) -> Result<()> {
-    while !stop.load(Ordering::SeqCst) {
-        let (mut keeper, mut stream) =
-            match tokio::time::timeout(Duration::from_secs(10), client.lease_keep_alive(id)).await {
-                Ok(Ok(pair)) => pair,
-                Ok(Err(etcd_client::Error::LeaseKeepAliveError(e))) => {
-                    log.lock().unwrap().lost = true;
-                    bail!("lease {id:x} lost: {e}");
-                }
-                Ok(Err(_)) | Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
-            };
-        log.lock().unwrap().renewed.push(Instant::now());
-        while !stop.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            if keeper.keep_alive().await.is_err() {
-                break;
-            }
-            match tokio::time::timeout(Duration::from_secs(10), stream.message()).await {
-                Ok(Ok(Some(resp))) if resp.ttl() > 0 => log.lock().unwrap().renewed.push(Instant::now()),
-                Ok(Ok(Some(resp))) => {
-                    log.lock().unwrap().lost = true;
-                    bail!("lease {id:x} lost: keepalive answered {resp:?}");
-                }
-                _ => break,
-            }
-        }
-    }
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn keepalives_through_a_follower_keep_keys_alive_across_a_leader_kill() {
     let cluster = start_nodes(3).await;
@@ -531,22 +482,6 @@ async fn leases_and_their_keys_survive_a_restart_of_every_member() {
         anyhow::Ok(())
     };
     body.await.unwrap();
-}
-
-fn stdout(out: &Output, what: &str) -> Result<String> {
-    ensure!(
-        out.status.success(),
-        "`etcdctl {what}` failed with {}: stdout {:?} stderr {:?}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-async fn ctl(cluster: &Cluster, i: usize, args: &[&str]) -> Result<String> {
-    let out = cluster.etcdctl(i, args).await?;
-    stdout(&out, &args.join(" "))
 }
 
 /// `etcdctl lease ...` (3.4) through every node: grant, put --lease, timetolive --keys,

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,25 +13,15 @@ use anyhow::{bail, ensure, Context, Result};
 use cairn_tests::etcd_client::{
     Client, EventType, LeaderKey, LockOptions, ProclaimOptions, ResignOptions, WatchOptions,
 };
-use cairn_tests::{etcdctl_bin, eventually, grpc_code};
-use common::{start_nodes, CONVERGE};
+use cairn_tests::{eventually, grpc_code};
+use common::{keep_alive_loop, read_until, spawn_etcdctl, start_nodes, CONVERGE};
 use tokio::task::JoinHandle;
 
 /// Keeps lease `id` alive through `client` until the task is aborted.
 fn keep_alive(client: &Client, id: i64) -> JoinHandle<()> {
-    let mut client = client.clone();
+    let client = client.clone();
     tokio::spawn(async move {
-        loop {
-            if let Ok((mut keeper, mut responses)) = client.lease_keep_alive(id).await {
-                while keeper.keep_alive().await.is_ok() {
-                    if !matches!(responses.message().await, Ok(Some(_))) {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let _ = keep_alive_loop(client, id, Arc::default(), Arc::default()).await;
     })
 }
 
@@ -217,19 +206,6 @@ async fn election_errors_follow_etcd() -> Result<()> {
     Ok(())
 }
 
-/// Starts `etcdctl --endpoints <endpoint> <args>` in the background.
-fn spawn_etcdctl(endpoint: &str, args: &[&str]) -> Result<tokio::process::Child> {
-    Ok(tokio::process::Command::new(etcdctl_bin())
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoint}"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn etcdctl_lock_and_elect_share_locks_and_elections_with_the_services() -> Result<()> {
     let cluster = start_nodes(3).await;
@@ -295,25 +271,4 @@ async fn etcdctl_lock_and_elect_share_locks_and_elections_with_the_services() ->
     ensure!(first.event_type() == EventType::Put, "first event {first:?}");
     ensure!(first.kv().map(|kv| kv.mod_revision()) == Some(token), "first event {first:?}");
     Ok(())
-}
-
-/// Reads `child`'s stdout until it contains `needle` (within [`CONVERGE`]); returns it all.
-async fn read_until(child: &mut tokio::process::Child, needle: &str) -> Result<String> {
-    use tokio::io::AsyncReadExt;
-    let stdout = child.stdout.as_mut().context("no stdout")?;
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 256];
-    tokio::time::timeout(CONVERGE, async {
-        while !String::from_utf8_lossy(&seen).contains(needle) {
-            let n = stdout.read(&mut buf).await?;
-            if n == 0 {
-                bail!("output ended: {:?}", String::from_utf8_lossy(&seen));
-            }
-            seen.extend_from_slice(&buf[..n]);
-        }
-        Ok(())
-    })
-    .await
-    .context("timed out")??;
-    Ok(String::from_utf8_lossy(&seen).into_owned())
 }

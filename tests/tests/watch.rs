@@ -340,36 +340,17 @@ async fn drain(w: &mut cairn_client::WatchStream, last: i64) -> Result<Vec<i64>>
 
 #[tokio::test(flavor = "multi_thread")]
 async fn etcdctl_watch_prints_every_event_from_a_revision() -> Result<()> {
-    use tokio::io::AsyncReadExt;
     let cluster = start_nodes(3).await;
     let mut c = cluster.client(0).await?;
     let start = header_rev(c.put("ctl/a", "1", None).await?.header())?;
     c.put("ctl/b", "2", None).await?;
     c.delete("ctl/a", None).await?;
-    let mut watch = tokio::process::Command::new(cairn_tests::etcdctl_bin())
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={}", cluster.endpoint(1)))
-        .args(["watch", "--prefix", "ctl/", &format!("--rev={start}")])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
+    let mut watch =
+        spawn_etcdctl(&cluster.endpoint(1), &["watch", "--prefix", "ctl/", &format!("--rev={start}")])?;
     // A live event after the replayed ones, through another member.
     cluster.client(2).await?.put("ctl/c", "3", None).await?;
     let expected = "PUT\nctl/a\n1\nPUT\nctl/b\n2\nDELETE\nctl/a\n\nPUT\nctl/c\n3\n";
-    let mut out = Vec::new();
-    let stdout = watch.stdout.as_mut().context("no stdout")?;
-    let mut buf = [0u8; 1024];
-    while out.len() < expected.len() {
-        let n = tokio::time::timeout(CONVERGE, stdout.read(&mut buf))
-            .await
-            .context("etcdctl watch stalled")??;
-        ensure!(n > 0, "etcdctl watch ended: {:?}", String::from_utf8_lossy(&out));
-        out.extend_from_slice(&buf[..n]);
-    }
-    ensure!(
-        String::from_utf8_lossy(&out) == expected,
-        "etcdctl watch printed {:?}",
-        String::from_utf8_lossy(&out)
-    );
+    let out = read_until(&mut watch, "PUT\nctl/c\n3\n").await.context("etcdctl watch stalled")?;
+    ensure!(out == expected, "etcdctl watch printed {:?}", out);
     Ok(())
 }

@@ -2,7 +2,9 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, ensure, Context, Result};
 use cairn_tests::etcd_client::{
@@ -196,4 +198,104 @@ pub fn expect_grpc_err<T: std::fmt::Debug>(
 
 pub fn get_opts() -> GetOptions {
     GetOptions::new()
+}
+
+/// `out`'s stdout, or an error naming `etcdctl {what}` with both outputs if it failed.
+pub fn stdout(out: &std::process::Output, what: &str) -> Result<String> {
+    ensure!(
+        out.status.success(),
+        "`etcdctl {what}` failed with {}: stdout {:?} stderr {:?}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs `etcdctl <args>` against node `i`; its stdout if it succeeded.
+pub async fn ctl(cluster: &Cluster, i: usize, args: &[&str]) -> Result<String> {
+    let out = cluster.etcdctl(i, args).await?;
+    stdout(&out, &args.join(" "))
+}
+
+/// Starts `etcdctl --endpoints <endpoint> <args>` in the background.
+pub fn spawn_etcdctl(endpoint: &str, args: &[&str]) -> Result<tokio::process::Child> {
+    Ok(tokio::process::Command::new(cairn_tests::etcdctl_bin())
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?)
+}
+
+/// Reads `child`'s stdout until it contains `needle` (within [`CONVERGE`]); returns it all.
+pub async fn read_until(child: &mut tokio::process::Child, needle: &str) -> Result<String> {
+    use tokio::io::AsyncReadExt;
+    let stdout = child.stdout.as_mut().context("no stdout")?;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    tokio::time::timeout(CONVERGE, async {
+        while !String::from_utf8_lossy(&seen).contains(needle) {
+            let n = stdout.read(&mut buf).await?;
+            if n == 0 {
+                anyhow::bail!("output ended: {:?}", String::from_utf8_lossy(&seen));
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        Ok(())
+    })
+    .await
+    .context("timed out")??;
+    Ok(String::from_utf8_lossy(&seen).into_owned())
+}
+
+#[derive(Default)]
+pub struct KeepAliveLog {
+    /// When each renewal was answered with a positive TTL.
+    pub renewed: Vec<Instant>,
+    /// Set when the server answered TTL 0: the lease was gone.
+    pub lost: bool,
+}
+
+/// Keeps `id` alive through `client` every 500 ms until `stop`, reopening the stream after
+/// errors (as client libraries do), and records every answer.
+pub async fn keep_alive_loop(
+    mut client: Client,
+    id: i64,
+    stop: Arc<AtomicBool>,
+    log: Arc<Mutex<KeepAliveLog>>,
+) -> Result<()> {
+    while !stop.load(Ordering::SeqCst) {
+        let (mut keeper, mut stream) =
+            match tokio::time::timeout(Duration::from_secs(10), client.lease_keep_alive(id)).await {
+                Ok(Ok(pair)) => pair,
+                Ok(Err(cairn_tests::etcd_client::Error::LeaseKeepAliveError(e))) => {
+                    log.lock().unwrap().lost = true;
+                    anyhow::bail!("lease {id:x} lost: {e}");
+                }
+                Ok(Err(_)) | Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+        log.lock().unwrap().renewed.push(Instant::now());
+        while !stop.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if keeper.keep_alive().await.is_err() {
+                break;
+            }
+            match tokio::time::timeout(Duration::from_secs(10), stream.message()).await {
+                Ok(Ok(Some(resp))) if resp.ttl() > 0 => log.lock().unwrap().renewed.push(Instant::now()),
+                Ok(Ok(Some(resp))) => {
+                    log.lock().unwrap().lost = true;
+                    anyhow::bail!("lease {id:x} lost: keepalive answered {resp:?}");
+                }
+                _ => break,
+            }
+        }
+    }
+    Ok(())
 }
