@@ -493,78 +493,64 @@ impl RaftNode {
     /// A keepalive, handled by the leader wherever it is sent. Returns the lease's TTL, or
     /// 0 if it does not exist (any more), as etcd does.
     pub async fn lease_renew(&self, id: i64) -> Result<i64, ReplicationError> {
-        self.until_deadline(|deadline| async move {
-            match self.on_leader(deadline, |l| l.renew(id), LeaseRpc::Renew(id)).await? {
-                Attempt::Done(Ok(ttl)) => Ok(Attempt::Done(ttl)),
-                Attempt::Done(Err(_)) => Ok(Attempt::Done(0)),
-                Attempt::Retry(r) => Ok(Attempt::Retry(r)),
-            }
-        })
-        .await
+        let time =
+            self.until_deadline(|deadline| self.ask_leader(deadline, id, LeaseQuestion::Renew)).await?;
+        Ok(time.map_or(0, |t| t.granted))
     }
 
     /// The leader's view of a lease's time; `None` if it does not exist.
     pub async fn lease_remaining(&self, id: i64) -> Result<Option<LeaseTime>, ReplicationError> {
-        self.until_deadline(|deadline| async move {
-            let answer = self
-                .on_leader(
-                    deadline,
-                    |l| l.remaining(id).map(|(remaining, granted)| LeaseTime { remaining, granted }),
-                    LeaseRpc::Remaining(id),
-                )
-                .await?;
-            Ok(match answer {
-                Attempt::Done(r) => Attempt::Done(r.ok()),
-                Attempt::Retry(r) => Attempt::Retry(r),
-            })
-        })
-        .await
+        self.until_deadline(|deadline| self.ask_leader(deadline, id, LeaseQuestion::Remaining)).await
     }
 
-    /// Ask the leader's lessor: locally if this member leads, else over the peer RPC.
-    async fn on_leader<T>(
+    /// Ask the leader's lessor about lease `id`: locally if this member leads, else over the
+    /// peer RPC. `None`: the lease does not exist.
+    async fn ask_leader(
         &self,
         deadline: Instant,
-        local: impl Fn(&Lessor) -> Result<T, LeaseError>,
-        remote: LeaseRpc,
-    ) -> Result<Attempt<Result<T, LeaseError>>, ReplicationError>
-    where
-        T: From<LeaseRpcAnswer>,
-    {
+        id: i64,
+        question: LeaseQuestion,
+    ) -> Result<Attempt<Option<LeaseTime>>, ReplicationError> {
         let remaining = deadline.saturating_duration_since(Instant::now());
         let Some(leader) = self.raft.current_leader().await else {
             return Ok(Attempt::Retry(ReplicationError::NoLeader));
         };
         if leader == self.id {
+            let local = |l: &Lessor| match question {
+                LeaseQuestion::Renew => l.renew(id).map(|ttl| LeaseTime { remaining: ttl, granted: ttl }),
+                LeaseQuestion::Remaining => {
+                    l.remaining(id).map(|(remaining, granted)| LeaseTime { remaining, granted })
+                }
+            };
             return match local(&self.lessor) {
                 Err(LeaseError::NotPrimary) => Ok(Attempt::Retry(ReplicationError::NoLeader)),
                 // A lease granted in an earlier term may not be applied here yet: catch up
                 // to the commit index once before answering "not found", as etcd does.
                 Err(LeaseError::NotFound) => {
                     self.linearize().await?;
-                    Ok(Attempt::Done(local(&self.lessor)))
+                    Ok(Attempt::Done(local(&self.lessor).ok()))
                 }
-                found => Ok(Attempt::Done(found)),
+                Ok(time) => Ok(Attempt::Done(Some(time))),
             };
         }
         let Some(addr) = self.peer_addr(leader) else {
             return Ok(Attempt::Retry(ReplicationError::NoLeader));
         };
         let mut client = self.channels.client(&addr).map_err(|_| ReplicationError::NoLeader)?;
-        let answer = match remote {
-            LeaseRpc::Renew(id) => {
-                let mut request = tonic::Request::new(pb::LeaseRenewRequest { id });
-                request.set_timeout(remaining);
-                client.lease_renew(request).await.map(|r| LeaseRpcAnswer::Renewed(r.into_inner().ttl))
-            }
-            LeaseRpc::Remaining(id) => {
-                let mut request = tonic::Request::new(pb::LeaseRenewRequest { id });
-                request.set_timeout(remaining);
-                client.lease_remaining(request).await.map(|r| LeaseRpcAnswer::Remaining(r.into_inner()))
-            }
+        let mut request = tonic::Request::new(pb::LeaseRenewRequest { id });
+        request.set_timeout(remaining);
+        let answer = match question {
+            LeaseQuestion::Renew => client.lease_renew(request).await.map(|r| {
+                let ttl = r.into_inner().ttl;
+                (ttl > 0).then_some(LeaseTime { remaining: ttl, granted: ttl })
+            }),
+            LeaseQuestion::Remaining => client.lease_remaining(request).await.map(|r| {
+                let r = r.into_inner();
+                r.found.then_some(LeaseTime { remaining: r.remaining, granted: r.granted })
+            }),
         };
         match answer {
-            Ok(a) => Ok(Attempt::Done(a.into_result())),
+            Ok(time) => Ok(Attempt::Done(time)),
             Err(s) if s.code() == tonic::Code::DeadlineExceeded => Err(ReplicationError::Timeout),
             // Not the leader any more, or unreachable: keepalives are idempotent, try again.
             Err(_) => Ok(Attempt::Retry(ReplicationError::NoLeader)),
@@ -587,48 +573,13 @@ impl RaftNode {
     }
 }
 
-/// A lessor question for the leader, over the peer protocol.
-enum LeaseRpc {
-    Renew(i64),
-    Remaining(i64),
-}
-
-/// The leader's answer to a [`LeaseRpc`].
-enum LeaseRpcAnswer {
-    Renewed(i64),
-    Remaining(pb::LeaseRemainingResponse),
-}
-
-impl LeaseRpcAnswer {
-    fn into_result<T: From<LeaseRpcAnswer>>(self) -> Result<T, LeaseError> {
-        let found = match &self {
-            LeaseRpcAnswer::Renewed(ttl) => *ttl > 0,
-            LeaseRpcAnswer::Remaining(r) => r.found,
-        };
-        if found {
-            Ok(T::from(self))
-        } else {
-            Err(LeaseError::NotFound)
-        }
-    }
-}
-
-impl From<LeaseRpcAnswer> for i64 {
-    fn from(a: LeaseRpcAnswer) -> i64 {
-        match a {
-            LeaseRpcAnswer::Renewed(ttl) => ttl,
-            LeaseRpcAnswer::Remaining(r) => r.remaining,
-        }
-    }
-}
-
-impl From<LeaseRpcAnswer> for LeaseTime {
-    fn from(a: LeaseRpcAnswer) -> LeaseTime {
-        match a {
-            LeaseRpcAnswer::Remaining(r) => LeaseTime { remaining: r.remaining, granted: r.granted },
-            LeaseRpcAnswer::Renewed(ttl) => LeaseTime { remaining: ttl, granted: ttl },
-        }
-    }
+/// What a member asks the leader's lessor.
+#[derive(Clone, Copy)]
+enum LeaseQuestion {
+    /// A keepalive.
+    Renew,
+    /// Time to live.
+    Remaining,
 }
 
 /// Keep the lessor's idea of leadership in step with Raft's.
