@@ -120,11 +120,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> TypedKey<T> {
             .watch(WatchCreateRequest { key: self.key.clone(), start_revision: from, ..Default::default() })
             .await?;
         loop {
-            let r = match watch.next().await? {
-                Some(r) if r.canceled => return Err(crate::watch::canceled(&r)),
-                Some(r) => r,
-                None => return Err(Error::WatchEnded("stream closed".into())),
-            };
+            let r = watch.next_events().await?;
             for e in r.events {
                 let change = match (e.r#type == EventType::Delete as i32, e.kv) {
                     (false, Some(kv)) => Some(self.decode(&kv)?),

@@ -39,9 +39,19 @@ impl WatchStream {
     pub async fn next(&mut self) -> Result<Option<WatchResponse>, Error> {
         Ok(self.responses.message().await?)
     }
+
+    /// The next response, for callers that need the watch to go on: a cancellation or the
+    /// end of the stream is an error.
+    pub async fn next_events(&mut self) -> Result<WatchResponse, Error> {
+        match self.next().await? {
+            Some(r) if r.canceled => Err(canceled(&r)),
+            Some(r) => Ok(r),
+            None => Err(Error::WatchEnded("stream closed".into())),
+        }
+    }
 }
 
-pub(crate) fn canceled(r: &WatchResponse) -> Error {
+fn canceled(r: &WatchResponse) -> Error {
     if r.compact_revision > 0 {
         Error::WatchEnded(format!("required revision {} has been compacted", r.compact_revision))
     } else {

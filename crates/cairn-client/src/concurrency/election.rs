@@ -10,8 +10,8 @@ use futures::Stream;
 use tokio::sync::mpsc;
 
 use super::lease::Lease;
-use super::{created_at, delete_if_created_at, key_under, prefix_of, DeleteOnDrop};
-use crate::watch::{first_created, wait_deletes};
+use super::{created_at, delete_if_created_at, key_under, prefix_of, wait_turn, DeleteOnDrop};
+use crate::watch::first_created;
 use crate::{op, range_kvs, Client, Error};
 
 /// An election by name.
@@ -157,14 +157,9 @@ pub async fn campaign(
             }
         }
     }
-    wait_deletes(client, prefix, leader.revision - 1).await?;
-    let mine = client.get(key).await?;
-    if mine.kvs.is_empty() {
-        cleanup.disarm();
-        return Err(Error::SessionExpired);
-    }
+    let header = wait_turn(client, prefix, leader.revision, &mut cleanup).await?;
     cleanup.disarm();
-    Ok((leader, mine.header.unwrap_or_default()))
+    Ok((leader, header))
 }
 
 /// Puts `value` under the leader key if it is still `leader`'s ([`Error::NotLeader`] if
@@ -218,7 +213,7 @@ pub async fn observe(
                     })
                     .await?;
                 loop {
-                    let r = next_or_end(&mut watch).await?;
+                    let r = watch.next_events().await?;
                     let put = r.events.into_iter().find(|e| e.r#type == EventType::Put as i32);
                     if let Some(kv) = put.and_then(|e| e.kv) {
                         let mut header = r.header.unwrap_or_default();
@@ -238,7 +233,7 @@ pub async fn observe(
             .watch(WatchCreateRequest { key, start_revision: header.revision + 1, ..Default::default() })
             .await?;
         'leader: loop {
-            let r = next_or_end(&mut watch).await?;
+            let r = watch.next_events().await?;
             let header = r.header.unwrap_or_default();
             for e in r.events {
                 if e.r#type == EventType::Delete as i32 {
@@ -251,14 +246,5 @@ pub async fn observe(
                 }
             }
         }
-    }
-}
-
-/// The next watch response; an error when the watch ended (canceled or closed).
-async fn next_or_end(watch: &mut crate::WatchStream) -> Result<WatchResponse, Error> {
-    match watch.next().await? {
-        Some(r) if r.canceled => Err(crate::watch::canceled(&r)),
-        Some(r) => Ok(r),
-        None => Err(Error::WatchEnded("stream closed".into())),
     }
 }

@@ -6,8 +6,8 @@ use cairn_proto::etcdserverpb::request_op::Request as Op;
 use cairn_proto::etcdserverpb::*;
 
 use super::lease::Lease;
-use super::{created_at, key_under, prefix_of, DeleteOnDrop};
-use crate::watch::{first_created_request, wait_deletes};
+use super::{created_at, key_under, prefix_of, wait_turn, DeleteOnDrop};
+use crate::watch::first_created_request;
 use crate::{op, range_kvs, Client, Error};
 
 /// A named lock. Cheap: it holds only the client and the name.
@@ -119,14 +119,7 @@ pub async fn acquire(client: &Client, prefix: &[u8], lease: i64) -> Result<Acqui
     let header = if owner.is_none_or(|rev| rev == revision) {
         resp.header.unwrap_or_default()
     } else {
-        wait_deletes(client, prefix, revision - 1).await?;
-        // The predecessors are gone; so may be our key, if the lease ended while we waited.
-        let mine = client.get(key.clone()).await?;
-        if mine.kvs.is_empty() {
-            cleanup.disarm();
-            return Err(Error::SessionExpired);
-        }
-        mine.header.unwrap_or_default()
+        wait_turn(client, prefix, revision, &mut cleanup).await?
     };
     cleanup.disarm();
     Ok(Acquired { key, revision, header })

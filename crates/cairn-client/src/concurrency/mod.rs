@@ -12,9 +12,10 @@ pub use lock::{acquire, Acquired, Lock, LockGuard};
 
 use cairn_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use cairn_proto::etcdserverpb::request_op::Request as Op;
-use cairn_proto::etcdserverpb::{Compare, DeleteRangeRequest, TxnRequest};
+use cairn_proto::etcdserverpb::{Compare, DeleteRangeRequest, ResponseHeader, TxnRequest};
 
-use crate::Client;
+use crate::watch::wait_deletes;
+use crate::{Client, Error};
 
 /// `name` → `name/`: the prefix under which the contenders' keys live.
 pub fn prefix_of(mut name: Vec<u8>) -> Vec<u8> {
@@ -50,6 +51,25 @@ pub(crate) fn delete_if_created_at(key: Vec<u8>, revision: i64) -> TxnRequest {
     }
 }
 
+/// Waits for the turn of the contender whose key (`cleanup`'s) was created at `revision`
+/// under `prefix`: until every older contender is gone, then checks that its key is still
+/// there — its lease may have ended while it waited ([`Error::SessionExpired`]; nothing left
+/// to clean up then). The key stays in place either way.
+pub(crate) async fn wait_turn(
+    client: &Client,
+    prefix: &[u8],
+    revision: i64,
+    cleanup: &mut DeleteOnDrop,
+) -> Result<ResponseHeader, Error> {
+    wait_deletes(client, prefix, revision - 1).await?;
+    let mine = client.get(cleanup.key().to_vec()).await?;
+    if mine.kvs.is_empty() {
+        cleanup.disarm();
+        return Err(Error::SessionExpired);
+    }
+    Ok(mine.header.unwrap_or_default())
+}
+
 /// Deletes a contender's key when dropped, unless disarmed: a waiter that gives up (its
 /// future dropped, an error) leaves the queue, as etcd's do on a canceled context.
 pub(crate) struct DeleteOnDrop {
@@ -58,6 +78,10 @@ pub(crate) struct DeleteOnDrop {
 }
 
 impl DeleteOnDrop {
+    pub(crate) fn key(&self) -> &[u8] {
+        self.key.as_deref().unwrap_or_default()
+    }
+
     pub(crate) fn new(client: &Client, key: Vec<u8>) -> DeleteOnDrop {
         DeleteOnDrop { client: client.clone(), key: Some(key) }
     }
