@@ -24,15 +24,13 @@ pub struct Lease {
 impl MvccStore {
     /// The lease `id`, if it exists.
     pub fn lease(&self, id: i64) -> Result<Option<Lease>, MvccError> {
-        let view = View { db: self.db(), snapshot: None, overlay: None };
-        lease_in(&view, id)
+        lease_in(&self.latest_view(), id)
     }
 
     /// Every lease, in id order.
     pub fn leases(&self) -> Result<Vec<Lease>, MvccError> {
-        let view = View { db: self.db(), snapshot: None, overlay: None };
         let mut out = Vec::new();
-        view.scan(Family::Leases, &[], None, &mut |k, v| {
+        self.latest_view().scan(Family::Leases, &[], None, &mut |k, v| {
             out.push(Lease { id: decode_lease_id(k)?, ttl: decode_lease(v)? });
             Ok(true)
         })?;
@@ -41,8 +39,7 @@ impl MvccStore {
 
     /// The keys attached to lease `id`, in key order.
     pub fn lease_keys(&self, id: i64) -> Result<Vec<Vec<u8>>, MvccError> {
-        let view = View { db: self.db(), snapshot: None, overlay: None };
-        attached_keys(&view, id)
+        attached_keys(&self.latest_view(), id)
     }
 }
 

@@ -84,12 +84,17 @@ impl MvccStore {
 
     /// (current revision, compacted revision) as last written.
     pub fn revisions(&self) -> Result<(i64, i64), MvccError> {
-        let view = View { db: &self.db, snapshot: None, overlay: None };
+        let view = self.latest_view();
         revisions(&view)
     }
 
     pub(crate) fn revisions_in(&self, view: &View<'_>) -> Result<(i64, i64), MvccError> {
         revisions(view)
+    }
+
+    /// Reads of the latest committed state, without a snapshot (one key or one scan each).
+    pub(crate) fn latest_view(&self) -> View<'_> {
+        View { db: &self.db, snapshot: None, overlay: None }
     }
 
     /// A metadata row written with [`ApplyBatch::put_meta`].
