@@ -33,6 +33,18 @@ pub enum NemesisKind {
     Clock,
 }
 
+impl NemesisKind {
+    /// Every kind, in the order `--nemesis all` runs them and the report's legend lists them.
+    pub const ALL: [NemesisKind; 6] = [
+        NemesisKind::Kill,
+        NemesisKind::Pause,
+        NemesisKind::Partition,
+        NemesisKind::Loss,
+        NemesisKind::Delay,
+        NemesisKind::Clock,
+    ];
+}
+
 /// One fault, as the report shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct Interval {

@@ -144,14 +144,7 @@ pub fn write_html(path: &Path, summary: &Value, ops: &[Op], intervals: &[Interva
 
     // Legend.
     html.push_str("<p>Shading: ");
-    for k in [
-        NemesisKind::Kill,
-        NemesisKind::Pause,
-        NemesisKind::Partition,
-        NemesisKind::Loss,
-        NemesisKind::Delay,
-        NemesisKind::Clock,
-    ] {
+    for k in NemesisKind::ALL {
         let _ = write!(html, "<span style=\"background:{};padding:0 6px\">{k:?}</span> ", nemesis_color(k));
     }
     html.push_str(" · ops: <span style=\"color:#2a9d3a\">ok</span> <span style=\"color:#d62728\">fail</span> <span style=\"color:#ff9f1c\">info</span></p>");

@@ -91,14 +91,7 @@ fn parse_nemeses(names: &[String]) -> Result<Vec<NemesisKind>> {
             "delay" => NemesisKind::Delay,
             "clock" => NemesisKind::Clock,
             "all" => {
-                kinds.extend([
-                    NemesisKind::Kill,
-                    NemesisKind::Pause,
-                    NemesisKind::Partition,
-                    NemesisKind::Loss,
-                    NemesisKind::Delay,
-                    NemesisKind::Clock,
-                ]);
+                kinds.extend(NemesisKind::ALL);
                 continue;
             }
             other => bail!(
