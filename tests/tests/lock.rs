@@ -196,6 +196,11 @@ async fn election_errors_follow_etcd() -> Result<()> {
     ensure!(grpc_code(&err).is_some_and(|(_, m)| m.contains("election: not leader")), "{err}");
     // Resigning what one does not hold is not an error (etcd).
     client.resign(Some(ResignOptions::new().with_leader(fake))).await?;
+    // Proclaim and Resign without a leader key are refused with etcd's text.
+    let err = client.proclaim("v", None).await.err().context("proclaim without a leader key")?;
+    ensure!(grpc_code(&err).is_some_and(|(_, m)| m.contains("\"leader\" field must be provided")), "{err}");
+    let err = client.resign(None).await.err().context("resign without a leader key")?;
+    ensure!(grpc_code(&err).is_some_and(|(_, m)| m.contains("\"leader\" field must be provided")), "{err}");
 
     // A campaign or a lock on a lease that does not exist fails with etcd's lease error.
     let err = client.campaign("e", "v", 0x7777).await.err().context("campaign on an unknown lease")?;
