@@ -136,6 +136,43 @@ async fn writes_through_followers_body(cluster: &Cluster) -> Result<()> {
     Ok(())
 }
 
+/// A write through a follower is answered only once that follower applied it (as etcd does):
+/// a serializable read on the same member right after sees it, at a revision no older than the
+/// write's. Also with many writes in flight at once (the forwarding stream).
+#[tokio::test(flavor = "multi_thread")]
+async fn follower_reads_its_own_writes() {
+    let cluster = start_nodes(3).await;
+    follower_reads_its_own_writes_body(&cluster).await.unwrap();
+}
+
+async fn follower_reads_its_own_writes_body(cluster: &Cluster) -> Result<()> {
+    for f in cluster.followers().await? {
+        let mut tasks = Vec::new();
+        for w in 0..8 {
+            let mut c = cluster.client(f).await?;
+            tasks.push(tokio::spawn(async move {
+                for n in 0..25 {
+                    let k = format!("ryw/f{f}/w{w}/{n:03}");
+                    let put = c.put(k.as_str(), "v", None).await?;
+                    let written = put.header().map_or(0, |h| h.revision());
+                    let get = c.get(k.as_str(), Some(GetOptions::new().with_serializable())).await?;
+                    let read = get.header().map_or(0, |h| h.revision());
+                    ensure!(get.kvs().len() == 1, "member {f} does not see {k} right after acknowledging it");
+                    ensure!(
+                        read >= written,
+                        "member {f} read {k} at revision {read}, older than its write at {written}"
+                    );
+                }
+                Ok::<_, anyhow::Error>(())
+            }));
+        }
+        for t in tasks {
+            t.await.map_err(|e| anyhow!("writer task: {e}"))??;
+        }
+    }
+    Ok(())
+}
+
 /// Background writers: keys `<prefix>w<id>/<n>`, each retried until acknowledged (or 30 s, or
 /// stopped), recording what was acknowledged, until stopped.
 struct Writers {

@@ -8,6 +8,7 @@
 pub mod codec;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
+pub mod forward;
 pub mod lessor;
 pub mod log_store;
 pub mod metrics;

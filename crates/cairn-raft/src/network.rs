@@ -4,18 +4,21 @@
 //! Outgoing connections bind to this node's own peer address, so that a firewall rule on
 //! the source address (how the chaos harness partitions nodes on one machine) applies.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use futures::{FutureExt, Stream, StreamExt};
 use hyper_util::rt::TokioIo;
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
-use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::network::{stream_append_sequential, RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, VoteRequest,
+    VoteResponse,
 };
 use openraft::RaftNetworkV2;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -106,6 +109,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             target,
             client: self.channels.client(&node.peer_addr).map_err(|e| e.to_string()),
             min_rpc_deadline: self.min_rpc_deadline,
+            pipelined: true,
         }
     }
 }
@@ -114,7 +118,13 @@ pub struct PeerConnection {
     target: NodeId,
     client: Result<PeerClient<Channel>, String>,
     min_rpc_deadline: Duration,
+    /// Whether the peer serves `StreamAppend`; cleared when it answers Unimplemented (an
+    /// older member during a rolling upgrade), after which AppendEntries go one at a time.
+    pipelined: bool,
 }
+
+/// What replication receives from a pipelined stream.
+type AppendResults = BoxStream<'static, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>;
 
 fn unreachable<E: std::error::Error + 'static>(e: &E) -> RPCError<TypeConfig> {
     RPCError::Unreachable(Unreachable::new(e))
@@ -149,6 +159,94 @@ impl PeerConnection {
         let resp = call(self.client()?, req).await.map_err(status_to_rpc)?;
         codec::decode(&resp.into_inner().data).map_err(|e| RPCError::Network(NetworkError::new(&e)))
     }
+
+    /// Open a `StreamAppend` stream that carries `input` and yields the follower's results in
+    /// order. A request unanswered for the RPC deadline ends the stream with `Unreachable`
+    /// (a paused or partitioned follower keeps the TCP connection open).
+    async fn pipelined_append<S>(
+        &mut self,
+        input: S,
+        option: &RPCOption,
+    ) -> Result<AppendResults, RPCError<TypeConfig>>
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+    {
+        let mut client = self.client()?;
+        let deadline = option.soft_ttl().max(self.min_rpc_deadline);
+        // When each unanswered request went out, oldest first.
+        let in_flight: Arc<Mutex<VecDeque<Instant>>> = Arc::default();
+        let encode_failure: Arc<Mutex<Option<String>>> = Arc::default();
+        // Dropping the result stream (openraft ends the session) ends the request stream too:
+        // it owns openraft's request generator, which must not outlive the session.
+        let (session_alive, session_ended) = tokio::sync::oneshot::channel::<()>();
+        let outbound = {
+            let in_flight = in_flight.clone();
+            let encode_failure = encode_failure.clone();
+            input.take_until(session_ended).scan((), move |_, req| {
+                let message = match codec::encode(&req) {
+                    Ok(data) => {
+                        in_flight.lock().expect("in-flight queue poisoned").push_back(Instant::now());
+                        Some(RaftPayload { data })
+                    }
+                    Err(e) => {
+                        *encode_failure.lock().expect("encode failure slot poisoned") = Some(e.to_string());
+                        None
+                    }
+                };
+                futures::future::ready(message)
+            })
+        };
+        let inbound = match tokio::time::timeout(deadline, client.stream_append(outbound)).await {
+            Err(_) => return Err(unreachable(&io::Error::other("opening the replication stream timed out"))),
+            Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
+                tracing::info!(
+                    target = self.target,
+                    "peer has no StreamAppend: replicating one request at a time"
+                );
+                self.pipelined = false;
+                return Err(unreachable(&status));
+            }
+            Ok(Err(status)) => return Err(status_to_rpc(status)),
+            Ok(Ok(response)) => response.into_inner(),
+        };
+        let results = futures::stream::unfold(Some((inbound, session_alive)), move |state| {
+            let in_flight = in_flight.clone();
+            let encode_failure = encode_failure.clone();
+            async move {
+                let (mut inbound, session_alive) = state?;
+                let answer = loop {
+                    let oldest = in_flight.lock().expect("in-flight queue poisoned").front().copied();
+                    let wait_until = oldest.unwrap_or_else(Instant::now) + deadline;
+                    match tokio::time::timeout_at(wait_until.into(), inbound.message()).await {
+                        Ok(answer) => break answer,
+                        // Nothing was in flight for the whole wait: keep waiting.
+                        Err(_) if oldest.is_none() => continue,
+                        Err(_) => {
+                            let e = io::Error::other(format!("no append result within {deadline:?}"));
+                            return Some((Err(unreachable(&e)), None));
+                        }
+                    }
+                };
+                let item = match answer {
+                    Ok(Some(payload)) => {
+                        in_flight.lock().expect("in-flight queue poisoned").pop_front();
+                        codec::decode::<StreamAppendResult<TypeConfig>>(&payload.data)
+                            .map_err(|e| RPCError::Network(NetworkError::new(&e)))
+                    }
+                    Ok(None) => {
+                        let failure = encode_failure.lock().expect("encode failure slot poisoned").take();
+                        return failure.map(|e| {
+                            (Err(RPCError::Network(NetworkError::new(&io::Error::other(e)))), None)
+                        });
+                    }
+                    Err(status) => Err(status_to_rpc(status)),
+                };
+                let next = item.is_ok().then_some((inbound, session_alive));
+                Some((item, next))
+            }
+        });
+        Ok(Box::pin(results))
+    }
 }
 
 impl RaftNetworkV2<TypeConfig> for PeerConnection {
@@ -160,6 +258,43 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.unary(&rpc, option.hard_ttl(), async |mut c, r| c.append_entries(r).await).await
+    }
+
+    /// Pipelined replication: one gRPC bidirectional stream per replication session, so the
+    /// leader sends the next entries while the follower still syncs the previous ones
+    /// (openraft's default sends one request and waits for its answer). A stream of one
+    /// request (a heartbeat) is a plain unary call.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        mut input: S,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<
+            BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
+            RPCError<TypeConfig>,
+        >,
+    >
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+    {
+        Box::pin(async move {
+            if !self.pipelined {
+                return stream_append_sequential(self, input, option).await;
+            }
+            let Some(first) = input.next().await else {
+                return Ok(Box::pin(futures::stream::empty()) as BoxStream<'s, _>);
+            };
+            let first = futures::stream::iter([first]);
+            match input.next().now_or_never() {
+                Some(None) => stream_append_sequential(self, first, option).await,
+                Some(Some(second)) => {
+                    let input = first.chain(futures::stream::iter([second])).chain(input);
+                    Ok(self.pipelined_append(input, &option).await? as BoxStream<'s, _>)
+                }
+                None => Ok(self.pipelined_append(first.chain(input), &option).await? as BoxStream<'s, _>),
+            }
+        })
     }
 
     async fn vote(

@@ -16,6 +16,7 @@ use openraft::{Config, ReadPolicy, ServerState, SnapshotPolicy};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::forward::Forwarder;
 use crate::lessor::{LeaseError, Lessor};
 use crate::log_store::{LogStore, CF_META};
 use crate::network::{PeerChannels, PeerNetwork};
@@ -104,8 +105,11 @@ pub struct RaftNode {
     raft: Raft,
     store: MvccStore,
     channels: PeerChannels,
+    forwarder: Forwarder,
     request_timeout: Duration,
     peer_server: std::sync::Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
+    /// Ends the peer server's long-lived streams at shutdown.
+    stopping: tokio::sync::watch::Sender<bool>,
     client_urls: Arc<OnceLock<Vec<String>>>,
     revision: tokio::sync::watch::Receiver<i64>,
     lessor: Arc<Lessor>,
@@ -206,12 +210,14 @@ impl RaftNode {
                 return Err(StartError::Listen { addr: cfg.peer_listen, source });
             }
         };
+        let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
         let service = pb::peer_server::PeerServer::new(PeerService {
             raft: raft.clone(),
             snapshots,
             name: cfg.name.clone(),
             client_urls: client_urls.clone(),
             lessor: lessor.clone(),
+            stopping: stopping_rx,
         })
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
@@ -256,9 +262,11 @@ impl RaftNode {
             cluster_id,
             raft,
             store,
+            forwarder: Forwarder::new(channels.clone()),
             channels,
             request_timeout: cfg.request_timeout,
             peer_server: std::sync::Mutex::new(Some((stop_tx, server))),
+            stopping,
             client_urls,
             revision,
             lessor,
@@ -343,8 +351,25 @@ impl RaftNode {
             return acked;
         }
         let req = &req;
+        let started = Instant::now();
         let result = self.until_deadline(|deadline| self.write_once(req, deadline)).await?;
-        result.map_err(ReplicationError::from)
+        let response = result.map_err(ReplicationError::from)?;
+        // A write forwarded to the leader is answered once the leader applied it; like etcd,
+        // answer only once this member applied it too, so that the client reads its own
+        // write here, even serializably. (On the leader this returns at once.)
+        let deadline = started + self.request_timeout;
+        self.wait_applied(response.revision(), deadline).await;
+        Ok(response)
+    }
+
+    /// Wait until this member's state machine is at `revision` or the deadline passes (the
+    /// write is committed either way; a member cut off from the leader answers it anyway).
+    async fn wait_applied(&self, revision: i64, deadline: Instant) {
+        let mut applied = self.revision.clone();
+        let caught_up = applied.wait_for(|r| *r >= revision);
+        if tokio::time::timeout_at(deadline.into(), caught_up).await.is_err() {
+            tracing::debug!(revision, "answering a forwarded write before applying it here (timed out)");
+        }
     }
 
     /// Run `once` until it is done or the request timeout passes (then fail with the
@@ -395,12 +420,20 @@ impl RaftNode {
         let Some(addr) = self.peer_addr(leader) else {
             return Ok(Attempt::Retry(ReplicationError::NoLeader));
         };
-        let mut client = self.channels.client(&addr).map_err(|_| ReplicationError::NoLeader)?;
-        let mut request = tonic::Request::new(pb::WriteRequest::from(req.clone()));
-        request.set_timeout(remaining);
-        match client.forward(request).await {
+        let write = pb::WriteRequest::from(req.clone());
+        let answer = match self.forwarder.forward(&addr, write.clone(), remaining).await {
+            // A leader without ForwardStream (an older member): one request per write.
+            Err(s) if s.code() == tonic::Code::Unimplemented => {
+                let mut client = self.channels.client(&addr).map_err(|_| ReplicationError::NoLeader)?;
+                let mut request = tonic::Request::new(write);
+                request.set_timeout(remaining);
+                client.forward(request).await.map(tonic::Response::into_inner)
+            }
+            answer => answer,
+        };
+        match answer {
             Ok(resp) => {
-                let result = Result::<WriteResponse, MvccError>::try_from(resp.into_inner())
+                let result = Result::<WriteResponse, MvccError>::try_from(resp)
                     .map_err(|_| ReplicationError::Stopped)?;
                 Ok(Attempt::Done(result))
             }
@@ -562,6 +595,7 @@ impl RaftNode {
         for task in &self.lease_tasks {
             task.abort();
         }
+        self.stopping.send_replace(true);
         let peer_server = self.peer_server.lock().expect("peer server slot poisoned").take();
         if let Some((stop, server)) = peer_server {
             let _ = stop.send(());

@@ -1,9 +1,10 @@
 //! The peer transport, server side: the `cairnpb.Peer` gRPC service on the peer port.
 
 use std::fs::File;
-use std::sync::{Arc, OnceLock};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::ReadPolicy;
 use tokio::io::AsyncWriteExt;
@@ -13,11 +14,12 @@ use crate::codec;
 use crate::lessor::{LeaseError, Lessor};
 use crate::pb::peer_server::Peer;
 use crate::pb::{
-    LeaseRemainingResponse, LeaseRenewRequest, LeaseRenewResponse, MemberInfoRequest, MemberInfoResponse,
-    RaftPayload, ReadIndexRequest, ReadIndexResponse, SnapshotChunk, WriteRequest, WriteResponse,
+    forwarded_result, ForwardFailure, ForwardedResult, ForwardedWrite, LeaseRemainingResponse,
+    LeaseRenewRequest, LeaseRenewResponse, MemberInfoRequest, MemberInfoResponse, RaftPayload,
+    ReadIndexRequest, ReadIndexResponse, SnapshotChunk, WriteRequest, WriteResponse,
 };
 use crate::state_machine::{SnapshotDir, SnapshotFile};
-use crate::types::{Command, Raft, Snapshot, SnapshotMeta, Vote};
+use crate::types::{Command, Raft, Snapshot, SnapshotMeta, TypeConfig, Vote};
 
 /// The status message a leader-only RPC fails with on a non-leader; a forwarding node
 /// retries on it (nothing was proposed).
@@ -30,9 +32,23 @@ pub struct PeerService {
     /// Set once the client listener is bound (see `RaftNode::set_client_urls`).
     pub client_urls: Arc<OnceLock<Vec<String>>>,
     pub lessor: Arc<Lessor>,
+    /// Turns true when the member shuts down: the long-lived streams (replication,
+    /// forwarding) end then, or a graceful shutdown would wait for them forever.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl PeerService {
+    /// `stream`, ended when the member starts shutting down.
+    fn until_stopping<S: Stream + Send + 'static>(
+        &self,
+        stream: S,
+    ) -> impl Stream<Item = S::Item> + Send + 'static {
+        let mut stopping = self.stopping.clone();
+        stream.take_until(async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        })
+    }
+
     /// A lessor answer on the leader; a lease granted in an earlier term may not be applied
     /// here yet, so "not found" is only said after catching up to the read index.
     async fn ask_lessor<T>(
@@ -59,13 +75,39 @@ impl PeerService {
     }
 }
 
+/// Propose a forwarded write on this member, which should be the leader. The failure
+/// statuses are what the forwarding member decides on: NOT_LEADER (nothing was proposed:
+/// retry), "leader changed" (may or may not apply), anything else (unknown).
+async fn propose(raft: &Raft, write: WriteRequest) -> Result<WriteResponse, Status> {
+    let write = cairn_mvcc::WriteRequest::try_from(write).map_err(Status::invalid_argument)?;
+    match raft.client_write(Command(write)).await {
+        Ok(resp) => match resp.data.0 {
+            Some(result) => Ok(WriteResponse::from(result)),
+            None => Err(Status::internal("a write entry applied without a result")),
+        },
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+            Err(Status::failed_precondition(NOT_LEADER))
+        }
+        Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => {
+            Err(Status::unavailable("etcdserver: leader changed"))
+        }
+        Err(e) => Err(Status::unavailable(e.to_string())),
+    }
+}
+
 fn bad_payload(e: std::io::Error) -> Status {
     Status::invalid_argument(format!("undecodable peer message: {e}"))
 }
 
-fn encode<T: serde::Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
-    Ok(Response::new(RaftPayload { data: codec::encode(v).map_err(|e| Status::internal(e.to_string()))? }))
+fn payload<T: serde::Serialize>(v: &T) -> Result<RaftPayload, Status> {
+    Ok(RaftPayload { data: codec::encode(v).map_err(|e| Status::internal(e.to_string()))? })
 }
+
+fn encode<T: serde::Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
+    payload(v).map(Response::new)
+}
+
+type PayloadStream = Pin<Box<dyn Stream<Item = Result<RaftPayload, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl Peer for PeerService {
@@ -73,6 +115,45 @@ impl Peer for PeerService {
         let rpc = codec::decode(&req.into_inner().data).map_err(bad_payload)?;
         let resp = self.raft.append_entries(rpc).await.map_err(|e| Status::unavailable(e.to_string()))?;
         encode(&resp)
+    }
+
+    type StreamAppendStream = PayloadStream;
+
+    /// The follower's end of pipelined replication: openraft's `stream_append` appends the
+    /// requests in order and answers each once it is flushed (or with the first conflict).
+    async fn stream_append(
+        &self,
+        req: Request<Streaming<RaftPayload>>,
+    ) -> Result<Response<Self::StreamAppendStream>, Status> {
+        // An undecodable request ends the input; the leader is told why after the answers
+        // to the requests before it.
+        let failure: Arc<Mutex<Option<Status>>> = Arc::default();
+        let input = {
+            let failure = failure.clone();
+            req.into_inner().scan((), move |_, message| {
+                let request = message.and_then(|p| {
+                    codec::decode::<openraft::raft::AppendEntriesRequest<TypeConfig>>(&p.data)
+                        .map_err(bad_payload)
+                });
+                futures::future::ready(match request {
+                    Ok(r) => Some(r),
+                    Err(status) => {
+                        *failure.lock().expect("stream failure slot poisoned") = Some(status);
+                        None
+                    }
+                })
+            })
+        };
+        let results = self.raft.stream_append(input).map(|result| match result {
+            Ok(answer) => payload(&answer),
+            Err(fatal) => Err(Status::unavailable(fatal.to_string())),
+        });
+        let failure =
+            futures::stream::once(
+                async move { failure.lock().expect("stream failure slot poisoned").take() },
+            )
+            .filter_map(|f| futures::future::ready(f.map(Err)));
+        Ok(Response::new(Box::pin(self.until_stopping(results.chain(failure)))))
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
@@ -117,20 +198,40 @@ impl Peer for PeerService {
     }
 
     async fn forward(&self, req: Request<WriteRequest>) -> Result<Response<WriteResponse>, Status> {
-        let write = cairn_mvcc::WriteRequest::try_from(req.into_inner()).map_err(Status::invalid_argument)?;
-        match self.raft.client_write(Command(write)).await {
-            Ok(resp) => match resp.data.0 {
-                Some(result) => Ok(Response::new(WriteResponse::from(result))),
-                None => Err(Status::internal("a write entry applied without a result")),
-            },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                Err(Status::failed_precondition(NOT_LEADER))
+        propose(&self.raft, req.into_inner()).await.map(Response::new)
+    }
+
+    type ForwardStreamStream = Pin<Box<dyn Stream<Item = Result<ForwardedResult, Status>> + Send + 'static>>;
+
+    /// A follower's forwarded writes: each is proposed as it arrives (concurrently, so that
+    /// openraft batches them) and answered with its id when applied.
+    async fn forward_stream(
+        &self,
+        req: Request<Streaming<ForwardedWrite>>,
+    ) -> Result<Response<Self::ForwardStreamStream>, Status> {
+        let mut writes = req.into_inner();
+        let (answers, results) = tokio::sync::mpsc::unbounded_channel();
+        let raft = self.raft.clone();
+        tokio::spawn(async move {
+            // Ends when the follower closes the stream or it breaks; proposals in flight
+            // still complete (their answers have nowhere to go).
+            while let Some(Ok(ForwardedWrite { id, write })) = writes.next().await {
+                let raft = raft.clone();
+                let answers = answers.clone();
+                tokio::spawn(async move {
+                    let outcome = match propose(&raft, write.unwrap_or_default()).await {
+                        Ok(response) => forwarded_result::Outcome::Response(response),
+                        Err(s) => forwarded_result::Outcome::Failure(ForwardFailure {
+                            code: s.code() as i32,
+                            message: s.message().to_string(),
+                        }),
+                    };
+                    let _ = answers.send(Ok(ForwardedResult { id, outcome: Some(outcome) }));
+                });
             }
-            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => {
-                Err(Status::unavailable("etcdserver: leader changed"))
-            }
-            Err(e) => Err(Status::unavailable(e.to_string())),
-        }
+        });
+        let results = tokio_stream::wrappers::UnboundedReceiverStream::new(results);
+        Ok(Response::new(Box::pin(self.until_stopping(results))))
     }
 
     async fn read_index(
