@@ -5,6 +5,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// glibc's malloc was 11 % of all CPU under a 256-client put load (many small, short-lived
+/// buffers across threads: h2 frames, protobuf messages, RocksDB batches); mimalloc's
+/// thread-local free lists cost a fraction of that (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "cairn", version, about = "A Raft-replicated key-value store that speaks the etcd v3 API")]
 struct Cli {
