@@ -30,10 +30,9 @@ pub(crate) fn current_header<B: Backend>(backend: &B) -> Option<ResponseHeader> 
 }
 
 /// Waits until this member has applied every write acknowledged before (a linearizable
-/// read). The lease list and a lease's keys come from this member's applied state, and a
-/// write taken by a follower is acknowledged once the leader applied it: without this, a
-/// client could miss its own grant or put there. etcd answers those writes only after the
-/// member that took them applied them, so there they are always visible.
+/// read). The lease list and a lease's keys come from this member's applied state. A write
+/// taken by this member is applied here before it is acknowledged (as in etcd); this also
+/// covers grants and puts acknowledged by other members, which etcd does not promise.
 ///
 /// Without a quorum the barrier fails after the request timeout and the member's own view is
 /// served anyway, as etcd serves it.
