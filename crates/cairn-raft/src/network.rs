@@ -123,6 +123,18 @@ pub struct PeerConnection {
     pipelined: bool,
 }
 
+/// Requests encoded ahead of the transport on a replication stream.
+const PIPELINE_DEPTH: usize = 16;
+
+/// Aborts a task when dropped (ties a helper task to the stream that needs it).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// What replication receives from a pipelined stream.
 type AppendResults = BoxStream<'static, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>;
 
@@ -176,26 +188,35 @@ impl PeerConnection {
         // When each unanswered request went out, oldest first.
         let in_flight: Arc<Mutex<VecDeque<Instant>>> = Arc::default();
         let encode_failure: Arc<Mutex<Option<String>>> = Arc::default();
-        // Dropping the result stream (openraft ends the session) ends the request stream too:
-        // it owns openraft's request generator, which must not outlive the session.
-        let (session_alive, session_ended) = tokio::sync::oneshot::channel::<()>();
-        let outbound = {
+        // openraft's request generator holds its replication state locked while it waits for
+        // new entries, and the next session needs that lock: the generator must be dropped
+        // as soon as this session ends, whatever the transport is doing (hyper stops polling
+        // a request body whose HTTP/2 window is full). So a pump task owns it, and dropping
+        // the result stream aborts the pump.
+        let (to_send, outbound) = tokio::sync::mpsc::channel::<RaftPayload>(PIPELINE_DEPTH);
+        let pump = {
             let in_flight = in_flight.clone();
             let encode_failure = encode_failure.clone();
-            input.take_until(session_ended).scan((), move |_, req| {
-                let message = match codec::encode(&req) {
-                    Ok(data) => {
-                        in_flight.lock().expect("in-flight queue poisoned").push_back(Instant::now());
-                        Some(RaftPayload { data })
+            let mut input = input;
+            tokio::spawn(async move {
+                while let Some(req) = input.next().await {
+                    let data = match codec::encode(&req) {
+                        Ok(data) => data,
+                        Err(e) => {
+                            *encode_failure.lock().expect("encode failure slot poisoned") =
+                                Some(e.to_string());
+                            return;
+                        }
+                    };
+                    in_flight.lock().expect("in-flight queue poisoned").push_back(Instant::now());
+                    if to_send.send(RaftPayload { data }).await.is_err() {
+                        return;
                     }
-                    Err(e) => {
-                        *encode_failure.lock().expect("encode failure slot poisoned") = Some(e.to_string());
-                        None
-                    }
-                };
-                futures::future::ready(message)
+                }
             })
         };
+        let session_alive = AbortOnDrop(pump.abort_handle());
+        let outbound = tokio_stream::wrappers::ReceiverStream::new(outbound);
         let inbound = match tokio::time::timeout(deadline, client.stream_append(outbound)).await {
             Err(_) => return Err(unreachable(&io::Error::other("opening the replication stream timed out"))),
             Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {

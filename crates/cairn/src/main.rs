@@ -132,6 +132,16 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Before the node starts: the client port listens before start returns, and a SIGTERM
+    // in between must still mean a graceful stop, not the default (killed by the signal).
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("cairn: cannot handle SIGTERM/SIGINT: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let node = match cairn::Node::start(config).await {
         Ok(n) => n,
         Err(e) => {
@@ -139,16 +149,9 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(e.exit_code() as u8);
         }
     };
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("cairn: cannot handle SIGTERM: {e}");
-            return ExitCode::from(1);
-        }
-    };
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
     }
     node.stop().await;
     tracing::info!("stopped");
