@@ -135,7 +135,6 @@ impl MvccStore {
             snapshot: None,
             overlay: Default::default(),
             batch: WriteBatch::default(),
-            begun_at: current,
             current,
             compacted,
             events: Vec::new(),
@@ -156,7 +155,6 @@ impl MvccStore {
             snapshot: Some(&snapshot),
             overlay: Default::default(),
             batch: WriteBatch::default(),
-            begun_at: current,
             current,
             compacted,
             events: Vec::new(),
@@ -203,8 +201,6 @@ pub struct ApplyBatch<'a> {
     /// What this batch wrote so far, so that its later requests read their predecessors.
     overlay: Overlay,
     batch: WriteBatch,
-    /// The revision before this batch; the current revision row is written once, at commit.
-    begun_at: i64,
     current: i64,
     compacted: i64,
     events: Vec<RevisionEvents>,
@@ -483,8 +479,9 @@ impl<'a> ApplyBatch<'a> {
     /// events of every revision the batch created.
     pub fn commit(mut self) -> Result<Vec<RevisionEvents>, MvccError> {
         // Once per batch, not per revision: every row written is a memtable insert, and
-        // this one would otherwise be a quarter of a put's.
-        if self.current != self.begun_at {
+        // this one would otherwise be a quarter of a put's. (A revision is used exactly when
+        // its events are recorded.)
+        if !self.events.is_empty() {
             let cf = Family::Meta.handle(&self.store.db);
             self.batch.put_cf(cf, META_CURRENT_REVISION, encode_revision(self.current));
         }

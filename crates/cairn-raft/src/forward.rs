@@ -31,6 +31,19 @@ struct Link {
 }
 
 impl Link {
+    /// Register a write's answer under a fresh id; hands the answer back if the link is
+    /// closed (then a new link must carry the write).
+    fn register(&self, answer: Answer) -> Result<u64, Answer> {
+        match self.pending.lock().expect("forward pending map poisoned").as_mut() {
+            Some(pending) => {
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                pending.insert(id, answer);
+                Ok(id)
+            }
+            None => Err(answer),
+        }
+    }
+
     /// Fail every write in flight with `status` and refuse new ones.
     fn close(&self, status: &Status) {
         let pending = self.pending.lock().expect("forward pending map poisoned").take();
@@ -93,31 +106,26 @@ impl Forwarder {
     /// Register a write on the open link to `addr`, opening one if there is none.
     fn enqueue(&self, addr: &str, answer: Answer) -> Result<(Arc<Link>, u64), Status> {
         let mut links = self.links.lock().expect("forward link map poisoned");
-        if let Some(link) = links.get(addr) {
-            let mut pending = link.pending.lock().expect("forward pending map poisoned");
-            if let Some(pending) = pending.as_mut() {
-                let id = link.next_id.fetch_add(1, Ordering::Relaxed);
-                pending.insert(id, answer);
-                return Ok((link.clone(), id));
-            }
-        }
-        let link = self.open(addr)?;
-        let id = link.next_id.fetch_add(1, Ordering::Relaxed);
-        link.pending
-            .lock()
-            .expect("forward pending map poisoned")
-            .as_mut()
-            .expect("a new link is open")
-            .insert(id, answer);
+        let answer = match links.get(addr) {
+            Some(link) => match link.register(answer) {
+                Ok(id) => return Ok((link.clone(), id)),
+                Err(answer) => answer,
+            },
+            None => answer,
+        };
+        let (link, id) = self.open(addr, answer)?;
         links.insert(addr.to_string(), link.clone());
         Ok((link, id))
     }
 
-    fn open(&self, addr: &str) -> Result<Arc<Link>, Status> {
+    /// Open a link to `addr` carrying `first` (registered before the link's task starts, so
+    /// that a stream failing at once still answers it).
+    fn open(&self, addr: &str, first: Answer) -> Result<(Arc<Link>, u64), Status> {
         let mut client = self.channels.client(addr).map_err(|e| Status::unavailable(e.to_string()))?;
         let (writes, outgoing) = mpsc::unbounded_channel();
-        let link =
-            Arc::new(Link { writes, pending: Mutex::new(Some(HashMap::new())), next_id: AtomicU64::new(1) });
+        let id = 1;
+        let pending = Mutex::new(Some(HashMap::from([(id, first)])));
+        let link = Arc::new(Link { writes, pending, next_id: AtomicU64::new(id + 1) });
         let task_link = link.clone();
         tokio::spawn(async move {
             let link = task_link;
@@ -143,6 +151,6 @@ impl Forwarder {
             link.close(&end);
             drop(answers_ended);
         });
-        Ok(link)
+        Ok((link, id))
     }
 }

@@ -307,14 +307,13 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
                 return Ok(Box::pin(futures::stream::empty()) as BoxStream<'s, _>);
             };
             let first = futures::stream::iter([first]);
-            match input.next().now_or_never() {
-                Some(None) => stream_append_sequential(self, first, option).await,
-                Some(Some(second)) => {
-                    let input = first.chain(futures::stream::iter([second])).chain(input);
-                    Ok(self.pipelined_append(input, &option).await? as BoxStream<'s, _>)
-                }
-                None => Ok(self.pipelined_append(first.chain(input), &option).await? as BoxStream<'s, _>),
-            }
+            // The request already generated, if any (`None`: the next one is not ready yet).
+            let second = match input.next().now_or_never() {
+                Some(None) => return stream_append_sequential(self, first, option).await,
+                ready => ready.flatten(),
+            };
+            let input = first.chain(futures::stream::iter(second)).chain(input);
+            Ok(self.pipelined_append(input, &option).await? as BoxStream<'s, _>)
         })
     }
 

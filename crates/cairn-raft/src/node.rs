@@ -420,12 +420,12 @@ impl RaftNode {
         let Some(addr) = self.peer_addr(leader) else {
             return Ok(Attempt::Retry(ReplicationError::NoLeader));
         };
-        let write = pb::WriteRequest::from(req.clone());
-        let answer = match self.forwarder.forward(&addr, write.clone(), remaining).await {
+        let answer = match self.forwarder.forward(&addr, pb::WriteRequest::from(req.clone()), remaining).await
+        {
             // A leader without ForwardStream (an older member): one request per write.
             Err(s) if s.code() == tonic::Code::Unimplemented => {
                 let mut client = self.channels.client(&addr).map_err(|_| ReplicationError::NoLeader)?;
-                let mut request = tonic::Request::new(write);
+                let mut request = tonic::Request::new(pb::WriteRequest::from(req.clone()));
                 request.set_timeout(remaining);
                 client.forward(request).await.map(tonic::Response::into_inner)
             }
