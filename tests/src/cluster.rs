@@ -90,6 +90,8 @@ struct Node {
     /// `None` when the harness stopped the node (kill/terminate) or never started it.
     child: Mutex<Option<Child>>,
     paused: AtomicBool,
+    /// The binary this node runs when not the target's (see [`Cluster::set_node_bin`]).
+    bin: Mutex<Option<PathBuf>>,
 }
 
 /// A running cluster. Every method takes `&self`, so a cluster can be shared (e.g. in an `Arc`)
@@ -188,6 +190,7 @@ impl Cluster {
                 log_path,
                 child: Mutex::new(None),
                 paused: AtomicBool::new(false),
+                bin: Mutex::new(None),
             });
         }
         let cluster = Cluster { target, opts, token, dir: Some(dir), nodes };
@@ -339,6 +342,7 @@ impl Cluster {
             }
         }
         let args = self.node_args(i);
+        let bin = self.node_bin(i);
         let mut log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -350,10 +354,10 @@ impl Cluster {
             n.name,
             self.target.name(),
             std::time::SystemTime::now(),
-            self.target.bin().display(),
+            bin.display(),
             args.join(" ")
         )?;
-        let mut cmd = Command::new(self.target.bin());
+        let mut cmd = Command::new(&bin);
         cmd.args(&args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
         if self.target.is_cairn() {
             // cairn reads its settings from CAIRN_* env vars too; a stray config must not leak in.
@@ -367,9 +371,9 @@ impl Cluster {
         for (k, v) in self.opts.node_env.get(i).into_iter().flatten() {
             cmd.env(k, v);
         }
-        let c = cmd.spawn().with_context(|| {
-            format!("spawning node {}: {} {}", n.name, self.target.bin().display(), args.join(" "))
-        })?;
+        let c = cmd
+            .spawn()
+            .with_context(|| format!("spawning node {}: {} {}", n.name, bin.display(), args.join(" ")))?;
         *child = Some(c);
         n.paused.store(false, Ordering::SeqCst);
         Ok(())
@@ -493,6 +497,18 @@ impl Cluster {
         self.signal(i, libc::SIGCONT)?;
         self.nodes[i].paused.store(false, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Makes node `i` run `bin` (same flags) from its next start on: a rolling upgrade
+    /// replaces the binary member by member.
+    pub fn set_node_bin(&self, i: usize, bin: PathBuf) {
+        *self.nodes[i].bin.lock().unwrap_or_else(|e| e.into_inner()) = Some(bin);
+    }
+
+    /// The binary node `i` runs.
+    pub fn node_bin(&self, i: usize) -> PathBuf {
+        let own = self.nodes[i].bin.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        own.unwrap_or_else(|| self.target.bin().to_path_buf())
     }
 
     /// Starts node `i` again with the same data dir, ports and flags (killing it first if it is

@@ -21,6 +21,7 @@
 
 mod cluster;
 mod ports;
+mod previous;
 mod target;
 
 use std::future::Future;
@@ -30,6 +31,7 @@ use anyhow::{anyhow, Result};
 
 pub use cluster::{default_connect_options, Cluster, ClusterOptions};
 pub use ports::free_port;
+pub use previous::{previous_release_bin, PREVIOUS_RELEASE, PREV_BIN_ENV};
 pub use target::{
     etcdctl_bin, Target, CAIRN_BIN_ENV, DEFAULT_ETCDCTL_BIN, DEFAULT_ETCD_BIN, ETCDCTL_BIN_ENV, ETCD_BIN_ENV,
     TARGET_ENV,

@@ -4,86 +4,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
-use cairn_tests::etcd_client::{Client, GetOptions};
-use cairn_tests::{eventually, Cluster, ClusterOptions};
+use anyhow::{anyhow, ensure, Result};
+use cairn_tests::etcd_client::GetOptions;
+use cairn_tests::{Cluster, ClusterOptions};
 use common::*;
-
-/// Puts `key = value`, retrying (fresh attempts every 100 ms) until acknowledged, `deadline`, or
-/// `stop` is set. Returns whether it was acknowledged; a failed attempt may still have been
-/// applied.
-async fn put_retrying(
-    client: &mut Client,
-    key: &str,
-    value: &str,
-    deadline: Instant,
-    stop: Option<&AtomicBool>,
-) -> bool {
-    loop {
-        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), client.put(key, value, None)).await {
-            return true;
-        }
-        if Instant::now() >= deadline || stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Every key under `prefix` as seen by node `i` (linearizable unless `serializable`).
-async fn read_prefix(
-    cluster: &Cluster,
-    i: usize,
-    prefix: &str,
-    serializable: bool,
-) -> Result<BTreeMap<String, String>> {
-    let mut c = cluster.client(i).await?;
-    let mut opts = GetOptions::new().with_prefix();
-    if serializable {
-        opts = opts.with_serializable();
-    }
-    let resp = c.get(prefix, Some(opts)).await.with_context(|| format!("node {i}: get --prefix {prefix}"))?;
-    Ok(resp
-        .kvs()
-        .iter()
-        .map(|kv| {
-            (String::from_utf8_lossy(kv.key()).into_owned(), String::from_utf8_lossy(kv.value()).into_owned())
-        })
-        .collect())
-}
-
-/// Checks every acknowledged write is on node `i` (extra, unacknowledged ones are allowed).
-fn check_acked(node: usize, seen: &BTreeMap<String, String>, acked: &BTreeMap<String, String>) -> Result<()> {
-    let missing: Vec<&String> =
-        acked.iter().filter(|(k, v)| seen.get(*k) != Some(*v)).map(|(k, _)| k).collect();
-    ensure!(
-        missing.is_empty(),
-        "node {node}: {} of {} acknowledged writes missing or wrong, e.g. {:?}",
-        missing.len(),
-        acked.len(),
-        &missing[..missing.len().min(5)]
-    );
-    Ok(())
-}
-
-/// Waits until node `i` serves (serializable, i.e. from its own state) every acknowledged write.
-async fn wait_caught_up(
-    cluster: &Cluster,
-    i: usize,
-    prefix: &str,
-    acked: &BTreeMap<String, String>,
-    timeout: Duration,
-) -> Result<()> {
-    eventually(timeout, &format!("node {i} to catch up"), || async {
-        let seen = read_prefix(cluster, i, prefix, true).await?;
-        check_acked(i, &seen, acked)
-    })
-    .await
-}
 
 /// Writes through each follower are visible to linearizable reads on every node; a paused follower
 /// catches up when resumed.
@@ -171,66 +97,6 @@ async fn follower_reads_its_own_writes_body(cluster: &Cluster) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Background writers: keys `<prefix>w<id>/<n>`, each retried until acknowledged (or 30 s, or
-/// stopped), recording what was acknowledged, until stopped.
-struct Writers {
-    stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<BTreeMap<String, String>>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Writers {
-    async fn start(cluster: &Cluster, nodes: &[usize], prefix: &str, count: usize) -> Result<Writers> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let acked = Arc::new(Mutex::new(BTreeMap::new()));
-        let mut tasks = Vec::new();
-        for w in 0..count {
-            let mut client = cluster.client_with(nodes, cairn_tests::default_connect_options()).await?;
-            let (stop, acked, prefix) = (stop.clone(), acked.clone(), prefix.to_string());
-            tasks.push(tokio::spawn(async move {
-                let mut n = 0u64;
-                while !stop.load(Ordering::SeqCst) {
-                    let (k, v) = (format!("{prefix}w{w}/{n:06}"), format!("v{n}"));
-                    let deadline = Instant::now() + Duration::from_secs(30);
-                    // Acknowledged = committed, whenever it happens: record it.
-                    if put_retrying(&mut client, &k, &v, deadline, Some(&stop)).await {
-                        acked.lock().unwrap().insert(k, v);
-                    }
-                    n += 1;
-                }
-            }));
-        }
-        Ok(Writers { stop, acked, tasks })
-    }
-
-    fn acked_count(&self) -> usize {
-        self.acked.lock().unwrap().len()
-    }
-
-    async fn wait_for(&self, n: usize, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        while self.acked_count() < n {
-            if Instant::now() >= deadline {
-                bail!("only {} of {n} writes acknowledged after {timeout:?}", self.acked_count());
-            }
-            if self.tasks.iter().all(|t| t.is_finished()) {
-                bail!("all writers stopped after {} acknowledged writes", self.acked_count());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(())
-    }
-
-    /// Stops the writers and returns the acknowledged writes.
-    async fn stop(self) -> Result<BTreeMap<String, String>> {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.tasks {
-            t.await.map_err(|e| anyhow!("writer task: {e}"))?;
-        }
-        Ok(Arc::try_unwrap(self.acked).map_err(|_| anyhow!("acked still shared"))?.into_inner().unwrap())
-    }
 }
 
 /// kill -9 the leader while writers run: writes continue through the others, no acknowledged

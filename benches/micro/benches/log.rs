@@ -12,7 +12,9 @@ use openraft::type_config::TypeConfigExt;
 
 fn entries(from: u64, n: u64) -> Vec<Entry> {
     (from..from + n)
-        .map(|i| Entry::new_normal(openraft::testing::log_id::<TypeConfig>(1, 1, i), Command(put(i, 256))))
+        .map(|i| {
+            Entry::new_normal(openraft::testing::log_id::<TypeConfig>(1, 1, i), Command::Write(put(i, 256)))
+        })
         .collect()
 }
 
@@ -23,8 +25,8 @@ fn append(c: &mut Criterion) {
         group.throughput(Throughput::Elements(batch));
         group.bench_function(format!("{batch} entries of 256 B"), |b| {
             let dir = tempfile::tempdir().expect("temp dir");
-            let db = cairn_raft::storage::open_db(dir.path()).expect("open");
-            let log = LogStore::new(db);
+            let data = cairn_raft::storage::open_data_dir(dir.path()).expect("open");
+            let log = LogStore::new(data.db.clone());
             let mut next = 1u64;
             b.to_async(&runtime).iter(|| {
                 let batch_entries = entries(next, batch);

@@ -1,6 +1,7 @@
 //! Fixtures shared by the criterion benches in `benches/` (`cargo bench -p cairn-micro`).
 
-use cairn_mvcc::{MvccStore, WriteRequest};
+use cairn_core::WriteRequest;
+use cairn_mvcc::MvccStore;
 use cairn_proto::etcdserverpb::PutRequest;
 
 /// A fresh MVCC store on a real RocksDB in a temp dir (kept alive with the store).

@@ -1,51 +1,57 @@
 //! The one place where errors become gRPC statuses with etcd's codes and texts (clients
-//! match on the text, so it must be exact).
+//! match on the text, so it must be exact). Every variant is matched by name: a new one
+//! does not compile until it has its status.
 
-use cairn_mvcc::MvccError;
+use cairn_core::{BackendError, RequestError};
 use tonic::{Code, Status};
 
-use crate::backend::BackendError;
-
-pub fn mvcc_status(e: &MvccError) -> Status {
+/// etcd's code and text for a refused request.
+pub fn request_status(e: RequestError) -> Status {
     let (code, text) = match e {
-        MvccError::Compacted => (Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted"),
-        MvccError::FutureRevision => {
+        RequestError::Compacted => {
+            (Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted")
+        }
+        RequestError::FutureRevision => {
             (Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision")
         }
-        MvccError::EmptyKey => (Code::InvalidArgument, "etcdserver: key is not provided"),
-        MvccError::TooManyOps => (Code::InvalidArgument, "etcdserver: too many operations in txn request"),
-        MvccError::DuplicateKey => (Code::InvalidArgument, "etcdserver: duplicate key given in txn request"),
-        MvccError::KeyNotFound => (Code::InvalidArgument, "etcdserver: key not found"),
-        MvccError::ValueProvided => (Code::InvalidArgument, "etcdserver: value is provided"),
-        MvccError::LeaseProvided => (Code::InvalidArgument, "etcdserver: lease is provided"),
-        MvccError::RequestTooLarge => (Code::InvalidArgument, "etcdserver: request is too large"),
-        MvccError::InvalidSortOption => (Code::InvalidArgument, "etcdserver: invalid sort option"),
-        MvccError::LeaseNotFound => (Code::NotFound, "etcdserver: requested lease not found"),
-        MvccError::LeaseExists => (Code::FailedPrecondition, "etcdserver: lease already exists"),
-        MvccError::LeaseTtlTooLarge => (Code::OutOfRange, "etcdserver: too large lease TTL"),
-        MvccError::Corrupt(_) => (Code::DataLoss, "etcdserver: corrupt cluster"),
-        MvccError::Storage(detail) => {
-            return Status::internal(format!("etcdserver: storage error: {detail}"))
+        RequestError::EmptyKey => (Code::InvalidArgument, "etcdserver: key is not provided"),
+        RequestError::TooManyOps => (Code::InvalidArgument, "etcdserver: too many operations in txn request"),
+        RequestError::DuplicateKey => {
+            (Code::InvalidArgument, "etcdserver: duplicate key given in txn request")
         }
-        _ => return Status::unknown(e.to_string()),
+        RequestError::KeyNotFound => (Code::InvalidArgument, "etcdserver: key not found"),
+        RequestError::ValueProvided => (Code::InvalidArgument, "etcdserver: value is provided"),
+        RequestError::LeaseProvided => (Code::InvalidArgument, "etcdserver: lease is provided"),
+        RequestError::RequestTooLarge => (Code::InvalidArgument, "etcdserver: request is too large"),
+        RequestError::InvalidSortOption => (Code::InvalidArgument, "etcdserver: invalid sort option"),
+        RequestError::LeaseNotFound => (Code::NotFound, "etcdserver: requested lease not found"),
+        RequestError::LeaseExists => (Code::FailedPrecondition, "etcdserver: lease already exists"),
+        RequestError::LeaseTtlTooLarge => (Code::OutOfRange, "etcdserver: too large lease TTL"),
     };
     Status::new(code, text)
 }
 
+/// etcd's code and text for any backend failure.
 pub fn backend_status(e: &BackendError) -> Status {
     match e {
-        BackendError::Mvcc(m) => mvcc_status(m),
+        BackendError::Request(r) => request_status(*r),
         BackendError::NoLeader => Status::unavailable("etcdserver: no leader"),
         BackendError::Timeout => Status::unavailable("etcdserver: request timed out"),
         BackendError::LeaderChanged => Status::unavailable("etcdserver: leader changed"),
         BackendError::Stopped => Status::unavailable("etcdserver: server stopped"),
+        BackendError::Corrupt(_) => Status::data_loss("etcdserver: corrupt cluster"),
+        BackendError::Storage(source) => Status::internal(format!("etcdserver: storage error: {source}")),
     }
 }
 
-impl From<BackendError> for Status {
-    fn from(e: BackendError) -> Status {
-        backend_status(&e)
-    }
+/// `map_err(status)`: a backend failure as the status etcd would answer with.
+pub fn status(e: BackendError) -> Status {
+    backend_status(&e)
+}
+
+/// `Result<T, RequestError>` → `Result<T, Status>`, for validation in the services.
+pub(crate) fn refused(e: RequestError) -> Status {
+    request_status(e)
 }
 
 #[cfg(test)]
@@ -54,14 +60,23 @@ mod tests {
 
     #[test]
     fn etcd_texts_are_exact() {
-        let s = mvcc_status(&MvccError::Compacted);
+        let s = request_status(RequestError::Compacted);
         assert_eq!(
             (s.code(), s.message()),
             (Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted")
         );
-        let s = mvcc_status(&MvccError::EmptyKey);
+        let s = request_status(RequestError::EmptyKey);
         assert_eq!((s.code(), s.message()), (Code::InvalidArgument, "etcdserver: key is not provided"));
         let s = backend_status(&BackendError::NoLeader);
         assert_eq!((s.code(), s.message()), (Code::Unavailable, "etcdserver: no leader"));
+    }
+
+    #[test]
+    fn every_refusal_has_an_etcd_text() {
+        for e in RequestError::ALL {
+            let s = request_status(e);
+            assert_eq!(s.message(), format!("etcdserver: {e}"), "{e:?}");
+            assert_ne!(s.code(), Code::Unknown, "{e:?}");
+        }
     }
 }

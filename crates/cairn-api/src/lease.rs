@@ -4,15 +4,16 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use cairn_mvcc::{WriteRequest, WriteResponse};
+use cairn_core::{WriteRequest, WriteResponse};
 use cairn_proto::etcdserverpb::lease_server::Lease;
 use cairn_proto::etcdserverpb::*;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::backend::Backend;
+use crate::errors::status;
 use crate::fill_header;
+use crate::Backend;
 
 /// Keepalive responses buffered per stream.
 const KEEPALIVE_BUFFER: usize = 16;
@@ -21,9 +22,9 @@ pub struct LeaseService<B> {
     pub backend: Arc<B>,
 }
 
-/// A header at this member's current revision.
+/// A header at this member's current (readable) revision.
 pub(crate) fn current_header<B: Backend>(backend: &B) -> Option<ResponseHeader> {
-    let revision = backend.revisions().map_or(0, |(current, _)| current);
+    let revision = *backend.revision_updates().borrow();
     let mut header = Some(ResponseHeader { revision, ..Default::default() });
     fill_header(&mut header, &backend.status());
     header
@@ -52,7 +53,7 @@ impl<B: Backend> Lease for LeaseService<B> {
         req: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
         let req = req.into_inner();
-        let mut resp = self.backend.lease_grant(req.id, req.ttl).await?;
+        let mut resp = self.backend.lease_grant(req.id, req.ttl).await.map_err(status)?;
         fill_header(&mut resp.header, &self.backend.status());
         Ok(Response::new(resp))
     }
@@ -61,7 +62,7 @@ impl<B: Backend> Lease for LeaseService<B> {
         &self,
         req: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
-        match self.backend.write(WriteRequest::LeaseRevoke(req.into_inner())).await? {
+        match self.backend.write(WriteRequest::LeaseRevoke(req.into_inner())).await.map_err(status)? {
             WriteResponse::LeaseRevoke(mut resp) => {
                 fill_header(&mut resp.header, &self.backend.status());
                 Ok(Response::new(resp))
@@ -84,7 +85,7 @@ impl<B: Backend> Lease for LeaseService<B> {
                 // etcd ends the stream on an error other than "not found" (which is TTL 0).
                 let reply = match backend.lease_renew(id).await {
                     Ok(ttl) => Ok(LeaseKeepAliveResponse { header: current_header(&*backend), id, ttl }),
-                    Err(e) => Err(Status::from(e)),
+                    Err(e) => Err(status(e)),
                 };
                 let failed = reply.is_err();
                 if tx.send(reply).await.is_err() || failed {
@@ -100,7 +101,7 @@ impl<B: Backend> Lease for LeaseService<B> {
         req: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let LeaseTimeToLiveRequest { id, keys } = req.into_inner();
-        let resp = match self.backend.lease_time(id).await? {
+        let resp = match self.backend.lease_time(id).await.map_err(status)? {
             // etcd answers an unknown lease with TTL -1, not an error.
             None => LeaseTimeToLiveResponse {
                 header: current_header(&*self.backend),
@@ -117,7 +118,7 @@ impl<B: Backend> Lease for LeaseService<B> {
                     id,
                     ttl: t.remaining,
                     granted_ttl: t.granted,
-                    keys: if keys { self.backend.lease_keys(id)? } else { Vec::new() },
+                    keys: if keys { self.backend.lease_keys(id).await.map_err(status)? } else { Vec::new() },
                 }
             }
         };
@@ -129,7 +130,8 @@ impl<B: Backend> Lease for LeaseService<B> {
         _req: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
         applied_barrier(&*self.backend).await;
-        let leases = self.backend.leases()?.into_iter().map(|id| LeaseStatus { id }).collect();
+        let leases =
+            self.backend.leases().await.map_err(status)?.into_iter().map(|id| LeaseStatus { id }).collect();
         Ok(Response::new(LeaseLeasesResponse { header: current_header(&*self.backend), leases }))
     }
 }

@@ -5,7 +5,6 @@
 //! etcd's error codes and texts ([`errors`]). It knows nothing of Raft: it sees a
 //! [`Backend`].
 
-pub mod backend;
 pub mod election;
 pub mod errors;
 pub mod kv;
@@ -16,7 +15,10 @@ pub mod watch;
 
 use std::sync::Arc;
 
-pub use backend::{Backend, BackendError, LeaseTime, Member, MemberStatus};
+pub use cairn_core::{
+    Backend, BackendError, ClusterBackend, KvBackend, LeaseBackend, LeaseTime, MaintenanceBackend, Member,
+    MemberStatus, WatchSource,
+};
 use cairn_proto::etcdserverpb::cluster_server::ClusterServer;
 use cairn_proto::etcdserverpb::kv_server::KvServer;
 use cairn_proto::etcdserverpb::lease_server::LeaseServer;

@@ -11,8 +11,9 @@ use cairn_proto::etcdserverpb::*;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::backend::Backend;
+use crate::errors::status;
 use crate::fill_header;
+use crate::Backend;
 
 /// The etcd API version Cairn speaks (clients gate features on it).
 pub const API_VERSION: &str = "3.5.0";
@@ -129,6 +130,7 @@ impl<B: Backend> Cluster for ClusterService<B> {
             .backend
             .members()
             .await
+            .map_err(status)?
             .into_iter()
             .map(|m| Member {
                 id: m.id,

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_mvcc::{KeyRange, MvccError, RevisionEvents};
+use cairn_core::{KeyRange, RequestError, RevisionEvents};
 use cairn_proto::etcdserverpb::watch_create_request::FilterType;
 use cairn_proto::etcdserverpb::watch_request::RequestUnion;
 use cairn_proto::etcdserverpb::watch_server::Watch;
@@ -24,8 +24,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::backend::{Backend, BackendError};
 use crate::fill_header;
+use crate::{Backend, BackendError};
 
 /// Revisions read from the event log per step of a catching-up watcher.
 const CATCH_UP_REVISIONS: usize = 256;
@@ -50,33 +50,51 @@ pub struct WatchService<B> {
 /// watchers a put would otherwise cost 10,000 event-log reads.
 #[derive(Default)]
 pub(crate) struct LatestRevision {
-    slot: std::sync::Mutex<Option<CachedRevision>>,
+    /// The newest revision asked for. Held only to look at or replace the entry, never
+    /// across the read itself (the entry's cell serialises that).
+    slot: std::sync::Mutex<Option<Arc<CachedRevision>>>,
 }
 
 struct CachedRevision {
     revision: i64,
     with_prev_kv: bool,
-    events: Arc<Vec<RevisionEvents>>,
+    events: tokio::sync::OnceCell<Arc<Vec<RevisionEvents>>>,
 }
 
 impl LatestRevision {
     /// The events of `revision` (with previous key-values if `prev_kv`), read by `read` only
-    /// if no watcher read them before. Events of a revision never change once applied.
-    fn get(
+    /// if no watcher read them before; concurrent callers wait for the one read. Events of
+    /// a revision never change once applied.
+    async fn get<F>(
         &self,
         revision: i64,
         prev_kv: bool,
-        read: impl FnOnce() -> Result<Vec<RevisionEvents>, BackendError>,
-    ) -> Result<Arc<Vec<RevisionEvents>>, BackendError> {
-        let mut slot = self.slot.lock().expect("latest revision cache poisoned");
-        if let Some(cached) = &*slot {
-            if cached.revision == revision && (cached.with_prev_kv || !prev_kv) {
-                return Ok(cached.events.clone());
+        read: F,
+    ) -> Result<Arc<Vec<RevisionEvents>>, BackendError>
+    where
+        F: std::future::Future<Output = Result<Vec<RevisionEvents>, BackendError>>,
+    {
+        let entry = {
+            let mut slot = self.slot.lock().expect("latest revision cache poisoned");
+            match &*slot {
+                Some(cached) if cached.revision == revision && (cached.with_prev_kv || !prev_kv) => {
+                    Some(cached.clone())
+                }
+                // A watcher that saw an older revision than another: read alone, keep the newer.
+                Some(cached) if cached.revision > revision => None,
+                _ => {
+                    let fresh = Arc::new(CachedRevision {
+                        revision,
+                        with_prev_kv: prev_kv,
+                        events: Default::default(),
+                    });
+                    *slot = Some(fresh.clone());
+                    Some(fresh)
+                }
             }
-        }
-        let events = Arc::new(read()?);
-        *slot = Some(CachedRevision { revision, with_prev_kv: prev_kv, events: events.clone() });
-        Ok(events)
+        };
+        let Some(entry) = entry else { return read.await.map(Arc::new) };
+        entry.events.get_or_try_init(|| async { read.await.map(Arc::new) }).await.cloned()
     }
 }
 
@@ -216,12 +234,12 @@ impl<B: Backend> Watcher<B> {
         loop {
             let current = *applied.borrow_and_update();
             while self.next <= current {
-                let read = || self.backend.events(self.next, current, CATCH_UP_REVISIONS, create.prev_kv);
+                let read = self.backend.events(self.next, current, CATCH_UP_REVISIONS, create.prev_kv);
                 // A synced watcher (one revision behind) shares the read; others catch up alone.
                 let batch = if self.next == current {
-                    self.latest.get(current, create.prev_kv, read)
+                    self.latest.get(current, create.prev_kv, read).await
                 } else {
-                    read().map(Arc::new)
+                    read.await.map(Arc::new)
                 };
                 let batch = match batch {
                     Ok(b) => b,
@@ -297,8 +315,8 @@ impl<B: Backend> Watcher<B> {
         let mut resp = response(&*self.backend, self.id, current);
         resp.canceled = true;
         match e {
-            BackendError::Mvcc(MvccError::Compacted) => {
-                resp.compact_revision = self.backend.revisions().map_or(0, |(_, compacted)| compacted);
+            BackendError::Request(RequestError::Compacted) => {
+                resp.compact_revision = self.backend.revisions().await.map_or(0, |r| r.compacted);
             }
             other => resp.cancel_reason = other.to_string(),
         }

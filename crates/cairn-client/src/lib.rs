@@ -159,17 +159,7 @@ impl Client {
 }
 
 /// The end of the range holding every key with `prefix` (etcd's `WithPrefix`).
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    // All 0xff (or empty): every key from the prefix on.
-    vec![0]
-}
+pub use cairn_core::prefix_end;
 
 pub(crate) fn header_revision(header: &Option<ResponseHeader>) -> i64 {
     header.as_ref().map_or(0, |h| h.revision)

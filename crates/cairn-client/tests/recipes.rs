@@ -1,5 +1,6 @@
 //! The recipes against real members (cairn, or etcd 3.4 with `CAIRN_TEST_TARGET=etcd`):
 //! leases with keepalive and loss, locks with fencing tokens, elections, typed keys.
+#![allow(clippy::unwrap_used)] // a test fails by panicking
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

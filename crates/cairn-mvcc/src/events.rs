@@ -6,15 +6,18 @@ use cairn_proto::mvccpb::{event::EventType, Event, KeyValue};
 use crate::encoding::{
     decode_events, decode_revision, decode_version, encode_revision, history_key, Version,
 };
+use cairn_core::RequestError;
+
 use crate::error::MvccError;
 use crate::range::version_at;
-use crate::store::{MvccStore, RevisionEvents};
+use crate::store::MvccStore;
 use crate::view::{Family, View};
+use cairn_core::RevisionEvents;
 
 impl MvccStore {
     /// The events of revisions `from..=to` (at most `max_revisions` revisions), from one
     /// consistent snapshot, each with its previous version when `with_prev_kv`.
-    /// `from` below the compacted revision is [`MvccError::Compacted`] (watch semantics:
+    /// `from` below the compacted revision is `RequestError::Compacted` (watch semantics:
     /// starting exactly at the compacted revision is allowed).
     pub fn events(
         &self,
@@ -27,7 +30,7 @@ impl MvccStore {
         let view = View { db: self.db(), snapshot: Some(&snapshot), overlay: None };
         let (_, compacted) = self.revisions_in(&view)?;
         if from < compacted {
-            return Err(MvccError::Compacted);
+            return Err(RequestError::Compacted.into());
         }
         let mut out = Vec::new();
         if to < from {

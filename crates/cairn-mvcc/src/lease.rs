@@ -7,19 +7,11 @@ use cairn_proto::etcdserverpb::{
 };
 
 use crate::encoding::{decode_lease, decode_lease_id, encode_lease, encode_lease_id, lease_key_row};
+use cairn_core::{Lease, RequestError, MAX_LEASE_TTL};
+
 use crate::error::MvccError;
 use crate::store::{header, ApplyBatch, MvccStore};
 use crate::view::{Family, View};
-
-/// The largest TTL a lease may be granted with, in seconds (etcd's `MaxLeaseTTL`).
-pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
-
-/// A lease as stored: its id and the TTL it was granted with (seconds).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Lease {
-    pub id: i64,
-    pub ttl: i64,
-}
 
 impl MvccStore {
     /// The lease `id`, if it exists.
@@ -65,13 +57,13 @@ impl ApplyBatch<'_> {
     pub(crate) fn lease_grant(&mut self, g: &LeaseGrantRequest) -> Result<LeaseGrantResponse, MvccError> {
         // etcd's lessor: id 0 means "no lease" and cannot be granted.
         if g.id == 0 {
-            return Err(MvccError::LeaseNotFound);
+            return Err(RequestError::LeaseNotFound.into());
         }
         if g.ttl > MAX_LEASE_TTL {
-            return Err(MvccError::LeaseTtlTooLarge);
+            return Err(RequestError::LeaseTtlTooLarge.into());
         }
         if lease_in(&self.view(), g.id)?.is_some() {
-            return Err(MvccError::LeaseExists);
+            return Err(RequestError::LeaseExists.into());
         }
         self.write(Family::Leases, encode_lease_id(g.id).to_vec(), Some(encode_lease(g.ttl)));
         Ok(LeaseGrantResponse {
@@ -85,7 +77,7 @@ impl ApplyBatch<'_> {
     /// Delete the lease and, in one revision, every key attached to it.
     pub(crate) fn lease_revoke(&mut self, r: &LeaseRevokeRequest) -> Result<LeaseRevokeResponse, MvccError> {
         if lease_in(&self.view(), r.id)?.is_none() {
-            return Err(MvccError::LeaseNotFound);
+            return Err(RequestError::LeaseNotFound.into());
         }
         let keys = attached_keys(&self.view(), r.id)?;
         let mut w = self.start_revision();

@@ -1,8 +1,9 @@
 //! etcd's MVCC semantics over RocksDB: revisions, ranges (current and historical), puts,
 //! deletes, txns and compaction, with etcd's exact results and errors.
 //!
-//! **Architecture invariant:** this crate knows nothing of Raft, gRPC or SQL. It speaks the
-//! etcd request/response messages from `cairn-proto` (messages only, no services), and it is
+//! **Architecture invariant:** this crate never depends on openraft or tonic (a test at the
+//! workspace root checks it): it knows nothing of Raft, gRPC or SQL. It speaks the request
+//! model of `cairn-core` and the etcd messages of `cairn-proto` (no services), and it is
 //! deterministic: applying the same requests to the same state gives the same state and the
 //! same responses — no clock, no randomness, no I/O but its own `WriteBatch`.
 //!
@@ -18,7 +19,8 @@
 //!
 //! ```no_run
 //! # use std::sync::Arc;
-//! # use cairn_mvcc::{MvccStore, WriteRequest};
+//! # use cairn_mvcc::MvccStore;
+//! # use cairn_core::WriteRequest;
 //! # use cairn_proto::etcdserverpb::{PutRequest, RangeRequest};
 //! # fn db() -> Arc<rocksdb::DB> { unimplemented!() }
 //! let store = MvccStore::new(db());
@@ -38,16 +40,10 @@ mod range;
 mod snapshot;
 mod store;
 mod txn;
-pub mod validate;
 mod view;
 
 pub use error::MvccError;
-pub use lease::{Lease, MAX_LEASE_TTL};
-pub use range::KeyRange;
-pub use store::{
-    is_read_only, is_serializable, ApplyBatch, MvccStore, RevisionEvents, WriteRequest, WriteResponse,
-    INITIAL_REVISION,
-};
+pub use store::{ApplyBatch, MetaRow, MvccStore};
 
 /// Open (or create) a RocksDB at `path` with the MVCC column families plus `extra` ones.
 /// A helper for tests and for callers that keep nothing else in the database.

@@ -6,44 +6,20 @@ use cairn_proto::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
 use cairn_proto::mvccpb::KeyValue;
 
 use crate::encoding::{decode_history_key, decode_kv, decode_version, history_key, history_prefix, Version};
+use cairn_core::{KeyRange, RequestError};
+
 use crate::error::MvccError;
 use crate::view::{Family, View};
-
-/// Which keys a `key`/`range_end` pair selects, in etcd's terms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyRange<'a> {
-    /// `range_end` empty: exactly `key`.
-    Single(&'a [u8]),
-    /// `[key, end)`; `end = None` when `range_end` is `"\0"` (every key ≥ `key`).
-    Span(&'a [u8], Option<&'a [u8]>),
-}
-
-impl<'a> KeyRange<'a> {
-    pub fn new(key: &'a [u8], range_end: &'a [u8]) -> Self {
-        match range_end {
-            [] => KeyRange::Single(key),
-            [0] => KeyRange::Span(key, None),
-            end => KeyRange::Span(key, Some(end)),
-        }
-    }
-
-    pub fn contains(&self, k: &[u8]) -> bool {
-        match *self {
-            KeyRange::Single(key) => k == key,
-            KeyRange::Span(start, end) => k >= start && end.is_none_or(|e| k < e),
-        }
-    }
-}
 
 /// The revision a read at `requested` (≤ 0: current) sees, or etcd's error.
 /// `compacted` is 0 when nothing was ever compacted.
 pub(crate) fn read_revision(requested: i64, current: i64, compacted: i64) -> Result<i64, MvccError> {
     if requested > current {
-        return Err(MvccError::FutureRevision);
+        return Err(RequestError::FutureRevision.into());
     }
     let rev = if requested <= 0 { current } else { requested };
     if rev < compacted {
-        return Err(MvccError::Compacted);
+        return Err(RequestError::Compacted.into());
     }
     Ok(rev)
 }
@@ -162,8 +138,10 @@ pub(crate) fn execute(
     current: i64,
     compacted: i64,
 ) -> Result<RangeResponse, MvccError> {
-    let sort_order = SortOrder::try_from(req.sort_order).map_err(|_| MvccError::InvalidSortOption)?;
-    let sort_target = SortTarget::try_from(req.sort_target).map_err(|_| MvccError::InvalidSortOption)?;
+    let sort_order = SortOrder::try_from(req.sort_order)
+        .map_err(|_| MvccError::Request(RequestError::InvalidSortOption))?;
+    let sort_target = SortTarget::try_from(req.sort_target)
+        .map_err(|_| MvccError::Request(RequestError::InvalidSortOption))?;
     let rev = read_revision(req.revision, current, compacted)?;
 
     let filtered = req.min_mod_revision != 0

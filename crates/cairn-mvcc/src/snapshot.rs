@@ -20,7 +20,7 @@ const MAGIC: &[u8; 8] = b"CAIRNSS1";
 const END: u8 = 0xFF;
 
 fn io(e: std::io::Error) -> MvccError {
-    MvccError::Storage(format!("snapshot i/o: {e}"))
+    MvccError::SnapshotIo(std::sync::Arc::new(e))
 }
 
 impl MvccStore {

@@ -6,9 +6,8 @@ use std::sync::Arc;
 use cairn_proto::etcdserverpb::request_op::Request;
 use cairn_proto::etcdserverpb::response_op::Response;
 use cairn_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest,
-    LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest,
-    RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use cairn_proto::mvccpb::{event::EventType, Event, KeyValue};
 use rocksdb::{WriteBatch, WriteOptions, DB};
@@ -17,61 +16,19 @@ use crate::encoding::{
     decode_history_key, decode_revision, decode_version, encode_events, encode_kv, encode_revision,
     encode_version, history_key, EventKey, Version,
 };
+use cairn_core::{is_read_only, RequestError, RevisionEvents, WriteRequest, WriteResponse, INITIAL_REVISION};
+
 use crate::error::MvccError;
-use crate::range::{self, current_kvs, KeyRange};
+use crate::range::{self, current_kvs};
 use crate::txn::{branch, TxnPath};
 use crate::view::{Family, Overlay, View};
+use cairn_core::KeyRange;
 
 const META_CURRENT_REVISION: &[u8] = b"mvcc/current_revision";
 const META_COMPACT_REVISION: &[u8] = b"mvcc/compact_revision";
 
-/// The revision of an empty store, as in etcd: the first write gets revision 2.
-pub const INITIAL_REVISION: i64 = 1;
-
-/// A replicated write: the etcd requests that change state.
-#[derive(Debug, Clone, PartialEq)]
-pub enum WriteRequest {
-    Put(PutRequest),
-    DeleteRange(DeleteRangeRequest),
-    Txn(TxnRequest),
-    Compact(CompactionRequest),
-    LeaseGrant(LeaseGrantRequest),
-    LeaseRevoke(LeaseRevokeRequest),
-}
-
-/// The result of applying a [`WriteRequest`]. Headers carry only the revision; the server
-/// fills in cluster, member and term.
-#[derive(Debug, Clone, PartialEq)]
-pub enum WriteResponse {
-    Put(PutResponse),
-    DeleteRange(DeleteRangeResponse),
-    Txn(TxnResponse),
-    Compact(CompactionResponse),
-    LeaseGrant(LeaseGrantResponse),
-    LeaseRevoke(LeaseRevokeResponse),
-}
-
-impl WriteResponse {
-    /// The store's revision this response was made at (its header's).
-    pub fn revision(&self) -> i64 {
-        let header = match self {
-            WriteResponse::Put(r) => &r.header,
-            WriteResponse::DeleteRange(r) => &r.header,
-            WriteResponse::Txn(r) => &r.header,
-            WriteResponse::Compact(r) => &r.header,
-            WriteResponse::LeaseGrant(r) => &r.header,
-            WriteResponse::LeaseRevoke(r) => &r.header,
-        };
-        header.as_ref().map_or(0, |h| h.revision)
-    }
-}
-
-/// All events of one revision, in the order they happened (for the watch hub).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RevisionEvents {
-    pub revision: i64,
-    pub events: Vec<Event>,
-}
+/// A metadata row: (key, value).
+pub type MetaRow = (Vec<u8>, Vec<u8>);
 
 /// The MVCC engine. Cheap to clone; all clones share one database.
 #[derive(Clone)]
@@ -115,6 +72,19 @@ impl MvccStore {
     /// A metadata row written with [`ApplyBatch::put_meta`].
     pub fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MvccError> {
         Ok(self.db.get_cf(Family::Meta.handle(&self.db), key)?)
+    }
+
+    /// Every metadata row whose key starts with `prefix`, in key order.
+    pub fn meta_with_prefix(&self, prefix: &[u8]) -> Result<Vec<MetaRow>, MvccError> {
+        let mut rows = Vec::new();
+        self.latest_view().scan(Family::Meta, prefix, None, &mut |k, v| {
+            if !k.starts_with(prefix) {
+                return Ok(false);
+            }
+            rows.push((k.to_vec(), v.to_vec()));
+            Ok(true)
+        })?;
+        Ok(rows)
     }
 
     /// Serve a Range from one consistent snapshot of the store.
@@ -161,24 +131,6 @@ impl MvccStore {
         };
         batch.txn(t)
     }
-}
-
-/// Whether a txn (with every nested txn, in both branches) only reads.
-pub fn is_read_only(t: &TxnRequest) -> bool {
-    t.success.iter().chain(&t.failure).all(|op| match &op.request {
-        Some(Request::RequestRange(_)) => true,
-        Some(Request::RequestTxn(inner)) => is_read_only(inner),
-        _ => false,
-    })
-}
-
-/// Whether every range of a read-only txn asks for a serializable read.
-pub fn is_serializable(t: &TxnRequest) -> bool {
-    t.success.iter().chain(&t.failure).all(|op| match &op.request {
-        Some(Request::RequestRange(r)) => r.serializable,
-        Some(Request::RequestTxn(inner)) => is_serializable(inner),
-        _ => false,
-    })
 }
 
 fn revisions(view: &View<'_>) -> Result<(i64, i64), MvccError> {
@@ -374,14 +326,14 @@ impl<'a> ApplyBatch<'a> {
                 Some(Request::RequestPut(p)) => check_put_target(&self.view(), p)?,
                 Some(Request::RequestRange(r)) => {
                     // Refuse before anything is written: a txn never fails half-way.
-                    crate::validate::check_range(r)?;
+                    cairn_core::validate::check_range(r)?;
                     // etcd's checkRange: first revision is -1 until something was compacted.
                     let first = if self.compacted == 0 { -1 } else { self.compacted };
                     if r.revision != 0 && r.revision > self.current {
-                        return Err(MvccError::FutureRevision);
+                        return Err(RequestError::FutureRevision.into());
                     }
                     if r.revision != 0 && r.revision < first {
-                        return Err(MvccError::Compacted);
+                        return Err(RequestError::Compacted.into());
                     }
                 }
                 Some(Request::RequestTxn(inner)) => {
@@ -419,7 +371,7 @@ impl<'a> ApplyBatch<'a> {
                     r.header = Some(ResponseHeader::default());
                     Response::ResponseTxn(r)
                 }
-                None => return Err(MvccError::KeyNotFound),
+                None => return Err(RequestError::KeyNotFound.into()),
             };
             responses.push(ResponseOp { response: Some(response) });
         }
@@ -429,10 +381,10 @@ impl<'a> ApplyBatch<'a> {
     fn compact(&mut self, c: &CompactionRequest) -> Result<CompactionResponse, MvccError> {
         let rev = c.revision;
         if rev <= self.compacted {
-            return Err(MvccError::Compacted);
+            return Err(RequestError::Compacted.into());
         }
         if rev > self.current {
-            return Err(MvccError::FutureRevision);
+            return Err(RequestError::FutureRevision.into());
         }
         // Drop every version that no read at a revision ≥ `rev` can see: for each key, all
         // rows ≤ rev except the latest, and that one too if it is a tombstone.
@@ -496,10 +448,10 @@ impl<'a> ApplyBatch<'a> {
 /// exist to be attached.
 fn check_put_target(view: &View<'_>, p: &PutRequest) -> Result<(), MvccError> {
     if (p.ignore_value || p.ignore_lease) && view.get(Family::Kv, &p.key)?.is_none() {
-        return Err(MvccError::KeyNotFound);
+        return Err(RequestError::KeyNotFound.into());
     }
     if p.lease != 0 && crate::lease::lease_in(view, p.lease)?.is_none() {
-        return Err(MvccError::LeaseNotFound);
+        return Err(RequestError::LeaseNotFound.into());
     }
     Ok(())
 }

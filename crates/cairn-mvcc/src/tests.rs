@@ -7,7 +7,9 @@ use cairn_proto::etcdserverpb::response_op::Response;
 use cairn_proto::etcdserverpb::*;
 use cairn_proto::mvccpb::KeyValue;
 
-use crate::{MvccError, MvccStore, WriteRequest, WriteResponse};
+use cairn_core::{RequestError, WriteRequest, WriteResponse};
+
+use crate::{MvccError, MvccStore};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -159,7 +161,7 @@ fn put_options_follow_etcd() {
         ignore_value: true,
         ..Default::default()
     }));
-    assert_eq!(missing, Err(MvccError::KeyNotFound));
+    assert_eq!(missing, Err(RequestError::KeyNotFound.into()));
     assert_eq!(f.store.revisions().unwrap().0, 4, "a failed put uses no revision");
 }
 
@@ -346,7 +348,7 @@ fn historical_reads_see_overwrites_and_deletes() {
     assert_eq!((keys(&limited), limited.count, limited.more), (vec!["k".to_string()], 2, true));
     assert_eq!(
         f.range(RangeRequest { key: "k".into(), revision: 7, ..Default::default() }),
-        Err(MvccError::FutureRevision)
+        Err(RequestError::FutureRevision.into())
     );
 }
 
@@ -363,16 +365,16 @@ fn compaction_keeps_what_later_reads_need() {
     assert_eq!(f.store.revisions().unwrap(), (7, 5));
     assert_eq!(
         f.range(RangeRequest { key: "a".into(), revision: 4, ..Default::default() }),
-        Err(MvccError::Compacted)
+        Err(RequestError::Compacted.into())
     );
     assert_eq!(f.get_at("a", 5).unwrap().value, b"2", "the compact revision itself stays readable");
     assert_eq!(f.get_at("a", 6).unwrap().value, b"2");
     assert!(f.get_at("b", 5).is_none());
     assert_eq!(f.get_at("c", 6).unwrap().value, b"1");
     assert_eq!(f.get("a").unwrap().value, b"3");
-    assert_eq!(f.compact(5), Err(MvccError::Compacted));
-    assert_eq!(f.compact(4), Err(MvccError::Compacted));
-    assert_eq!(f.compact(8), Err(MvccError::FutureRevision));
+    assert_eq!(f.compact(5), Err(RequestError::Compacted.into()));
+    assert_eq!(f.compact(4), Err(RequestError::Compacted.into()));
+    assert_eq!(f.compact(8), Err(RequestError::FutureRevision.into()));
     // Physically: a@2 and both rows of b are gone; a@3, a@7, c@6 remain.
     let history = f
         .store
@@ -384,7 +386,7 @@ fn compaction_keeps_what_later_reads_need() {
     assert_eq!(f.get_at("a", 7).unwrap().value, b"3");
     assert_eq!(
         f.range(RangeRequest { key: "a".into(), revision: 6, ..Default::default() }),
-        Err(MvccError::Compacted)
+        Err(RequestError::Compacted.into())
     );
 }
 
@@ -511,7 +513,7 @@ fn txn_errors_apply_nothing() {
         ],
         failure: vec![],
     };
-    assert_eq!(f.txn(future), Err(MvccError::FutureRevision));
+    assert_eq!(f.txn(future), Err(RequestError::FutureRevision.into()));
     let ignore = TxnRequest {
         compare: vec![],
         success: vec![
@@ -526,7 +528,7 @@ fn txn_errors_apply_nothing() {
         ],
         failure: vec![],
     };
-    assert_eq!(f.txn(ignore), Err(MvccError::KeyNotFound));
+    assert_eq!(f.txn(ignore), Err(RequestError::KeyNotFound.into()));
     assert!(f.get("x").is_none());
     assert_eq!(f.store.revisions().unwrap().0, 2);
 }
@@ -604,7 +606,7 @@ fn a_txn_with_a_bad_range_writes_nothing() {
         })),
     };
     let t = TxnRequest { compare: vec![], success: vec![op_put("x", "1"), bad_sort], failure: vec![] };
-    assert_eq!(f.txn(t), Err(MvccError::InvalidSortOption));
+    assert_eq!(f.txn(t), Err(RequestError::InvalidSortOption.into()));
     assert!(f.get("x").is_none());
     // Revision 0 in a txn range means "current", even after a compaction.
     let t = TxnRequest { compare: vec![], success: vec![op_put("x", "1"), op_get("a")], failure: vec![] };
@@ -660,7 +662,7 @@ fn the_event_log_replays_every_revision_in_order() {
     assert_eq!(evs[2].events[0].kv.as_ref().unwrap().version, 2);
     assert_eq!(f.store.events(3, 6, 2, false).unwrap().len(), 2, "at most max_revisions");
     f.compact(4).unwrap();
-    assert_eq!(f.store.events(3, 6, 10, false), Err(MvccError::Compacted));
+    assert_eq!(f.store.events(3, 6, 10, false), Err(RequestError::Compacted.into()));
     assert_eq!(f.store.events(4, 6, 10, false).unwrap().len(), 3);
 }
 
@@ -692,10 +694,10 @@ mod leases {
         f.put("a", "1");
         let r = grant(&f, 7, 30).unwrap();
         assert_eq!((r.id, r.ttl, r.header.unwrap().revision), (7, 30, 2));
-        assert_eq!(f.store.lease(7).unwrap(), Some(crate::Lease { id: 7, ttl: 30 }));
-        assert_eq!(grant(&f, 7, 30), Err(MvccError::LeaseExists));
-        assert_eq!(grant(&f, 0, 30), Err(MvccError::LeaseNotFound));
-        assert_eq!(grant(&f, 8, crate::MAX_LEASE_TTL + 1), Err(MvccError::LeaseTtlTooLarge));
+        assert_eq!(f.store.lease(7).unwrap(), Some(cairn_core::Lease { id: 7, ttl: 30 }));
+        assert_eq!(grant(&f, 7, 30), Err(RequestError::LeaseExists.into()));
+        assert_eq!(grant(&f, 0, 30), Err(RequestError::LeaseNotFound.into()));
+        assert_eq!(grant(&f, 8, cairn_core::MAX_LEASE_TTL + 1), Err(RequestError::LeaseTtlTooLarge.into()));
         grant(&f, -3, 5).unwrap();
         let ids: Vec<i64> = f.store.leases().unwrap().iter().map(|l| l.id).collect();
         assert_eq!(ids, vec![-3, 7]);
@@ -705,14 +707,14 @@ mod leases {
     #[test]
     fn put_needs_an_existing_lease_also_inside_txns() {
         let f = Fixture::new();
-        assert_eq!(put_with_lease(&f, "a", 5), Err(MvccError::LeaseNotFound));
+        assert_eq!(put_with_lease(&f, "a", 5), Err(RequestError::LeaseNotFound.into()));
         let txn = TxnRequest {
             success: vec![RequestOp {
                 request: Some(Request::RequestPut(PutRequest { lease: 5, ..put_req("a", "v") })),
             }],
             ..Default::default()
         };
-        assert_eq!(f.txn(txn), Err(MvccError::LeaseNotFound));
+        assert_eq!(f.txn(txn), Err(RequestError::LeaseNotFound.into()));
         assert_eq!(f.store.revisions().unwrap().0, 1, "nothing was written");
         grant(&f, 5, 10).unwrap();
         put_with_lease(&f, "a", 5).unwrap();
@@ -752,7 +754,7 @@ mod leases {
         let del = EventType::Delete as i32;
         assert_eq!(kinds, vec![(del, b"a".to_vec()), (del, b"b".to_vec())]);
 
-        assert_eq!(revoke(&f, 1), Err(MvccError::LeaseNotFound));
+        assert_eq!(revoke(&f, 1), Err(RequestError::LeaseNotFound.into()));
         // A lease without keys revokes without a new revision.
         grant(&f, 3, 10).unwrap();
         let now = f.store.revisions().unwrap().0;
@@ -769,7 +771,7 @@ mod leases {
         f.store.write_snapshot(&mut buf, &[]).unwrap();
         let g = Fixture::new();
         g.store.install_snapshot(&mut buf.as_slice()).unwrap();
-        assert_eq!(g.store.lease(9).unwrap(), Some(crate::Lease { id: 9, ttl: 60 }));
+        assert_eq!(g.store.lease(9).unwrap(), Some(cairn_core::Lease { id: 9, ttl: 60 }));
         assert_eq!(g.store.lease_keys(9).unwrap(), vec![b"k".to_vec()]);
     }
 }

@@ -7,8 +7,9 @@ use cairn_proto::etcdserverpb::{Compare, RequestOp, TxnRequest};
 use cairn_proto::mvccpb::KeyValue;
 
 use crate::error::MvccError;
-use crate::range::{current_kvs, KeyRange};
+use crate::range::current_kvs;
 use crate::view::View;
+use cairn_core::KeyRange;
 
 /// The branch a txn takes and, in order, the paths of the nested txns of that branch.
 #[derive(Debug, Clone, PartialEq, Eq)]

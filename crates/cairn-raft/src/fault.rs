@@ -21,12 +21,13 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
-use cairn_mvcc::{MvccStore, WriteRequest, WriteResponse};
+use cairn_core::{WriteRequest, WriteResponse};
+use cairn_mvcc::MvccStore;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::ServerState;
 
 use crate::types::{Command, Raft};
-use crate::ReplicationError;
+use cairn_core::BackendError;
 
 /// Environment variable naming the fault.
 pub const FAULT_ENV: &str = "CAIRN_FAULT";
@@ -87,7 +88,7 @@ pub(crate) fn ack_before_commit(
     raft: &Raft,
     store: &MvccStore,
     req: &WriteRequest,
-) -> Option<Result<WriteResponse, ReplicationError>> {
+) -> Option<Result<WriteResponse, BackendError>> {
     if current() != Fault::AckBeforeCommit || raft.metrics().borrow_watched().state != ServerState::Leader {
         return None;
     }
@@ -95,9 +96,9 @@ pub(crate) fn ack_before_commit(
     // told is a guess, exactly the bug being injected.
     let guess = store.begin_apply().and_then(|mut batch| batch.apply(req));
     let raft = raft.clone();
-    let command = Command(req.clone());
+    let command = Command::Write(req.clone());
     tokio::spawn(async move {
         let _ = raft.client_write(command).await;
     });
-    Some(guess.map_err(ReplicationError::from))
+    Some(guess.map_err(BackendError::from))
 }

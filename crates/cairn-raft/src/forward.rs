@@ -60,7 +60,9 @@ impl Link {
         let Some(answer) = answer else { return };
         let outcome = match result.outcome {
             Some(forwarded_result::Outcome::Response(r)) => Ok(r),
-            Some(forwarded_result::Outcome::Failure(f)) => Err(Status::new(f.code.into(), f.message)),
+            Some(forwarded_result::Outcome::Failure(f)) => {
+                Err(Status::with_details(f.code.into(), f.message, f.details.into()))
+            }
             None => Err(Status::internal("the leader answered a forwarded write with nothing")),
         };
         let _ = answer.send(outcome);

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use cairn_mvcc::Lease;
+use cairn_core::Lease;
 
 /// How long an expired lease waits for its revoke before it is proposed again.
 const REVOKE_RETRY: Duration = Duration::from_secs(3);

@@ -2,25 +2,31 @@
 //! commit, the state machine over `cairn-mvcc`, snapshots, and the peer transport.
 //!
 //! **Architecture invariant:** this crate knows nothing of the etcd client API (no KV
-//! service, no client gRPC): it replicates `cairn_mvcc::WriteRequest`s and offers a read
+//! service, no client gRPC): it replicates `cairn_core::WriteRequest`s and offers a read
 //! barrier. The API crate builds the etcd services on [`RaftNode`].
 
 pub mod codec;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod forward;
+pub mod leader;
+mod leases;
 pub mod lessor;
 pub mod log_store;
+pub mod members;
 pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod pb;
+pub mod peer_error;
+mod route;
 pub mod server;
 pub mod state_machine;
 pub mod storage;
 pub mod types;
 
-pub use node::{LeaseTime, NodeConfig, NodeStatus, RaftNode, ReplicationError, StartError};
+pub use node::{NodeConfig, NodeStatus, RaftNode, StartError};
+pub use peer_error::PeerError;
 pub use storage::OpenError;
 pub use types::{node_id_of, NodeId, PeerNode};
 

@@ -5,25 +5,22 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use futures::{Stream, StreamExt};
-use openraft::error::{ClientWriteError, RaftError};
-use openraft::ReadPolicy;
 use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::codec;
-use crate::lessor::{LeaseError, Lessor};
+use crate::leader::{self, LeaseQuestion};
+use crate::lessor::Lessor;
 use crate::pb::peer_server::Peer;
 use crate::pb::{
     forwarded_result, ForwardFailure, ForwardedResult, ForwardedWrite, LeaseRemainingResponse,
-    LeaseRenewRequest, LeaseRenewResponse, MemberInfoRequest, MemberInfoResponse, RaftPayload,
-    ReadIndexRequest, ReadIndexResponse, SnapshotChunk, WriteRequest, WriteResponse,
+    LeaseRenewRequest, LeaseRenewResponse, MemberAttributes, MemberInfoRequest, MemberInfoResponse,
+    PublishResponse, RaftPayload, ReadIndexRequest, ReadIndexResponse, SnapshotChunk, WriteRequest,
+    WriteResponse,
 };
+use crate::peer_error::PeerError;
 use crate::state_machine::{SnapshotDir, SnapshotFile};
-use crate::types::{Command, Raft, Snapshot, SnapshotMeta, TypeConfig, Vote};
-
-/// The status message a leader-only RPC fails with on a non-leader; a forwarding node
-/// retries on it (nothing was proposed).
-pub const NOT_LEADER: &str = "cairn: not leader";
+use crate::types::{Raft, Snapshot, SnapshotMeta, TypeConfig, Vote};
 
 pub struct PeerService {
     pub raft: Raft,
@@ -48,50 +45,18 @@ impl PeerService {
             let _ = stopping.wait_for(|s| *s).await;
         })
     }
-
-    /// A lessor answer on the leader; a lease granted in an earlier term may not be applied
-    /// here yet, so "not found" is only said after catching up to the read index.
-    async fn ask_lessor<T>(
-        &self,
-        ask: impl Fn(&Lessor) -> Result<T, LeaseError>,
-    ) -> Result<Option<T>, Status> {
-        match ask(&self.lessor) {
-            Ok(v) => return Ok(Some(v)),
-            Err(LeaseError::NotPrimary) => return Err(Status::failed_precondition(NOT_LEADER)),
-            Err(LeaseError::NotFound) => {}
-        }
-        let linearizer = self.raft.get_read_linearizer(ReadPolicy::ReadIndex).await.map_err(|e| match e {
-            RaftError::APIError(openraft::error::LinearizableReadError::ForwardToLeader(_)) => {
-                Status::failed_precondition(NOT_LEADER)
-            }
-            e => Status::unavailable(e.to_string()),
-        })?;
-        linearizer.await_ready(&self.raft).await.map_err(|e| Status::unavailable(e.to_string()))?;
-        match ask(&self.lessor) {
-            Ok(v) => Ok(Some(v)),
-            Err(LeaseError::NotPrimary) => Err(Status::failed_precondition(NOT_LEADER)),
-            Err(LeaseError::NotFound) => Ok(None),
-        }
-    }
 }
 
-/// Propose a forwarded write on this member, which should be the leader. The failure
-/// statuses are what the forwarding member decides on: NOT_LEADER (nothing was proposed:
-/// retry), "leader changed" (may or may not apply), anything else (unknown).
+/// A forwarded write proposed on this member (which should lead), as the peer protocol
+/// answers it.
 async fn propose(raft: &Raft, write: WriteRequest) -> Result<WriteResponse, Status> {
-    let write = cairn_mvcc::WriteRequest::try_from(write).map_err(Status::invalid_argument)?;
-    match raft.client_write(Command(write)).await {
-        Ok(resp) => match resp.data.0 {
-            Some(result) => Ok(WriteResponse::from(result)),
-            None => Err(Status::internal("a write entry applied without a result")),
-        },
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-            Err(Status::failed_precondition(NOT_LEADER))
+    let write =
+        cairn_core::WriteRequest::try_from(write).map_err(|e| PeerError::Refused(e.into()).into_status())?;
+    match leader::propose(raft, write).await {
+        Ok(proposed) => {
+            Ok(WriteResponse { log_index: proposed.log_index, ..WriteResponse::from(proposed.result) })
         }
-        Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => {
-            Err(Status::unavailable("etcdserver: leader changed"))
-        }
-        Err(e) => Err(Status::unavailable(e.to_string())),
+        Err(failure) => Err(failure.into_status()),
     }
 }
 
@@ -224,6 +189,7 @@ impl Peer for PeerService {
                         Err(s) => forwarded_result::Outcome::Failure(ForwardFailure {
                             code: s.code() as i32,
                             message: s.message().to_string(),
+                            details: s.details().to_vec(),
                         }),
                     };
                     let _ = answers.send(Ok(ForwardedResult { id, outcome: Some(outcome) }));
@@ -238,14 +204,9 @@ impl Peer for PeerService {
         &self,
         _req: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexResponse>, Status> {
-        match self.raft.get_read_linearizer(ReadPolicy::ReadIndex).await {
-            Ok(linearizer) => {
-                Ok(Response::new(ReadIndexResponse { index: linearizer.read_log_id().index() }))
-            }
-            Err(RaftError::APIError(openraft::error::LinearizableReadError::ForwardToLeader(_))) => {
-                Err(Status::failed_precondition(NOT_LEADER))
-            }
-            Err(e) => Err(Status::unavailable(e.to_string())),
+        match leader::read_index(&self.raft).await {
+            Ok(index) => Ok(Response::new(ReadIndexResponse { index })),
+            Err(failure) => Err(failure.into_status()),
         }
     }
 
@@ -254,8 +215,10 @@ impl Peer for PeerService {
         req: Request<LeaseRenewRequest>,
     ) -> Result<Response<LeaseRenewResponse>, Status> {
         let id = req.into_inner().id;
-        let ttl = self.ask_lessor(|l| l.renew(id)).await?.unwrap_or(0);
-        Ok(Response::new(LeaseRenewResponse { ttl }))
+        let time = leader::ask_lessor(&self.raft, &self.lessor, id, LeaseQuestion::Renew)
+            .await
+            .map_err(PeerError::into_status)?;
+        Ok(Response::new(LeaseRenewResponse { ttl: time.map_or(0, |t| t.granted) }))
     }
 
     async fn lease_remaining(
@@ -263,10 +226,18 @@ impl Peer for PeerService {
         req: Request<LeaseRenewRequest>,
     ) -> Result<Response<LeaseRemainingResponse>, Status> {
         let id = req.into_inner().id;
-        Ok(Response::new(match self.ask_lessor(|l| l.remaining(id)).await? {
-            Some((remaining, granted)) => LeaseRemainingResponse { found: true, remaining, granted },
+        let time = leader::ask_lessor(&self.raft, &self.lessor, id, LeaseQuestion::Remaining)
+            .await
+            .map_err(PeerError::into_status)?;
+        Ok(Response::new(match time {
+            Some(t) => LeaseRemainingResponse { found: true, remaining: t.remaining, granted: t.granted },
             None => LeaseRemainingResponse::default(),
         }))
+    }
+
+    async fn publish(&self, req: Request<MemberAttributes>) -> Result<Response<PublishResponse>, Status> {
+        leader::publish(&self.raft, req.into_inner()).await.map_err(PeerError::into_status)?;
+        Ok(Response::new(PublishResponse {}))
     }
 
     async fn member_info(
@@ -276,6 +247,7 @@ impl Peer for PeerService {
         Ok(Response::new(MemberInfoResponse {
             name: self.name.clone(),
             client_urls: self.client_urls.get().cloned().unwrap_or_default(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
         }))
     }
 }

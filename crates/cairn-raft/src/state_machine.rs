@@ -10,7 +10,8 @@ use std::io::{self, BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cairn_mvcc::{MvccError, MvccStore, WriteRequest, WriteResponse};
+use cairn_core::{WriteRequest, WriteResponse, INITIAL_REVISION};
+use cairn_mvcc::{MvccError, MvccStore};
 use futures::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
@@ -18,7 +19,7 @@ use tokio::sync::watch;
 
 use crate::codec;
 use crate::lessor::Lessor;
-use crate::types::{CommandResult, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::types::{Command, CommandResult, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 
 const META_LAST_APPLIED: &[u8] = b"raft/last_applied";
 const META_MEMBERSHIP: &[u8] = b"raft/membership";
@@ -106,7 +107,7 @@ pub struct StateMachine {
 
 impl StateMachine {
     pub fn new(store: MvccStore, snapshots: SnapshotDir, lessor: Arc<Lessor>) -> io::Result<StateMachine> {
-        let current = store.revisions().map_or(cairn_mvcc::INITIAL_REVISION, |(rev, _)| rev);
+        let current = store.revisions().map_or(INITIAL_REVISION, |(rev, _)| rev);
         let (revision, _) = watch::channel(current);
         lessor.reload(&store.leases().map_err(mvcc_io)?);
         Ok(StateMachine { store, snapshots, revision, lessor })
@@ -120,7 +121,7 @@ impl StateMachine {
 }
 
 fn mvcc_io(e: MvccError) -> io::Error {
-    io::Error::other(e.to_string())
+    io::Error::other(e)
 }
 
 fn read_applied(store: &MvccStore) -> io::Result<(Option<LogId>, StoredMembership)> {
@@ -156,19 +157,27 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let (entry, responder) = item?;
             let result = match entry.payload {
                 EntryPayload::Blank => CommandResult(None),
-                EntryPayload::Normal(cmd) => match batch.apply(&cmd.0) {
-                    Err(e @ (MvccError::Storage(_) | MvccError::Corrupt(_))) => return Err(mvcc_io(e)),
-                    result => {
-                        match (&cmd.0, &result) {
-                            (WriteRequest::LeaseGrant(g), Ok(WriteResponse::LeaseGrant(_))) => {
-                                lease_changes.push((g.id, Some(g.ttl)))
-                            }
-                            (WriteRequest::LeaseRevoke(r), Ok(_)) => lease_changes.push((r.id, None)),
-                            _ => {}
+                EntryPayload::Normal(Command::SetMember(attributes)) => {
+                    crate::members::apply(&mut batch, &attributes);
+                    CommandResult(None)
+                }
+                EntryPayload::Normal(Command::Write(write)) => {
+                    // A refusal is the entry's deterministic result; any other failure means
+                    // this replica cannot apply the log and must stop.
+                    let result = match batch.apply(&write) {
+                        Ok(response) => Ok(response),
+                        Err(MvccError::Request(refused)) => Err(refused),
+                        Err(e) => return Err(mvcc_io(e)),
+                    };
+                    match (&write, &result) {
+                        (WriteRequest::LeaseGrant(g), Ok(WriteResponse::LeaseGrant(_))) => {
+                            lease_changes.push((g.id, Some(g.ttl)))
                         }
-                        CommandResult(Some(result))
+                        (WriteRequest::LeaseRevoke(r), Ok(_)) => lease_changes.push((r.id, None)),
+                        _ => {}
                     }
-                },
+                    CommandResult(Some(result))
+                }
                 EntryPayload::Membership(m) => {
                     membership = Some(StoredMembership::new(Some(entry.log_id), m));
                     CommandResult(None)

@@ -1,23 +1,50 @@
-//! Opening a node's data directory: one RocksDB with the log families and the MVCC
-//! families, and the snapshot directory beside it.
+//! Opening a node's data directory: the directory lock, the format marker, one RocksDB with
+//! the log families and the MVCC families, and the snapshot directory beside it.
+//!
+//! Layout of `<data-dir>`:
+//! - `cairn.lock`: held (flock) while a member runs; a second process gets [`OpenError::Locked`].
+//! - `FORMAT`: the data format version, one decimal number. A directory without it was
+//!   written by 0.1, whose layout is format 1. A number above [`DATA_FORMAT`] is refused
+//!   before anything is opened, so that an older binary never damages a newer directory.
+//! - `db/`: the RocksDB; `snapshots/`: Raft snapshots.
+//!
+//! Damage is refused, never skipped: RocksDB replays its WAL tolerating only a record torn
+//! at the tail by a crash (`TolerateCorruptedTailRecords`); a bad record before the tail, a
+//! damaged MANIFEST or a damaged table file is [`OpenError::Corrupt`].
 
+use std::fs::{File, OpenOptions};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cairn_mvcc::MvccStore;
-use rocksdb::{Options, DB};
+use rocksdb::{DBRecoveryMode, ErrorKind, IteratorMode, Options, ReadOptions, DB};
 
 use crate::log_store::{CF_LOG, CF_META};
+
+/// The data format this version writes and the newest it reads.
+/// 1: the layout of 0.1 (column families kv, history, events, sm_meta, leases, lease_keys,
+/// raft_log, raft_meta; every stored value starts with a format byte).
+pub const DATA_FORMAT: u32 = 1;
+
+const FORMAT_FILE: &str = "FORMAT";
+const LOCK_FILE: &str = "cairn.lock";
 
 /// Why a data directory could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("data directory {0} is in use by another process (its RocksDB LOCK is held)")]
+    #[error("data directory {0} is in use by another process")]
     Locked(PathBuf),
     #[error("data directory {path} is corrupted: {detail}")]
     Corrupt { path: PathBuf, detail: String },
-    #[error("cannot open data directory {path}: {detail}")]
-    Io { path: PathBuf, detail: String },
+    #[error(
+        "data directory {path} has data format {found}, written by a newer Cairn; this binary reads formats up to {supported}. Run the newer version (the directory was not touched)"
+    )]
+    NewerFormat { path: PathBuf, found: u32, supported: u32 },
+    #[error("cannot open data directory {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot open data directory {path}: {source}")]
+    Storage { path: PathBuf, source: rocksdb::Error },
 }
 
 pub fn db_path(data_dir: &Path) -> PathBuf {
@@ -28,30 +55,166 @@ pub fn snapshot_path(data_dir: &Path) -> PathBuf {
     data_dir.join("snapshots")
 }
 
-/// Open (creating if needed) the node's database.
-pub fn open_db(data_dir: &Path) -> Result<Arc<DB>, OpenError> {
-    let path = db_path(data_dir);
-    std::fs::create_dir_all(&path)
-        .map_err(|e| OpenError::Io { path: path.clone(), detail: e.to_string() })?;
+/// An open data directory. The lock is held as long as this lives.
+pub struct DataDir {
+    pub db: Arc<DB>,
+    _lock: File,
+}
+
+/// Open (creating if needed) the node's data directory: lock it, check its format, open
+/// the database and check every table file's checksums.
+pub fn open_data_dir(data_dir: &Path) -> Result<DataDir, OpenError> {
+    let io = |source| OpenError::Io { path: data_dir.to_path_buf(), source };
+    std::fs::create_dir_all(data_dir).map_err(io)?;
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(data_dir.join(LOCK_FILE))
+        .map_err(io)?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Err(OpenError::Locked(data_dir.to_path_buf())),
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    }
+    let db_dir = db_path(data_dir);
+    let existing = db_dir.join("CURRENT").exists();
+    match read_format(data_dir)? {
+        Some(found) if found > DATA_FORMAT => {
+            return Err(OpenError::NewerFormat {
+                path: data_dir.to_path_buf(),
+                found,
+                supported: DATA_FORMAT,
+            })
+        }
+        Some(_) => {}
+        // A new directory, or one written by 0.1 (format 1, no marker): mark it.
+        None => write_format(data_dir, DATA_FORMAT).map_err(io)?,
+    }
+    std::fs::create_dir_all(&db_dir).map_err(io)?;
+    let db = open_db(&db_dir).map_err(|e| classify(data_dir, e, &wal_files(&db_dir)))?;
+    if existing {
+        verify_tables(&db).map_err(|e| classify(data_dir, e, &[]))?;
+    }
+    Ok(DataDir { db: Arc::new(db), _lock: lock })
+}
+
+fn open_db(db_dir: &Path) -> Result<DB, rocksdb::Error> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
     opts.set_paranoid_checks(true);
+    // A record torn at the WAL's tail by a crash is normal; anything else is damage.
+    opts.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
     opts.increase_parallelism(2);
     opts.set_max_background_jobs(2);
     let families: Vec<&str> = MvccStore::column_families().chain([CF_LOG, CF_META]).collect();
-    DB::open_cf(&opts, &path, families).map(Arc::new).map_err(|e| {
-        let detail = e.into_string();
-        if detail.contains("lock") || detail.contains("LOCK") {
-            OpenError::Locked(data_dir.to_path_buf())
-        } else if detail.contains("Corruption")
-            || detail.contains("corrupt")
-            || detail.contains("CURRENT")
-            || detail.contains("MANIFEST")
-        {
-            OpenError::Corrupt { path: data_dir.to_path_buf(), detail }
-        } else {
-            OpenError::Io { path: data_dir.to_path_buf(), detail }
+    DB::open_cf(&opts, db_dir, families)
+}
+
+/// Read every row of every family with checksums verified: RocksDB checks a table block
+/// only when it reads it, and a damaged block must stop the member at start, not surface
+/// as a failed read (or a skipped row) later. Costs one sequential read of the database.
+fn verify_tables(db: &DB) -> Result<(), rocksdb::Error> {
+    for family in MvccStore::column_families().chain([CF_LOG, CF_META]) {
+        let Some(cf) = db.cf_handle(family) else { continue };
+        let mut ro = ReadOptions::default();
+        ro.set_verify_checksums(true);
+        ro.fill_cache(false);
+        ro.set_readahead_size(2 << 20);
+        for row in db.iterator_cf_opt(cf, ro, IteratorMode::Start) {
+            row?;
         }
-    })
+    }
+    Ok(())
+}
+
+/// Damage is [`OpenError::Corrupt`] by RocksDB's status kind. RocksDB names a damaged
+/// table file or MANIFEST in its message, but not a damaged write-ahead log: the detail then
+/// lists the logs the open replayed (`replayed`), and points at RocksDB's own log, which
+/// says which one and where.
+fn classify(data_dir: &Path, e: rocksdb::Error, replayed: &[String]) -> OpenError {
+    match e.kind() {
+        ErrorKind::Corruption => {
+            let logs = match replayed {
+                [] => String::new(),
+                names => format!("; write-ahead log replayed at open: {}", names.join(", ")),
+            };
+            let account = db_path(data_dir).join("LOG");
+            OpenError::Corrupt {
+                path: data_dir.to_path_buf(),
+                detail: format!("{e}{logs} (RocksDB's account of the damage is in {})", account.display()),
+            }
+        }
+        _ => OpenError::Storage { path: data_dir.to_path_buf(), source: e },
+    }
+}
+
+/// The write-ahead log files in RocksDB's directory (`NNNNNN.log`), in order.
+fn wal_files(db_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(db_dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.ends_with(".log"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn read_format(data_dir: &Path) -> Result<Option<u32>, OpenError> {
+    let path = data_dir.join(FORMAT_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse().map(Some).map_err(|_| OpenError::Corrupt {
+            path: data_dir.to_path_buf(),
+            detail: format!("{} does not hold a format number: {:?}", path.display(), text.trim()),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(OpenError::Io { path: data_dir.to_path_buf(), source }),
+    }
+}
+
+/// Write the format marker atomically (temporary file, fsync, rename, fsync the directory).
+fn write_format(data_dir: &Path, format: u32) -> std::io::Result<()> {
+    let tmp = data_dir.join(format!("{FORMAT_FILE}.tmp"));
+    let mut f = File::create(&tmp)?;
+    writeln!(f, "{format}")?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, data_dir.join(FORMAT_FILE))?;
+    File::open(data_dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_open_is_locked_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = open_data_dir(dir.path()).unwrap();
+        assert!(matches!(open_data_dir(dir.path()), Err(OpenError::Locked(_))));
+        drop(first);
+        open_data_dir(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_newer_format_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FORMAT_FILE), "99\n").unwrap();
+        let err = open_data_dir(dir.path()).err().unwrap();
+        assert!(matches!(err, OpenError::NewerFormat { found: 99, supported: DATA_FORMAT, .. }), "{err}");
+        assert!(!db_path(dir.path()).exists(), "the database was created");
+    }
+
+    #[test]
+    fn a_directory_without_a_marker_is_format_one() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open_data_dir(dir.path()).unwrap());
+        std::fs::remove_file(dir.path().join(FORMAT_FILE)).unwrap();
+        drop(open_data_dir(dir.path()).unwrap());
+        assert_eq!(read_format(dir.path()).unwrap(), Some(1));
+    }
 }

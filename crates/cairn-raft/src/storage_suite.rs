@@ -14,7 +14,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         &self,
     ) -> Result<(tempfile::TempDir, LogStore, StateMachine), openraft::StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let db = crate::storage::open_db(dir.path()).expect("open db");
+        let db = crate::storage::open_data_dir(dir.path()).expect("open data dir").db;
         let store = cairn_mvcc::MvccStore::new(db.clone());
         let sm = StateMachine::new(
             store,

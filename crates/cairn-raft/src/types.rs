@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use cairn_mvcc::{MvccError, WriteRequest, WriteResponse};
+use cairn_core::{RequestError, WriteRequest, WriteResponse};
 use prost::Message;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -53,47 +53,58 @@ pub fn node_id_of(name: &str) -> NodeId {
     h.max(1)
 }
 
-/// One replicated write. Serialized as the protobuf `cairnpb.WriteRequest`.
+/// The command format this version writes and the newest it applies (`cairnpb.Command`'s
+/// `format`): 0 = the entries of 0.1, 1 = 0.2 (adds member attributes).
+pub const COMMAND_FORMAT: u32 = 1;
+
+/// One replicated command: what a Raft log entry carries. Serialized as the protobuf
+/// `cairnpb.Command`, which reads 0.1's entries (a `cairnpb.WriteRequest`) as writes.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Command(pub WriteRequest);
+pub enum Command {
+    /// An etcd write: the only command of 0.1.
+    Write(WriteRequest),
+    /// A member publishes its attributes (0.2+; proposed only once every member knows it).
+    SetMember(pb::MemberAttributes),
+}
 
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
-            WriteRequest::Put(p) => write!(f, "put({} bytes key)", p.key.len()),
-            WriteRequest::DeleteRange(_) => write!(f, "delete_range"),
-            WriteRequest::Txn(t) => write!(f, "txn({} compares)", t.compare.len()),
-            WriteRequest::Compact(c) => write!(f, "compact({})", c.revision),
-            WriteRequest::LeaseGrant(g) => write!(f, "lease_grant({:x}, {}s)", g.id, g.ttl),
-            WriteRequest::LeaseRevoke(r) => write!(f, "lease_revoke({:x})", r.id),
+        match self {
+            Command::Write(WriteRequest::Put(p)) => write!(f, "put({} bytes key)", p.key.len()),
+            Command::Write(WriteRequest::DeleteRange(_)) => write!(f, "delete_range"),
+            Command::Write(WriteRequest::Txn(t)) => write!(f, "txn({} compares)", t.compare.len()),
+            Command::Write(WriteRequest::Compact(c)) => write!(f, "compact({})", c.revision),
+            Command::Write(WriteRequest::LeaseGrant(g)) => write!(f, "lease_grant({:x}, {}s)", g.id, g.ttl),
+            Command::Write(WriteRequest::LeaseRevoke(r)) => write!(f, "lease_revoke({:x})", r.id),
+            Command::SetMember(m) => write!(f, "set_member({:x}, {})", m.id, m.name),
         }
     }
 }
 
 impl Serialize for Command {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(&pb::WriteRequest::from(self.0.clone()).encode_to_vec())
+        s.serialize_bytes(&pb::Command::from(self.clone()).encode_to_vec())
     }
 }
 
 impl<'de> Deserialize<'de> for Command {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let bytes: Vec<u8> = serde_bytes_vec(d)?;
-        let msg = pb::WriteRequest::decode(bytes.as_slice()).map_err(serde::de::Error::custom)?;
-        WriteRequest::try_from(msg).map(Command).map_err(serde::de::Error::custom)
+        let msg = pb::Command::decode(bytes.as_slice()).map_err(serde::de::Error::custom)?;
+        Command::try_from(msg).map_err(serde::de::Error::custom)
     }
 }
 
 /// The state machine's answer to one entry (`None` for blank and membership entries).
 /// Serialized as `cairnpb.WriteResponse`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CommandResult(pub Option<Result<WriteResponse, MvccError>>);
+pub struct CommandResult(pub Option<Result<WriteResponse, RequestError>>);
 
 impl Serialize for CommandResult {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let msg = match &self.0 {
             Some(r) => pb::WriteResponse::from(r.clone()),
-            None => pb::WriteResponse { response: None },
+            None => pb::WriteResponse { response: None, log_index: 0 },
         };
         s.serialize_bytes(&msg.encode_to_vec())
     }
@@ -106,7 +117,7 @@ impl<'de> Deserialize<'de> for CommandResult {
         if msg.response.is_none() {
             return Ok(CommandResult(None));
         }
-        Result::<WriteResponse, MvccError>::try_from(msg)
+        Result::<WriteResponse, RequestError>::try_from(msg)
             .map(|r| CommandResult(Some(r)))
             .map_err(serde::de::Error::custom)
     }
@@ -143,7 +154,7 @@ mod tests {
 
     #[test]
     fn commands_and_results_round_trip_through_the_codec() {
-        let cmd = Command(WriteRequest::Put(PutRequest {
+        let cmd = Command::Write(WriteRequest::Put(PutRequest {
             key: b"k".to_vec(),
             value: vec![0, 1, 2],
             lease: 3,
@@ -157,12 +168,35 @@ mod tests {
         }))));
         let back: CommandResult = crate::codec::decode(&crate::codec::encode(&ok).unwrap()).unwrap();
         assert_eq!(back, ok);
-        let err = CommandResult(Some(Err(MvccError::Compacted)));
+        let err = CommandResult(Some(Err(RequestError::Compacted)));
         let back: CommandResult = crate::codec::decode(&crate::codec::encode(&err).unwrap()).unwrap();
         assert_eq!(back, err);
         let none: CommandResult =
             crate::codec::decode(&crate::codec::encode(&CommandResult(None)).unwrap()).unwrap();
         assert_eq!(none, CommandResult(None));
+    }
+
+    #[test]
+    fn entries_of_0_1_read_as_writes_and_0_1_reads_ours() {
+        let put =
+            WriteRequest::Put(PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() });
+        // A 0.1 entry: the protobuf WriteRequest.
+        let old = pb::WriteRequest::from(put.clone()).encode_to_vec();
+        let cmd = Command::try_from(pb::Command::decode(old.as_slice()).unwrap()).unwrap();
+        assert_eq!(cmd, Command::Write(put.clone()));
+        // What 0.1 decodes from our write entries.
+        let ours = pb::Command::from(Command::Write(put.clone())).encode_to_vec();
+        let seen_by_0_1 = pb::WriteRequest::decode(ours.as_slice()).unwrap();
+        assert_eq!(WriteRequest::try_from(seen_by_0_1).unwrap(), put);
+    }
+
+    #[test]
+    fn a_newer_command_format_is_refused() {
+        let mut msg =
+            pb::Command::from(Command::SetMember(pb::MemberAttributes { id: 1, ..Default::default() }));
+        msg.format = COMMAND_FORMAT + 1;
+        assert!(Command::try_from(msg).is_err());
+        assert!(Command::try_from(pb::Command::default()).is_err(), "an empty command");
     }
 
     #[test]

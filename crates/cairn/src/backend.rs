@@ -1,46 +1,143 @@
-//! The glue between the etcd API and the replicated store: [`RaftBackend`] implements
-//! `cairn_api::Backend` on a `cairn_raft::RaftNode`.
+//! The glue between the etcd API and the replicated store: [`RaftBackend`] implements the
+//! backend traits of `cairn-core` on a `cairn_raft::RaftNode`. RocksDB reads run on tokio's
+//! blocking pool, never on the async workers that openraft and the services share.
 
-use cairn_api::{Backend, BackendError, LeaseTime, Member, MemberStatus};
-use cairn_mvcc::{is_read_only, is_serializable, WriteRequest, WriteResponse};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_core::{
+    is_read_only, is_serializable, BackendError, ClusterBackend, KvBackend, LeaseBackend, LeaseTime,
+    MaintenanceBackend, Member, MemberStatus, RevisionEvents, Revisions, WatchSource, WriteRequest,
+    WriteResponse,
+};
+use cairn_mvcc::{MvccError, MvccStore};
 use cairn_proto::etcdserverpb::{LeaseGrantResponse, RangeRequest, RangeResponse};
-use cairn_raft::{RaftNode, ReplicationError};
+use cairn_raft::RaftNode;
+
+/// How often the data directory's size is measured for `Status` (it walks the directory).
+const DB_SIZE_REFRESH: Duration = Duration::from_secs(5);
+
+/// How often a member that has not published its attributes tries again (no leader yet,
+/// or a member of an older version in the cluster).
+const PUBLISH_RETRY: Duration = Duration::from_millis(200);
 
 pub struct RaftBackend {
     pub(crate) node: RaftNode,
-    pub(crate) data_dir: std::path::PathBuf,
+    /// The data directory's size in bytes, as last measured (see [`DB_SIZE_REFRESH`]).
+    db_size: Arc<AtomicI64>,
+    db_size_task: tokio::task::JoinHandle<()>,
 }
 
-fn from_replication(e: ReplicationError) -> BackendError {
-    match e {
-        ReplicationError::Mvcc(m) => BackendError::Mvcc(m),
-        ReplicationError::NoLeader => BackendError::NoLeader,
-        ReplicationError::Timeout => BackendError::Timeout,
-        ReplicationError::LeaderChanged => BackendError::LeaderChanged,
-        ReplicationError::Stopped => BackendError::Stopped,
+/// Publish this member's attributes (name, URLs, version) into the replicated state once it
+/// can, as etcd's members publish theirs after start; ends with the backend.
+pub(crate) async fn publish_attributes(backend: std::sync::Weak<RaftBackend>) {
+    loop {
+        let Some(backend) = backend.upgrade() else { return };
+        match backend.node.publish_self().await {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => tracing::debug!(error = %e, "publishing this member's attributes failed; retrying"),
+        }
+        drop(backend);
+        tokio::time::sleep(PUBLISH_RETRY).await;
     }
 }
 
-impl Backend for RaftBackend {
+impl RaftBackend {
+    pub(crate) fn new(node: RaftNode, data_dir: PathBuf) -> RaftBackend {
+        let db_size = Arc::new(AtomicI64::new(0));
+        let db_size_task = tokio::spawn(measure_db_size(data_dir, db_size.clone()));
+        RaftBackend { node, db_size, db_size_task }
+    }
+
+    /// Run a read of the MVCC store on the blocking pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&MvccStore) -> Result<T, MvccError> + Send + 'static,
+    ) -> Result<T, BackendError> {
+        let store = self.node.store().clone();
+        match tokio::task::spawn_blocking(move || read(&store)).await {
+            Ok(result) => result.map_err(BackendError::from),
+            Err(e) if e.is_cancelled() => Err(BackendError::Stopped),
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+}
+
+impl Drop for RaftBackend {
+    fn drop(&mut self) {
+        self.db_size_task.abort();
+    }
+}
+
+impl KvBackend for RaftBackend {
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse, BackendError> {
         if !req.serializable {
-            self.node.linearize().await.map_err(from_replication)?;
+            self.node.linearize().await?;
         }
-        Ok(self.node.store().range(&req)?)
+        self.read(move |store| store.range(&req)).await
     }
 
     async fn write(&self, req: WriteRequest) -> Result<WriteResponse, BackendError> {
-        if let WriteRequest::Txn(t) = &req {
-            if is_read_only(t) {
-                if !is_serializable(t) {
-                    self.node.linearize().await.map_err(from_replication)?;
+        if let WriteRequest::Txn(t) = req {
+            if is_read_only(&t) {
+                if !is_serializable(&t) {
+                    self.node.linearize().await?;
                 }
-                return Ok(WriteResponse::Txn(self.node.store().read_txn(t)?));
+                return self.read(move |store| store.read_txn(&t)).await.map(WriteResponse::Txn);
             }
+            return self.node.write(WriteRequest::Txn(t)).await;
         }
-        self.node.write(req).await.map_err(from_replication)
+        self.node.write(req).await
     }
 
+    async fn revisions(&self) -> Result<Revisions, BackendError> {
+        let (current, compacted) = self.read(|store| store.revisions()).await?;
+        Ok(Revisions { current, compacted })
+    }
+}
+
+impl WatchSource for RaftBackend {
+    fn revision_updates(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.node.revision_updates()
+    }
+
+    async fn events(
+        &self,
+        from: i64,
+        to: i64,
+        max_revisions: usize,
+        with_prev_kv: bool,
+    ) -> Result<Vec<RevisionEvents>, BackendError> {
+        self.read(move |store| store.events(from, to, max_revisions, with_prev_kv)).await
+    }
+}
+
+impl LeaseBackend for RaftBackend {
+    async fn lease_grant(&self, id: i64, ttl: i64) -> Result<LeaseGrantResponse, BackendError> {
+        self.node.lease_grant(id, ttl).await
+    }
+
+    async fn lease_renew(&self, id: i64) -> Result<i64, BackendError> {
+        self.node.lease_renew(id).await
+    }
+
+    async fn lease_time(&self, id: i64) -> Result<Option<LeaseTime>, BackendError> {
+        self.node.lease_remaining(id).await
+    }
+
+    async fn leases(&self) -> Result<Vec<i64>, BackendError> {
+        self.read(|store| Ok(store.leases()?.into_iter().map(|l| l.id).collect())).await
+    }
+
+    async fn lease_keys(&self, id: i64) -> Result<Vec<Vec<u8>>, BackendError> {
+        self.read(move |store| store.lease_keys(id)).await
+    }
+}
+
+impl ClusterBackend for RaftBackend {
     fn status(&self) -> MemberStatus {
         let s = self.node.status();
         MemberStatus {
@@ -54,63 +151,39 @@ impl Backend for RaftBackend {
         }
     }
 
-    fn revision_updates(&self) -> tokio::sync::watch::Receiver<i64> {
-        self.node.revision_updates()
-    }
-
-    fn events(
-        &self,
-        from: i64,
-        to: i64,
-        max_revisions: usize,
-        with_prev_kv: bool,
-    ) -> Result<Vec<cairn_mvcc::RevisionEvents>, BackendError> {
-        Ok(self.node.store().events(from, to, max_revisions, with_prev_kv)?)
-    }
-
-    fn revisions(&self) -> Result<(i64, i64), BackendError> {
-        Ok(self.node.store().revisions()?)
-    }
-
-    fn db_size(&self) -> i64 {
-        dir_size(&self.data_dir) as i64
-    }
-
-    async fn members(&self) -> Vec<Member> {
-        let members = self.node.members();
-        let urls = futures::future::join_all(members.iter().map(|(id, _)| self.node.member_client_urls(*id)));
-        members
+    async fn members(&self) -> Result<Vec<Member>, BackendError> {
+        Ok(self
+            .node
+            .member_list()
+            .await?
             .into_iter()
-            .zip(urls.await)
-            .map(|((id, node), client_urls)| Member {
-                id,
-                name: node.name,
-                peer_urls: vec![format!("http://{}", node.peer_addr)],
-                client_urls,
-                is_learner: false,
+            .map(|m| Member {
+                id: m.id,
+                name: m.name,
+                peer_urls: m.peer_urls,
+                client_urls: m.client_urls,
+                is_learner: m.is_learner,
             })
-            .collect()
+            .collect())
     }
+}
 
-    async fn lease_grant(&self, id: i64, ttl: i64) -> Result<LeaseGrantResponse, BackendError> {
-        self.node.lease_grant(id, ttl).await.map_err(from_replication)
+impl MaintenanceBackend for RaftBackend {
+    fn db_size(&self) -> i64 {
+        self.db_size.load(Ordering::Relaxed)
     }
+}
 
-    async fn lease_renew(&self, id: i64) -> Result<i64, BackendError> {
-        self.node.lease_renew(id).await.map_err(from_replication)
-    }
-
-    async fn lease_time(&self, id: i64) -> Result<Option<LeaseTime>, BackendError> {
-        let time = self.node.lease_remaining(id).await.map_err(from_replication)?;
-        Ok(time.map(|t| LeaseTime { remaining: t.remaining, granted: t.granted }))
-    }
-
-    fn leases(&self) -> Result<Vec<i64>, BackendError> {
-        Ok(self.node.store().leases()?.into_iter().map(|l| l.id).collect())
-    }
-
-    fn lease_keys(&self, id: i64) -> Result<Vec<Vec<u8>>, BackendError> {
-        Ok(self.node.store().lease_keys(id)?)
+/// Measure the data directory every [`DB_SIZE_REFRESH`], off the async workers.
+async fn measure_db_size(data_dir: PathBuf, size: Arc<AtomicI64>) {
+    let mut tick = tokio::time::interval(DB_SIZE_REFRESH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let dir = data_dir.clone();
+        if let Ok(bytes) = tokio::task::spawn_blocking(move || dir_size(&dir)).await {
+            size.store(i64::try_from(bytes).unwrap_or(i64::MAX), Ordering::Relaxed);
+        }
     }
 }
 

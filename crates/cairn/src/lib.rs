@@ -21,15 +21,16 @@ pub mod config;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use backend::RaftBackend;
 use cairn_raft::{NodeConfig, RaftNode, StartError};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use backend::RaftBackend;
 pub use cairn_api::Limits;
 pub use cairn_client::{
     CasOutcome, Client, Election, Leadership, Lease, Lock, LockGuard, TypedKey, Versioned,
 };
+pub use cairn_core as core;
 pub use cairn_proto as proto;
 pub use config::Config;
 
@@ -46,13 +47,15 @@ pub enum Error {
 
 impl Error {
     /// 2: bad configuration; 3: data directory locked; 4: data directory corrupted;
-    /// 5: an address is in use or not available; 1: anything else.
+    /// 5: an address is in use or not available; 6: data directory written by a newer
+    /// version; 1: anything else.
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config(_) | Error::Start(StartError::Config(_)) => 2,
             Error::Start(StartError::Open(cairn_raft::OpenError::Locked(_))) => 3,
             Error::Start(StartError::Open(cairn_raft::OpenError::Corrupt { .. })) => 4,
             Error::ClientListen { .. } | Error::Start(StartError::Listen { .. }) => 5,
+            Error::Start(StartError::Open(cairn_raft::OpenError::NewerFormat { .. })) => 6,
             _ => 1,
         }
     }
@@ -95,7 +98,15 @@ impl Node {
             }
         };
         node.set_client_urls(vec![format!("http://{client_addr}")]);
-        let backend = Arc::new(RaftBackend { node, data_dir: resolved.data_dir.clone() });
+        let backend = Arc::new(RaftBackend::new(node, resolved.data_dir.clone()));
+        // Like etcd, publish this member's attributes before serving clients, so that a
+        // member that served is listed with its URLs even once it is down. Bounded: without
+        // a quorum (or beside a 0.1 member) it serves anyway and goes on trying.
+        let mut publishing = tokio::spawn(backend::publish_attributes(Arc::downgrade(&backend)));
+        let bound = resolved.election_timeout * 2 + std::time::Duration::from_secs(1);
+        if tokio::time::timeout(bound, &mut publishing).await.is_err() {
+            tracing::info!("serving before this member's attributes are published (no quorum yet?)");
+        }
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let serve = cairn_api::serve(backend.clone(), resolved.limits, listener, async {
             let _ = stop_rx.await;
@@ -125,6 +136,12 @@ impl Node {
     /// [`cairn_client`] ([`Lease`], [`Lock`], [`Election`], [`TypedKey`]) run on it.
     pub fn client(&self) -> Client {
         self.client.clone()
+    }
+
+    /// The backend this member serves the etcd API from: the `cairn_core` backend traits
+    /// on the replicated store (what the conformance suite runs against).
+    pub fn backend(&self) -> &RaftBackend {
+        &self.backend
     }
 
     /// This member's id (as in response headers).

@@ -1,4 +1,5 @@
 //! The library facade: a node in-process, driven by the in-process client.
+#![allow(clippy::unwrap_used)] // a test fails by panicking
 
 use cairn::proto::etcdserverpb::{compare, request_op, Compare, PutRequest, RequestOp, TxnRequest};
 

@@ -7,54 +7,54 @@ use cairn_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use cairn_proto::etcdserverpb::request_op::Request;
 use cairn_proto::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest};
 
-use crate::error::MvccError;
+use crate::error::RequestError;
 
-pub fn check_range(r: &RangeRequest) -> Result<(), MvccError> {
+pub fn check_range(r: &RangeRequest) -> Result<(), RequestError> {
     if r.key.is_empty() {
-        return Err(MvccError::EmptyKey);
+        return Err(RequestError::EmptyKey);
     }
     // etcd 3.5's check; it also keeps a txn from failing half-way through its ranges.
     if SortOrder::try_from(r.sort_order).is_err() || SortTarget::try_from(r.sort_target).is_err() {
-        return Err(MvccError::InvalidSortOption);
+        return Err(RequestError::InvalidSortOption);
     }
     Ok(())
 }
 
-pub fn check_put(r: &PutRequest) -> Result<(), MvccError> {
+pub fn check_put(r: &PutRequest) -> Result<(), RequestError> {
     if r.key.is_empty() {
-        return Err(MvccError::EmptyKey);
+        return Err(RequestError::EmptyKey);
     }
     if r.ignore_value && !r.value.is_empty() {
-        return Err(MvccError::ValueProvided);
+        return Err(RequestError::ValueProvided);
     }
     if r.ignore_lease && r.lease != 0 {
-        return Err(MvccError::LeaseProvided);
+        return Err(RequestError::LeaseProvided);
     }
     Ok(())
 }
 
-pub fn check_delete(r: &DeleteRangeRequest) -> Result<(), MvccError> {
+pub fn check_delete(r: &DeleteRangeRequest) -> Result<(), RequestError> {
     if r.key.is_empty() {
-        return Err(MvccError::EmptyKey);
+        return Err(RequestError::EmptyKey);
     }
     Ok(())
 }
 
 /// etcd's `checkTxnRequest` followed by its `checkIntervals` on both branches.
-pub fn check_txn(r: &TxnRequest, max_txn_ops: usize) -> Result<(), MvccError> {
+pub fn check_txn(r: &TxnRequest, max_txn_ops: usize) -> Result<(), RequestError> {
     check_txn_ops(r, max_txn_ops as i64)?;
     check_intervals(&r.success)?;
     check_intervals(&r.failure)?;
     Ok(())
 }
 
-fn check_txn_ops(r: &TxnRequest, max_txn_ops: i64) -> Result<(), MvccError> {
+fn check_txn_ops(r: &TxnRequest, max_txn_ops: i64) -> Result<(), RequestError> {
     let ops = r.compare.len().max(r.success.len()).max(r.failure.len()) as i64;
     if ops > max_txn_ops {
-        return Err(MvccError::TooManyOps);
+        return Err(RequestError::TooManyOps);
     }
     if r.compare.iter().any(|c| c.key.is_empty()) {
-        return Err(MvccError::EmptyKey);
+        return Err(RequestError::EmptyKey);
     }
     for op in r.success.iter().chain(&r.failure) {
         check_request_op(op, max_txn_ops - ops)?;
@@ -62,14 +62,14 @@ fn check_txn_ops(r: &TxnRequest, max_txn_ops: i64) -> Result<(), MvccError> {
     Ok(())
 }
 
-fn check_request_op(op: &RequestOp, max_txn_ops: i64) -> Result<(), MvccError> {
+fn check_request_op(op: &RequestOp, max_txn_ops: i64) -> Result<(), RequestError> {
     match &op.request {
         Some(Request::RequestRange(r)) => check_range(r),
         Some(Request::RequestPut(r)) => check_put(r),
         Some(Request::RequestDeleteRange(r)) => check_delete(r),
         Some(Request::RequestTxn(r)) => check_txn_ops(r, max_txn_ops),
         // etcd answers an empty op with "key not found".
-        None => Err(MvccError::KeyNotFound),
+        None => Err(RequestError::KeyNotFound),
     }
 }
 
@@ -92,7 +92,7 @@ impl Deleted {
 
 /// etcd's `checkIntervals`: no key may be put twice, or put and deleted, by the ops one
 /// execution of a txn can run (the two branches of a nested txn exclude each other).
-fn check_intervals(ops: &[RequestOp]) -> Result<(HashSet<Vec<u8>>, Vec<Deleted>), MvccError> {
+fn check_intervals(ops: &[RequestOp]) -> Result<(HashSet<Vec<u8>>, Vec<Deleted>), RequestError> {
     let mut dels: Vec<Deleted> = ops
         .iter()
         .filter_map(|op| match &op.request {
@@ -112,13 +112,13 @@ fn check_intervals(ops: &[RequestOp]) -> Result<(HashSet<Vec<u8>>, Vec<Deleted>)
         let (puts_else, dels_else) = check_intervals(&t.failure)?;
         for k in &puts_then {
             if puts.contains(k) || dels.iter().any(|d| d.contains(k)) {
-                return Err(MvccError::DuplicateKey);
+                return Err(RequestError::DuplicateKey);
             }
         }
         puts.extend(puts_then.iter().cloned());
         for k in puts_else {
             if (puts.contains(&k) && !puts_then.contains(&k)) || dels.iter().any(|d| d.contains(&k)) {
-                return Err(MvccError::DuplicateKey);
+                return Err(RequestError::DuplicateKey);
             }
             puts.insert(k);
         }
@@ -130,7 +130,7 @@ fn check_intervals(ops: &[RequestOp]) -> Result<(HashSet<Vec<u8>>, Vec<Deleted>)
             continue;
         };
         if puts.contains(&p.key) || dels.iter().any(|d| d.contains(&p.key)) {
-            return Err(MvccError::DuplicateKey);
+            return Err(RequestError::DuplicateKey);
         }
         puts.insert(p.key.clone());
     }
@@ -163,17 +163,17 @@ mod tests {
 
     #[test]
     fn txn_checks_follow_etcd() {
-        let cases: Vec<(&str, TxnRequest, Result<(), MvccError>)> = vec![
-            ("two puts of one key", txn(vec![put("a"), put("a")], vec![]), Err(MvccError::DuplicateKey)),
+        let cases: Vec<(&str, TxnRequest, Result<(), RequestError>)> = vec![
+            ("two puts of one key", txn(vec![put("a"), put("a")], vec![]), Err(RequestError::DuplicateKey)),
             (
                 "put inside a deleted range",
                 txn(vec![del("a", "c"), put("b")], vec![]),
-                Err(MvccError::DuplicateKey),
+                Err(RequestError::DuplicateKey),
             ),
             (
                 "put of a point-deleted key",
                 txn(vec![del("a", ""), put("a")], vec![]),
-                Err(MvccError::DuplicateKey),
+                Err(RequestError::DuplicateKey),
             ),
             ("put beside a deleted range", txn(vec![del("a", "c"), put("c")], vec![]), Ok(())),
             ("same key in both branches", txn(vec![put("a")], vec![put("a")]), Ok(())),
@@ -185,16 +185,16 @@ mod tests {
             (
                 "nested put against outer put",
                 txn(vec![put("a"), nested(txn(vec![put("a")], vec![]))], vec![]),
-                Err(MvccError::DuplicateKey),
+                Err(RequestError::DuplicateKey),
             ),
             (
                 "outer put against nested delete",
                 txn(vec![put("b"), nested(txn(vec![del("a", "z")], vec![]))], vec![]),
-                Err(MvccError::DuplicateKey),
+                Err(RequestError::DuplicateKey),
             ),
             ("overlapping deletes", txn(vec![del("a", "c"), del("b", "")], vec![]), Ok(())),
-            ("empty op", txn(vec![RequestOp { request: None }], vec![]), Err(MvccError::KeyNotFound)),
-            ("empty key in a put", txn(vec![put("")], vec![]), Err(MvccError::EmptyKey)),
+            ("empty op", txn(vec![RequestOp { request: None }], vec![]), Err(RequestError::KeyNotFound)),
+            ("empty key in a put", txn(vec![put("")], vec![]), Err(RequestError::EmptyKey)),
         ];
         for (name, t, want) in cases {
             assert_eq!(check_txn(&t, 128), want, "{name}");
@@ -207,30 +207,30 @@ mod tests {
         assert_eq!(check_txn(&txn(ops.clone(), ops.clone()), 128), Ok(()));
         let mut more = ops.clone();
         more.push(put("extra"));
-        assert_eq!(check_txn(&txn(more, vec![]), 128), Err(MvccError::TooManyOps));
+        assert_eq!(check_txn(&txn(more, vec![]), 128), Err(RequestError::TooManyOps));
         let compares = vec![Compare { key: b"k".to_vec(), ..Default::default() }; 129];
         assert_eq!(
             check_txn(&TxnRequest { compare: compares, success: vec![], failure: vec![] }, 128),
-            Err(MvccError::TooManyOps)
+            Err(RequestError::TooManyOps)
         );
         let empty_compare =
             TxnRequest { compare: vec![Compare::default()], success: vec![], failure: vec![] };
-        assert_eq!(check_txn(&empty_compare, 128), Err(MvccError::EmptyKey));
+        assert_eq!(check_txn(&empty_compare, 128), Err(RequestError::EmptyKey));
     }
 
     #[test]
     fn put_checks_follow_etcd() {
-        assert_eq!(check_put(&PutRequest::default()), Err(MvccError::EmptyKey));
+        assert_eq!(check_put(&PutRequest::default()), Err(RequestError::EmptyKey));
         let p =
             PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ignore_value: true, ..Default::default() };
-        assert_eq!(check_put(&p), Err(MvccError::ValueProvided));
+        assert_eq!(check_put(&p), Err(RequestError::ValueProvided));
         let p = PutRequest { key: b"k".to_vec(), lease: 5, ignore_lease: true, ..Default::default() };
-        assert_eq!(check_put(&p), Err(MvccError::LeaseProvided));
-        assert_eq!(check_range(&RangeRequest::default()), Err(MvccError::EmptyKey));
+        assert_eq!(check_put(&p), Err(RequestError::LeaseProvided));
+        assert_eq!(check_range(&RangeRequest::default()), Err(RequestError::EmptyKey));
         let bad_sort = RangeRequest { key: b"k".to_vec(), sort_order: 7, ..Default::default() };
-        assert_eq!(check_range(&bad_sort), Err(MvccError::InvalidSortOption));
+        assert_eq!(check_range(&bad_sort), Err(RequestError::InvalidSortOption));
         let bad_target = RangeRequest { key: b"k".to_vec(), sort_target: -1, ..Default::default() };
-        assert_eq!(check_range(&bad_target), Err(MvccError::InvalidSortOption));
-        assert_eq!(check_delete(&DeleteRangeRequest::default()), Err(MvccError::EmptyKey));
+        assert_eq!(check_range(&bad_target), Err(RequestError::InvalidSortOption));
+        assert_eq!(check_delete(&DeleteRangeRequest::default()), Err(RequestError::EmptyKey));
     }
 }

@@ -1,0 +1,110 @@
+//! The backend traits: what the etcd API needs from a store, split by capability. The
+//! Raft-replicated store implements them (`cairn::RaftBackend`), and so will the SQL
+//! adapter; the API services and the conformance suite see only these traits.
+//!
+//! # The contract every backend keeps
+//! - **Revisions** are dense: every write that changes something takes the next revision
+//!   (current + 1); a write that changes nothing (a delete of no key, a txn whose branch
+//!   only reads) takes none. Revisions never go back, not across restarts either.
+//! - **Publication**: [`WatchSource::revision_updates`] announces revision `r` only once
+//!   every revision ≤ `r` is readable through [`WatchSource::events`] and
+//!   [`KvBackend::range`] on this member, so a watcher never sees a gap.
+//! - **Linearizable reads** (a Range without `serializable`, a read-only txn likewise)
+//!   reflect every write acknowledged, by any member, before the read began. Serializable
+//!   reads reflect at least every write this member acknowledged.
+//! - **Leases**: which leases exist and which keys they carry is replicated state, read
+//!   like any other; *when* a lease expires is decided by one clock (the Raft leader's, or
+//!   the SQL adapter's), which turns expiry into an ordinary revoke write.
+//! - **Errors**: [`BackendError`] says whether an operation certainly did not happen
+//!   (refused, or no leader: safe to retry), may have happened (timeout, leader change,
+//!   stop), or hit broken storage.
+//! - **Cost**: [`ClusterBackend::status`] and [`MaintenanceBackend::db_size`] are called
+//!   for every response and must not touch storage; every other read is async and does its
+//!   storage work off the async worker threads.
+
+use std::future::Future;
+
+use cairn_proto::etcdserverpb::{LeaseGrantResponse, RangeRequest, RangeResponse};
+
+use crate::error::BackendError;
+use crate::request::{
+    LeaseTime, Member, MemberStatus, RevisionEvents, Revisions, WriteRequest, WriteResponse,
+};
+
+/// Reads and writes of the keyspace.
+pub trait KvBackend: Send + Sync + 'static {
+    /// A Range (validated by [`crate::validate::check_range`]): linearizable unless
+    /// `req.serializable`. The response header carries the revision the read saw.
+    fn range(&self, req: RangeRequest) -> impl Future<Output = Result<RangeResponse, BackendError>> + Send;
+
+    /// A Put, DeleteRange, Txn, Compaction, lease grant or revoke, applied once (replicated
+    /// where the backend replicates). A txn that only reads ([`crate::is_read_only`]) is
+    /// served like a Range, without a write.
+    fn write(&self, req: WriteRequest) -> impl Future<Output = Result<WriteResponse, BackendError>> + Send;
+
+    /// Current and compacted revision of this member's readable state.
+    fn revisions(&self) -> impl Future<Output = Result<Revisions, BackendError>> + Send;
+}
+
+/// The history of changes, for watches.
+pub trait WatchSource: Send + Sync + 'static {
+    /// The newest revision readable on this member, as it changes (see the publication rule
+    /// in the module docs).
+    fn revision_updates(&self) -> tokio::sync::watch::Receiver<i64>;
+
+    /// The events of revisions `from..=to` (at most `max_revisions` revisions that changed
+    /// something), each with its previous key-value when `with_prev_kv`, from one
+    /// consistent point in time. `from` below the compacted revision is
+    /// [`crate::RequestError::Compacted`] (starting exactly at it is allowed).
+    fn events(
+        &self,
+        from: i64,
+        to: i64,
+        max_revisions: usize,
+        with_prev_kv: bool,
+    ) -> impl Future<Output = Result<Vec<RevisionEvents>, BackendError>> + Send;
+}
+
+/// Leases: grants and revokes are writes; keepalives and time-to-live ask the one clock.
+pub trait LeaseBackend: Send + Sync + 'static {
+    /// Grant a lease; `id` 0 lets the backend choose one. A TTL below the backend's
+    /// minimum is raised to it. (Revoke is a [`WriteRequest::LeaseRevoke`] write.)
+    fn lease_grant(
+        &self,
+        id: i64,
+        ttl: i64,
+    ) -> impl Future<Output = Result<LeaseGrantResponse, BackendError>> + Send;
+
+    /// A keepalive: restart the lease's timer and return its TTL, or 0 if it does not exist.
+    fn lease_renew(&self, id: i64) -> impl Future<Output = Result<i64, BackendError>> + Send;
+
+    /// The lease's time, or `None` if it does not exist.
+    fn lease_time(&self, id: i64) -> impl Future<Output = Result<Option<LeaseTime>, BackendError>> + Send;
+
+    /// Every lease id, in id order, as this member's state holds them.
+    fn leases(&self) -> impl Future<Output = Result<Vec<i64>, BackendError>> + Send;
+
+    /// The keys attached to a lease, in key order.
+    fn lease_keys(&self, id: i64) -> impl Future<Output = Result<Vec<Vec<u8>>, BackendError>> + Send;
+}
+
+/// Who the members are and how this one is doing.
+pub trait ClusterBackend: Send + Sync + 'static {
+    /// This member's view of the cluster. Cheap: called for every response header.
+    fn status(&self) -> MemberStatus;
+
+    /// The members and where they serve.
+    fn members(&self) -> impl Future<Output = Result<Vec<Member>, BackendError>> + Send;
+}
+
+/// Operator-facing figures.
+pub trait MaintenanceBackend: Send + Sync + 'static {
+    /// Bytes the store occupies (approximate, may lag by seconds). Cheap: never touches
+    /// storage on the caller's thread.
+    fn db_size(&self) -> i64;
+}
+
+/// Everything the etcd API needs: implemented for every type with all the capabilities.
+pub trait Backend: KvBackend + WatchSource + LeaseBackend + ClusterBackend + MaintenanceBackend {}
+
+impl<T: KvBackend + WatchSource + LeaseBackend + ClusterBackend + MaintenanceBackend> Backend for T {}

@@ -1,0 +1,178 @@
+//! The two error enums every backend speaks: [`RequestError`] (etcd refused the request;
+//! nothing happened) and [`BackendError`] (the umbrella a backend operation returns). The
+//! API crate turns each variant into etcd's gRPC code and text in one place, with an
+//! exhaustive `match`: a new variant does not compile until it has its status.
+
+use std::sync::Arc;
+
+/// A request refused by etcd's semantics: by validation before it is proposed, or by the
+/// state machine when it is applied (deterministically: every member refuses it alike).
+/// Nothing was written. Each variant's text is etcd's, without the `etcdserver: ` prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The requested revision was compacted away (etcd: OutOfRange).
+    #[error("mvcc: required revision has been compacted")]
+    Compacted,
+    /// The requested revision is greater than the current one (etcd: OutOfRange).
+    #[error("mvcc: required revision is a future revision")]
+    FutureRevision,
+    /// A request without a key (etcd: InvalidArgument).
+    #[error("key is not provided")]
+    EmptyKey,
+    /// A txn with more operations than allowed (etcd: InvalidArgument).
+    #[error("too many operations in txn request")]
+    TooManyOps,
+    /// A txn writes one key twice (etcd: InvalidArgument).
+    #[error("duplicate key given in txn request")]
+    DuplicateKey,
+    /// `ignore_value`/`ignore_lease` on a key that does not exist (etcd: InvalidArgument).
+    #[error("key not found")]
+    KeyNotFound,
+    /// `ignore_value` together with a value (etcd: InvalidArgument).
+    #[error("value is provided")]
+    ValueProvided,
+    /// `ignore_lease` together with a lease (etcd: InvalidArgument).
+    #[error("lease is provided")]
+    LeaseProvided,
+    /// The encoded request is larger than the configured maximum (etcd: InvalidArgument).
+    #[error("request is too large")]
+    RequestTooLarge,
+    /// A Range with an unknown sort order or target (etcd 3.5: InvalidArgument).
+    #[error("invalid sort option")]
+    InvalidSortOption,
+    /// A lease that does not exist (etcd: NotFound).
+    #[error("requested lease not found")]
+    LeaseNotFound,
+    /// A grant with the ID of an existing lease (etcd: FailedPrecondition).
+    #[error("lease already exists")]
+    LeaseExists,
+    /// A grant with a TTL above [`crate::MAX_LEASE_TTL`] (etcd: OutOfRange).
+    #[error("too large lease TTL")]
+    LeaseTtlTooLarge,
+}
+
+impl RequestError {
+    /// A stable number for each variant: apply results cross the peer protocol with it
+    /// (`cairnpb.WriteError`). Never renumber; 10, 11 and 12 are retired.
+    pub fn code(self) -> u32 {
+        match self {
+            RequestError::Compacted => 1,
+            RequestError::FutureRevision => 2,
+            RequestError::EmptyKey => 3,
+            RequestError::TooManyOps => 4,
+            RequestError::DuplicateKey => 5,
+            RequestError::KeyNotFound => 6,
+            RequestError::ValueProvided => 7,
+            RequestError::LeaseProvided => 8,
+            RequestError::RequestTooLarge => 9,
+            RequestError::InvalidSortOption => 13,
+            RequestError::LeaseNotFound => 14,
+            RequestError::LeaseExists => 15,
+            RequestError::LeaseTtlTooLarge => 16,
+        }
+    }
+
+    /// The inverse of [`RequestError::code`]; `None` for a code this version does not know.
+    pub fn from_code(code: u32) -> Option<RequestError> {
+        Some(match code {
+            1 => RequestError::Compacted,
+            2 => RequestError::FutureRevision,
+            3 => RequestError::EmptyKey,
+            4 => RequestError::TooManyOps,
+            5 => RequestError::DuplicateKey,
+            6 => RequestError::KeyNotFound,
+            7 => RequestError::ValueProvided,
+            8 => RequestError::LeaseProvided,
+            9 => RequestError::RequestTooLarge,
+            13 => RequestError::InvalidSortOption,
+            14 => RequestError::LeaseNotFound,
+            15 => RequestError::LeaseExists,
+            16 => RequestError::LeaseTtlTooLarge,
+            _ => return None,
+        })
+    }
+
+    /// Every variant, for exhaustive tests of code and status tables.
+    pub const ALL: [RequestError; 13] = [
+        RequestError::Compacted,
+        RequestError::FutureRevision,
+        RequestError::EmptyKey,
+        RequestError::TooManyOps,
+        RequestError::DuplicateKey,
+        RequestError::KeyNotFound,
+        RequestError::ValueProvided,
+        RequestError::LeaseProvided,
+        RequestError::RequestTooLarge,
+        RequestError::InvalidSortOption,
+        RequestError::LeaseNotFound,
+        RequestError::LeaseExists,
+        RequestError::LeaseTtlTooLarge,
+    ];
+}
+
+/// A storage failure below a backend, with its source kept (RocksDB, a database driver,
+/// the file system). Cheap to clone: one failure may be reported to many waiters.
+pub type StorageSource = Arc<dyn std::error::Error + Send + Sync>;
+
+/// Why a backend operation failed. The variants say what the caller may assume:
+///
+/// | variant | happened? | retry? |
+/// |---|---|---|
+/// | [`Request`](BackendError::Request) | no (refused) | no: the same request fails again |
+/// | [`NoLeader`](BackendError::NoLeader) | no (never proposed) | yes, later |
+/// | [`Timeout`](BackendError::Timeout), [`LeaderChanged`](BackendError::LeaderChanged) | maybe | only if idempotent |
+/// | [`Stopped`](BackendError::Stopped) | maybe (a write) | on another member |
+/// | [`Corrupt`](BackendError::Corrupt), [`Storage`](BackendError::Storage) | maybe | no: an operator must look |
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BackendError {
+    /// etcd's semantics refused the request; nothing was written.
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// No leader is known: the cluster has no quorum right now. Nothing was proposed.
+    #[error("no leader")]
+    NoLeader,
+    /// The cluster did not answer in time; a write may or may not have happened.
+    #[error("request timed out")]
+    Timeout,
+    /// A proposal was lost to a leader change; it may or may not have happened.
+    #[error("leader changed")]
+    LeaderChanged,
+    /// This member is shutting down.
+    #[error("server stopped")]
+    Stopped,
+    /// Stored data cannot be decoded: a bug or a damaged disk (etcd: DataLoss).
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    /// The storage below failed (I/O, the database); the source says how.
+    #[error("storage: {0}")]
+    Storage(StorageSource),
+}
+
+impl BackendError {
+    /// A storage failure from any error type, keeping it as the source.
+    pub fn storage(e: impl std::error::Error + Send + Sync + 'static) -> BackendError {
+        BackendError::Storage(Arc::new(e))
+    }
+
+    /// Whether the operation certainly did not happen, so that retrying cannot repeat it.
+    pub fn certainly_not_applied(&self) -> bool {
+        matches!(self, BackendError::Request(_) | BackendError::NoLeader)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_and_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for e in RequestError::ALL {
+            assert!(seen.insert(e.code()), "code {} used twice", e.code());
+            assert_eq!(RequestError::from_code(e.code()), Some(e));
+        }
+        for retired in [0, 10, 11, 12, 17] {
+            assert_eq!(RequestError::from_code(retired), None);
+        }
+    }
+}

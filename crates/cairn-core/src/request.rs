@@ -1,0 +1,127 @@
+//! The request/response model of a backend: the etcd writes that change state, their
+//! results, the events of a revision, and what leases and members look like.
+
+use cairn_proto::etcdserverpb::request_op::Request;
+use cairn_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest,
+    LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, TxnRequest,
+    TxnResponse,
+};
+use cairn_proto::mvccpb::Event;
+
+/// The revision of an empty store, as in etcd: the first write gets revision 2.
+pub const INITIAL_REVISION: i64 = 1;
+
+/// The largest TTL a lease may be granted with, in seconds (etcd's `MaxLeaseTTL`).
+pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
+
+/// A write: one of the etcd requests that change state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteRequest {
+    Put(PutRequest),
+    DeleteRange(DeleteRangeRequest),
+    Txn(TxnRequest),
+    Compact(CompactionRequest),
+    /// The proposer has chosen the id (never 0) and applied the minimum TTL.
+    LeaseGrant(LeaseGrantRequest),
+    LeaseRevoke(LeaseRevokeRequest),
+}
+
+/// The result of applying a [`WriteRequest`]. Headers carry only the revision; the API
+/// fills in cluster, member and term.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteResponse {
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+    Compact(CompactionResponse),
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke(LeaseRevokeResponse),
+}
+
+impl WriteResponse {
+    /// The store's revision this response was made at (its header's).
+    pub fn revision(&self) -> i64 {
+        let header = match self {
+            WriteResponse::Put(r) => &r.header,
+            WriteResponse::DeleteRange(r) => &r.header,
+            WriteResponse::Txn(r) => &r.header,
+            WriteResponse::Compact(r) => &r.header,
+            WriteResponse::LeaseGrant(r) => &r.header,
+            WriteResponse::LeaseRevoke(r) => &r.header,
+        };
+        header.as_ref().map_or(0, |h| h.revision)
+    }
+}
+
+/// All events of one revision, in the order they happened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RevisionEvents {
+    pub revision: i64,
+    pub events: Vec<Event>,
+}
+
+/// Where a store's history stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revisions {
+    /// The revision of the newest write ([`INITIAL_REVISION`] when empty).
+    pub current: i64,
+    /// Reads and watches below this revision are refused (0: never compacted).
+    pub compacted: i64,
+}
+
+/// Whether a txn (with every nested txn, in both branches) only reads.
+pub fn is_read_only(t: &TxnRequest) -> bool {
+    t.success.iter().chain(&t.failure).all(|op| match &op.request {
+        Some(Request::RequestRange(_)) => true,
+        Some(Request::RequestTxn(inner)) => is_read_only(inner),
+        _ => false,
+    })
+}
+
+/// Whether every range of a read-only txn asks for a serializable read.
+pub fn is_serializable(t: &TxnRequest) -> bool {
+    t.success.iter().chain(&t.failure).all(|op| match &op.request {
+        Some(Request::RequestRange(r)) => r.serializable,
+        Some(Request::RequestTxn(inner)) => is_serializable(inner),
+        _ => false,
+    })
+}
+
+/// A lease as stored: its id and the TTL it was granted with (seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub id: i64,
+    pub ttl: i64,
+}
+
+/// A lease's time as the member that keeps its clock sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTime {
+    /// Whole seconds left before the lease expires.
+    pub remaining: i64,
+    /// The TTL it was granted with.
+    pub granted: i64,
+}
+
+/// A member of the cluster, as the Cluster API reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+    pub is_learner: bool,
+}
+
+/// What every response header and the Maintenance status report about this member.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MemberStatus {
+    pub cluster_id: u64,
+    pub member_id: u64,
+    pub raft_term: u64,
+    pub leader: u64,
+    pub raft_index: u64,
+    pub raft_applied_index: u64,
+    pub is_learner: bool,
+}

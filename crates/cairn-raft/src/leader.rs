@@ -1,0 +1,107 @@
+//! What only the leader answers: proposing a write, giving a linearizable read point, and
+//! a lease's clock. The same functions serve this member's own requests (when it leads)
+//! and other members' peer requests, so both get the same outcomes; a failure is a typed
+//! [`PeerError`] either way.
+
+use cairn_core::{LeaseTime, RequestError, WriteRequest, WriteResponse};
+use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
+use openraft::ReadPolicy;
+
+use crate::lessor::{LeaseError, Lessor};
+use crate::pb::MemberAttributes;
+use crate::peer_error::PeerError;
+use crate::types::{Command, Raft};
+
+/// A write applied on the leader: its result and the log index of its entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Proposed {
+    pub result: Result<WriteResponse, RequestError>,
+    pub log_index: u64,
+}
+
+/// Propose `write` on this member and wait for its result once applied.
+pub async fn propose(raft: &Raft, write: WriteRequest) -> Result<Proposed, PeerError> {
+    let (result, log_index) = propose_command(raft, Command::Write(write)).await?;
+    let result =
+        result.ok_or_else(|| PeerError::Unavailable("a write entry applied without a result".into()))?;
+    Ok(Proposed { result, log_index })
+}
+
+/// Propose a member's attributes on this member (the leader) and wait until applied.
+pub async fn publish(raft: &Raft, attributes: MemberAttributes) -> Result<(), PeerError> {
+    propose_command(raft, Command::SetMember(attributes)).await.map(|_| ())
+}
+
+/// Propose any command; its result (`None` for commands without one) and log index.
+async fn propose_command(
+    raft: &Raft,
+    command: Command,
+) -> Result<(Option<Result<WriteResponse, RequestError>>, u64), PeerError> {
+    match raft.client_write(command).await {
+        Ok(resp) => Ok((resp.data.0, resp.log_id.index())),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(PeerError::NotLeader { leader_hint: f.leader_id })
+        }
+        Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => Err(PeerError::LeaderChanged),
+        Err(RaftError::APIError(
+            e @ (ClientWriteError::ChangeMembershipError(_) | ClientWriteError::PreconditionFailed(_)),
+        )) => Err(PeerError::Refused(e.to_string())),
+        Err(RaftError::Fatal(fatal)) => Err(PeerError::Unavailable(fatal.to_string())),
+    }
+}
+
+/// The log index a linearizable read must wait for (the leader's read index).
+pub async fn read_index(raft: &Raft) -> Result<u64, PeerError> {
+    match raft.get_read_linearizer(ReadPolicy::ReadIndex).await {
+        Ok(linearizer) => Ok(linearizer.read_log_id().index()),
+        Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+            Err(PeerError::NotLeader { leader_hint: f.leader_id })
+        }
+        Err(e) => Err(PeerError::Unavailable(e.to_string())),
+    }
+}
+
+/// What a member asks the leader's lessor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseQuestion {
+    /// A keepalive: restart the lease's timer.
+    Renew,
+    /// Time to live.
+    Remaining,
+}
+
+/// The leader's answer about lease `id`; `None` if it does not exist. A lease granted in an
+/// earlier term may not be applied here yet, so "not found" is only said after catching up
+/// to the read index (as etcd does).
+pub async fn ask_lessor(
+    raft: &Raft,
+    lessor: &Lessor,
+    id: i64,
+    question: LeaseQuestion,
+) -> Result<Option<LeaseTime>, PeerError> {
+    let ask = || match question {
+        LeaseQuestion::Renew => lessor.renew(id).map(|ttl| LeaseTime { remaining: ttl, granted: ttl }),
+        LeaseQuestion::Remaining => {
+            lessor.remaining(id).map(|(remaining, granted)| LeaseTime { remaining, granted })
+        }
+    };
+    let not_leader = || PeerError::NotLeader { leader_hint: None };
+    match ask() {
+        Ok(time) => return Ok(Some(time)),
+        Err(LeaseError::NotPrimary) => return Err(not_leader()),
+        Err(LeaseError::NotFound) => {}
+    }
+    let linearizer = match raft.get_read_linearizer(ReadPolicy::ReadIndex).await {
+        Ok(l) => l,
+        Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+            return Err(PeerError::NotLeader { leader_hint: f.leader_id })
+        }
+        Err(e) => return Err(PeerError::Unavailable(e.to_string())),
+    };
+    linearizer.await_ready(raft).await.map_err(|e| PeerError::Unavailable(e.to_string()))?;
+    match ask() {
+        Ok(time) => Ok(Some(time)),
+        Err(LeaseError::NotPrimary) => Err(not_leader()),
+        Err(LeaseError::NotFound) => Ok(None),
+    }
+}
