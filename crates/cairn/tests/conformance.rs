@@ -7,8 +7,18 @@ use std::time::{Duration, Instant};
 
 use cairn::core::ClusterBackend;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// A free port on `ip`, below Linux's ephemeral range (32768+), so that no member's
+/// outgoing connection takes it between this check and the member binding it.
+fn free_port(ip: &str) -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let seed = (std::process::id() % 1000) as u16 * 10;
+    loop {
+        let port = 20_000 + (seed + NEXT.fetch_add(1, Ordering::Relaxed)) % 12_000;
+        if std::net::TcpListener::bind((ip, port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn report(where_: &str, failures: Vec<cairn_conformance::Failure>) {
@@ -22,7 +32,7 @@ async fn one_member_conforms() {
     let node = cairn::Node::start(cairn::Config {
         data_dir: dir.path().join("data"),
         client_addr: "127.0.0.1:0".into(),
-        peer_addr: format!("127.0.0.1:{}", free_port()),
+        peer_addr: format!("127.0.0.1:{}", free_port("127.0.0.1")),
         ..Default::default()
     })
     .await
@@ -35,14 +45,20 @@ async fn one_member_conforms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_conform_on_leader_and_follower() {
     let dir = tempfile::tempdir().unwrap();
-    let peers: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+    // Each member on its own loopback address, as in the cluster harness.
+    let peers: Vec<String> = (1..=3)
+        .map(|i| {
+            let ip = format!("127.0.0.{i}");
+            format!("{ip}:{}", free_port(&ip))
+        })
+        .collect();
     let initial: Vec<String> = peers.iter().enumerate().map(|(i, p)| format!("n{}={p}", i + 1)).collect();
     let mut nodes = Vec::new();
     for (i, peer) in peers.iter().enumerate() {
         let config = cairn::Config {
             name: format!("n{}", i + 1),
             data_dir: dir.path().join(format!("n{}", i + 1)),
-            client_addr: "127.0.0.1:0".into(),
+            client_addr: format!("{}:0", peer.split(':').next().unwrap()),
             peer_addr: peer.clone(),
             initial_cluster: Some(initial.join(",")),
             ..Default::default()
