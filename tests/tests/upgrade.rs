@@ -160,6 +160,10 @@ async fn rolling_upgrade_body(cluster: &Cluster, new_bin: &Path) -> Result<()> {
     let order: Vec<usize> = all.iter().copied().filter(|&i| i != leader).chain([leader]).collect();
     for &i in &order {
         let before = writers.acked_count();
+        // Members of both versions ran together: none of the old ones may have stopped (a
+        // command it cannot apply would stop it).
+        ensure!(cluster.unexpected_exits().is_empty(), "members exited: {:?}", cluster.unexpected_exits());
+        ensure!(cluster.is_running(i), "node {i} stopped before its upgrade");
         cluster.terminate(i).await?;
         cluster.set_node_bin(i, new_bin.to_path_buf());
         cluster.restart(i)?;
@@ -168,6 +172,7 @@ async fn rolling_upgrade_body(cluster: &Cluster, new_bin: &Path) -> Result<()> {
         writers.wait_for(before + 50, CONVERGE).await.with_context(|| format!("after upgrading node {i}"))?;
     }
     let acked = writers.stop().await?;
+    ensure!(cluster.unexpected_exits().is_empty(), "members exited: {:?}", cluster.unexpected_exits());
     for i in all {
         wait_caught_up(cluster, i, prefix, &acked, CONVERGE).await?;
         check_acked(i, &read_prefix(cluster, i, prefix, false).await?, &acked)?;
