@@ -4,6 +4,8 @@
 #
 #   benches/ab-put.sh BEFORE_BIN AFTER_BIN [ROUNDS] [SECONDS] [CLIENTS...]
 #   ETCD=1 benches/ab-put.sh ...      # also etcd 3.4 (/usr/bin/etcd) in each round
+#   WORKLOAD=range BENCH_ARGS="--consistency s" benches/ab-put.sh ...   # another `cairn bench`
+#                                      # workload (default put) with extra flags
 #
 # Prints one line per run: label, round, clients, ops/s, p50 ms, p99 ms, errors.
 # The load generator is AFTER_BIN's `cairn bench`.
@@ -45,7 +47,8 @@ wait_ready() { # until a put succeeds
 run() { # label round
   wait_ready
   for c in "${CLIENTS[@]}"; do
-    "$GEN" bench put --endpoints "$EPS" --clients "$c" --duration "${SECS}s" --json |
+    # shellcheck disable=SC2086 # BENCH_ARGS is a list of flags
+    "$GEN" bench "${WORKLOAD:-put}" ${BENCH_ARGS:-} --endpoints "$EPS" --clients "$c" --duration "${SECS}s" --json |
       python3 -c "import json,sys; r=json.load(sys.stdin); print('$1 round $2 clients $c: %.0f ops/s p50 %.3f ms p99 %.3f ms errors %s' % (r['ops_per_sec'], r['p50_ms'], r['p99_ms'], r['errors']))"
   done
 }

@@ -20,7 +20,7 @@
 //!   stop), or hit broken storage.
 //! - **Cost**: [`ClusterBackend::status`] and [`MaintenanceBackend::db_size`] are called
 //!   for every response and must not touch storage; every other read is async and does its
-//!   storage work off the async worker threads.
+//!   scans off the async worker threads (a single lookup may run inline).
 
 use std::future::Future;
 

@@ -1,6 +1,7 @@
 //! The glue between the etcd API and the replicated store: [`RaftBackend`] implements the
-//! backend traits of `cairn-core` on a `cairn_raft::RaftNode`. RocksDB reads run on tokio's
-//! blocking pool, never on the async workers that openraft and the services share.
+//! backend traits of `cairn-core` on a `cairn_raft::RaftNode`. RocksDB scans run on tokio's
+//! blocking pool, not on the async workers that openraft and the services share; a
+//! single-key read (one lookup) runs inline.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -76,6 +77,12 @@ impl KvBackend for RaftBackend {
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse, BackendError> {
         if !req.serializable {
             self.node.linearize().await?;
+        }
+        // A single key is one lookup (memtable or a cached block, microseconds): cheaper than
+        // the hop to the blocking pool, which cost a quarter to a third of single-key range
+        // throughput at 256 clients (docs/benchmarks.md). Spans scan: off the async workers.
+        if req.range_end.is_empty() {
+            return Ok(self.node.store().range(&req)?);
         }
         self.read(move |store| store.range(&req)).await
     }
