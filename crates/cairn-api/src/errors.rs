@@ -31,10 +31,10 @@ pub fn request_status(e: RequestError) -> Status {
     Status::new(code, text)
 }
 
-/// etcd's code and text for any backend failure.
-pub fn backend_status(e: &BackendError) -> Status {
+/// etcd's code and text for any backend failure (`map_err(backend_status)`).
+pub fn backend_status(e: BackendError) -> Status {
     match e {
-        BackendError::Request(r) => request_status(*r),
+        BackendError::Request(r) => request_status(r),
         BackendError::NoLeader => Status::unavailable("etcdserver: no leader"),
         BackendError::Timeout => Status::unavailable("etcdserver: request timed out"),
         BackendError::LeaderChanged => Status::unavailable("etcdserver: leader changed"),
@@ -42,16 +42,6 @@ pub fn backend_status(e: &BackendError) -> Status {
         BackendError::Corrupt(_) => Status::data_loss("etcdserver: corrupt cluster"),
         BackendError::Storage(source) => Status::internal(format!("etcdserver: storage error: {source}")),
     }
-}
-
-/// `map_err(status)`: a backend failure as the status etcd would answer with.
-pub fn status(e: BackendError) -> Status {
-    backend_status(&e)
-}
-
-/// `Result<T, RequestError>` → `Result<T, Status>`, for validation in the services.
-pub(crate) fn refused(e: RequestError) -> Status {
-    request_status(e)
 }
 
 #[cfg(test)]
@@ -67,7 +57,7 @@ mod tests {
         );
         let s = request_status(RequestError::EmptyKey);
         assert_eq!((s.code(), s.message()), (Code::InvalidArgument, "etcdserver: key is not provided"));
-        let s = backend_status(&BackendError::NoLeader);
+        let s = backend_status(BackendError::NoLeader);
         assert_eq!((s.code(), s.message()), (Code::Unavailable, "etcdserver: no leader"));
     }
 

@@ -8,7 +8,7 @@ use cairn_proto::etcdserverpb::*;
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use crate::errors::{refused, status};
+use crate::errors::{backend_status, request_status};
 use crate::Backend;
 use crate::{fill_header, Limits};
 
@@ -30,13 +30,13 @@ impl<B: Backend> KvService<B> {
             )));
         }
         if len > self.limits.max_request_bytes {
-            return Err(refused(RequestError::RequestTooLarge));
+            return Err(request_status(RequestError::RequestTooLarge));
         }
         Ok(())
     }
 
     async fn write(&self, req: WriteRequest) -> Result<WriteResponse, Status> {
-        self.backend.write(req).await.map_err(status)
+        self.backend.write(req).await.map_err(backend_status)
     }
 }
 
@@ -48,16 +48,16 @@ fn unexpected(what: &str) -> Status {
 impl<B: Backend> Kv for KvService<B> {
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         let req = req.into_inner();
-        validate::check_range(&req).map_err(refused)?;
+        validate::check_range(&req).map_err(request_status)?;
         self.check_size(&req)?;
-        let mut resp = self.backend.range(req).await.map_err(status)?;
+        let mut resp = self.backend.range(req).await.map_err(backend_status)?;
         fill_header(&mut resp.header, &self.backend.status());
         Ok(Response::new(resp))
     }
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let req = req.into_inner();
-        validate::check_put(&req).map_err(refused)?;
+        validate::check_put(&req).map_err(request_status)?;
         self.check_size(&req)?;
         match self.write(WriteRequest::Put(req)).await? {
             WriteResponse::Put(mut r) => {
@@ -73,7 +73,7 @@ impl<B: Backend> Kv for KvService<B> {
         req: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
         let req = req.into_inner();
-        validate::check_delete(&req).map_err(refused)?;
+        validate::check_delete(&req).map_err(request_status)?;
         self.check_size(&req)?;
         match self.write(WriteRequest::DeleteRange(req)).await? {
             WriteResponse::DeleteRange(mut r) => {
@@ -86,7 +86,7 @@ impl<B: Backend> Kv for KvService<B> {
 
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let req = req.into_inner();
-        validate::check_txn(&req, self.limits.max_txn_ops).map_err(refused)?;
+        validate::check_txn(&req, self.limits.max_txn_ops).map_err(request_status)?;
         self.check_size(&req)?;
         match self.write(WriteRequest::Txn(req)).await? {
             WriteResponse::Txn(mut r) => {

@@ -11,7 +11,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::errors::status;
+use crate::errors::backend_status;
 use crate::fill_header;
 use crate::Backend;
 
@@ -53,7 +53,7 @@ impl<B: Backend> Lease for LeaseService<B> {
         req: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
         let req = req.into_inner();
-        let mut resp = self.backend.lease_grant(req.id, req.ttl).await.map_err(status)?;
+        let mut resp = self.backend.lease_grant(req.id, req.ttl).await.map_err(backend_status)?;
         fill_header(&mut resp.header, &self.backend.status());
         Ok(Response::new(resp))
     }
@@ -62,7 +62,7 @@ impl<B: Backend> Lease for LeaseService<B> {
         &self,
         req: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
-        match self.backend.write(WriteRequest::LeaseRevoke(req.into_inner())).await.map_err(status)? {
+        match self.backend.write(WriteRequest::LeaseRevoke(req.into_inner())).await.map_err(backend_status)? {
             WriteResponse::LeaseRevoke(mut resp) => {
                 fill_header(&mut resp.header, &self.backend.status());
                 Ok(Response::new(resp))
@@ -85,7 +85,7 @@ impl<B: Backend> Lease for LeaseService<B> {
                 // etcd ends the stream on an error other than "not found" (which is TTL 0).
                 let reply = match backend.lease_renew(id).await {
                     Ok(ttl) => Ok(LeaseKeepAliveResponse { header: current_header(&*backend), id, ttl }),
-                    Err(e) => Err(status(e)),
+                    Err(e) => Err(backend_status(e)),
                 };
                 let failed = reply.is_err();
                 if tx.send(reply).await.is_err() || failed {
@@ -101,7 +101,7 @@ impl<B: Backend> Lease for LeaseService<B> {
         req: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let LeaseTimeToLiveRequest { id, keys } = req.into_inner();
-        let resp = match self.backend.lease_time(id).await.map_err(status)? {
+        let resp = match self.backend.lease_time(id).await.map_err(backend_status)? {
             // etcd answers an unknown lease with TTL -1, not an error.
             None => LeaseTimeToLiveResponse {
                 header: current_header(&*self.backend),
@@ -118,7 +118,11 @@ impl<B: Backend> Lease for LeaseService<B> {
                     id,
                     ttl: t.remaining,
                     granted_ttl: t.granted,
-                    keys: if keys { self.backend.lease_keys(id).await.map_err(status)? } else { Vec::new() },
+                    keys: if keys {
+                        self.backend.lease_keys(id).await.map_err(backend_status)?
+                    } else {
+                        Vec::new()
+                    },
                 }
             }
         };
@@ -130,8 +134,14 @@ impl<B: Backend> Lease for LeaseService<B> {
         _req: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
         applied_barrier(&*self.backend).await;
-        let leases =
-            self.backend.leases().await.map_err(status)?.into_iter().map(|id| LeaseStatus { id }).collect();
+        let leases = self
+            .backend
+            .leases()
+            .await
+            .map_err(backend_status)?
+            .into_iter()
+            .map(|id| LeaseStatus { id })
+            .collect();
         Ok(Response::new(LeaseLeasesResponse { header: current_header(&*self.backend), leases }))
     }
 }

@@ -11,7 +11,7 @@ use cairn_proto::etcdserverpb::*;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::errors::status;
+use crate::errors::backend_status;
 use crate::fill_header;
 use crate::Backend;
 
@@ -130,7 +130,7 @@ impl<B: Backend> Cluster for ClusterService<B> {
             .backend
             .members()
             .await
-            .map_err(status)?
+            .map_err(backend_status)?
             .into_iter()
             .map(|m| Member {
                 id: m.id,

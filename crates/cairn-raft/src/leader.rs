@@ -5,12 +5,13 @@
 
 use cairn_core::{LeaseTime, RequestError, WriteRequest, WriteResponse};
 use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
+use openraft::raft::linearizable_read::Linearizer;
 use openraft::ReadPolicy;
 
 use crate::lessor::{LeaseError, Lessor};
 use crate::pb::MemberAttributes;
 use crate::peer_error::PeerError;
-use crate::types::{Command, Raft};
+use crate::types::{Command, Raft, TypeConfig};
 
 /// A write applied on the leader: its result and the log index of its entry.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,8 +53,13 @@ async fn propose_command(
 
 /// The log index a linearizable read must wait for (the leader's read index).
 pub async fn read_index(raft: &Raft) -> Result<u64, PeerError> {
+    Ok(read_linearizer(raft).await?.read_log_id().index())
+}
+
+/// The leader's read point, or why this member cannot give one.
+async fn read_linearizer(raft: &Raft) -> Result<Linearizer<TypeConfig>, PeerError> {
     match raft.get_read_linearizer(ReadPolicy::ReadIndex).await {
-        Ok(linearizer) => Ok(linearizer.read_log_id().index()),
+        Ok(linearizer) => Ok(linearizer),
         Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
             Err(PeerError::NotLeader { leader_hint: f.leader_id })
         }
@@ -91,14 +97,11 @@ pub async fn ask_lessor(
         Err(LeaseError::NotPrimary) => return Err(not_leader()),
         Err(LeaseError::NotFound) => {}
     }
-    let linearizer = match raft.get_read_linearizer(ReadPolicy::ReadIndex).await {
-        Ok(l) => l,
-        Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
-            return Err(PeerError::NotLeader { leader_hint: f.leader_id })
-        }
-        Err(e) => return Err(PeerError::Unavailable(e.to_string())),
-    };
-    linearizer.await_ready(raft).await.map_err(|e| PeerError::Unavailable(e.to_string()))?;
+    read_linearizer(raft)
+        .await?
+        .await_ready(raft)
+        .await
+        .map_err(|e| PeerError::Unavailable(e.to_string()))?;
     match ask() {
         Ok(time) => Ok(Some(time)),
         Err(LeaseError::NotPrimary) => Err(not_leader()),

@@ -4,6 +4,7 @@
 //! (`member/<id>`: a format byte, then the protobuf `cairnpb.MemberAttributes`), so they
 //! travel in snapshots like the rest of the state.
 
+use cairn_core::{BackendError, Member};
 use cairn_mvcc::{ApplyBatch, MvccError, MvccStore};
 use prost::Message;
 
@@ -38,47 +39,37 @@ pub fn published(store: &MvccStore) -> Result<Vec<MemberAttributes>, MvccError> 
         .collect()
 }
 
-/// A member as this one lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListedMember {
-    pub id: crate::NodeId,
-    pub name: String,
-    pub peer_urls: Vec<String>,
-    pub client_urls: Vec<String>,
-    pub is_learner: bool,
-}
-
 impl crate::RaftNode {
     /// The members of the current membership config, with the attributes they published.
     /// A member that has not published (a 0.1 member in a mixed cluster) is asked for its
-    /// client URLs over the peer protocol, as 0.1 did.
-    pub async fn member_list(&self) -> Result<Vec<ListedMember>, cairn_core::BackendError> {
-        let store = self.store().clone();
-        let published = tokio::task::spawn_blocking(move || published(&store))
-            .await
-            .map_err(|_| cairn_core::BackendError::Stopped)??;
+    /// client URLs over the peer protocol, all such members at once, as 0.1 did.
+    pub async fn member_list(&self) -> Result<Vec<Member>, BackendError> {
+        let published = self.read(published).await?;
         let membership = self.membership();
-        let mut out = Vec::new();
-        for (id, node) in membership.nodes() {
-            let client_urls = match published.iter().find(|a| a.id == *id) {
+        let asked = membership.nodes().map(|(id, _)| async {
+            match published.iter().find(|a| a.id == *id) {
                 Some(a) => a.client_urls.clone(),
                 None => self.member_client_urls(*id).await,
-            };
-            out.push(ListedMember {
+            }
+        });
+        let client_urls = futures::future::join_all(asked).await;
+        Ok(membership
+            .nodes()
+            .zip(client_urls)
+            .map(|((id, node), client_urls)| Member {
                 id: *id,
                 name: node.name.clone(),
                 peer_urls: vec![format!("http://{}", node.peer_addr)],
                 client_urls,
                 is_learner: !membership.voter_ids().any(|v| v == *id),
-            });
-        }
-        Ok(out)
+            })
+            .collect())
     }
 
     /// Publish this member's attributes if the replicated state does not hold them yet.
     /// `Ok(false)`: not now (its client URLs are not known yet, or a member of the cluster
     /// runs a version that cannot apply the command): try again later.
-    pub async fn publish_self(&self) -> Result<bool, cairn_core::BackendError> {
+    pub async fn publish_self(&self) -> Result<bool, BackendError> {
         let Some(client_urls) = self.client_urls.get().cloned() else { return Ok(false) };
         let membership = self.membership();
         let Some(me) = membership.nodes().find(|(id, _)| **id == self.id).map(|(_, n)| n.clone()) else {
@@ -91,10 +82,7 @@ impl crate::RaftNode {
             client_urls,
             version: env!("CARGO_PKG_VERSION").to_string(),
         };
-        let store = self.store().clone();
-        let current = tokio::task::spawn_blocking(move || published(&store))
-            .await
-            .map_err(|_| cairn_core::BackendError::Stopped)??;
+        let current = self.read(published).await?;
         if current.contains(&wanted) {
             return Ok(true);
         }

@@ -312,10 +312,18 @@ impl RaftNode {
         self.raft.metrics().borrow_watched().membership_config.membership().clone()
     }
 
-    /// The members of the current membership config.
-    pub fn members(&self) -> Vec<(NodeId, PeerNode)> {
-        let m = self.raft.metrics().borrow_watched().membership_config.clone();
-        m.nodes().map(|(id, n)| (*id, n.clone())).collect()
+    /// Run a read of the MVCC store on tokio's blocking pool (RocksDB work stays off the
+    /// async workers that openraft and the services share).
+    pub async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&MvccStore) -> Result<T, cairn_mvcc::MvccError> + Send + 'static,
+    ) -> Result<T, cairn_core::BackendError> {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || read(&store)).await {
+            Ok(result) => result.map_err(cairn_core::BackendError::from),
+            Err(e) if e.is_cancelled() => Err(cairn_core::BackendError::Stopped),
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
     }
 
     pub(crate) fn peer_addr(&self, id: NodeId) -> Option<String> {

@@ -13,7 +13,6 @@ use cairn_core::{
     MaintenanceBackend, Member, MemberStatus, RevisionEvents, Revisions, WatchSource, WriteRequest,
     WriteResponse,
 };
-use cairn_mvcc::{MvccError, MvccStore};
 use cairn_proto::etcdserverpb::{LeaseGrantResponse, RangeRequest, RangeResponse};
 use cairn_raft::RaftNode;
 
@@ -52,19 +51,6 @@ impl RaftBackend {
         let db_size_task = tokio::spawn(measure_db_size(data_dir, db_size.clone()));
         RaftBackend { node, db_size, db_size_task }
     }
-
-    /// Run a read of the MVCC store on the blocking pool.
-    async fn read<T: Send + 'static>(
-        &self,
-        read: impl FnOnce(&MvccStore) -> Result<T, MvccError> + Send + 'static,
-    ) -> Result<T, BackendError> {
-        let store = self.node.store().clone();
-        match tokio::task::spawn_blocking(move || read(&store)).await {
-            Ok(result) => result.map_err(BackendError::from),
-            Err(e) if e.is_cancelled() => Err(BackendError::Stopped),
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
-    }
 }
 
 impl Drop for RaftBackend {
@@ -84,7 +70,7 @@ impl KvBackend for RaftBackend {
         if req.range_end.is_empty() {
             return Ok(self.node.store().range(&req)?);
         }
-        self.read(move |store| store.range(&req)).await
+        self.node.read(move |store| store.range(&req)).await
     }
 
     async fn write(&self, req: WriteRequest) -> Result<WriteResponse, BackendError> {
@@ -93,7 +79,7 @@ impl KvBackend for RaftBackend {
                 if !is_serializable(&t) {
                     self.node.linearize().await?;
                 }
-                return self.read(move |store| store.read_txn(&t)).await.map(WriteResponse::Txn);
+                return self.node.read(move |store| store.read_txn(&t)).await.map(WriteResponse::Txn);
             }
             return self.node.write(WriteRequest::Txn(t)).await;
         }
@@ -101,7 +87,7 @@ impl KvBackend for RaftBackend {
     }
 
     async fn revisions(&self) -> Result<Revisions, BackendError> {
-        let (current, compacted) = self.read(|store| store.revisions()).await?;
+        let (current, compacted) = self.node.read(|store| store.revisions()).await?;
         Ok(Revisions { current, compacted })
     }
 }
@@ -118,7 +104,7 @@ impl WatchSource for RaftBackend {
         max_revisions: usize,
         with_prev_kv: bool,
     ) -> Result<Vec<RevisionEvents>, BackendError> {
-        self.read(move |store| store.events(from, to, max_revisions, with_prev_kv)).await
+        self.node.read(move |store| store.events(from, to, max_revisions, with_prev_kv)).await
     }
 }
 
@@ -136,11 +122,11 @@ impl LeaseBackend for RaftBackend {
     }
 
     async fn leases(&self) -> Result<Vec<i64>, BackendError> {
-        self.read(|store| Ok(store.leases()?.into_iter().map(|l| l.id).collect())).await
+        self.node.read(|store| Ok(store.leases()?.into_iter().map(|l| l.id).collect())).await
     }
 
     async fn lease_keys(&self, id: i64) -> Result<Vec<Vec<u8>>, BackendError> {
-        self.read(move |store| store.lease_keys(id)).await
+        self.node.read(move |store| store.lease_keys(id)).await
     }
 }
 
@@ -159,19 +145,7 @@ impl ClusterBackend for RaftBackend {
     }
 
     async fn members(&self) -> Result<Vec<Member>, BackendError> {
-        Ok(self
-            .node
-            .member_list()
-            .await?
-            .into_iter()
-            .map(|m| Member {
-                id: m.id,
-                name: m.name,
-                peer_urls: m.peer_urls,
-                client_urls: m.client_urls,
-                is_learner: m.is_learner,
-            })
-            .collect())
+        self.node.member_list().await
     }
 }
 
