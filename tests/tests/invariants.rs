@@ -8,11 +8,17 @@ use std::process::Command;
 
 /// What `crate_name` links (its normal dependencies, transitively), by package name.
 fn linked(crate_name: &str) -> BTreeSet<String> {
+    linked_with(crate_name, &[])
+}
+
+/// The same, with more `cargo tree` arguments (e.g. feature selection).
+fn linked_with(crate_name: &str, extra: &[&str]) -> BTreeSet<String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = Command::new(cargo)
         .current_dir(&root)
         .args(["tree", "--locked", "-p", crate_name, "-e", "normal", "--prefix", "none", "-f", "{p}"])
+        .args(extra)
         .output()
         .expect("run cargo tree");
     assert!(out.status.success(), "cargo tree -p {crate_name}: {}", String::from_utf8_lossy(&out.stderr));
@@ -55,6 +61,26 @@ fn the_api_links_no_storage_or_raft() {
 #[test]
 fn the_mvcc_engine_links_no_transport_or_raft() {
     assert_never_links("cairn-mvcc", &["tonic", "hyper", "openraft", "cairn-raft", "cairn-api"]);
+}
+
+#[test]
+fn the_mvcc_semantics_link_rocksdb_only_for_its_engine() {
+    // Without its `rocksdb` feature (as the workspace asks for it, and as a SQL or in-memory
+    // backend gets it), the MVCC crate links no RocksDB; with it, it does.
+    let without = linked_with("cairn-mvcc", &["--no-default-features"]);
+    assert!(without.contains("cairn-mvcc") && without.contains("imbl"), "{without:?}");
+    for f in ["rocksdb", "librocksdb-sys"] {
+        assert!(!without.contains(f), "cairn-mvcc without its rocksdb feature links {f}");
+    }
+    assert!(linked("cairn-mvcc").contains("rocksdb"), "the guard sees the engine when it is on");
+}
+
+#[test]
+fn the_unreplicated_backend_links_no_engine_transport_or_raft() {
+    assert_never_links(
+        "cairn-local",
+        &["rocksdb", "librocksdb-sys", "tonic", "hyper", "openraft", "cairn-raft", "cairn-api"],
+    );
 }
 
 #[test]

@@ -7,7 +7,9 @@ use cairn_proto::etcdserverpb::PutRequest;
 /// A fresh MVCC store on a real RocksDB in a temp dir (kept alive with the store).
 pub fn store() -> (tempfile::TempDir, MvccStore) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = MvccStore::new(cairn_mvcc::open_db(dir.path(), &[]).expect("open RocksDB"));
+    let store = MvccStore::new(std::sync::Arc::new(
+        cairn_mvcc::RocksEngine::open(dir.path(), &[]).expect("open RocksDB"),
+    ));
     (dir, store)
 }
 

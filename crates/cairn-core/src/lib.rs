@@ -1,5 +1,6 @@
 //! Cairn's core: the etcd request/response model, key ranges, etcd's request validation,
-//! the error enums and the backend traits — everything the API and every backend share.
+//! the error enums, the backend traits and the lease clock — everything the API and every
+//! backend share.
 //!
 //! **Architecture invariant:** this crate never depends on a storage engine (RocksDB, SQL
 //! drivers), a transport (tonic, HTTP) or Raft (openraft); `tests/invariants.rs` at the
@@ -17,6 +18,7 @@
 pub mod backend;
 pub mod error;
 pub mod key_range;
+pub mod lessor;
 pub mod request;
 pub mod validate;
 

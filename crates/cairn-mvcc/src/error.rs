@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use cairn_core::{BackendError, RequestError};
+use cairn_core::{BackendError, RequestError, StorageSource};
 
 /// An error from reading or applying an etcd request.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -15,9 +15,9 @@ pub enum MvccError {
     /// Stored data cannot be decoded: a bug or a damaged disk.
     #[error("corrupt data: {0}")]
     Corrupt(String),
-    /// RocksDB failed.
+    /// The storage engine failed (its own error kept as the source).
     #[error("storage: {0}")]
-    Storage(#[from] rocksdb::Error),
+    Storage(StorageSource),
     /// Reading or writing a snapshot stream failed.
     #[error("snapshot i/o: {0}")]
     SnapshotIo(Arc<std::io::Error>),
@@ -28,19 +28,26 @@ impl From<MvccError> for BackendError {
         match e {
             MvccError::Request(r) => BackendError::Request(r),
             MvccError::Corrupt(detail) => BackendError::Corrupt(detail),
-            MvccError::Storage(source) => BackendError::storage(source),
+            MvccError::Storage(source) => BackendError::Storage(source),
             MvccError::SnapshotIo(source) => BackendError::Storage(source),
         }
     }
 }
 
+impl MvccError {
+    /// A failure of the storage engine below.
+    pub fn storage(source: impl std::error::Error + Send + Sync + 'static) -> MvccError {
+        MvccError::Storage(Arc::new(source))
+    }
+}
+
 impl PartialEq for MvccError {
-    /// Equal when of the same kind with the same detail (I/O errors compare by kind).
+    /// Equal when of the same kind with the same detail (I/O errors compare by kind, engine errors by identity).
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
             (MvccError::Request(a), MvccError::Request(b)) => a == b,
             (MvccError::Corrupt(a), MvccError::Corrupt(b)) => a == b,
-            (MvccError::Storage(a), MvccError::Storage(b)) => a == b,
+            (MvccError::Storage(a), MvccError::Storage(b)) => Arc::ptr_eq(a, b),
             (MvccError::SnapshotIo(a), MvccError::SnapshotIo(b)) => a.kind() == b.kind(),
             _ => false,
         }

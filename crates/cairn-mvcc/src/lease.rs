@@ -9,29 +9,32 @@ use cairn_proto::etcdserverpb::{
 use crate::encoding::{decode_lease, decode_lease_id, encode_lease, encode_lease_id, lease_key_row};
 use cairn_core::{Lease, RequestError, MAX_LEASE_TTL};
 
+use crate::engine::Family;
 use crate::error::MvccError;
 use crate::store::{header, ApplyBatch, MvccStore};
-use crate::view::{Family, View};
+use crate::view::View;
 
 impl MvccStore {
     /// The lease `id`, if it exists.
     pub fn lease(&self, id: i64) -> Result<Option<Lease>, MvccError> {
-        lease_in(&self.latest_view(), id)
+        self.with_latest(|view| lease_in(view, id))
     }
 
     /// Every lease, in id order.
     pub fn leases(&self) -> Result<Vec<Lease>, MvccError> {
         let mut out = Vec::new();
-        self.latest_view().scan(Family::Leases, &[], None, &mut |k, v| {
-            out.push(Lease { id: decode_lease_id(k)?, ttl: decode_lease(v)? });
-            Ok(true)
+        self.with_latest(|view| {
+            view.scan(Family::Leases, &[], None, &mut |k, v| {
+                out.push(Lease { id: decode_lease_id(k)?, ttl: decode_lease(v)? });
+                Ok(true)
+            })
         })?;
         Ok(out)
     }
 
     /// The keys attached to lease `id`, in key order.
     pub fn lease_keys(&self, id: i64) -> Result<Vec<Vec<u8>>, MvccError> {
-        attached_keys(&self.latest_view(), id)
+        self.with_latest(|view| attached_keys(view, id))
     }
 }
 

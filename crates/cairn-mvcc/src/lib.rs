@@ -1,13 +1,15 @@
-//! etcd's MVCC semantics over RocksDB: revisions, ranges (current and historical), puts,
-//! deletes, txns and compaction, with etcd's exact results and errors.
+//! etcd's MVCC semantics over a small storage interface: revisions, ranges (current and
+//! historical), puts, deletes, txns, leases and compaction, with etcd's exact results and
+//! errors, on any [`Engine`] — RocksDB ([`RocksEngine`], feature `rocksdb`, on by default)
+//! or memory ([`MemEngine`], for deterministic tests and simulation).
 //!
 //! **Architecture invariant:** this crate never depends on openraft or tonic (a test at the
 //! workspace root checks it): it knows nothing of Raft, gRPC or SQL. It speaks the request
 //! model of `cairn-core` and the etcd messages of `cairn-proto` (no services), and it is
 //! deterministic: applying the same requests to the same state gives the same state and the
-//! same responses — no clock, no randomness, no I/O but its own `WriteBatch`.
+//! same responses — no clock, no randomness, no I/O but its engine's.
 //!
-//! Storage layout (one RocksDB, the column families of [`MvccStore::column_families`]):
+//! Layout (the [`Family`] maps of the engine; RocksDB column families of the same names):
 //! - `kv`: user key → latest version of each live key (fast current reads);
 //! - `history`: memcomparable(user key) ++ revision → that version or a tombstone
 //!   (historical reads, compaction);
@@ -17,44 +19,57 @@
 //! - `leases`: lease id → granted TTL; `lease_keys`: lease id ++ user key → () (what a
 //!   revoke deletes). Expiry is not here: the replication layer proposes revokes.
 //!
-//! ```no_run
-//! # use std::sync::Arc;
+//! ```
 //! # use cairn_mvcc::MvccStore;
 //! # use cairn_core::WriteRequest;
 //! # use cairn_proto::etcdserverpb::{PutRequest, RangeRequest};
-//! # fn db() -> Arc<rocksdb::DB> { unimplemented!() }
-//! let store = MvccStore::new(db());
+//! let store = MvccStore::in_memory();
 //! let mut batch = store.begin_apply()?;
 //! batch.apply(&WriteRequest::Put(PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() }))?;
-//! batch.commit()?;
+//! batch.commit_synced()?;
 //! let resp = store.range(&RangeRequest { key: b"k".to_vec(), ..Default::default() })?;
 //! assert_eq!(resp.kvs[0].value, b"v");
 //! # Ok::<(), cairn_mvcc::MvccError>(())
 //! ```
 
 mod encoding;
+mod engine;
 mod error;
 mod events;
 mod lease;
+mod memory;
 mod range;
+#[cfg(feature = "rocksdb")]
+mod rocks;
 mod snapshot;
 mod store;
 mod txn;
 mod view;
 
+pub use engine::{Batch, BatchOp, Durability, Engine, EngineRead, Family, Row, Visit};
 pub use error::MvccError;
+pub use memory::MemEngine;
+#[cfg(feature = "rocksdb")]
+pub use rocks::RocksEngine;
 pub use store::{ApplyBatch, MetaRow, MvccStore};
 
-/// Open (or create) a RocksDB at `path` with the MVCC column families plus `extra` ones.
-/// A helper for tests and for callers that keep nothing else in the database.
-pub fn open_db(path: &std::path::Path, extra: &[&str]) -> Result<std::sync::Arc<rocksdb::DB>, MvccError> {
-    let mut opts = rocksdb::Options::default();
-    opts.create_if_missing(true);
-    opts.create_missing_column_families(true);
-    let mut names: Vec<&str> = MvccStore::column_families().collect();
-    names.extend(extra.iter().copied());
-    Ok(std::sync::Arc::new(rocksdb::DB::open_cf(&opts, path, names)?))
-}
-
+/// The etcd-semantics tests, once per engine.
 #[cfg(test)]
-mod tests;
+mod tests {
+    #[cfg(feature = "rocksdb")]
+    mod on_rocksdb {
+        fn engine() -> (Option<tempfile::TempDir>, std::sync::Arc<dyn crate::Engine>) {
+            let dir = tempfile::tempdir().unwrap();
+            let engine = crate::RocksEngine::open(dir.path(), &[]).unwrap();
+            (Some(dir), std::sync::Arc::new(engine))
+        }
+        include!("tests.rs");
+    }
+
+    mod in_memory {
+        fn engine() -> (Option<tempfile::TempDir>, std::sync::Arc<dyn crate::Engine>) {
+            (None, std::sync::Arc::new(crate::MemEngine::new()))
+        }
+        include!("tests.rs");
+    }
+}

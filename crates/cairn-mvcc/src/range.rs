@@ -8,8 +8,9 @@ use cairn_proto::mvccpb::KeyValue;
 use crate::encoding::{decode_history_key, decode_kv, decode_version, history_key, history_prefix, Version};
 use cairn_core::{KeyRange, RequestError};
 
+use crate::engine::Family;
 use crate::error::MvccError;
-use crate::view::{Family, View};
+use crate::view::View;
 
 /// The revision a read at `requested` (≤ 0: current) sees, or etcd's error.
 /// `compacted` is 0 when nothing was ever compacted.
@@ -109,7 +110,10 @@ fn raw_range(
 /// The version of `key` as of `rev`, if it was live then.
 pub(crate) fn version_at(view: &View<'_>, key: &[u8], rev: i64) -> Result<Option<KeyValue>, MvccError> {
     let lower = history_prefix(key);
-    let Some((_, v)) = view.seek_prev(Family::History, &lower, &history_key(key, rev))? else {
+    // Rows ≤ (key, rev): below the key's row at `rev` with a 0 byte appended, its successor.
+    let mut upper = history_key(key, rev);
+    upper.push(0);
+    let Some((_, v)) = view.last_in(Family::History, &lower, &upper)? else {
         return Ok(None);
     };
     Ok(match decode_version(&v)? {

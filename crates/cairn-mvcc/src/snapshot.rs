@@ -2,16 +2,14 @@
 //!
 //! Format: `MAGIC`, then rows `family (u8) | key len (u32 BE) | key | value len (u32 BE) | value`,
 //! then `END` and the row count (u64 BE) as a trailer, so that a truncated file is detected.
-//! A snapshot is taken from a RocksDB snapshot, so it is one consistent point in time and
+//! A snapshot is taken from an engine snapshot, so it is one consistent point in time and
 //! includes the metadata rows (the replication layer's last applied log id among them).
 
 use std::io::{Read, Write};
 
-use rocksdb::{IteratorMode, ReadOptions, WriteBatch, WriteOptions};
-
+use crate::engine::{Batch, Durability, Family};
 use crate::error::MvccError;
 use crate::store::MvccStore;
-use crate::view::Family;
 
 /// The values of the requested metadata rows, in request order (`None`: absent).
 pub type MetaRows = Vec<Option<Vec<u8>>>;
@@ -31,26 +29,20 @@ impl MvccStore {
         out: &mut dyn Write,
         meta_keys: &[&[u8]],
     ) -> Result<(u64, MetaRows), MvccError> {
-        let db = self.db();
-        let snapshot = db.snapshot();
-        let meta = meta_keys
-            .iter()
-            .map(|k| snapshot.get_cf(Family::Meta.handle(db), k))
-            .collect::<Result<Vec<_>, _>>()?;
+        let snapshot = self.engine().snapshot();
+        let meta = meta_keys.iter().map(|k| snapshot.get(Family::Meta, k)).collect::<Result<Vec<_>, _>>()?;
         out.write_all(MAGIC).map_err(io)?;
         let mut rows = 0u64;
         for fam in Family::ALL {
-            let mut ro = ReadOptions::default();
-            ro.set_snapshot(&snapshot);
-            for item in db.iterator_cf_opt(fam.handle(db), ro, IteratorMode::Start) {
-                let (k, v) = item?;
+            snapshot.scan(fam, &[], None, &mut |k, v| {
                 out.write_all(&[fam as u8]).map_err(io)?;
                 out.write_all(&(k.len() as u32).to_be_bytes()).map_err(io)?;
-                out.write_all(&k).map_err(io)?;
+                out.write_all(k).map_err(io)?;
                 out.write_all(&(v.len() as u32).to_be_bytes()).map_err(io)?;
-                out.write_all(&v).map_err(io)?;
+                out.write_all(v).map_err(io)?;
                 rows += 1;
-            }
+                Ok(true)
+            })?;
         }
         out.write_all(&[END]).map_err(io)?;
         out.write_all(&rows.to_be_bytes()).map_err(io)?;
@@ -62,22 +54,15 @@ impl MvccStore {
     /// old state or the complete new one survives a crash. The snapshot is checked
     /// completely before anything is written.
     pub fn install_snapshot(&self, input: &mut dyn Read) -> Result<u64, MvccError> {
-        let db = self.db();
         let corrupt = |what: &str| MvccError::Corrupt(format!("snapshot: {what}"));
         let mut magic = [0u8; 8];
         input.read_exact(&mut magic).map_err(io)?;
         if &magic != MAGIC {
             return Err(corrupt("bad magic"));
         }
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         for fam in Family::ALL {
-            // Clear the family: delete everything up to one past its last key.
-            let last = db.iterator_cf(fam.handle(db), IteratorMode::End).next().transpose()?;
-            if let Some((last, _)) = last {
-                let mut end = last.to_vec();
-                end.push(0);
-                batch.delete_range_cf(fam.handle(db), Vec::<u8>::new(), end);
-            }
+            batch.clear(fam);
         }
         let mut rows = 0u64;
         loop {
@@ -89,7 +74,7 @@ impl MvccStore {
             };
             let key = read_chunk(input)?;
             let value = read_chunk(input)?;
-            batch.put_cf(fam.handle(db), key, value);
+            batch.put(fam, key, value);
             rows += 1;
         }
         let mut count = [0u8; 8];
@@ -97,9 +82,7 @@ impl MvccStore {
         if u64::from_be_bytes(count) != rows {
             return Err(corrupt("row count mismatch"));
         }
-        let mut opts = WriteOptions::default();
-        opts.set_sync(true);
-        db.write_opt(batch, &opts)?;
+        self.engine().write(batch, Durability::Synced)?;
         Ok(rows)
     }
 }

@@ -1,5 +1,5 @@
-//! [`MvccStore`]: the MVCC engine over one RocksDB. Readers take a consistent snapshot;
-//! the single applier writes whole batches of requests with [`ApplyBatch`].
+//! [`MvccStore`]: the MVCC semantics over one [`Engine`]. Readers take a consistent
+//! snapshot; the single applier writes whole batches of requests with [`ApplyBatch`].
 
 use std::sync::Arc;
 
@@ -10,7 +10,6 @@ use cairn_proto::etcdserverpb::{
     RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use cairn_proto::mvccpb::{event::EventType, Event, KeyValue};
-use rocksdb::{WriteBatch, WriteOptions, DB};
 
 use crate::encoding::{
     decode_history_key, decode_revision, decode_version, encode_events, encode_kv, encode_revision,
@@ -18,10 +17,11 @@ use crate::encoding::{
 };
 use cairn_core::{is_read_only, RequestError, RevisionEvents, WriteRequest, WriteResponse, INITIAL_REVISION};
 
+use crate::engine::{Batch, Durability, Engine, EngineRead, Family};
 use crate::error::MvccError;
 use crate::range::{self, current_kvs};
 use crate::txn::{branch, TxnPath};
-use crate::view::{Family, Overlay, View};
+use crate::view::{Overlay, View};
 use cairn_core::KeyRange;
 
 const META_CURRENT_REVISION: &[u8] = b"mvcc/current_revision";
@@ -30,110 +30,87 @@ const META_COMPACT_REVISION: &[u8] = b"mvcc/compact_revision";
 /// A metadata row: (key, value).
 pub type MetaRow = (Vec<u8>, Vec<u8>);
 
-/// The MVCC engine. Cheap to clone; all clones share one database.
+/// The MVCC store. Cheap to clone; all clones share one engine.
 #[derive(Clone)]
 pub struct MvccStore {
-    db: Arc<DB>,
+    engine: Arc<dyn Engine>,
 }
 
 impl MvccStore {
-    /// The column families this engine needs; open the database with all of them.
-    pub fn column_families() -> impl Iterator<Item = &'static str> {
-        Family::ALL.into_iter().map(Family::name)
+    pub fn new(engine: Arc<dyn Engine>) -> Self {
+        MvccStore { engine }
     }
 
-    /// Wrap a database opened with [`MvccStore::column_families`].
-    pub fn new(db: Arc<DB>) -> Self {
-        for fam in Family::ALL {
-            fam.handle(&db);
-        }
-        MvccStore { db }
+    /// A store on a fresh [`crate::MemEngine`].
+    pub fn in_memory() -> Self {
+        MvccStore::new(Arc::new(crate::MemEngine::new()))
     }
 
-    pub fn db(&self) -> &Arc<DB> {
-        &self.db
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.engine
     }
 
     /// (current revision, compacted revision) as last written.
     pub fn revisions(&self) -> Result<(i64, i64), MvccError> {
-        let view = self.latest_view();
-        revisions(&view)
+        revisions(&View::of(&*self.engine.latest()))
     }
 
-    pub(crate) fn revisions_in(&self, view: &View<'_>) -> Result<(i64, i64), MvccError> {
-        revisions(view)
+    /// Run `read` on the latest committed state (one key or one scan each, no snapshot).
+    pub(crate) fn with_latest<T>(&self, read: impl FnOnce(&View<'_>) -> T) -> T {
+        let base = self.engine.latest();
+        read(&View::of(&*base))
     }
 
-    /// Reads of the latest committed state, without a snapshot (one key or one scan each).
-    pub(crate) fn latest_view(&self) -> View<'_> {
-        View { db: &self.db, snapshot: None, overlay: None }
+    /// Run `read` on one consistent snapshot.
+    pub(crate) fn with_snapshot<T>(&self, read: impl FnOnce(&View<'_>) -> T) -> T {
+        let base = self.engine.snapshot();
+        read(&View::of(&*base))
     }
 
     /// A metadata row written with [`ApplyBatch::put_meta`].
     pub fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MvccError> {
-        Ok(self.db.get_cf(Family::Meta.handle(&self.db), key)?)
+        self.engine.latest().get(Family::Meta, key)
     }
 
     /// Every metadata row whose key starts with `prefix`, in key order.
     pub fn meta_with_prefix(&self, prefix: &[u8]) -> Result<Vec<MetaRow>, MvccError> {
         let mut rows = Vec::new();
-        self.latest_view().scan(Family::Meta, prefix, None, &mut |k, v| {
-            if !k.starts_with(prefix) {
-                return Ok(false);
-            }
-            rows.push((k.to_vec(), v.to_vec()));
-            Ok(true)
+        self.with_latest(|view| {
+            view.scan(Family::Meta, prefix, None, &mut |k, v| {
+                if !k.starts_with(prefix) {
+                    return Ok(false);
+                }
+                rows.push((k.to_vec(), v.to_vec()));
+                Ok(true)
+            })
         })?;
         Ok(rows)
     }
 
     /// Serve a Range from one consistent snapshot of the store.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, MvccError> {
-        let snapshot = self.db.snapshot();
-        let view = View { db: &self.db, snapshot: Some(&snapshot), overlay: None };
-        let (current, compacted) = revisions(&view)?;
-        range::execute(&view, req, current, compacted)
+        self.with_snapshot(|view| {
+            let (current, compacted) = revisions(view)?;
+            range::execute(view, req, current, compacted)
+        })
     }
 
     /// Start applying a batch of writes. Nothing is visible to readers until
     /// [`ApplyBatch::commit`]. Only one batch may be in flight at a time (the applier is
     /// single-threaded by construction: it runs in the Raft state machine task).
     pub fn begin_apply(&self) -> Result<ApplyBatch<'_>, MvccError> {
-        let (current, compacted) = self.revisions()?;
-        Ok(ApplyBatch {
-            store: self,
-            snapshot: None,
-            overlay: Default::default(),
-            batch: WriteBatch::default(),
-            current,
-            compacted,
-            events: Vec::new(),
-        })
+        ApplyBatch::on(self, self.engine.latest())
     }
-}
 
-impl MvccStore {
     /// Run a txn that writes nothing (see [`is_read_only`]) on one consistent snapshot,
     /// without replication: etcd serves read-only txns this way too.
     pub fn read_txn(&self, t: &TxnRequest) -> Result<TxnResponse, MvccError> {
         debug_assert!(is_read_only(t));
-        let snapshot = self.db.snapshot();
-        let (current, compacted) =
-            revisions(&View { db: &self.db, snapshot: Some(&snapshot), overlay: None })?;
-        let mut batch = ApplyBatch {
-            store: self,
-            snapshot: Some(&snapshot),
-            overlay: Default::default(),
-            batch: WriteBatch::default(),
-            current,
-            compacted,
-            events: Vec::new(),
-        };
-        batch.txn(t)
+        ApplyBatch::on(self, self.engine.snapshot())?.txn(t)
     }
 }
 
-fn revisions(view: &View<'_>) -> Result<(i64, i64), MvccError> {
+pub(crate) fn revisions(view: &View<'_>) -> Result<(i64, i64), MvccError> {
     let current = match view.get(Family::Meta, META_CURRENT_REVISION)? {
         Some(v) => decode_revision(&v)?,
         None => INITIAL_REVISION,
@@ -145,14 +122,15 @@ fn revisions(view: &View<'_>) -> Result<(i64, i64), MvccError> {
     Ok((current, compacted))
 }
 
-/// A batch of applied writes, written to RocksDB in one atomic `WriteBatch`.
+/// A batch of applied writes, written to the engine in one atomic [`Batch`].
 pub struct ApplyBatch<'a> {
     store: &'a MvccStore,
-    /// Set for read-only txns: read one snapshot, not the live database.
-    snapshot: Option<&'a rocksdb::Snapshot<'a>>,
+    /// The state the batch reads under its overlay: the latest committed state, or one
+    /// snapshot for a read-only txn.
+    base: Box<dyn EngineRead + 'a>,
     /// What this batch wrote so far, so that its later requests read their predecessors.
     overlay: Overlay,
-    batch: WriteBatch,
+    batch: Batch,
     current: i64,
     compacted: i64,
     events: Vec<RevisionEvents>,
@@ -165,15 +143,27 @@ pub(crate) struct RevisionWriter {
 }
 
 impl<'a> ApplyBatch<'a> {
+    fn on(store: &'a MvccStore, base: Box<dyn EngineRead + 'a>) -> Result<ApplyBatch<'a>, MvccError> {
+        let (current, compacted) = revisions(&View::of(&*base))?;
+        Ok(ApplyBatch {
+            store,
+            base,
+            overlay: Default::default(),
+            batch: Batch::default(),
+            current,
+            compacted,
+            events: Vec::new(),
+        })
+    }
+
     pub(crate) fn view(&self) -> View<'_> {
-        View { db: &self.store.db, snapshot: self.snapshot, overlay: Some(&self.overlay) }
+        View { base: &*self.base, overlay: Some(&self.overlay) }
     }
 
     pub(crate) fn write(&mut self, fam: Family, key: Vec<u8>, value: Option<Vec<u8>>) {
-        let cf = fam.handle(&self.store.db);
         match &value {
-            Some(v) => self.batch.put_cf(cf, &key, v),
-            None => self.batch.delete_cf(cf, &key),
+            Some(v) => self.batch.put(fam, key.clone(), v.clone()),
+            None => self.batch.delete(fam, key.clone()),
         }
         self.overlay[fam as usize].insert(key, value);
     }
@@ -307,7 +297,7 @@ impl<'a> ApplyBatch<'a> {
         })
     }
 
-    fn txn(&mut self, t: &TxnRequest) -> Result<TxnResponse, MvccError> {
+    pub(crate) fn txn(&mut self, t: &TxnRequest) -> Result<TxnResponse, MvccError> {
         let path = TxnPath::decide(&self.view(), t, self.current)?;
         // Like etcd, check the whole path against the state before the txn writes.
         self.check_txn_path(t, &path)?;
@@ -416,31 +406,41 @@ impl<'a> ApplyBatch<'a> {
         for row in doomed {
             self.write(Family::History, row, None);
         }
-        self.batch.delete_range_cf(
-            Family::Events.handle(&self.store.db),
-            encode_revision(0),
-            encode_revision(rev),
-        );
+        self.batch.delete_range(Family::Events, encode_revision(0).to_vec(), encode_revision(rev).to_vec());
         self.write(Family::Meta, META_COMPACT_REVISION.to_vec(), Some(encode_revision(rev).to_vec()));
         self.compacted = rev;
         Ok(CompactionResponse { header: Some(header(self.current)) })
     }
 
-    /// Write the batch (without fsync: the Raft log is the durable record, and RocksDB's
-    /// single WAL keeps this batch ordered before any later synced log append). Returns the
-    /// events of every revision the batch created.
-    pub fn commit(mut self) -> Result<Vec<RevisionEvents>, MvccError> {
+    /// Write the batch without waiting for it to be durable: the caller's own log (Raft's,
+    /// in the same RocksDB WAL, which orders this batch before any later synced append) is
+    /// the durable record. Returns the events of every revision the batch created.
+    pub fn commit(self) -> Result<Vec<RevisionEvents>, MvccError> {
+        self.commit_with(Durability::Deferred)
+    }
+
+    /// Write the batch and make it durable before returning (for callers without a log of
+    /// their own). Returns the events of every revision the batch created.
+    pub fn commit_synced(self) -> Result<Vec<RevisionEvents>, MvccError> {
+        self.commit_with(Durability::Synced)
+    }
+
+    fn commit_with(mut self, durability: Durability) -> Result<Vec<RevisionEvents>, MvccError> {
         // Once per batch, not per revision: every row written is a memtable insert, and
         // this one would otherwise be a quarter of a put's. (A revision is used exactly when
         // its events are recorded.)
         if !self.events.is_empty() {
-            let cf = Family::Meta.handle(&self.store.db);
-            self.batch.put_cf(cf, META_CURRENT_REVISION, encode_revision(self.current));
+            self.batch.put(
+                Family::Meta,
+                META_CURRENT_REVISION.to_vec(),
+                encode_revision(self.current).to_vec(),
+            );
         }
-        let mut opts = WriteOptions::default();
-        opts.set_sync(false);
-        self.store.db.write_opt(self.batch, &opts)?;
-        Ok(self.events)
+        let ApplyBatch { store, base, batch, events, .. } = self;
+        // The latest-state reader must not outlive the writes it would then miss.
+        drop(base);
+        store.engine.write(batch, durability)?;
+        Ok(events)
     }
 }
 

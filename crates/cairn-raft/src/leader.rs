@@ -8,10 +8,10 @@ use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::raft::linearizable_read::Linearizer;
 use openraft::ReadPolicy;
 
-use crate::lessor::{LeaseError, Lessor};
 use crate::pb::MemberAttributes;
 use crate::peer_error::PeerError;
 use crate::types::{Command, Raft, TypeConfig};
+use cairn_core::lessor::{LeaseError, Lessor};
 
 /// A write applied on the leader: its result and the log index of its entry.
 #[derive(Debug, Clone, PartialEq)]

@@ -11,12 +11,12 @@ use openraft::async_runtime::watch::WatchReceiver;
 use openraft::ServerState;
 
 use crate::leader::{self, LeaseQuestion};
-use crate::lessor::Lessor;
 use crate::node::RaftNode;
 use crate::pb;
 use crate::peer_error::PeerError;
 use crate::route::Repeat;
 use crate::types::{Command, NodeId, Raft};
+use cairn_core::lessor::Lessor;
 
 /// How often the leader looks for expired leases, and how many revokes it proposes per
 /// look (etcd: every 500 ms, at most 1000 revokes a second).

@@ -11,7 +11,6 @@ pub mod fault;
 pub mod forward;
 pub mod leader;
 mod leases;
-pub mod lessor;
 pub mod log_store;
 pub mod members;
 pub mod metrics;

@@ -17,7 +17,6 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::forward::Forwarder;
-use crate::lessor::Lessor;
 use crate::log_store::{LogStore, CF_META};
 use crate::network::{PeerChannels, PeerNetwork};
 use crate::pb;
@@ -25,6 +24,7 @@ use crate::server::PeerService;
 use crate::state_machine::{SnapshotDir, StateMachine};
 use crate::storage::{open_data_dir, snapshot_path, DataDir, OpenError};
 use crate::types::{node_id_of, NodeId, PeerNode, Raft};
+use cairn_core::lessor::Lessor;
 
 /// Everything a node needs to start.
 #[derive(Debug, Clone)]
@@ -122,7 +122,7 @@ impl RaftNode {
         }
         let data_dir = open_data_dir(&cfg.data_dir)?;
         let db = data_dir.db.clone();
-        let store = MvccStore::new(db.clone());
+        let store = MvccStore::new(Arc::new(cairn_mvcc::RocksEngine::new(db.clone())));
         let id = node_id_of(&cfg.name);
 
         // The cluster id is fixed at first start; later flags cannot change it.

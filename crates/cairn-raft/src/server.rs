@@ -10,7 +10,6 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::codec;
 use crate::leader::{self, LeaseQuestion};
-use crate::lessor::Lessor;
 use crate::pb::peer_server::Peer;
 use crate::pb::{
     forwarded_result, ForwardFailure, ForwardedResult, ForwardedWrite, LeaseRemainingResponse,
@@ -21,6 +20,7 @@ use crate::pb::{
 use crate::peer_error::PeerError;
 use crate::state_machine::{SnapshotDir, SnapshotFile};
 use crate::types::{Raft, Snapshot, SnapshotMeta, TypeConfig, Vote};
+use cairn_core::lessor::Lessor;
 
 pub struct PeerService {
     pub raft: Raft,

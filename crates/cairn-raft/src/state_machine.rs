@@ -18,8 +18,8 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use tokio::sync::watch;
 
 use crate::codec;
-use crate::lessor::Lessor;
 use crate::types::{Command, CommandResult, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use cairn_core::lessor::Lessor;
 
 const META_LAST_APPLIED: &[u8] = b"raft/last_applied";
 const META_MEMBERSHIP: &[u8] = b"raft/membership";

@@ -17,7 +17,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cairn_mvcc::MvccStore;
+use cairn_mvcc::RocksEngine;
 use rocksdb::{DBRecoveryMode, ErrorKind, IteratorMode, Options, ReadOptions, DB};
 
 use crate::log_store::{CF_LOG, CF_META};
@@ -108,7 +108,7 @@ fn open_db(db_dir: &Path) -> Result<DB, rocksdb::Error> {
     opts.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
     opts.increase_parallelism(2);
     opts.set_max_background_jobs(2);
-    let families: Vec<&str> = MvccStore::column_families().chain([CF_LOG, CF_META]).collect();
+    let families: Vec<&str> = RocksEngine::column_families().chain([CF_LOG, CF_META]).collect();
     DB::open_cf(&opts, db_dir, families)
 }
 
@@ -116,7 +116,7 @@ fn open_db(db_dir: &Path) -> Result<DB, rocksdb::Error> {
 /// only when it reads it, and a damaged block must stop the member at start, not surface
 /// as a failed read (or a skipped row) later. Costs one sequential read of the database.
 fn verify_tables(db: &DB) -> Result<(), rocksdb::Error> {
-    for family in MvccStore::column_families().chain([CF_LOG, CF_META]) {
+    for family in RocksEngine::column_families().chain([CF_LOG, CF_META]) {
         let Some(cf) = db.cf_handle(family) else { continue };
         let mut ro = ReadOptions::default();
         ro.set_verify_checksums(true);

@@ -15,11 +15,11 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
     ) -> Result<(tempfile::TempDir, LogStore, StateMachine), openraft::StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = crate::storage::open_data_dir(dir.path()).expect("open data dir").db;
-        let store = cairn_mvcc::MvccStore::new(db.clone());
+        let store = cairn_mvcc::MvccStore::new(std::sync::Arc::new(cairn_mvcc::RocksEngine::new(db.clone())));
         let sm = StateMachine::new(
             store,
             SnapshotDir::new(crate::storage::snapshot_path(dir.path())).expect("snapshot dir"),
-            std::sync::Arc::new(crate::lessor::Lessor::new(
+            std::sync::Arc::new(cairn_core::lessor::Lessor::new(
                 std::time::Duration::from_millis(100),
                 std::time::Duration::from_millis(1000),
             )),

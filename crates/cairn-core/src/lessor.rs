@@ -1,5 +1,7 @@
-//! Lease timers. Which leases exist is replicated state (the MVCC `leases` family); when
-//! each one expires is decided here, by the leader alone, as etcd's lessor does:
+//! Lease timers: the one clock that decides when leases expire. Which leases exist is
+//! stored state (the MVCC `leases` family); when each one expires is decided here, by one
+//! member alone (the Raft leader; the only process of an unreplicated backend), as etcd's
+//! lessor does:
 //! - every member mirrors the applied leases (granted/revoked on apply, reloaded from the
 //!   store at start and after a snapshot), so a new leader has them all;
 //! - only the leader ("primary") renews and expires: keepalives reach it wherever they are
@@ -11,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use cairn_core::Lease;
+use crate::request::Lease;
 
 /// How long an expired lease waits for its revoke before it is proposed again.
 const REVOKE_RETRY: Duration = Duration::from_secs(3);
