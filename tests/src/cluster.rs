@@ -35,6 +35,10 @@ pub struct ClusterOptions {
     pub max_request_bytes: Option<u64>,
     /// `--max-txn-ops`.
     pub max_txn_ops: Option<u64>,
+    /// How many nodes found the cluster (`--initial-cluster`); `None`: all of them. The
+    /// others are not started with it: [`Cluster::join`] starts node `i` with `--join` (Cairn
+    /// only), through the peer addresses of the nodes before it.
+    pub founders: Option<usize>,
     /// Further arguments appended verbatim to every node's command line.
     pub extra_args: Vec<String>,
     /// Extra environment variables for every node (e.g. `RUST_LOG`).
@@ -59,6 +63,7 @@ impl Default for ClusterOptions {
             election_timeout_ms: None,
             max_request_bytes: None,
             max_txn_ops: None,
+            founders: None,
             extra_args: Vec::new(),
             env: Vec::new(),
             start_timeout: Duration::from_secs(60),
@@ -92,6 +97,8 @@ struct Node {
     paused: AtomicBool,
     /// The binary this node runs when not the target's (see [`Cluster::set_node_bin`]).
     bin: Mutex<Option<PathBuf>>,
+    /// Arguments for this node alone, after the others (see [`Cluster::set_node_args`]).
+    args: Mutex<Vec<String>>,
 }
 
 /// A running cluster. Every method takes `&self`, so a cluster can be shared (e.g. in an `Arc`)
@@ -191,10 +198,11 @@ impl Cluster {
                 child: Mutex::new(None),
                 paused: AtomicBool::new(false),
                 bin: Mutex::new(None),
+                args: Mutex::new(Vec::new()),
             });
         }
         let cluster = Cluster { target, opts, token, dir: Some(dir), nodes };
-        for i in 0..cluster.len() {
+        for i in 0..cluster.founders() {
             cluster.spawn_node(i)?;
         }
         Ok(cluster)
@@ -274,6 +282,30 @@ impl Cluster {
     }
 
     /// The server command line of node `i` (without the binary).
+    /// How many nodes found the cluster (see [`ClusterOptions::founders`]).
+    pub fn founders(&self) -> usize {
+        self.opts.founders.unwrap_or(self.len()).clamp(1, self.len())
+    }
+
+    /// Starts node `i` (not a founder) with `--join` through the peer addresses of the nodes
+    /// before it, the most recent first. Does not wait: see [`Cluster::wait_node_ready`]. Cairn only.
+    pub fn join(&self, i: usize) -> Result<()> {
+        if !self.target.is_cairn() {
+            bail!(
+                "--join is Cairn's; etcd adds members with `member add` and --initial-cluster-state existing"
+            );
+        }
+        if i < self.founders() {
+            bail!("node {i} is a founder, not a joiner");
+        }
+        self.spawn_node(i)
+    }
+
+    /// Extra arguments for node `i` alone, from its next start on (e.g. `--auto-promote=false`).
+    pub fn set_node_args(&self, i: usize, args: Vec<String>) {
+        *self.nodes[i].args.lock().unwrap_or_else(|e| e.into_inner()) = args;
+    }
+
     pub fn node_args(&self, i: usize) -> Vec<String> {
         let n = &self.nodes[i];
         let o = &self.opts;
@@ -289,10 +321,17 @@ impl Cluster {
                 flag(&mut a, "--data-dir", n.data_dir.display().to_string());
                 flag(&mut a, "--client-addr", self.client_addr(i).to_string());
                 flag(&mut a, "--peer-addr", self.peer_addr(i).to_string());
-                let initial: Vec<String> = (0..self.len())
-                    .map(|j| format!("{}={}", self.nodes[j].name, self.advertised_peer_addr(j)))
-                    .collect();
-                flag(&mut a, "--initial-cluster", initial.join(","));
+                if i < self.founders() {
+                    let initial: Vec<String> = (0..self.founders())
+                        .map(|j| format!("{}={}", self.nodes[j].name, self.advertised_peer_addr(j)))
+                        .collect();
+                    flag(&mut a, "--initial-cluster", initial.join(","));
+                } else {
+                    // The most recently started first: a joiner asks a follower before the founders.
+                    let members: Vec<String> =
+                        (0..i).rev().map(|j| self.advertised_peer_addr(j).to_string()).collect();
+                    flag(&mut a, "--join", members.join(","));
+                }
             }
             Target::Etcd { .. } => {
                 let client_url = format!("http://{}", self.client_addr(i));
@@ -330,6 +369,7 @@ impl Cluster {
             flag(&mut a, "--max-txn-ops", v.to_string());
         }
         a.extend(o.extra_args.iter().cloned());
+        a.extend(n.args.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned());
         a
     }
 

@@ -5,10 +5,12 @@
 //! service, no client gRPC): it replicates `cairn_core::WriteRequest`s and offers a read
 //! barrier. The API crate builds the etcd services on [`RaftNode`].
 
+pub mod autopilot;
 pub mod codec;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod forward;
+pub mod join;
 pub mod leader;
 mod leases;
 pub mod log_store;
@@ -24,6 +26,7 @@ pub mod state_machine;
 pub mod storage;
 pub mod types;
 
+pub use autopilot::Promotion;
 pub use node::{NodeConfig, NodeStatus, RaftNode, StartError};
 pub use peer_error::PeerError;
 pub use storage::OpenError;

@@ -81,6 +81,7 @@ impl crate::RaftNode {
             peer_urls: vec![format!("http://{}", me.peer_addr)],
             client_urls,
             version: env!("CARGO_PKG_VERSION").to_string(),
+            stay_learner: self.stay_learner,
         };
         let current = self.read(published).await?;
         if current.contains(&wanted) {

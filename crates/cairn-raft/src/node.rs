@@ -42,6 +42,13 @@ pub struct NodeConfig {
     pub snapshot_count: u64,
     /// How long a client write or linearizable read may wait for the cluster.
     pub request_timeout: Duration,
+    /// Peer addresses of members to ask to join a running cluster (`--join`); empty: found
+    /// or restart one from `initial_cluster`. Ignored once the data directory has joined.
+    pub join: Vec<String>,
+    /// Whether this member, when a learner, wants the leader to promote it.
+    pub auto_promote: bool,
+    /// When this member, as leader, promotes learners.
+    pub promotion: crate::autopilot::Promotion,
 }
 
 /// Why a node could not start.
@@ -58,6 +65,12 @@ pub enum StartError {
     Storage { what: &'static str, source: Box<dyn std::error::Error + Send + Sync> },
     #[error("raft: {0}")]
     Raft(Box<dyn std::error::Error + Send + Sync>),
+    /// The cluster refused this node's join (its reason); asking again will not help.
+    #[error("the cluster refused to add this member: {0}")]
+    JoinRefused(String),
+    /// No member admitted this node in time.
+    #[error("could not join the cluster: {0}")]
+    JoinUnreachable(String),
 }
 
 fn storage<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
@@ -93,56 +106,80 @@ pub struct RaftNode {
     pub(crate) client_urls: Arc<OnceLock<Vec<String>>>,
     pub(crate) revision: tokio::sync::watch::Receiver<i64>,
     pub(crate) lessor: Arc<Lessor>,
-    /// The lease timer tasks (leadership tracking, expiry), stopped at shutdown.
+    /// The background tasks (lease leadership tracking and expiry, the autopilot), stopped
+    /// at shutdown.
     lease_tasks: Vec<JoinHandle<()>>,
+    /// This member, as a learner, asks not to be promoted (`--auto-promote=false`).
+    pub(crate) stay_learner: bool,
     /// Holds the data directory's lock while the node lives.
     _data_dir: DataDir,
 }
 
 const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
 
+/// A founding member's configuration: unique names, this member among them.
+fn check_initial_cluster(cfg: &NodeConfig) -> Result<(), StartError> {
+    let mut names = BTreeSet::new();
+    for (name, _) in &cfg.initial_cluster {
+        if !names.insert(name) {
+            return Err(StartError::Config(format!("member {name} appears twice in the initial cluster")));
+        }
+    }
+    if !names.contains(&cfg.name) {
+        return Err(StartError::Config(format!("this member ({}) is not in the initial cluster", cfg.name)));
+    }
+    Ok(())
+}
+
+/// Where the other members reach this one: its address in the initial cluster if listed
+/// there, else the peer listener's.
+fn advertised_peer_addr(cfg: &NodeConfig) -> String {
+    cfg.initial_cluster
+        .iter()
+        .find(|(name, _)| *name == cfg.name)
+        .map_or_else(|| cfg.peer_listen.to_string(), |(_, addr)| addr.clone())
+}
+
 impl RaftNode {
     pub async fn start(cfg: NodeConfig) -> Result<RaftNode, StartError> {
         if cfg.name.is_empty() {
             return Err(StartError::Config("the member name is empty".into()));
         }
-        let mut names = BTreeSet::new();
-        for (name, _) in &cfg.initial_cluster {
-            if !names.insert(name) {
-                return Err(StartError::Config(format!(
-                    "member {name} appears twice in the initial cluster"
-                )));
-            }
-        }
-        if !names.contains(&cfg.name) {
-            return Err(StartError::Config(format!(
-                "this member ({}) is not in the initial cluster",
-                cfg.name
-            )));
+        if cfg.join.is_empty() {
+            check_initial_cluster(&cfg)?;
         }
         let data_dir = open_data_dir(&cfg.data_dir)?;
         let db = data_dir.db.clone();
         let store = MvccStore::new(Arc::new(cairn_mvcc::RocksEngine::new(db.clone())));
         let id = node_id_of(&cfg.name);
 
-        // The cluster id is fixed at first start; later flags cannot change it.
+        // The cluster id is fixed when the member first starts (a founder) or first joins;
+        // later flags cannot change it.
         let meta = db.cf_handle(CF_META).expect("raft_meta family");
-        let cluster_id = match db.get_cf(meta, KEY_CLUSTER_ID).map_err(storage("cluster id"))? {
+        let store_cluster_id = |cid: u64| {
+            let mut opts = rocksdb::WriteOptions::default();
+            opts.set_sync(true);
+            db.put_cf_opt(meta, KEY_CLUSTER_ID, cid.to_be_bytes(), &opts).map_err(storage("cluster id"))
+        };
+        let cluster_id: Arc<OnceLock<u64>> = Arc::default();
+        match db.get_cf(meta, KEY_CLUSTER_ID).map_err(storage("cluster id"))? {
             Some(b) => {
-                u64::from_be_bytes(b.as_slice().try_into().map_err(|_| storage("cluster id")("not 8 bytes"))?)
+                let cid = u64::from_be_bytes(
+                    b.as_slice().try_into().map_err(|_| storage("cluster id")("not 8 bytes"))?,
+                );
+                let _ = cluster_id.set(cid);
             }
-            None => {
+            None if cfg.join.is_empty() => {
                 let mut members: Vec<String> =
                     cfg.initial_cluster.iter().map(|(n, a)| format!("{n}={a}")).collect();
                 members.sort();
                 let cid = node_id_of(&members.join(","));
-                let mut opts = rocksdb::WriteOptions::default();
-                opts.set_sync(true);
-                db.put_cf_opt(meta, KEY_CLUSTER_ID, cid.to_be_bytes(), &opts)
-                    .map_err(storage("cluster id"))?;
-                cid
+                store_cluster_id(cid)?;
+                let _ = cluster_id.set(cid);
             }
-        };
+            // Joining: the cluster tells us its id.
+            None => {}
+        }
 
         let election_ms = cfg.election_timeout.as_millis().max(2) as u64;
         let config = Config {
@@ -185,6 +222,8 @@ impl RaftNode {
             client_urls: client_urls.clone(),
             lessor: lessor.clone(),
             stopping: stopping_rx,
+            channels: channels.clone(),
+            cluster_id: cluster_id.clone(),
         })
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
@@ -205,7 +244,33 @@ impl RaftNode {
         });
 
         let initialized = raft.is_initialized().await.map_err(|e| StartError::Raft(e.into()))?;
-        if !initialized {
+        if cluster_id.get().is_none() {
+            // A new member joining a running cluster: the leader adds it as a learner and
+            // replicates to it; it never initializes a membership of its own.
+            let request = pb::JoinRequest {
+                name: cfg.name.clone(),
+                peer_addr: advertised_peer_addr(&cfg),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                forwarded: false,
+            };
+            let joined = crate::join::join(&channels, &cfg.join, request, crate::join::JOIN_PATIENCE).await;
+            let answer = match joined {
+                Ok(answer) => answer,
+                Err(failure) => {
+                    let _ = raft.shutdown().await;
+                    return Err(match failure {
+                        crate::join::JoinFailure::Refused(why) => StartError::JoinRefused(why),
+                        crate::join::JoinFailure::Unreachable(why) => StartError::JoinUnreachable(why),
+                    });
+                }
+            };
+            store_cluster_id(answer.cluster_id)?;
+            let _ = cluster_id.set(answer.cluster_id);
+            tracing::info!(
+                cluster_id = format!("{:x}", answer.cluster_id),
+                "joined the cluster as a learner"
+            );
+        } else if !initialized && cfg.join.is_empty() {
             let members: BTreeMap<NodeId, PeerNode> = cfg
                 .initial_cluster
                 .iter()
@@ -219,9 +284,16 @@ impl RaftNode {
                 Err(e) => return Err(StartError::Raft(e.into())),
             }
         }
+        let cluster_id = *cluster_id.get().expect("the cluster id is known once founded or joined");
         let lease_tasks = vec![
             tokio::spawn(crate::leases::track_leadership(raft.clone(), id, lessor.clone())),
             tokio::spawn(crate::leases::expire_leases(raft.clone(), lessor.clone())),
+            tokio::spawn(crate::autopilot::promote_learners(
+                raft.clone(),
+                store.clone(),
+                cfg.promotion,
+                cfg.election_timeout,
+            )),
         ];
         tracing::info!(name = %cfg.name, member_id = format!("{id:x}"), cluster_id = format!("{cluster_id:x}"), peer = %cfg.peer_listen, "raft node started");
         Ok(RaftNode {
@@ -238,6 +310,7 @@ impl RaftNode {
             revision,
             lessor,
             lease_tasks,
+            stay_learner: !cfg.auto_promote,
             _data_dir: data_dir,
         })
     }

@@ -12,10 +12,10 @@ use crate::codec;
 use crate::leader::{self, LeaseQuestion};
 use crate::pb::peer_server::Peer;
 use crate::pb::{
-    forwarded_result, ForwardFailure, ForwardedResult, ForwardedWrite, LeaseRemainingResponse,
-    LeaseRenewRequest, LeaseRenewResponse, MemberAttributes, MemberInfoRequest, MemberInfoResponse,
-    PublishResponse, RaftPayload, ReadIndexRequest, ReadIndexResponse, SnapshotChunk, WriteRequest,
-    WriteResponse,
+    forwarded_result, ForwardFailure, ForwardedResult, ForwardedWrite, JoinRequest, JoinResponse,
+    LeaseRemainingResponse, LeaseRenewRequest, LeaseRenewResponse, MemberAttributes, MemberInfoRequest,
+    MemberInfoResponse, PublishResponse, RaftPayload, ReadIndexRequest, ReadIndexResponse, SnapshotChunk,
+    WriteRequest, WriteResponse,
 };
 use crate::peer_error::PeerError;
 use crate::state_machine::{SnapshotDir, SnapshotFile};
@@ -32,6 +32,10 @@ pub struct PeerService {
     /// Turns true when the member shuts down: the long-lived streams (replication,
     /// forwarding) end then, or a graceful shutdown would wait for them forever.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// To pass a join on to the leader.
+    pub channels: crate::network::PeerChannels,
+    /// Known once this member founded or joined a cluster.
+    pub cluster_id: Arc<OnceLock<u64>>,
 }
 
 impl PeerService {
@@ -238,6 +242,18 @@ impl Peer for PeerService {
     async fn publish(&self, req: Request<MemberAttributes>) -> Result<Response<PublishResponse>, Status> {
         leader::publish(&self.raft, req.into_inner()).await.map_err(PeerError::into_status)?;
         Ok(Response::new(PublishResponse {}))
+    }
+
+    async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        let Some(&cluster_id) = self.cluster_id.get() else {
+            return Err(
+                PeerError::Unavailable("this member has not joined a cluster yet".into()).into_status()
+            );
+        };
+        let answer = crate::join::admit_or_pass(&self.raft, &self.channels, req.into_inner(), cluster_id)
+            .await
+            .map_err(PeerError::into_status)?;
+        Ok(Response::new(answer))
     }
 
     async fn member_info(

@@ -23,6 +23,15 @@ pub struct Config {
     pub peer_addr: String,
     /// `name=host:port,…` of every founding member; unset: this member alone.
     pub initial_cluster: Option<String>,
+    /// `host:port,…`: peer addresses of members of a running cluster to join (any one is
+    /// enough; a follower passes the request to the leader). Not with `initial-cluster`.
+    pub join: Option<String>,
+    /// Whether this member, joined as a learner, is promoted to voter once caught up.
+    pub auto_promote: bool,
+    /// Most log entries a learner may trail the leader by to count as caught up.
+    pub promote_max_lag: u64,
+    /// Milliseconds a learner must stay caught up and in contact before it is promoted.
+    pub promote_after: u64,
     /// Milliseconds between leader heartbeats (etcd: 100).
     pub heartbeat_interval: u64,
     /// Minimum milliseconds without a leader before an election (etcd: 1000).
@@ -46,6 +55,10 @@ impl Default for Config {
             client_addr: "127.0.0.1:2379".into(),
             peer_addr: "127.0.0.1:33237".into(),
             initial_cluster: None,
+            join: None,
+            auto_promote: true,
+            promote_max_lag: cairn_raft::Promotion::default().max_lag,
+            promote_after: cairn_raft::Promotion::default().stable_for.as_millis() as u64,
             heartbeat_interval: 100,
             election_timeout: 1000,
             snapshot_count: 100_000,
@@ -64,6 +77,10 @@ pub(crate) struct Resolved {
     pub client_addr: SocketAddr,
     pub peer_addr: SocketAddr,
     pub initial_cluster: Vec<(String, String)>,
+    /// Peer addresses to join through (empty: found or restart from `initial_cluster`).
+    pub join: Vec<String>,
+    pub auto_promote: bool,
+    pub promotion: cairn_raft::Promotion,
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
     pub snapshot_count: u64,
@@ -117,6 +134,27 @@ impl Config {
         if !initial_cluster.iter().any(|(n, _)| *n == self.name) {
             return Err(format!("--initial-cluster does not name this member ({})", self.name));
         }
+        let join: Vec<String> = match &self.join {
+            None => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(|a| {
+                    let addr = strip_scheme(a);
+                    if addr.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
+                        return Err(format!("--join address {a:?} is not host:port"));
+                    }
+                    Ok(addr.to_string())
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        if !join.is_empty() && self.initial_cluster.is_some() {
+            return Err(
+                "--join and --initial-cluster exclude each other: found a cluster, or join one".into()
+            );
+        }
+        if self.promote_after == 0 {
+            return Err("--promote-after must be positive".into());
+        }
         if self.heartbeat_interval == 0 {
             return Err("--heartbeat-interval must be positive".into());
         }
@@ -142,6 +180,12 @@ impl Config {
             client_addr,
             peer_addr,
             initial_cluster,
+            join,
+            auto_promote: self.auto_promote,
+            promotion: cairn_raft::Promotion {
+                max_lag: self.promote_max_lag,
+                stable_for: Duration::from_millis(self.promote_after),
+            },
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
             election_timeout: Duration::from_millis(self.election_timeout),
             snapshot_count: self.snapshot_count,
@@ -161,6 +205,10 @@ mod tests {
         assert_eq!(r.initial_cluster, vec![("default".to_string(), "127.0.0.1:33237".to_string())]);
         assert_eq!(r.client_addr, "127.0.0.1:2379".parse().unwrap());
         assert_eq!(r.request_timeout, Duration::from_millis(7000));
+        assert!(r.join.is_empty() && r.auto_promote);
+        let joining =
+            Config { join: Some("http://10.0.0.1:2380, 10.0.0.2:2380".into()), ..Default::default() };
+        assert_eq!(joining.resolve().unwrap().join, vec!["10.0.0.1:2380", "10.0.0.2:2380"]);
         let named = Config { client_addr: "http://localhost:2379".into(), ..Default::default() };
         assert_eq!(named.resolve().unwrap().client_addr.port(), 2379);
     }
@@ -171,6 +219,16 @@ mod tests {
             (Config { name: String::new(), ..Default::default() }, "--name"),
             (Config { client_addr: "localhost".into(), ..Default::default() }, "--client-addr"),
             (Config { initial_cluster: Some("n1".into()), ..Default::default() }, "not name=host:port"),
+            (Config { join: Some("10.0.0.1".into()), ..Default::default() }, "--join address"),
+            (
+                Config {
+                    join: Some("10.0.0.1:2380".into()),
+                    initial_cluster: Some("default=127.0.0.1:1".into()),
+                    ..Default::default()
+                },
+                "exclude each other",
+            ),
+            (Config { promote_after: 0, ..Default::default() }, "--promote-after"),
             (
                 Config { initial_cluster: Some("n1=127.0.0.1:x".into()), ..Default::default() },
                 "not name=host:port",

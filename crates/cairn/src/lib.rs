@@ -46,12 +46,12 @@ pub enum Error {
 }
 
 impl Error {
-    /// 2: bad configuration; 3: data directory locked; 4: data directory corrupted;
-    /// 5: an address is in use or not available; 6: data directory written by a newer
-    /// version; 1: anything else.
+    /// 2: bad configuration (or the cluster refused to add this member); 3: data directory
+    /// locked; 4: data directory corrupted; 5: an address is in use or not available; 6: data
+    /// directory written by a newer version; 1: anything else (e.g. no member answered a join).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config(_) | Error::Start(StartError::Config(_)) => 2,
+            Error::Config(_) | Error::Start(StartError::Config(_) | StartError::JoinRefused(_)) => 2,
             Error::Start(StartError::Open(cairn_raft::OpenError::Locked(_))) => 3,
             Error::Start(StartError::Open(cairn_raft::OpenError::Corrupt { .. })) => 4,
             Error::ClientListen { .. } | Error::Start(StartError::Listen { .. }) => 5,
@@ -81,6 +81,9 @@ impl Node {
             election_timeout: resolved.election_timeout,
             snapshot_count: resolved.snapshot_count,
             request_timeout: resolved.request_timeout,
+            join: resolved.join.clone(),
+            auto_promote: resolved.auto_promote,
+            promotion: resolved.promotion,
         })
         .await?;
         // Bind clients last: a second process on the same data directory must fail on the

@@ -49,6 +49,18 @@ struct ServeArgs {
     /// name=ip:port,... of every founding member [default: this member alone]
     #[arg(long, env = "CAIRN_INITIAL_CLUSTER")]
     initial_cluster: Option<String>,
+    /// host:port,... of members of a running cluster to join (instead of --initial-cluster)
+    #[arg(long, env = "CAIRN_JOIN")]
+    join: Option<String>,
+    /// Whether a joined learner is promoted to voter once caught up [default: true]
+    #[arg(long, env = "CAIRN_AUTO_PROMOTE")]
+    auto_promote: Option<bool>,
+    /// Most log entries a learner may trail the leader by and count as caught up [default: 250]
+    #[arg(long, env = "CAIRN_PROMOTE_MAX_LAG")]
+    promote_max_lag: Option<u64>,
+    /// Milliseconds a learner must stay caught up before it is promoted [default: 10000]
+    #[arg(long, env = "CAIRN_PROMOTE_AFTER")]
+    promote_after: Option<u64>,
     /// Milliseconds between heartbeats [default: 100]
     #[arg(long, env = "CAIRN_HEARTBEAT_INTERVAL")]
     heartbeat_interval: Option<u64>,
@@ -87,6 +99,9 @@ impl ServeArgs {
             data_dir,
             client_addr,
             peer_addr,
+            auto_promote,
+            promote_max_lag,
+            promote_after,
             heartbeat_interval,
             election_timeout,
             snapshot_count,
@@ -96,6 +111,9 @@ impl ServeArgs {
         );
         if self.initial_cluster.is_some() {
             cfg.initial_cluster = self.initial_cluster;
+        }
+        if self.join.is_some() {
+            cfg.join = self.join;
         }
         Ok(cfg)
     }

@@ -1,0 +1,99 @@
+//! The leader's autopilot: promote a learner to voter once it is healthy — caught up to
+//! within [`Promotion::max_lag`] log entries of the leader and heard from within an election
+//! timeout — continuously for [`Promotion::stable_for`], and only if it asked to be promoted
+//! (it publishes `stay_learner = false`, the default of `--auto-promote`). One change at a
+//! time, through Raft's joint consensus.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use cairn_mvcc::MvccStore;
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::{ChangeMembers, ServerState};
+
+use crate::types::{NodeId, Raft};
+
+/// When a learner is promoted (Consul's autopilot defaults: 250 entries, 10 s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Promotion {
+    /// Most log entries a healthy learner may trail the leader by.
+    pub max_lag: u64,
+    /// How long a learner must stay healthy before it is promoted.
+    pub stable_for: Duration,
+}
+
+impl Default for Promotion {
+    fn default() -> Self {
+        Promotion { max_lag: 250, stable_for: Duration::from_secs(10) }
+    }
+}
+
+/// Run until the task is aborted: on the leader, promote healthy learners that want it.
+pub(crate) async fn promote_learners(raft: Raft, store: MvccStore, policy: Promotion, contact: Duration) {
+    let mut healthy_since: BTreeMap<NodeId, Instant> = BTreeMap::new();
+    let period = (policy.stable_for / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let m = raft.metrics().borrow_watched().clone();
+        if m.state != ServerState::Leader {
+            healthy_since.clear();
+            continue;
+        }
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let learners: Vec<NodeId> =
+            membership.nodes().map(|(id, _)| *id).filter(|id| !voters.contains(id)).collect();
+        healthy_since.retain(|id, _| learners.contains(id));
+        if learners.is_empty() {
+            continue;
+        }
+        let last = m.last_log_index.unwrap_or(0);
+        let now = Instant::now();
+        for id in &learners {
+            let matched =
+                m.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map_or(0, |l| l.index);
+            let heard = m.heartbeat.as_ref().and_then(|h| h.get(id).cloned().flatten());
+            let in_contact = heard.is_some_and(|at| openraft::Instant::elapsed(&*at) <= contact);
+            if last.saturating_sub(matched) <= policy.max_lag && in_contact {
+                healthy_since.entry(*id).or_insert(now);
+            } else {
+                healthy_since.remove(id);
+            }
+        }
+        let stable: Vec<NodeId> = learners
+            .iter()
+            .copied()
+            .filter(|id| {
+                healthy_since.get(id).is_some_and(|since| now.duration_since(*since) >= policy.stable_for)
+            })
+            .collect();
+        if stable.is_empty() {
+            continue;
+        }
+        let published = {
+            let store = store.clone();
+            match tokio::task::spawn_blocking(move || crate::members::published(&store)).await {
+                Ok(Ok(published)) => published,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "autopilot: reading member attributes failed");
+                    continue;
+                }
+                Err(_) => return,
+            }
+        };
+        // A learner that has not published yet has not said what it wants: wait for it.
+        let Some(id) = stable.into_iter().find(|id| published.iter().any(|a| a.id == *id && !a.stay_learner))
+        else {
+            continue;
+        };
+        match raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false).await {
+            Ok(_) => tracing::info!(member_id = format!("{id:x}"), "autopilot: promoted a learner to voter"),
+            Err(e) => {
+                tracing::info!(member_id = format!("{id:x}"), error = %e, "autopilot: promotion not done; trying again")
+            }
+        }
+        healthy_since.remove(&id);
+    }
+}
