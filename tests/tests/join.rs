@@ -64,14 +64,14 @@ async fn a_cluster_grows_by_join_while_a_client_writes() {
     cluster.wait_node_ready(2, CONVERGE).await.unwrap();
     wait_members(&cluster, 1, &[("n1", false), ("n2", false), ("n3", false)]).await.unwrap();
 
-    // A learner that stays one.
+    // A learner that stays one. It serves only Status and serializable reads, as in etcd.
     cluster.set_node_args(3, vec!["--auto-promote=false".into()]);
     cluster.join(3).unwrap();
-    cluster.wait_node_ready(3, CONVERGE).await.unwrap();
     wait_members(&cluster, 0, &[("n1", false), ("n2", false), ("n3", false), ("n4", true)]).await.unwrap();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let status = cluster.status(3).await.unwrap();
     ensure_learner(&status).unwrap();
+    check_learner_refuses(&cluster, 3).await.unwrap();
     assert_eq!(
         members(&cluster, 2).await.unwrap(),
         vec![("n1".into(), false), ("n2".into(), false), ("n3".into(), false), ("n4".into(), true)],
@@ -93,6 +93,39 @@ async fn a_cluster_grows_by_join_while_a_client_writes() {
     for i in 1..4 {
         wait_caught_up(&cluster, i, "join/", &acked, CONVERGE).await.unwrap();
     }
+}
+
+/// A learner answers serializable reads (from its own, caught-up state) and refuses the
+/// rest with etcd's error.
+async fn check_learner_refuses(cluster: &Cluster, i: usize) -> Result<()> {
+    use cairn_tests::etcd_client::{GetOptions, LeaseGrantOptions};
+    let mut c = cluster.client(i).await?;
+    eventually(CONVERGE, "the learner serves serializable reads", || async {
+        let mut c = cluster.client(i).await?;
+        let got = c.get("join/w0/000000", Some(GetOptions::new().with_serializable())).await?;
+        ensure!(got.kvs().len() == 1, "serializable get on the learner: {:?}", got.kvs());
+        Ok(())
+    })
+    .await?;
+    let refused = "etcdserver: rpc not supported for learner";
+    let linearizable = c.get("join/w0/000000", None).await;
+    let put = c.put("join/on-learner", "x", None).await;
+    let lease = c.lease_grant(10, None::<LeaseGrantOptions>).await;
+    let members = c.member_list().await;
+    for (what, err) in [
+        ("linearizable get", linearizable.err()),
+        ("put", put.err()),
+        ("lease grant", lease.err()),
+        ("member list", members.err()),
+    ] {
+        let err = err.with_context(|| format!("{what} on a learner succeeded"))?;
+        let (code, message) = cairn_tests::grpc_code(&err).with_context(|| format!("{what}: {err}"))?;
+        ensure!(
+            code == cairn_tests::Code::Unavailable && message == refused,
+            "{what} on a learner: {code:?} {message:?}"
+        );
+    }
+    Ok(())
 }
 
 fn ensure_learner(status: &cairn_tests::etcd_client::StatusResponse) -> Result<()> {

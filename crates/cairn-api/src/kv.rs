@@ -50,6 +50,9 @@ impl<B: Backend> Kv for KvService<B> {
         let req = req.into_inner();
         validate::check_range(&req).map_err(request_status)?;
         self.check_size(&req)?;
+        if !req.serializable && self.backend.status().is_learner {
+            return Err(crate::learner::not_supported());
+        }
         let mut resp = self.backend.range(req).await.map_err(backend_status)?;
         fill_header(&mut resp.header, &self.backend.status());
         Ok(Response::new(resp))

@@ -8,6 +8,7 @@
 pub mod election;
 pub mod errors;
 pub mod kv;
+pub mod learner;
 pub mod lease;
 pub mod lock;
 pub mod maintenance;
@@ -137,7 +138,10 @@ pub async fn serve<B: Backend>(
     // The builder's TCP settings do not apply to an incoming stream we give it: without
     // TCP_NODELAY here, small responses wait for Nagle's timer (~40 ms per request).
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let status = backend.clone();
+    let gate = learner::LearnerGateLayer { is_learner: Arc::new(move || status.status().is_learner) };
     tonic::transport::Server::builder()
+        .layer(gate)
         .add_routes(routes(backend, limits))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
