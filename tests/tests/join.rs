@@ -162,3 +162,191 @@ async fn a_clashing_node_is_refused() {
     assert_eq!(out.status.code(), Some(5), "stderr: {stderr}");
     assert_eq!(members(&cluster, 0).await.unwrap(), vec![("n1".into(), false)], "nothing was added");
 }
+
+/// The id of the member named `name`, as node `asked` lists it.
+async fn member_id_of(cluster: &Cluster, asked: usize, name: &str) -> Result<u64> {
+    let mut c = cluster.client(asked).await?;
+    let list = c.member_list().await?;
+    list.members()
+        .iter()
+        .find(|m| m.name() == name)
+        .map(|m| m.id())
+        .with_context(|| format!("no member {name}"))
+}
+
+fn expect_refused<T: std::fmt::Debug>(
+    what: &str,
+    got: Result<T, cairn_tests::etcd_client::Error>,
+    code: cairn_tests::Code,
+    text: &str,
+) -> Result<()> {
+    let err = match got {
+        Ok(v) => anyhow::bail!("{what} succeeded: {v:?}"),
+        Err(e) => e,
+    };
+    let (got_code, message) = cairn_tests::grpc_code(&err).with_context(|| format!("{what}: {err}"))?;
+    ensure!(got_code == code && message == text, "{what}: {got_code:?} {message:?}, want {code:?} {text:?}");
+    Ok(())
+}
+
+/// Waits until node `i`'s process exits by itself, and returns its exit code.
+async fn wait_exit(cluster: &Cluster, i: usize) -> Result<Option<i32>> {
+    eventually(CONVERGE, &format!("node {i} to exit"), || async {
+        let exits = cluster.unexpected_exits();
+        let (_, status) =
+            exits.iter().find(|(n, _)| *n == i).with_context(|| format!("node {i} still runs"))?;
+        Ok(status.code())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn members_are_promoted_and_removed_through_the_cluster_api() {
+    use cairn_tests::Code;
+    let Some(target) = cairn_only() else { return };
+    let opts = ClusterOptions { nodes: 4, founders: Some(3), ..Default::default() };
+    let cluster = Cluster::start(target, opts).await.unwrap();
+    cluster.set_node_args(3, vec!["--auto-promote=false".into()]);
+    cluster.join(3).unwrap();
+    wait_members(&cluster, 0, &[("n1", false), ("n2", false), ("n3", false), ("n4", true)]).await.unwrap();
+    let mut c = cluster.client(0).await.unwrap();
+
+    // etcd's refusals.
+    let n1 = member_id_of(&cluster, 0, "n1").await.unwrap();
+    let n4 = member_id_of(&cluster, 0, "n4").await.unwrap();
+    let not_learner = "etcdserver: can only promote a learner member";
+    expect_refused("promote a voter", c.member_promote(n1).await, Code::FailedPrecondition, not_learner)
+        .unwrap();
+    let not_found = "etcdserver: member not found";
+    expect_refused("promote nobody", c.member_promote(42).await, Code::NotFound, not_found).unwrap();
+    expect_refused("remove nobody", c.member_remove(42).await, Code::NotFound, not_found).unwrap();
+
+    // Three voters: with one of them down, removing another would leave one of two started.
+    {
+        let leader = cluster.leader().await.unwrap();
+        let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+        cluster.kill(followers[0]).unwrap();
+        // Counted as started until it has not answered for an election timeout (1 s).
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let victim = member_id_of(&cluster, leader, cluster.node_name(followers[1])).await.unwrap();
+        let mut lc = cluster.client(leader).await.unwrap();
+        let not_enough = "etcdserver: re-configuration failed due to not enough started members";
+        expect_refused(
+            "remove with too few started",
+            lc.member_remove(victim).await,
+            Code::FailedPrecondition,
+            not_enough,
+        )
+        .unwrap();
+        cluster.restart(followers[0]).unwrap();
+        cluster.wait_node_ready(followers[0], CONVERGE).await.unwrap();
+    }
+
+    // Promote the learner by hand (once it is in sync).
+    eventually(CONVERGE, "n4 promoted", || async {
+        let mut c = cluster.client(1).await?;
+        let resp = c.member_promote(n4).await?;
+        ensure!(resp.members().iter().any(|m| m.id() == n4 && !m.is_learner()), "{:?}", resp.members());
+        Ok(())
+    })
+    .await
+    .unwrap();
+
+    let writers = Writers::start(&cluster, &[0, 1, 2, 3], "members/", 2).await.unwrap();
+    let leader = cluster.leader().await.unwrap();
+    let others: Vec<usize> = (0..4).filter(|i| *i != leader).collect();
+    let victim = member_id_of(&cluster, leader, cluster.node_name(others[1])).await.unwrap();
+    // Remove a follower, then the leader: each exits with 7; the others keep serving.
+    eventually(CONVERGE, "remove a follower", || async {
+        let mut lc = cluster.client(leader).await?;
+        lc.member_remove(victim).await?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(wait_exit(&cluster, others[1]).await.unwrap(), Some(7), "{}", cluster.log_tail(others[1], 20));
+    let leader_id = member_id_of(&cluster, others[0], cluster.node_name(leader)).await.unwrap();
+    let mut oc = cluster.client(others[0]).await.unwrap();
+    oc.member_remove(leader_id).await.unwrap();
+    assert_eq!(wait_exit(&cluster, leader).await.unwrap(), Some(7), "{}", cluster.log_tail(leader, 20));
+    let remaining = [others[0], others[2]];
+    let names: Vec<&str> = remaining.iter().map(|i| cluster.node_name(*i)).collect();
+    for &i in &remaining {
+        eventually(CONVERGE, &format!("node {i} lists the two left"), || async {
+            let got = members(&cluster, i).await?;
+            ensure!(got.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>() == names, "members {got:?}");
+            Ok(())
+        })
+        .await
+        .unwrap();
+    }
+    let mut rc = cluster.client_with(&remaining, cairn_tests::default_connect_options()).await.unwrap();
+    let deadline = std::time::Instant::now() + CONVERGE;
+    assert!(put_retrying(&mut rc, "members/after", "ok", deadline, None).await);
+    let acked = writers.stop().await.unwrap();
+    for &i in &remaining {
+        wait_caught_up(&cluster, i, "members/", &acked, CONVERGE).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_with_another_cluster_key_is_refused() {
+    let Some(target) = cairn_only() else { return };
+    let keys = tempfile::tempdir().unwrap();
+    let (a, b) = (keys.path().join("a.key"), keys.path().join("b.key"));
+    std::fs::write(&a, "the cluster's own secret, 32 bytes\n").unwrap();
+    std::fs::write(&b, "somebody else's secret, 32 bytes").unwrap();
+    let opts = ClusterOptions { nodes: 2, founders: Some(1), ..Default::default() };
+    let cluster = Cluster::start(target.clone(), opts).await.unwrap();
+    // The founder runs with key a from its restart on.
+    cluster.set_node_args(0, vec!["--encryption-key-file".into(), a.display().to_string()]);
+    cluster.restart(0).unwrap();
+    cluster.wait_node_ready(0, CONVERGE).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let ip = std::net::Ipv4Addr::new(127, 0, 0, 9);
+    let join = |key: Option<&std::path::Path>, env_key: Option<&str>| {
+        let mut cmd = std::process::Command::new(target.bin());
+        cmd.args(["serve", "--name", "intruder", "--data-dir"])
+            .arg(dir.path().join(format!("d{}", cairn_tests::free_port(ip).unwrap())))
+            .args(["--client-addr", &format!("{ip}:{}", cairn_tests::free_port(ip).unwrap())])
+            .args(["--peer-addr", &format!("{ip}:{}", cairn_tests::free_port(ip).unwrap())])
+            .args(["--join", &cluster.advertised_peer_addr(0).to_string()])
+            .env("NO_COLOR", "1")
+            .env_remove("CAIRN_ENCRYPTION_KEY");
+        if let Some(key) = key {
+            cmd.arg("--encryption-key-file").arg(key);
+        }
+        if let Some(k) = env_key {
+            cmd.env("CAIRN_ENCRYPTION_KEY", k);
+        }
+        cmd.output().unwrap()
+    };
+    for (what, out) in [
+        ("key b", join(Some(&b), None)),
+        ("no key", join(None, None)),
+        ("env key", join(None, Some("another secret of enough bytes"))),
+    ] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{what}: {stderr}");
+        assert!(
+            stderr.contains("cluster key mismatch: this member's key fingerprint is")
+                && stderr.contains("the caller's is"),
+            "{what}: {stderr}"
+        );
+    }
+    let out = join(None, None);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the caller's is none"));
+    assert_eq!(members(&cluster, 0).await.unwrap(), vec![("n1".into(), false)], "nobody was added");
+
+    // The same key joins.
+    cluster.set_node_args(1, vec!["--encryption-key-file".into(), a.display().to_string()]);
+    cluster.join(1).unwrap();
+    eventually(CONVERGE, "n2 joined", || async {
+        let got = members(&cluster, 0).await?;
+        ensure!(got.iter().any(|(n, _)| n == "n2"), "members {got:?}");
+        Ok(())
+    })
+    .await
+    .unwrap();
+}

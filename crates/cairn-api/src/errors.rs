@@ -27,6 +27,18 @@ pub fn request_status(e: RequestError) -> Status {
         RequestError::LeaseNotFound => (Code::NotFound, "etcdserver: requested lease not found"),
         RequestError::LeaseExists => (Code::FailedPrecondition, "etcdserver: lease already exists"),
         RequestError::LeaseTtlTooLarge => (Code::OutOfRange, "etcdserver: too large lease TTL"),
+        RequestError::MemberNotFound => (Code::NotFound, "etcdserver: member not found"),
+        RequestError::NotEnoughStartedMembers => (
+            Code::FailedPrecondition,
+            "etcdserver: re-configuration failed due to not enough started members",
+        ),
+        RequestError::MemberNotLearner => {
+            (Code::FailedPrecondition, "etcdserver: can only promote a learner member")
+        }
+        RequestError::LearnerNotReady => (
+            Code::FailedPrecondition,
+            "etcdserver: can only promote a learner member which is in sync with leader",
+        ),
     };
     Status::new(code, text)
 }

@@ -110,9 +110,13 @@ impl<B: Backend> Cluster for ClusterService<B> {
 
     async fn member_remove(
         &self,
-        _req: Request<MemberRemoveRequest>,
+        req: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        Err(not_yet("MemberRemove"))
+        let members = self.backend.member_remove(req.into_inner().id).await.map_err(backend_status)?;
+        let mut resp =
+            MemberRemoveResponse { members: members.into_iter().map(to_pb).collect(), ..Default::default() };
+        fill_header(&mut resp.header, &self.backend.status());
+        Ok(Response::new(resp))
     }
 
     async fn member_update(
@@ -126,20 +130,7 @@ impl<B: Backend> Cluster for ClusterService<B> {
         &self,
         _req: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
-        let members = self
-            .backend
-            .members()
-            .await
-            .map_err(backend_status)?
-            .into_iter()
-            .map(|m| Member {
-                id: m.id,
-                name: m.name,
-                peer_ur_ls: m.peer_urls,
-                client_ur_ls: m.client_urls,
-                is_learner: m.is_learner,
-            })
-            .collect();
+        let members = self.backend.members().await.map_err(backend_status)?.into_iter().map(to_pb).collect();
         let mut resp = MemberListResponse { members, ..Default::default() };
         fill_header(&mut resp.header, &self.backend.status());
         Ok(Response::new(resp))
@@ -147,8 +138,22 @@ impl<B: Backend> Cluster for ClusterService<B> {
 
     async fn member_promote(
         &self,
-        _req: Request<MemberPromoteRequest>,
+        req: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        Err(not_yet("MemberPromote"))
+        let members = self.backend.member_promote(req.into_inner().id).await.map_err(backend_status)?;
+        let mut resp =
+            MemberPromoteResponse { members: members.into_iter().map(to_pb).collect(), ..Default::default() };
+        fill_header(&mut resp.header, &self.backend.status());
+        Ok(Response::new(resp))
+    }
+}
+
+fn to_pb(m: cairn_core::Member) -> Member {
+    Member {
+        id: m.id,
+        name: m.name,
+        peer_ur_ls: m.peer_urls,
+        client_ur_ls: m.client_urls,
+        is_learner: m.is_learner,
     }
 }

@@ -95,6 +95,14 @@ pub trait ClusterBackend: Send + Sync + 'static {
 
     /// The members and where they serve.
     fn members(&self) -> impl Future<Output = Result<Vec<Member>, BackendError>> + Send;
+
+    /// Remove member `id` (a voter only if enough started voters remain for a quorum);
+    /// returns the members after the change.
+    fn member_remove(&self, id: u64) -> impl Future<Output = Result<Vec<Member>, BackendError>> + Send;
+
+    /// Make learner `id` a voter (only once it is in sync with the leader); returns the
+    /// members after the change.
+    fn member_promote(&self, id: u64) -> impl Future<Output = Result<Vec<Member>, BackendError>> + Send;
 }
 
 /// Operator-facing figures.

@@ -49,11 +49,23 @@ pub enum RequestError {
     /// A grant with a TTL above [`crate::MAX_LEASE_TTL`] (etcd: OutOfRange).
     #[error("too large lease TTL")]
     LeaseTtlTooLarge,
+    /// No member has that id (etcd: NotFound).
+    #[error("member not found")]
+    MemberNotFound,
+    /// The change would leave too few started voters for a quorum (etcd: FailedPrecondition).
+    #[error("re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
+    /// Promote of a member that is already a voter (etcd: FailedPrecondition).
+    #[error("can only promote a learner member")]
+    MemberNotLearner,
+    /// Promote of a learner that has not caught up (etcd: FailedPrecondition).
+    #[error("can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
 }
 
 impl RequestError {
     /// A stable number for each variant: apply results cross the peer protocol with it
-    /// (`cairnpb.WriteError`). Never renumber; 10, 11 and 12 are retired.
+    /// (`cairnpb.WriteError`). Never renumber; 10, 11, 12 and 17 are retired.
     pub fn code(self) -> u32 {
         match self {
             RequestError::Compacted => 1,
@@ -69,6 +81,10 @@ impl RequestError {
             RequestError::LeaseNotFound => 14,
             RequestError::LeaseExists => 15,
             RequestError::LeaseTtlTooLarge => 16,
+            RequestError::MemberNotFound => 18,
+            RequestError::NotEnoughStartedMembers => 19,
+            RequestError::MemberNotLearner => 20,
+            RequestError::LearnerNotReady => 21,
         }
     }
 
@@ -88,12 +104,16 @@ impl RequestError {
             14 => RequestError::LeaseNotFound,
             15 => RequestError::LeaseExists,
             16 => RequestError::LeaseTtlTooLarge,
+            18 => RequestError::MemberNotFound,
+            19 => RequestError::NotEnoughStartedMembers,
+            20 => RequestError::MemberNotLearner,
+            21 => RequestError::LearnerNotReady,
             _ => return None,
         })
     }
 
     /// Every variant, for exhaustive tests of code and status tables.
-    pub const ALL: [RequestError; 13] = [
+    pub const ALL: [RequestError; 17] = [
         RequestError::Compacted,
         RequestError::FutureRevision,
         RequestError::EmptyKey,
@@ -107,6 +127,10 @@ impl RequestError {
         RequestError::LeaseNotFound,
         RequestError::LeaseExists,
         RequestError::LeaseTtlTooLarge,
+        RequestError::MemberNotFound,
+        RequestError::NotEnoughStartedMembers,
+        RequestError::MemberNotLearner,
+        RequestError::LearnerNotReady,
     ];
 }
 

@@ -279,6 +279,22 @@ impl ClusterBackend for LocalBackend {
             is_learner: false,
         }])
     }
+
+    /// The only member cannot be removed (no voter would remain).
+    async fn member_remove(&self, id: u64) -> Result<Vec<Member>, BackendError> {
+        if id == self.inner.config.member_id {
+            return Err(RequestError::NotEnoughStartedMembers.into());
+        }
+        Err(RequestError::MemberNotFound.into())
+    }
+
+    /// The only member is a voter already.
+    async fn member_promote(&self, id: u64) -> Result<Vec<Member>, BackendError> {
+        if id == self.inner.config.member_id {
+            return Err(RequestError::MemberNotLearner.into());
+        }
+        Err(RequestError::MemberNotFound.into())
+    }
 }
 
 impl MaintenanceBackend for LocalBackend {

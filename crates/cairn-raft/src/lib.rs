@@ -6,6 +6,7 @@
 //! barrier. The API crate builds the etcd services on [`RaftNode`].
 
 pub mod autopilot;
+pub mod cluster_key;
 pub mod codec;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
@@ -20,6 +21,7 @@ pub mod network;
 pub mod node;
 pub mod pb;
 pub mod peer_error;
+pub mod reconfigure;
 mod route;
 pub mod server;
 pub mod state_machine;
@@ -27,8 +29,10 @@ pub mod storage;
 pub mod types;
 
 pub use autopilot::Promotion;
+pub use cluster_key::ClusterKey;
 pub use node::{NodeConfig, NodeStatus, RaftNode, StartError};
 pub use peer_error::PeerError;
+pub use reconfigure::MemberChange;
 pub use storage::OpenError;
 pub use types::{node_id_of, NodeId, PeerNode};
 

@@ -23,11 +23,14 @@ use openraft::raft::{
 use openraft::RaftNetworkV2;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+use crate::cluster_key::{ClusterKey, KeyStamp};
 use crate::codec;
 use crate::pb::peer_client::PeerClient;
 use crate::pb::{RaftPayload, SnapshotChunk};
+use crate::peer_error::PeerError;
 use crate::state_machine::SnapshotFile;
 use crate::types::{NodeId, PeerNode, Snapshot, TypeConfig, Vote};
+use tonic::service::interceptor::InterceptedService;
 
 const SNAPSHOT_CHUNK: usize = 1 << 20;
 
@@ -36,13 +39,19 @@ const SNAPSHOT_CHUNK: usize = 1 << 20;
 pub struct PeerChannels {
     local_ip: Option<IpAddr>,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// Stamps every request with this member's cluster key fingerprint.
+    stamp: KeyStamp,
 }
 
+/// A client of a peer's `cairnpb.Peer` service, its requests stamped with the key fingerprint.
+pub type Client = PeerClient<InterceptedService<Channel, KeyStamp>>;
+
 impl PeerChannels {
-    /// `local_ip`: the address outgoing connections bind to (`None` or unspecified: any).
-    pub fn new(local_ip: Option<IpAddr>) -> PeerChannels {
+    /// `local_ip`: the address outgoing connections bind to (`None` or unspecified: any);
+    /// `key`: the cluster key whose fingerprint every request carries.
+    pub fn new(local_ip: Option<IpAddr>, key: &ClusterKey) -> PeerChannels {
         let local_ip = local_ip.filter(|ip| !ip.is_unspecified());
-        PeerChannels { local_ip, channels: Default::default() }
+        PeerChannels { local_ip, channels: Default::default(), stamp: key.stamp() }
     }
 
     /// A channel to `addr` (host:port).
@@ -63,8 +72,8 @@ impl PeerChannels {
         Ok(channel)
     }
 
-    pub fn client(&self, addr: &str) -> Result<PeerClient<Channel>, tonic::transport::Error> {
-        Ok(PeerClient::new(self.channel(addr)?)
+    pub fn client(&self, addr: &str) -> Result<Client, tonic::transport::Error> {
+        Ok(PeerClient::with_interceptor(self.channel(addr)?, self.stamp.clone())
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX))
     }
@@ -99,6 +108,8 @@ pub struct PeerNetwork {
     /// heartbeat interval; a link slower than that is slow, not broken, and cutting every
     /// message at it would stop all progress (the chaos harness's `delay` nemesis found it).
     pub min_rpc_deadline: Duration,
+    /// Set when a peer answers a vote request with "you were removed".
+    pub removed: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
@@ -110,17 +121,19 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             client: self.channels.client(&node.peer_addr).map_err(|e| e.to_string()),
             min_rpc_deadline: self.min_rpc_deadline,
             pipelined: true,
+            removed: self.removed.clone(),
         }
     }
 }
 
 pub struct PeerConnection {
     target: NodeId,
-    client: Result<PeerClient<Channel>, String>,
+    client: Result<Client, String>,
     min_rpc_deadline: Duration,
     /// Whether the peer serves `StreamAppend`; cleared when it answers Unimplemented (an
     /// older member during a rolling upgrade), after which AppendEntries go one at a time.
     pipelined: bool,
+    removed: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// Requests encoded ahead of the transport on a replication stream.
@@ -152,7 +165,7 @@ fn status_to_rpc(status: tonic::Status) -> RPCError<TypeConfig> {
 }
 
 impl PeerConnection {
-    fn client(&self) -> Result<PeerClient<Channel>, RPCError<TypeConfig>> {
+    fn client(&self) -> Result<Client, RPCError<TypeConfig>> {
         self.client.clone().map_err(|e| unreachable(&io::Error::other(e)))
     }
 
@@ -161,7 +174,7 @@ impl PeerConnection {
         rpc: &Req,
         ttl: Duration,
         call: impl AsyncFnOnce(
-            PeerClient<Channel>,
+            Client,
             tonic::Request<RaftPayload>,
         ) -> Result<tonic::Response<RaftPayload>, tonic::Status>,
     ) -> Result<Resp, RPCError<TypeConfig>> {
@@ -322,7 +335,18 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.unary(&rpc, option.hard_ttl(), async |mut c, r| c.vote(r).await).await
+        let removed = self.removed.clone();
+        self.unary(&rpc, option.hard_ttl(), async move |mut c, r| {
+            let answer = c.vote(r).await;
+            if let Err(status) = &answer {
+                if PeerError::from_status(status) == PeerError::Removed {
+                    tracing::error!("a member says this one was removed from the cluster");
+                    removed.send_replace(true);
+                }
+            }
+            answer
+        })
+        .await
     }
 
     async fn full_snapshot(

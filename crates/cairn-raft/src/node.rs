@@ -49,6 +49,8 @@ pub struct NodeConfig {
     pub auto_promote: bool,
     /// When this member, as leader, promotes learners.
     pub promotion: crate::autopilot::Promotion,
+    /// The cluster key every member shares (its fingerprint is checked on every peer request).
+    pub cluster_key: crate::ClusterKey,
 }
 
 /// Why a node could not start.
@@ -111,6 +113,12 @@ pub struct RaftNode {
     lease_tasks: Vec<JoinHandle<()>>,
     /// This member, as a learner, asks not to be promoted (`--auto-promote=false`).
     pub(crate) stay_learner: bool,
+    /// As leader: the promotion policy, and how recently a member must have answered to
+    /// count as started (the election timeout).
+    pub(crate) promotion: crate::autopilot::Promotion,
+    pub(crate) contact: Duration,
+    /// Turns true when this member finds itself removed from the cluster.
+    removed: Arc<tokio::sync::watch::Sender<bool>>,
     /// Holds the data directory's lock while the node lives.
     _data_dir: DataDir,
 }
@@ -200,8 +208,13 @@ impl RaftNode {
         let sm = StateMachine::new(store.clone(), snapshots.clone(), lessor.clone())
             .map_err(storage("state machine"))?;
         let revision = sm.revision_updates();
-        let channels = PeerChannels::new(Some(cfg.peer_listen.ip()));
-        let network = PeerNetwork { channels: channels.clone(), min_rpc_deadline: cfg.election_timeout };
+        let channels = PeerChannels::new(Some(cfg.peer_listen.ip()), &cfg.cluster_key);
+        let removed = Arc::new(tokio::sync::watch::Sender::new(false));
+        let network = PeerNetwork {
+            channels: channels.clone(),
+            min_rpc_deadline: cfg.election_timeout,
+            removed: removed.clone(),
+        };
         let log = LogStore::new(db.clone());
         let raft = Raft::new(id, config, network, log, sm).await.map_err(|e| StartError::Raft(e.into()))?;
 
@@ -224,9 +237,16 @@ impl RaftNode {
             stopping: stopping_rx,
             channels: channels.clone(),
             cluster_id: cluster_id.clone(),
+            promotion: cfg.promotion,
+            contact: cfg.election_timeout,
         })
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
+        // Every peer request must carry this cluster's key fingerprint.
+        let service = tonic::service::interceptor::InterceptedService::new(
+            service,
+            crate::cluster_key::KeyCheck(cfg.cluster_key.clone()),
+        );
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             // TCP_NODELAY on the accepted sockets (the builder's setting does not reach a
@@ -288,6 +308,7 @@ impl RaftNode {
         let lease_tasks = vec![
             tokio::spawn(crate::leases::track_leadership(raft.clone(), id, lessor.clone())),
             tokio::spawn(crate::leases::expire_leases(raft.clone(), lessor.clone())),
+            tokio::spawn(crate::reconfigure::watch_removal(raft.clone(), id, removed.clone())),
             tokio::spawn(crate::autopilot::promote_learners(
                 raft.clone(),
                 store.clone(),
@@ -295,7 +316,10 @@ impl RaftNode {
                 cfg.election_timeout,
             )),
         ];
-        tracing::info!(name = %cfg.name, member_id = format!("{id:x}"), cluster_id = format!("{cluster_id:x}"), peer = %cfg.peer_listen, "raft node started");
+        if cfg.cluster_key.is_none() {
+            tracing::warn!("no cluster key (--encryption-key-file / CAIRN_ENCRYPTION_KEY): any node that reaches the peer port can take part");
+        }
+        tracing::info!(key_fingerprint = %cfg.cluster_key.fingerprint(), name = %cfg.name, member_id = format!("{id:x}"), cluster_id = format!("{cluster_id:x}"), peer = %cfg.peer_listen, "raft node started");
         Ok(RaftNode {
             id,
             cluster_id,
@@ -311,6 +335,9 @@ impl RaftNode {
             lessor,
             lease_tasks,
             stay_learner: !cfg.auto_promote,
+            promotion: cfg.promotion,
+            contact: cfg.election_timeout,
+            removed,
             _data_dir: data_dir,
         })
     }
@@ -351,6 +378,13 @@ impl RaftNode {
             last_log_index: m.last_log_index.unwrap_or(0),
             applied_index: m.last_applied.as_ref().map_or(0, |l| l.index),
         }
+    }
+
+    /// Resolves when this member finds itself removed from the cluster (it should then stop
+    /// serving: "the member has been permanently removed from the cluster").
+    pub async fn removed(&self) {
+        let mut rx = self.removed.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
     }
 
     /// Tell the other members where clients reach this one (once; later calls are ignored).

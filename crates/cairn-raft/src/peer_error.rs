@@ -30,6 +30,8 @@ pub enum PeerError {
     Refused(String),
     /// Anything else (a broken connection, a stopping member): it may have happened.
     Unavailable(String),
+    /// The caller is no longer a member of the cluster (it was removed): it should stop.
+    Removed,
 }
 
 impl PeerError {
@@ -48,6 +50,12 @@ impl PeerError {
             }
             PeerError::Refused(why) => (Code::InvalidArgument, Kind::Refused, 0, why),
             PeerError::Unavailable(why) => (Code::Unavailable, Kind::Unavailable, 0, why),
+            PeerError::Removed => (
+                Code::PermissionDenied,
+                Kind::Removed,
+                0,
+                "the member has been permanently removed from the cluster".into(),
+            ),
             PeerError::NotDelivered | PeerError::Timeout | PeerError::Unimplemented => {
                 (Code::Unavailable, Kind::Unavailable, 0, "cairn: unavailable".into())
             }
@@ -67,6 +75,7 @@ impl PeerError {
                     },
                     Ok(Kind::LeaderChanged) => PeerError::LeaderChanged,
                     Ok(Kind::Refused) => PeerError::Refused(status.message().to_string()),
+                    Ok(Kind::Removed) => PeerError::Removed,
                     Ok(Kind::Unavailable) | Ok(Kind::Unknown) | Err(_) => {
                         PeerError::Unavailable(status.message().to_string())
                     }
@@ -101,6 +110,7 @@ impl PeerError {
             PeerError::NotLeader { .. } | PeerError::NotDelivered => BackendError::NoLeader,
             PeerError::LeaderChanged => BackendError::LeaderChanged,
             PeerError::Timeout | PeerError::Unavailable(_) => BackendError::Timeout,
+            PeerError::Removed => BackendError::Stopped,
             PeerError::Unimplemented | PeerError::Refused(_) => {
                 BackendError::Corrupt(format!("a member refused a peer request: {self:?}"))
             }
@@ -170,7 +180,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let channels = crate::network::PeerChannels::new(None);
+        let channels = crate::network::PeerChannels::new(None, &crate::ClusterKey::none());
         let mut client = channels.client(&addr.to_string()).unwrap();
         let status = client.read_index(crate::pb::ReadIndexRequest {}).await.unwrap_err();
         assert_eq!(PeerError::from_status(&status), PeerError::NotDelivered, "{status:?}");

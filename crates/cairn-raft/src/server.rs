@@ -13,9 +13,9 @@ use crate::leader::{self, LeaseQuestion};
 use crate::pb::peer_server::Peer;
 use crate::pb::{
     forwarded_result, ForwardFailure, ForwardedResult, ForwardedWrite, JoinRequest, JoinResponse,
-    LeaseRemainingResponse, LeaseRenewRequest, LeaseRenewResponse, MemberAttributes, MemberInfoRequest,
-    MemberInfoResponse, PublishResponse, RaftPayload, ReadIndexRequest, ReadIndexResponse, SnapshotChunk,
-    WriteRequest, WriteResponse,
+    LeaseRemainingResponse, LeaseRenewRequest, LeaseRenewResponse, MemberAttributes, MemberChangeRequest,
+    MemberChangeResponse, MemberInfoRequest, MemberInfoResponse, PublishResponse, RaftPayload,
+    ReadIndexRequest, ReadIndexResponse, SnapshotChunk, WriteRequest, WriteResponse,
 };
 use crate::peer_error::PeerError;
 use crate::state_machine::{SnapshotDir, SnapshotFile};
@@ -36,6 +36,10 @@ pub struct PeerService {
     pub channels: crate::network::PeerChannels,
     /// Known once this member founded or joined a cluster.
     pub cluster_id: Arc<OnceLock<u64>>,
+    /// For membership changes decided here: the promotion policy's lag, and how recently a
+    /// member must have answered to count as started (the election timeout).
+    pub promotion: crate::autopilot::Promotion,
+    pub contact: std::time::Duration,
 }
 
 impl PeerService {
@@ -126,7 +130,10 @@ impl Peer for PeerService {
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let rpc = codec::decode(&req.into_inner().data).map_err(bad_payload)?;
+        let rpc: crate::types::VoteRequest = codec::decode(&req.into_inner().data).map_err(bad_payload)?;
+        if crate::reconfigure::was_removed(&self.raft, &rpc) {
+            return Err(PeerError::Removed.into_status());
+        }
         let resp = self.raft.vote(rpc).await.map_err(|e| Status::unavailable(e.to_string()))?;
         encode(&resp)
     }
@@ -254,6 +261,19 @@ impl Peer for PeerService {
             .await
             .map_err(PeerError::into_status)?;
         Ok(Response::new(answer))
+    }
+
+    async fn change_member(
+        &self,
+        req: Request<MemberChangeRequest>,
+    ) -> Result<Response<MemberChangeResponse>, Status> {
+        let Some(change) = crate::reconfigure::MemberChange::from_pb(&req.into_inner()) else {
+            return Err(PeerError::Refused("unknown membership change".into()).into_status());
+        };
+        let outcome = crate::reconfigure::change(&self.raft, change, self.promotion.max_lag, self.contact)
+            .await
+            .map_err(PeerError::into_status)?;
+        Ok(Response::new(MemberChangeResponse { refused: outcome.err().map_or(0, |e| e.code()) }))
     }
 
     async fn member_info(

@@ -147,6 +147,16 @@ impl ClusterBackend for RaftBackend {
     async fn members(&self) -> Result<Vec<Member>, BackendError> {
         self.node.member_list().await
     }
+
+    async fn member_remove(&self, id: u64) -> Result<Vec<Member>, BackendError> {
+        self.node.change_member(cairn_raft::MemberChange::Remove(id)).await?;
+        self.node.member_list().await
+    }
+
+    async fn member_promote(&self, id: u64) -> Result<Vec<Member>, BackendError> {
+        self.node.change_member(cairn_raft::MemberChange::Promote(id)).await?;
+        self.node.member_list().await
+    }
 }
 
 impl MaintenanceBackend for RaftBackend {

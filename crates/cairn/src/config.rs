@@ -32,6 +32,11 @@ pub struct Config {
     pub promote_max_lag: u64,
     /// Milliseconds a learner must stay caught up and in contact before it is promoted.
     pub promote_after: u64,
+    /// A file holding the cluster key every member shares (at least 16 bytes; surrounding
+    /// whitespace ignored). Unset, with `encryption-key` unset too: no key.
+    pub encryption_key_file: Option<PathBuf>,
+    /// The cluster key itself (usually from `CAIRN_ENCRYPTION_KEY`), instead of a file.
+    pub encryption_key: Option<String>,
     /// Milliseconds between leader heartbeats (etcd: 100).
     pub heartbeat_interval: u64,
     /// Minimum milliseconds without a leader before an election (etcd: 1000).
@@ -59,6 +64,8 @@ impl Default for Config {
             auto_promote: true,
             promote_max_lag: cairn_raft::Promotion::default().max_lag,
             promote_after: cairn_raft::Promotion::default().stable_for.as_millis() as u64,
+            encryption_key_file: None,
+            encryption_key: None,
             heartbeat_interval: 100,
             election_timeout: 1000,
             snapshot_count: 100_000,
@@ -81,6 +88,7 @@ pub(crate) struct Resolved {
     pub join: Vec<String>,
     pub auto_promote: bool,
     pub promotion: cairn_raft::Promotion,
+    pub cluster_key: cairn_raft::ClusterKey,
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
     pub snapshot_count: u64,
@@ -155,6 +163,20 @@ impl Config {
         if self.promote_after == 0 {
             return Err("--promote-after must be positive".into());
         }
+        let cluster_key = match (&self.encryption_key_file, &self.encryption_key) {
+            (Some(_), Some(_)) => {
+                return Err("give the cluster key once: --encryption-key-file or CAIRN_ENCRYPTION_KEY".into())
+            }
+            (Some(path), None) => {
+                let secret = std::fs::read(path)
+                    .map_err(|e| format!("cannot read --encryption-key-file {}: {e}", path.display()))?;
+                cairn_raft::ClusterKey::from_secret(&secret)
+                    .map_err(|e| format!("--encryption-key-file {}: {e}", path.display()))?
+            }
+            (None, Some(key)) => cairn_raft::ClusterKey::from_secret(key.as_bytes())
+                .map_err(|e| format!("CAIRN_ENCRYPTION_KEY: {e}"))?,
+            (None, None) => cairn_raft::ClusterKey::none(),
+        };
         if self.heartbeat_interval == 0 {
             return Err("--heartbeat-interval must be positive".into());
         }
@@ -186,6 +208,7 @@ impl Config {
                 max_lag: self.promote_max_lag,
                 stable_for: Duration::from_millis(self.promote_after),
             },
+            cluster_key,
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
             election_timeout: Duration::from_millis(self.election_timeout),
             snapshot_count: self.snapshot_count,

@@ -49,6 +49,7 @@ impl Error {
     /// 2: bad configuration (or the cluster refused to add this member); 3: data directory
     /// locked; 4: data directory corrupted; 5: an address is in use or not available; 6: data
     /// directory written by a newer version; 1: anything else (e.g. no member answered a join).
+    /// (The binary also exits 7 when the member is removed from the cluster while it runs.)
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config(_) | Error::Start(StartError::Config(_) | StartError::JoinRefused(_)) => 2,
@@ -84,6 +85,7 @@ impl Node {
             join: resolved.join.clone(),
             auto_promote: resolved.auto_promote,
             promotion: resolved.promotion,
+            cluster_key: resolved.cluster_key.clone(),
         })
         .await?;
         // Bind clients last: a second process on the same data directory must fail on the
@@ -145,6 +147,12 @@ impl Node {
     /// on the replicated store (what the conformance suite runs against).
     pub fn backend(&self) -> &RaftBackend {
         &self.backend
+    }
+
+    /// Resolves when this member finds itself removed from the cluster; stop it then (the
+    /// binary exits with code 7).
+    pub async fn removed(&self) {
+        self.backend.node.removed().await
     }
 
     /// This member's id (as in response headers).

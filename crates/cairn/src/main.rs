@@ -61,6 +61,9 @@ struct ServeArgs {
     /// Milliseconds a learner must stay caught up before it is promoted [default: 10000]
     #[arg(long, env = "CAIRN_PROMOTE_AFTER")]
     promote_after: Option<u64>,
+    /// A file with the cluster key every member shares (or CAIRN_ENCRYPTION_KEY: the key itself)
+    #[arg(long, env = "CAIRN_ENCRYPTION_KEY_FILE")]
+    encryption_key_file: Option<PathBuf>,
     /// Milliseconds between heartbeats [default: 100]
     #[arg(long, env = "CAIRN_HEARTBEAT_INTERVAL")]
     heartbeat_interval: Option<u64>,
@@ -115,6 +118,13 @@ impl ServeArgs {
         if self.join.is_some() {
             cfg.join = self.join;
         }
+        if self.encryption_key_file.is_some() {
+            cfg.encryption_key_file = self.encryption_key_file;
+        }
+        // The key itself only from the environment (never a flag: it would show in `ps`).
+        if let Ok(key) = std::env::var("CAIRN_ENCRYPTION_KEY") {
+            cfg.encryption_key = Some(key);
+        }
         Ok(cfg)
     }
 }
@@ -167,11 +177,16 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(e.exit_code() as u8);
         }
     };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-    }
+    let removed = tokio::select! {
+        _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); false }
+        _ = int.recv() => { tracing::info!("SIGINT: shutting down"); false }
+        _ = node.removed() => true,
+    };
     node.stop().await;
+    if removed {
+        eprintln!("cairn: the member has been permanently removed from the cluster");
+        return ExitCode::from(7);
+    }
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }

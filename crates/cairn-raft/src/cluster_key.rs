@@ -1,0 +1,147 @@
+//! The cluster key: every member of a cluster is started with the same secret
+//! (`--encryption-key-file` or `CAIRN_ENCRYPTION_KEY`), as the product's HA guide asks. The
+//! key never crosses the wire: members compare a fingerprint derived from it with HKDF-SHA256,
+//! carried in a header of every peer request, and a member refuses a request whose
+//! fingerprint differs from its own — so a node with another key cannot join, and a member
+//! restarted with the wrong key cannot take part — with a message naming both fingerprints.
+//! A cluster may run without a key (fingerprint `none`), which `cairn` reports plainly.
+
+use hkdf::Hkdf;
+use sha2::Sha256;
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Status};
+
+use crate::peer_error::PeerError;
+
+/// The header that carries the caller's fingerprint on every peer request.
+pub const FINGERPRINT_HEADER: &str = "cairn-key-fingerprint";
+
+/// The fingerprint of "no key" (also what a member of 0.1, which sends no header, has).
+pub const NO_KEY: &str = "none";
+
+/// The shortest key accepted, in bytes.
+pub const MIN_KEY_BYTES: usize = 16;
+
+/// A member's cluster key, as far as anyone else may know it: its fingerprint.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterKey {
+    fingerprint: String,
+}
+
+impl std::fmt::Debug for ClusterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClusterKey({})", self.fingerprint)
+    }
+}
+
+impl ClusterKey {
+    /// No key.
+    pub fn none() -> ClusterKey {
+        ClusterKey { fingerprint: NO_KEY.into() }
+    }
+
+    /// The key `secret` (surrounding whitespace ignored, so a file's trailing newline does not
+    /// matter). Refused when shorter than [`MIN_KEY_BYTES`].
+    pub fn from_secret(secret: &[u8]) -> Result<ClusterKey, String> {
+        let secret = secret.trim_ascii();
+        if secret.len() < MIN_KEY_BYTES {
+            return Err(format!(
+                "the cluster key is {} bytes; it must be at least {MIN_KEY_BYTES} (e.g. `head -c 32 /dev/urandom | base64`)",
+                secret.len()
+            ));
+        }
+        let hk = Hkdf::<Sha256>::new(Some(b"cairn cluster key v1"), secret);
+        let mut out = [0u8; 8];
+        hk.expand(b"fingerprint", &mut out).map_err(|e| format!("deriving the key fingerprint: {e}"))?;
+        Ok(ClusterKey { fingerprint: out.iter().map(|b| format!("{b:02x}")).collect() })
+    }
+
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    pub fn is_none(&self) -> bool {
+        self.fingerprint == NO_KEY
+    }
+
+    /// The caller side: stamps every outgoing peer request with this member's fingerprint.
+    pub fn stamp(&self) -> KeyStamp {
+        // A fingerprint is hex or "none": always a valid header value.
+        KeyStamp(
+            MetadataValue::try_from(self.fingerprint.as_str())
+                .unwrap_or_else(|_| MetadataValue::from_static(NO_KEY)),
+        )
+    }
+
+    /// The server side: refuse a request whose fingerprint is not this member's.
+    pub fn check<T>(&self, request: Request<T>) -> Result<Request<T>, Status> {
+        let theirs =
+            request.metadata().get(FINGERPRINT_HEADER).and_then(|v| v.to_str().ok()).unwrap_or(NO_KEY);
+        if theirs == self.fingerprint {
+            return Ok(request);
+        }
+        Err(PeerError::Refused(format!(
+            "cluster key mismatch: this member's key fingerprint is {}, the caller's is {theirs} \
+             (every member must be started with the same --encryption-key-file or CAIRN_ENCRYPTION_KEY)",
+            self.fingerprint
+        ))
+        .into_status())
+    }
+}
+
+/// Adds the fingerprint header to each request of a peer client.
+#[derive(Clone)]
+pub struct KeyStamp(MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for KeyStamp {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request.metadata_mut().insert(FINGERPRINT_HEADER, self.0.clone());
+        Ok(request)
+    }
+}
+
+/// The server-side check as a tonic interceptor.
+#[derive(Clone)]
+pub struct KeyCheck(pub ClusterKey);
+
+impl tonic::service::Interceptor for KeyCheck {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        self.0.check(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_depend_on_the_key_only() {
+        let a = ClusterKey::from_secret(b"0123456789abcdef0123").unwrap();
+        let a_again = ClusterKey::from_secret(b"  0123456789abcdef0123\n").unwrap();
+        let b = ClusterKey::from_secret(b"0123456789abcdef0124").unwrap();
+        assert_eq!(a, a_again, "surrounding whitespace is not part of the key");
+        assert_ne!(a, b);
+        assert_eq!(a.fingerprint().len(), 16);
+        assert!(!a.fingerprint().contains("0123456789"), "the fingerprint does not show the key");
+        assert!(ClusterKey::from_secret(b"short").unwrap_err().contains("at least 16"));
+    }
+
+    #[test]
+    fn a_request_with_another_fingerprint_is_refused_naming_both() {
+        let ours = ClusterKey::from_secret(b"the cluster's own secret").unwrap();
+        let theirs = ClusterKey::from_secret(b"somebody else's secret!!").unwrap();
+        let mut stamp = theirs.stamp();
+        let request = tonic::service::Interceptor::call(&mut stamp, Request::new(())).unwrap();
+        let refused = ours.check(request).unwrap_err();
+        assert!(
+            refused.message().contains(ours.fingerprint())
+                && refused.message().contains(theirs.fingerprint())
+        );
+        assert_eq!(PeerError::from_status(&refused), PeerError::Refused(refused.message().to_string()));
+        let mut stamp = ours.stamp();
+        assert!(ours.check(tonic::service::Interceptor::call(&mut stamp, Request::new(())).unwrap()).is_ok());
+        // No header (a 0.1 member) is "no key".
+        assert!(ClusterKey::none().check(Request::new(())).is_ok());
+        assert!(ours.check(Request::new(())).is_err());
+    }
+}
