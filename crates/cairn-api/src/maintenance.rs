@@ -82,9 +82,12 @@ impl<B: Backend> Maintenance for MaintenanceService<B> {
 
     async fn move_leader(
         &self,
-        _req: Request<MoveLeaderRequest>,
+        req: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(not_yet("MoveLeader"))
+        self.backend.move_leader(req.into_inner().target_id).await.map_err(backend_status)?;
+        let mut resp = MoveLeaderResponse::default();
+        fill_header(&mut resp.header, &self.backend.status());
+        Ok(Response::new(resp))
     }
 
     async fn downgrade(

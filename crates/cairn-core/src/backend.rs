@@ -103,6 +103,10 @@ pub trait ClusterBackend: Send + Sync + 'static {
     /// Make learner `id` a voter (only once it is in sync with the leader); returns the
     /// members after the change.
     fn member_promote(&self, id: u64) -> impl Future<Output = Result<Vec<Member>, BackendError>> + Send;
+
+    /// Hand leadership to voter `target` (served by the leader only, as in etcd) and wait
+    /// until it leads.
+    fn move_leader(&self, target: u64) -> impl Future<Output = Result<(), BackendError>> + Send;
 }
 
 /// Operator-facing figures.

@@ -61,6 +61,17 @@ pub enum RequestError {
     /// Promote of a learner that has not caught up (etcd: FailedPrecondition).
     #[error("can only promote a learner member which is in sync with leader")]
     LearnerNotReady,
+    /// A request only the leader serves (MoveLeader) sent to another member (etcd:
+    /// FailedPrecondition).
+    #[error("not leader")]
+    NotLeader,
+    /// MoveLeader to a member that cannot lead: unknown, or a learner (etcd:
+    /// FailedPrecondition).
+    #[error("bad leader transferee")]
+    BadLeaderTransferee,
+    /// MoveLeader did not complete in time (etcd: Unknown, the code of unmapped errors).
+    #[error("request timed out, leader transfer took too long")]
+    LeaderTransferTimeout,
 }
 
 impl RequestError {
@@ -85,6 +96,9 @@ impl RequestError {
             RequestError::NotEnoughStartedMembers => 19,
             RequestError::MemberNotLearner => 20,
             RequestError::LearnerNotReady => 21,
+            RequestError::NotLeader => 22,
+            RequestError::BadLeaderTransferee => 23,
+            RequestError::LeaderTransferTimeout => 24,
         }
     }
 
@@ -108,12 +122,15 @@ impl RequestError {
             19 => RequestError::NotEnoughStartedMembers,
             20 => RequestError::MemberNotLearner,
             21 => RequestError::LearnerNotReady,
+            22 => RequestError::NotLeader,
+            23 => RequestError::BadLeaderTransferee,
+            24 => RequestError::LeaderTransferTimeout,
             _ => return None,
         })
     }
 
     /// Every variant, for exhaustive tests of code and status tables.
-    pub const ALL: [RequestError; 17] = [
+    pub const ALL: [RequestError; 20] = [
         RequestError::Compacted,
         RequestError::FutureRevision,
         RequestError::EmptyKey,
@@ -131,6 +148,9 @@ impl RequestError {
         RequestError::NotEnoughStartedMembers,
         RequestError::MemberNotLearner,
         RequestError::LearnerNotReady,
+        RequestError::NotLeader,
+        RequestError::BadLeaderTransferee,
+        RequestError::LeaderTransferTimeout,
     ];
 }
 

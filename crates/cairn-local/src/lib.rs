@@ -288,6 +288,14 @@ impl ClusterBackend for LocalBackend {
         Err(RequestError::MemberNotFound.into())
     }
 
+    /// The only member leads already; nobody else can.
+    async fn move_leader(&self, target: u64) -> Result<(), BackendError> {
+        if target == self.inner.config.member_id {
+            return Ok(());
+        }
+        Err(RequestError::BadLeaderTransferee.into())
+    }
+
     /// The only member is a voter already.
     async fn member_promote(&self, id: u64) -> Result<Vec<Member>, BackendError> {
         if id == self.inner.config.member_id {

@@ -108,6 +108,69 @@ pub async fn change(
 }
 
 impl RaftNode {
+    /// etcd's MoveLeader: only the leader serves it; `target` must be a voter. Waits until
+    /// `target` leads, at most the request timeout.
+    pub async fn move_leader(&self, target: NodeId) -> Result<(), BackendError> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        if m.state != ServerState::Leader {
+            return Err(RequestError::NotLeader.into());
+        }
+        if target == self.id {
+            return Ok(());
+        }
+        if !m.membership_config.membership().voter_ids().any(|v| v == target) {
+            return Err(RequestError::BadLeaderTransferee.into());
+        }
+        if self.transfer_leadership(target, self.request_timeout).await {
+            Ok(())
+        } else {
+            Err(RequestError::LeaderTransferTimeout.into())
+        }
+    }
+
+    /// Before a graceful stop: if this member leads, hand leadership to the most up-to-date
+    /// voter, so that the cluster does not wait an election timeout for a new leader.
+    pub async fn step_down(&self) {
+        let m = self.raft.metrics().borrow_watched().clone();
+        if m.state != ServerState::Leader {
+            return;
+        }
+        let matched = |id: &NodeId| {
+            m.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map_or(0, |l| l.index)
+        };
+        let best = m.membership_config.membership().voter_ids().filter(|v| *v != self.id).max_by_key(matched);
+        let Some(to) = best else { return };
+        let started = std::time::Instant::now();
+        if self.transfer_leadership(to, self.contact * 2).await {
+            tracing::info!(
+                to = format!("{to:x}"),
+                took_ms = started.elapsed().as_millis() as u64,
+                "handed leadership over before stopping"
+            );
+        } else {
+            tracing::warn!(to = format!("{to:x}"), "leadership hand-off did not complete; stopping anyway");
+        }
+    }
+
+    /// Ask Raft to hand leadership to `to`; whether `to` leads within `within`.
+    async fn transfer_leadership(&self, to: NodeId, within: Duration) -> bool {
+        if self.raft.trigger().transfer_leader(to).await.is_err() {
+            return false;
+        }
+        let mut metrics = self.raft.metrics();
+        let wait = async {
+            loop {
+                if metrics.borrow_watched().current_leader == Some(to) {
+                    return true;
+                }
+                if metrics.changed().await.is_err() {
+                    return false;
+                }
+            }
+        };
+        tokio::time::timeout(within, wait).await.unwrap_or(false)
+    }
+
     /// Make `change` on the leader, wherever it is.
     pub async fn change_member(&self, member_change: MemberChange) -> Result<(), BackendError> {
         let refused = self

@@ -138,6 +138,14 @@ impl Peer for PeerService {
         encode(&resp)
     }
 
+    async fn transfer_leader(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc: openraft::raft::TransferLeaderRequest<TypeConfig> =
+            codec::decode(&req.into_inner().data).map_err(bad_payload)?;
+        let resp =
+            self.raft.handle_transfer_leader(rpc).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        encode(&resp)
+    }
+
     async fn install_snapshot(
         &self,
         req: Request<Streaming<SnapshotChunk>>,

@@ -153,6 +153,10 @@ impl ClusterBackend for RaftBackend {
         self.node.member_list().await
     }
 
+    async fn move_leader(&self, target: u64) -> Result<(), BackendError> {
+        self.node.move_leader(target).await
+    }
+
     async fn member_promote(&self, id: u64) -> Result<Vec<Member>, BackendError> {
         self.node.change_member(cairn_raft::MemberChange::Promote(id)).await?;
         self.node.member_list().await

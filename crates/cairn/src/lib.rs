@@ -169,6 +169,8 @@ impl Node {
             let _ = stop.send(());
             let _ = handle.await;
         }
+        // A leader hands over first, so that the others need not wait an election timeout.
+        self.backend.node.step_down().await;
         self.backend.node.shutdown().await;
         let c = cairn_raft::metrics::counters();
         tracing::info!(
