@@ -252,39 +252,56 @@ async fn members_are_promoted_and_removed_through_the_cluster_api() {
     .await
     .unwrap();
 
-    let writers = Writers::start(&cluster, &[0, 1, 2, 3], "members/", 2).await.unwrap();
-    let leader = cluster.leader().await.unwrap();
-    let others: Vec<usize> = (0..4).filter(|i| *i != leader).collect();
-    let victim = member_id_of(&cluster, leader, cluster.node_name(others[1])).await.unwrap();
-    // Remove a follower, then the leader: each exits with 7; the others keep serving.
-    eventually(CONVERGE, "remove a follower", || async {
+    let writers = Writers::start(&cluster, &[0, 1, 2], "members/", 2).await.unwrap();
+    // n4 (a voter now) must not lead for what follows: move leadership to a founder if it does.
+    let mut leader = cluster.leader().await.unwrap();
+    if leader == 3 {
+        let mut c = cluster.client(3).await.unwrap();
+        c.move_leader(n1).await.unwrap();
+        leader = cluster.leader().await.unwrap();
+    }
+    let founders_left: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+
+    // Remove a follower (n4): it exits with 7; the others keep serving.
+    eventually(CONVERGE, "remove n4", || async {
         let mut lc = cluster.client(leader).await?;
-        lc.member_remove(victim).await?;
+        lc.member_remove(n4).await?;
         Ok(())
     })
     .await
     .unwrap();
-    assert_eq!(wait_exit(&cluster, others[1]).await.unwrap(), Some(7), "{}", cluster.log_tail(others[1], 20));
-    let leader_id = member_id_of(&cluster, others[0], cluster.node_name(leader)).await.unwrap();
-    let mut oc = cluster.client(others[0]).await.unwrap();
-    oc.member_remove(leader_id).await.unwrap();
-    assert_eq!(wait_exit(&cluster, leader).await.unwrap(), Some(7), "{}", cluster.log_tail(leader, 20));
-    let remaining = [others[0], others[2]];
-    let names: Vec<&str> = remaining.iter().map(|i| cluster.node_name(*i)).collect();
-    for &i in &remaining {
-        eventually(CONVERGE, &format!("node {i} lists the two left"), || async {
-            let got = members(&cluster, i).await?;
-            ensure!(got.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>() == names, "members {got:?}");
-            Ok(())
-        })
+    assert_eq!(wait_exit(&cluster, 3).await.unwrap(), Some(7), "{}", cluster.log_tail(3, 20));
+
+    // Re-add it on an empty data directory (it replays the history of its own removal).
+    std::fs::remove_dir_all(cluster.data_dir(3)).unwrap();
+    std::fs::create_dir(cluster.data_dir(3)).unwrap();
+    cluster.restart(3).unwrap();
+    wait_members(&cluster, leader, &[("n1", false), ("n2", false), ("n3", false), ("n4", true)])
         .await
         .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        cluster.unexpected_exits().is_empty(),
+        "{:?}\n{}",
+        cluster.unexpected_exits(),
+        cluster.log_tail(3, 30)
+    );
+
+    // Remove the leader: it exits with 7; the two founders left serve.
+    let leader_id = member_id_of(&cluster, founders_left[0], cluster.node_name(leader)).await.unwrap();
+    let mut oc = cluster.client(founders_left[0]).await.unwrap();
+    oc.member_remove(leader_id).await.unwrap();
+    assert_eq!(wait_exit(&cluster, leader).await.unwrap(), Some(7), "{}", cluster.log_tail(leader, 20));
+    let mut want: Vec<(&str, bool)> = founders_left.iter().map(|i| (cluster.node_name(*i), false)).collect();
+    want.push(("n4", true));
+    for &i in &founders_left {
+        wait_members(&cluster, i, &want).await.unwrap();
     }
-    let mut rc = cluster.client_with(&remaining, cairn_tests::default_connect_options()).await.unwrap();
+    let mut rc = cluster.client_with(&founders_left, cairn_tests::default_connect_options()).await.unwrap();
     let deadline = std::time::Instant::now() + CONVERGE;
     assert!(put_retrying(&mut rc, "members/after", "ok", deadline, None).await);
     let acked = writers.stop().await.unwrap();
-    for &i in &remaining {
+    for &i in &founders_left {
         wait_caught_up(&cluster, i, "members/", &acked, CONVERGE).await.unwrap();
     }
 }

@@ -308,7 +308,12 @@ impl RaftNode {
         let lease_tasks = vec![
             tokio::spawn(crate::leases::track_leadership(raft.clone(), id, lessor.clone())),
             tokio::spawn(crate::leases::expire_leases(raft.clone(), lessor.clone())),
-            tokio::spawn(crate::reconfigure::watch_removal(raft.clone(), id, removed.clone())),
+            tokio::spawn(crate::reconfigure::watch_removal(
+                raft.clone(),
+                id,
+                cfg.election_timeout * 2,
+                removed.clone(),
+            )),
             tokio::spawn(crate::autopilot::promote_learners(
                 raft.clone(),
                 store.clone(),

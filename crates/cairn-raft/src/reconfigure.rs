@@ -197,29 +197,48 @@ impl RaftNode {
 }
 
 /// Watch this member's membership until it finds itself removed: a configuration that no
-/// longer names it after one that did (a joining member replays older configurations
-/// without itself first). Then `removed` turns true (the process stops serving).
+/// longer names it, after one that did, and that stays the latest while nothing more reaches
+/// this member's log for `grace`. (A member replaying the log — one joining, or re-added on
+/// an empty data directory — passes through older configurations without itself; its log
+/// keeps growing meanwhile, and a later configuration names it again.) Then `removed` turns
+/// true and the process stops serving.
 pub(crate) async fn watch_removal(
     raft: Raft,
     id: NodeId,
+    grace: Duration,
     removed: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
 ) {
     let mut metrics = raft.metrics();
     let mut was_member = false;
+    // Since when (and at which last log index) the latest configuration omits this member.
+    let mut omitted: Option<(tokio::time::Instant, Option<u64>)> = None;
     loop {
-        let named = {
+        let (named, last_index) = {
             let m = metrics.borrow_watched();
             let named = m.membership_config.membership().nodes().any(|(n, _)| *n == id);
-            named
+            (named, m.last_log_index)
         };
         if named {
             was_member = true;
+            omitted = None;
         } else if was_member {
-            tracing::error!("the member has been permanently removed from the cluster");
-            removed.send_replace(true);
-            return;
+            match omitted {
+                Some((_, index)) if index == last_index => {}
+                _ => omitted = Some((tokio::time::Instant::now(), last_index)),
+            }
         }
-        if metrics.changed().await.is_err() {
+        let changed = match omitted {
+            None => metrics.changed().await.is_ok(),
+            Some((since, _)) => match tokio::time::timeout_at(since + grace, metrics.changed()).await {
+                Ok(changed) => changed.is_ok(),
+                Err(_) => {
+                    tracing::error!("the member has been permanently removed from the cluster");
+                    removed.send_replace(true);
+                    return;
+                }
+            },
+        };
+        if !changed {
             return;
         }
     }
