@@ -63,12 +63,31 @@ impl<B: Backend> Maintenance for MaintenanceService<B> {
         Ok(Response::new(resp))
     }
 
+    /// etcd hashes its whole backend file; Cairn hashes what the members share: the
+    /// keyspace with its history, at the current revision (HashKV at 0).
     async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        Err(not_yet("Hash"))
+        let h = self.backend.hash_kv(0).await.map_err(backend_status)?;
+        let mut resp = HashResponse { hash: h.hash, ..Default::default() };
+        fill_header(&mut resp.header, &self.backend.status());
+        if let Some(header) = resp.header.as_mut() {
+            header.revision = h.revision;
+        }
+        Ok(Response::new(resp))
     }
 
-    async fn hash_kv(&self, _req: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
-        Err(not_yet("HashKV"))
+    async fn hash_kv(&self, req: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        let h = self.backend.hash_kv(req.into_inner().revision).await.map_err(backend_status)?;
+        let mut resp = HashKvResponse {
+            hash: h.hash,
+            compact_revision: h.compact_revision,
+            hash_revision: h.revision,
+            ..Default::default()
+        };
+        fill_header(&mut resp.header, &self.backend.status());
+        if let Some(header) = resp.header.as_mut() {
+            header.revision = h.revision;
+        }
+        Ok(Response::new(resp))
     }
 
     type SnapshotStream = BoxStream<SnapshotResponse>;

@@ -67,6 +67,7 @@
 //! | `lease::grant_with_id_zero` | the backend chooses an id; revoking a lease without keys takes no revision |
 //! | `cluster::status_and_members` | `status()` has a member id that `members()` lists |
 //! | `cluster::db_size` | `db_size()` ≥ 0 |
+//! | `cluster::hash_kv` | `hash_kv(r)` fixed once `r` is written, changed by a write, 0 = current, future refused |
 //! | `compaction::compact_history` | reads and `events()` below the compaction refused, at it allowed; re-compaction `Compacted`, future `FutureRevision` (runs last) |
 
 #[macro_use]
@@ -146,6 +147,7 @@ suite!(
     lease::grant_with_id_zero,
     cluster::status_and_members,
     cluster::db_size,
+    cluster::hash_kv,
     // Compaction drops history every other test may read: always last.
     compaction::compact_history,
 );

@@ -28,7 +28,7 @@ use cairn_proto::etcdserverpb::{LeaseGrantResponse, RangeRequest, RangeResponse}
 
 use crate::error::BackendError;
 use crate::request::{
-    LeaseTime, Member, MemberStatus, RevisionEvents, Revisions, WriteRequest, WriteResponse,
+    KvHash, LeaseTime, Member, MemberStatus, RevisionEvents, Revisions, WriteRequest, WriteResponse,
 };
 
 /// Reads and writes of the keyspace.
@@ -114,6 +114,10 @@ pub trait MaintenanceBackend: Send + Sync + 'static {
     /// Bytes the store occupies (approximate, may lag by seconds). Cheap: never touches
     /// storage on the caller's thread.
     fn db_size(&self) -> i64;
+
+    /// etcd's HashKV: a hash of the keyspace's history up to `revision` (0: the current
+    /// one); `Compacted` below the compacted revision, `FutureRevision` above the current.
+    fn hash_kv(&self, revision: i64) -> impl Future<Output = Result<KvHash, BackendError>> + Send;
 }
 
 /// Everything the etcd API needs: implemented for every type with all the capabilities.

@@ -61,6 +61,17 @@ pub struct RevisionEvents {
     pub events: Vec<Event>,
 }
 
+/// A hash of the keyspace's history up to a revision (etcd's HashKV): equal on every
+/// member that applied the same writes (and compactions), so members can be compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvHash {
+    pub hash: u32,
+    /// The compacted revision when the hash was taken.
+    pub compact_revision: i64,
+    /// The revision the hash covers (the requested one, or the current one for 0).
+    pub revision: i64,
+}
+
 /// Where a store's history stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Revisions {

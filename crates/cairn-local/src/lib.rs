@@ -27,8 +27,9 @@ use std::time::Duration;
 
 use cairn_core::lessor::{LeaseError, Lessor};
 use cairn_core::{
-    is_read_only, BackendError, ClusterBackend, KvBackend, LeaseBackend, LeaseTime, MaintenanceBackend,
-    Member, MemberStatus, RequestError, RevisionEvents, Revisions, WatchSource, WriteRequest, WriteResponse,
+    is_read_only, BackendError, ClusterBackend, KvBackend, KvHash, LeaseBackend, LeaseTime,
+    MaintenanceBackend, Member, MemberStatus, RequestError, RevisionEvents, Revisions, WatchSource,
+    WriteRequest, WriteResponse,
 };
 use cairn_mvcc::MvccStore;
 use cairn_proto::etcdserverpb::{
@@ -308,5 +309,9 @@ impl ClusterBackend for LocalBackend {
 impl MaintenanceBackend for LocalBackend {
     fn db_size(&self) -> i64 {
         i64::try_from(self.inner.store.engine().approximate_size()).unwrap_or(i64::MAX)
+    }
+
+    async fn hash_kv(&self, revision: i64) -> Result<KvHash, BackendError> {
+        self.blocking(move |inner| Ok(inner.store.hash_kv(revision)?)).await
     }
 }

@@ -36,6 +36,7 @@ mod encoding;
 mod engine;
 mod error;
 mod events;
+mod hash;
 mod lease;
 mod memory;
 mod range;

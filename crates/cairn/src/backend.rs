@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_core::{
-    is_read_only, is_serializable, BackendError, ClusterBackend, KvBackend, LeaseBackend, LeaseTime,
+    is_read_only, is_serializable, BackendError, ClusterBackend, KvBackend, KvHash, LeaseBackend, LeaseTime,
     MaintenanceBackend, Member, MemberStatus, RevisionEvents, Revisions, WatchSource, WriteRequest,
     WriteResponse,
 };
@@ -166,6 +166,10 @@ impl ClusterBackend for RaftBackend {
 impl MaintenanceBackend for RaftBackend {
     fn db_size(&self) -> i64 {
         self.db_size.load(Ordering::Relaxed)
+    }
+
+    async fn hash_kv(&self, revision: i64) -> Result<KvHash, BackendError> {
+        self.node.read(move |store| store.hash_kv(revision)).await
     }
 }
 

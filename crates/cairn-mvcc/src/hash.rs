@@ -1,0 +1,37 @@
+//! etcd's HashKV: a CRC-32 of the history rows (key and stored version) up to a revision.
+//! The rows are the same on every member that applied the same writes — whatever the
+//! engine — so the hash compares members (`etcdctl endpoint hashkv --cluster`).
+
+use cairn_core::{KvHash, RequestError};
+
+use crate::encoding::decode_history_key;
+use crate::engine::Family;
+use crate::error::MvccError;
+use crate::store::{revisions, MvccStore};
+
+impl MvccStore {
+    /// The hash of the history up to `revision` (≤ 0: the current revision), from one
+    /// consistent snapshot.
+    pub fn hash_kv(&self, revision: i64) -> Result<KvHash, MvccError> {
+        self.with_snapshot(|view| {
+            let (current, compacted) = revisions(view)?;
+            let rev = if revision <= 0 { current } else { revision };
+            if rev > current {
+                return Err(RequestError::FutureRevision.into());
+            }
+            if rev < compacted {
+                return Err(RequestError::Compacted.into());
+            }
+            let mut hasher = crc32fast::Hasher::new();
+            view.scan(Family::History, &[], None, &mut |k, v| {
+                let (_, row_rev) = decode_history_key(k)?;
+                if row_rev <= rev {
+                    hasher.update(k);
+                    hasher.update(v);
+                }
+                Ok(true)
+            })?;
+            Ok(KvHash { hash: hasher.finalize(), compact_revision: compacted, revision: rev })
+        })
+    }
+}
