@@ -102,13 +102,14 @@ fn smoke_register_with_kill_and_partition_is_valid() {
 #[test]
 fn stale_read_fault_is_caught() {
     // A partition isolates the leader first: the isolated node keeps serving reads from its
-    // stale local state.
+    // stale local state. 30 s: three faults (in 20 s, two faults once let no stale read
+    // through in one of nine full runs).
     let (code, r, dir) = harness(
         &[
             "--nodes",
             "3",
             "--time",
-            "20",
+            "30",
             "--workload",
             "register",
             "--nemesis",

@@ -50,7 +50,13 @@ impl<B: Backend> Maintenance for MaintenanceService<B> {
             ..Default::default()
         };
         fill_header(&mut resp.header, &s);
-        Ok(Response::new(resp))
+        // `version` is the etcd API version clients check; Cairn's own rides beside it.
+        let mut response = Response::new(resp);
+        response.metadata_mut().insert(
+            SOFTWARE_VERSION_HEADER,
+            tonic::metadata::MetadataValue::from_static(env!("CARGO_PKG_VERSION")),
+        );
+        Ok(response)
     }
 
     async fn defragment(
@@ -116,6 +122,10 @@ impl<B: Backend> Maintenance for MaintenanceService<B> {
         Err(not_yet("Downgrade"))
     }
 }
+
+/// The response header of `Maintenance.Status` that carries Cairn's own version (the
+/// `version` field is the etcd API version that clients check).
+pub const SOFTWARE_VERSION_HEADER: &str = "cairn-version";
 
 pub struct ClusterService<B> {
     pub backend: Arc<B>,

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod admin;
+
 /// glibc's malloc was 11 % of all CPU under a 256-client put load (many small, short-lived
 /// buffers across threads: h2 frames, protobuf messages, RocksDB batches); mimalloc's
 /// thread-local free lists cost a fraction of that (docs/benchmarks.md).
@@ -25,6 +27,36 @@ enum Command {
     Serve(ServeArgs),
     /// Load any etcd v3 endpoints (Cairn or etcd) and report throughput and latency.
     Bench(cairn_bench::BenchArgs),
+    /// One table of every member: role, version, term, applied index, lag, db size, errors
+    Status(admin::Target),
+    /// List, remove or promote members
+    Member {
+        #[command(flatten)]
+        target: admin::Target,
+        #[command(subcommand)]
+        command: admin::MemberCommand,
+    },
+    /// Hand leadership to another voter (by hex id)
+    MoveLeader {
+        #[command(flatten)]
+        target: admin::Target,
+        id: String,
+    },
+}
+
+/// Print an admin command's output, or its failure (exit 1).
+fn report(outcome: Result<String, admin::Failure>) -> ExitCode {
+    use std::io::Write;
+    match outcome {
+        Ok(text) => match std::io::stdout().write_all(text.as_bytes()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::from(1),
+        },
+        Err(e) => {
+            eprintln!("cairn: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// Every flag also reads an environment variable (CAIRN_<FLAG>) and a key of the
@@ -149,6 +181,9 @@ pub(crate) fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Bench(args) => runtime.block_on(cairn_bench::main(args)),
+        Command::Status(target) => report(runtime.block_on(admin::status(&target))),
+        Command::Member { target, command } => report(runtime.block_on(admin::member(&target, &command))),
+        Command::MoveLeader { target, id } => report(runtime.block_on(admin::move_leader(&target, &id))),
     }
 }
 

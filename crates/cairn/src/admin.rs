@@ -1,0 +1,243 @@
+//! The operator's subcommands against a running cluster, over the etcd API of any member:
+//! `cairn status` (one table of every member), `cairn member list|remove|promote`,
+//! `cairn move-leader`. Member ids are printed and read in hex, as etcdctl does.
+
+use std::time::Duration;
+
+use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
+use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use cairn_proto::etcdserverpb::{
+    Member, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest, MoveLeaderRequest, StatusRequest,
+    StatusResponse,
+};
+use tonic::transport::{Channel, Endpoint};
+
+/// Where to reach the cluster: any member's client address.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Target {
+    /// host:port,... of one or more members' client addresses
+    #[arg(
+        long,
+        global = true,
+        env = "CAIRN_ENDPOINTS",
+        default_value = "127.0.0.1:2379",
+        value_delimiter = ','
+    )]
+    pub endpoints: Vec<String>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum MemberCommand {
+    /// Every member: id, name, role, peer and client URLs
+    List,
+    /// Remove a member (by hex id, as `member list` shows it)
+    Remove { id: String },
+    /// Make a learner a voter (by hex id)
+    Promote { id: String },
+}
+
+/// Why an admin command failed: the message to print (exit code 1).
+pub type Failure = String;
+
+fn endpoint_url(addr: &str) -> String {
+    if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+async fn connect(addr: &str) -> Result<Channel, Failure> {
+    let url = endpoint_url(addr);
+    let endpoint = Endpoint::from_shared(url.clone())
+        .map_err(|e| format!("bad endpoint {addr}: {e}"))?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(10));
+    endpoint.connect().await.map_err(|e| format!("cannot reach {url}: {e}"))
+}
+
+/// The first endpoint that answers.
+async fn any(target: &Target) -> Result<Channel, Failure> {
+    let mut last = String::from("no endpoints given");
+    for addr in &target.endpoints {
+        match connect(addr).await {
+            Ok(channel) => return Ok(channel),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+fn parse_id(id: &str) -> Result<u64, Failure> {
+    u64::from_str_radix(id.trim_start_matches("0x"), 16)
+        .map_err(|_| format!("{id:?} is not a member id (hex)"))
+}
+
+fn status_error(what: &str, s: tonic::Status) -> Failure {
+    format!("{what}: {}", s.message())
+}
+
+async fn members(channel: Channel) -> Result<Vec<Member>, Failure> {
+    let resp = ClusterClient::new(channel)
+        .member_list(MemberListRequest { linearizable: false })
+        .await
+        .map_err(|s| status_error("member list", s))?;
+    Ok(resp.into_inner().members)
+}
+
+/// `cairn member …`: prints what happened.
+pub async fn member(target: &Target, command: &MemberCommand) -> Result<String, Failure> {
+    let channel = any(target).await?;
+    match command {
+        MemberCommand::List => {
+            let mut rows = vec![row(&["ID", "NAME", "ROLE", "PEER URLS", "CLIENT URLS"])];
+            for m in members(channel).await? {
+                let role = if m.is_learner { "learner" } else { "voter" };
+                rows.push(row(&[
+                    &format!("{:x}", m.id),
+                    &m.name,
+                    role,
+                    &m.peer_ur_ls.join(","),
+                    &m.client_ur_ls.join(","),
+                ]));
+            }
+            Ok(table(&rows))
+        }
+        MemberCommand::Remove { id } => {
+            let id = parse_id(id)?;
+            ClusterClient::new(channel)
+                .member_remove(MemberRemoveRequest { id })
+                .await
+                .map_err(|s| status_error("member remove", s))?;
+            Ok(format!("Member {id:x} removed from the cluster\n"))
+        }
+        MemberCommand::Promote { id } => {
+            let id = parse_id(id)?;
+            ClusterClient::new(channel)
+                .member_promote(MemberPromoteRequest { id })
+                .await
+                .map_err(|s| status_error("member promote", s))?;
+            Ok(format!("Member {id:x} promoted to voter\n"))
+        }
+    }
+}
+
+/// One member's status, or why it could not be had.
+async fn member_status(m: &Member) -> Result<StatusResponse, Failure> {
+    Ok(member_status_and_version(m).await?.0)
+}
+
+/// One member's status and software version (Cairn's, from the response's
+/// `cairn-version` header; "etcd <api version>" for a member that does not send it).
+async fn member_status_and_version(m: &Member) -> Result<(StatusResponse, String), Failure> {
+    let addr = m.client_ur_ls.first().ok_or_else(|| "no client URL published".to_string())?;
+    let channel = connect(addr).await?;
+    let resp = MaintenanceClient::new(channel)
+        .status(StatusRequest {})
+        .await
+        .map_err(|s| s.message().to_string())?;
+    let version = resp
+        .metadata()
+        .get(cairn_api::maintenance::SOFTWARE_VERSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let status = resp.into_inner();
+    let version = version.unwrap_or_else(|| format!("etcd {}", status.version));
+    Ok((status, version))
+}
+
+/// `cairn status`: one table of every member. Lag is the leader's applied index minus the
+/// member's.
+pub async fn status(target: &Target) -> Result<String, Failure> {
+    let members = members(any(target).await?).await?;
+    let statuses = futures::future::join_all(members.iter().map(member_status_and_version)).await;
+    let leader_applied = statuses
+        .iter()
+        .flatten()
+        .map(|(s, _)| s)
+        .find(|s| s.header.as_ref().is_some_and(|h| h.member_id == s.leader))
+        .map(|s| s.raft_applied_index);
+    let mut rows =
+        vec![row(&["NAME", "ID", "ROLE", "VERSION", "TERM", "APPLIED", "LAG", "DB SIZE", "ERRORS"])];
+    for (m, s) in members.iter().zip(&statuses) {
+        let id = format!("{:x}", m.id);
+        match s {
+            Ok((s, version)) => {
+                let is_leader = s.header.as_ref().is_some_and(|h| h.member_id == s.leader);
+                let role = if is_leader {
+                    "leader"
+                } else if s.is_learner || m.is_learner {
+                    "learner"
+                } else {
+                    "follower"
+                };
+                let lag = leader_applied
+                    .map_or("?".to_string(), |l| l.saturating_sub(s.raft_applied_index).to_string());
+                rows.push(row(&[
+                    &m.name,
+                    &id,
+                    role,
+                    version,
+                    &s.raft_term.to_string(),
+                    &s.raft_applied_index.to_string(),
+                    &lag,
+                    &s.db_size.to_string(),
+                    &s.errors.join("; "),
+                ]));
+            }
+            Err(e) => rows.push(row(&[&m.name, &id, "unreachable", "", "", "", "", "", e])),
+        }
+    }
+    Ok(table(&rows))
+}
+
+/// `cairn move-leader ID`: asks the current leader to hand over.
+pub async fn move_leader(target: &Target, id: &str) -> Result<String, Failure> {
+    let to = parse_id(id)?;
+    let members = members(any(target).await?).await?;
+    for m in &members {
+        let Ok(s) = member_status(m).await else { continue };
+        if s.header.as_ref().is_some_and(|h| h.member_id == s.leader) {
+            let addr = m.client_ur_ls.first().ok_or_else(|| "the leader has no client URL".to_string())?;
+            MaintenanceClient::new(connect(addr).await?)
+                .move_leader(MoveLeaderRequest { target_id: to })
+                .await
+                .map_err(|s| status_error("move leader", s))?;
+            return Ok(format!("Leadership transferred from {:x} to {to:x}\n", m.id));
+        }
+    }
+    Err("no member reports being the leader".into())
+}
+
+fn row(cells: &[&str]) -> Vec<String> {
+    cells.iter().map(|c| c.to_string()).collect()
+}
+
+/// Columns padded to their widest cell.
+fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_hex_and_tables_align() {
+        assert_eq!(parse_id("8b37e07b558d9d9"), Ok(0x8b37e07b558d9d9));
+        assert_eq!(parse_id("0x10"), Ok(16));
+        assert!(parse_id("n1").is_err());
+        let t = table(&[row(&["A", "BB"]), row(&["ccc", "d"])]);
+        assert_eq!(t, "A    BB\nccc  d\n");
+    }
+}
