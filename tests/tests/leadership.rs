@@ -3,24 +3,9 @@
 
 mod common;
 
-use anyhow::{ensure, Result};
+use anyhow::ensure;
 use cairn_tests::{eventually, Code};
 use common::*;
-
-fn refused<T: std::fmt::Debug>(
-    got: Result<T, cairn_tests::etcd_client::Error>,
-    code: Code,
-    text: &str,
-) -> Result<()> {
-    let err = match got {
-        Ok(v) => anyhow::bail!("succeeded: {v:?}"),
-        Err(e) => e,
-    };
-    let (got_code, message) =
-        cairn_tests::grpc_code(&err).ok_or_else(|| anyhow::anyhow!("not a gRPC error: {err}"))?;
-    ensure!(got_code == code && message == text, "{got_code:?} {message:?}, want {code:?} {text:?}");
-    Ok(())
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn move_leader_moves_it_and_refuses_as_etcd_does() {
@@ -30,11 +15,17 @@ async fn move_leader_moves_it_and_refuses_as_etcd_does() {
     let follower_id = cluster.member_id(follower).await.unwrap();
 
     let mut on_follower = cluster.client(follower).await.unwrap();
-    refused(on_follower.move_leader(follower_id).await, Code::FailedPrecondition, "etcdserver: not leader")
-        .unwrap();
+    let not_leader = "etcdserver: not leader";
+    expect_grpc_err(
+        on_follower.move_leader(follower_id).await,
+        Code::FailedPrecondition,
+        not_leader,
+        "on a follower",
+    )
+    .unwrap();
     let mut on_leader = cluster.client(leader).await.unwrap();
-    refused(on_leader.move_leader(42).await, Code::FailedPrecondition, "etcdserver: bad leader transferee")
-        .unwrap();
+    let bad = "etcdserver: bad leader transferee";
+    expect_grpc_err(on_leader.move_leader(42).await, Code::FailedPrecondition, bad, "to nobody").unwrap();
 
     on_leader.move_leader(follower_id).await.unwrap();
     eventually(CONVERGE, "the follower leads", || async {

@@ -13,7 +13,37 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::request::Lease;
+use cairn_proto::etcdserverpb::{LeaseGrantRequest, LeaseGrantResponse};
+
+use crate::error::{BackendError, RequestError};
+use crate::request::{Lease, WriteRequest, WriteResponse};
+
+/// A lease grant as every backend makes it: the TTL raised to `min_ttl`; id 0 lets the
+/// backend choose one, random in [1, 2^63), a collision tried again with another (five
+/// tries). `write` applies one grant (replicated or not).
+pub async fn grant<F, Fut>(
+    id: i64,
+    ttl: i64,
+    min_ttl: i64,
+    mut write: F,
+) -> Result<LeaseGrantResponse, BackendError>
+where
+    F: FnMut(WriteRequest) -> Fut,
+    Fut: std::future::Future<Output = Result<WriteResponse, BackendError>>,
+{
+    let ttl = ttl.max(min_ttl);
+    let chosen_here = id == 0;
+    for _ in 0..5 {
+        let id = if chosen_here { (rand::random::<u64>() >> 1).max(1) as i64 } else { id };
+        match write(WriteRequest::LeaseGrant(LeaseGrantRequest { ttl, id })).await {
+            Ok(WriteResponse::LeaseGrant(r)) => return Ok(r),
+            Ok(other) => return Err(BackendError::Corrupt(format!("a lease grant answered {other:?}"))),
+            Err(BackendError::Request(RequestError::LeaseExists)) if chosen_here => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(RequestError::LeaseExists.into())
+}
 
 /// How long an expired lease waits for its revoke before it is proposed again.
 const REVOKE_RETRY: Duration = Duration::from_secs(3);

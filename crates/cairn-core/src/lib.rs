@@ -5,7 +5,7 @@
 //! **Architecture invariant:** this crate never depends on a storage engine (RocksDB, SQL
 //! drivers), a transport (tonic, HTTP) or Raft (openraft); `tests/invariants.rs` at the
 //! workspace root fails the build's tests if it does. It may use `cairn-proto`'s messages
-//! (without the gRPC stubs) and `tokio::sync`. So a SQL backend or an in-memory simulation
+//! (without the gRPC stubs), `tokio::sync` and `rand`. So a SQL backend or an in-memory simulation
 //! can implement [`Backend`] without linking RocksDB.
 //!
 //! ```

@@ -32,9 +32,7 @@ use cairn_core::{
     WriteRequest, WriteResponse,
 };
 use cairn_mvcc::MvccStore;
-use cairn_proto::etcdserverpb::{
-    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, RangeRequest, RangeResponse,
-};
+use cairn_proto::etcdserverpb::{LeaseGrantResponse, LeaseRevokeRequest, RangeRequest, RangeResponse};
 use tokio::sync::watch;
 
 /// How often expired leases are looked for, and how many are revoked per look (etcd:
@@ -115,7 +113,12 @@ impl LocalBackend {
         work: impl FnOnce(&Inner) -> Result<T, BackendError> + Send + 'static,
     ) -> Result<T, BackendError> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || work(&inner)).await.map_err(|_| BackendError::Stopped)?
+        // As the Raft backend's reads: a cancelled task is a stopping runtime; a panic stays one.
+        match tokio::task::spawn_blocking(move || work(&inner)).await {
+            Ok(result) => result,
+            Err(e) if e.is_cancelled() => Err(BackendError::Stopped),
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
     }
 }
 
@@ -212,20 +215,10 @@ impl WatchSource for LocalBackend {
 
 impl LeaseBackend for LocalBackend {
     async fn lease_grant(&self, id: i64, ttl: i64) -> Result<LeaseGrantResponse, BackendError> {
-        let ttl = ttl.max(self.inner.lessor.min_ttl());
-        // A chosen id is random in [1, 2^63): a collision is retried with another.
-        let chosen_here = id == 0;
-        for _ in 0..5 {
-            let id = if chosen_here { (rand::random::<u64>() >> 1).max(1) as i64 } else { id };
-            let grant = WriteRequest::LeaseGrant(LeaseGrantRequest { ttl, id });
-            match self.blocking(move |inner| inner.apply(&grant)).await {
-                Ok(WriteResponse::LeaseGrant(r)) => return Ok(r),
-                Ok(other) => return Err(BackendError::Corrupt(format!("a lease grant answered {other:?}"))),
-                Err(BackendError::Request(RequestError::LeaseExists)) if chosen_here => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(RequestError::LeaseExists.into())
+        cairn_core::lessor::grant(id, ttl, self.inner.lessor.min_ttl(), |grant| {
+            self.blocking(move |inner| inner.apply(&grant))
+        })
+        .await
     }
 
     async fn lease_renew(&self, id: i64) -> Result<i64, BackendError> {

@@ -28,6 +28,30 @@ impl Default for Promotion {
     }
 }
 
+/// The metrics the leader keeps of every member's replication.
+pub(crate) type Metrics = openraft::RaftMetrics<crate::types::TypeConfig>;
+
+/// The last log index the leader knows member `id` holds (0 if unknown).
+pub(crate) fn matched_index(m: &Metrics, id: NodeId) -> u64 {
+    m.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten()).map_or(0, |l| l.index)
+}
+
+/// Whether the leader heard from member `id` within `contact` (the leader itself: always).
+pub(crate) fn heard_within(m: &Metrics, id: NodeId, contact: Duration) -> bool {
+    id == m.id
+        || m.heartbeat
+            .as_ref()
+            .and_then(|h| h.get(&id).cloned().flatten())
+            .is_some_and(|at| openraft::Instant::elapsed(&*at) <= contact)
+}
+
+/// Whether member `id` is in sync with the leader: at most `max_lag` entries behind and
+/// heard from within `contact` (what promotion asks of a learner, automatic or not).
+pub(crate) fn in_sync(m: &Metrics, id: NodeId, max_lag: u64, contact: Duration) -> bool {
+    m.last_log_index.unwrap_or(0).saturating_sub(matched_index(m, id)) <= max_lag
+        && heard_within(m, id, contact)
+}
+
 /// Run until the task is aborted: on the leader, promote healthy learners that want it.
 pub(crate) async fn promote_learners(raft: Raft, store: MvccStore, policy: Promotion, contact: Duration) {
     let mut healthy_since: BTreeMap<NodeId, Instant> = BTreeMap::new();
@@ -49,14 +73,9 @@ pub(crate) async fn promote_learners(raft: Raft, store: MvccStore, policy: Promo
         if learners.is_empty() {
             continue;
         }
-        let last = m.last_log_index.unwrap_or(0);
         let now = Instant::now();
         for id in &learners {
-            let matched =
-                m.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map_or(0, |l| l.index);
-            let heard = m.heartbeat.as_ref().and_then(|h| h.get(id).cloned().flatten());
-            let in_contact = heard.is_some_and(|at| openraft::Instant::elapsed(&*at) <= contact);
-            if last.saturating_sub(matched) <= policy.max_lag && in_contact {
+            if in_sync(&m, *id, policy.max_lag, contact) {
                 healthy_since.entry(*id).or_insert(now);
             } else {
                 healthy_since.remove(id);

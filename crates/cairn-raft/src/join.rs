@@ -103,13 +103,9 @@ pub async fn admit_or_pass(
     match admit(raft, &req).await {
         Ok(()) => Ok(answer),
         Err(PeerError::NotLeader { leader_hint: Some(leader) }) if !req.forwarded => {
-            let addr = {
-                let m = raft.metrics();
-                let m = m.borrow_watched();
-                let addr = m.membership_config.membership().get_node(&leader).map(|n| n.peer_addr.clone());
-                addr
+            let Some(addr) = crate::node::peer_addr_of(raft, leader) else {
+                return Err(PeerError::NotLeader { leader_hint: Some(leader) });
             };
-            let Some(addr) = addr else { return Err(PeerError::NotLeader { leader_hint: Some(leader) }) };
             let mut client = channels.client(&addr).map_err(|_| PeerError::NotDelivered)?;
             let request = JoinRequest { forwarded: true, ..req };
             Ok(client.join(request).await.map_err(PeerError::from)?.into_inner())

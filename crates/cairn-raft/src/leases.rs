@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_core::{BackendError, LeaseTime, RequestError, WriteRequest, WriteResponse};
-use cairn_proto::etcdserverpb::{LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest};
+use cairn_core::{BackendError, LeaseTime, WriteRequest, WriteResponse};
+use cairn_proto::etcdserverpb::{LeaseGrantResponse, LeaseRevokeRequest};
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::ServerState;
 
@@ -26,19 +26,7 @@ const MAX_REVOKES_PER_INTERVAL: usize = 500;
 impl RaftNode {
     /// Grant a lease. `id` 0 lets this member choose one; the TTL is raised to the minimum.
     pub async fn lease_grant(&self, id: i64, ttl: i64) -> Result<LeaseGrantResponse, BackendError> {
-        let ttl = ttl.max(self.lessor.min_ttl());
-        // A chosen id is random in [1, 2^63): a collision is retried with another.
-        let chosen_here = id == 0;
-        for _ in 0..5 {
-            let id = if chosen_here { (rand::random::<u64>() >> 1).max(1) as i64 } else { id };
-            match self.write(WriteRequest::LeaseGrant(LeaseGrantRequest { ttl, id })).await {
-                Ok(WriteResponse::LeaseGrant(r)) => return Ok(r),
-                Ok(other) => return Err(BackendError::Corrupt(format!("a lease grant answered {other:?}"))),
-                Err(BackendError::Request(RequestError::LeaseExists)) if chosen_here => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(RequestError::LeaseExists.into())
+        cairn_core::lessor::grant(id, ttl, self.lessor.min_ttl(), |grant| self.write(grant)).await
     }
 
     /// Revoke a lease: it and its keys are deleted in one revision.

@@ -125,6 +125,14 @@ pub struct RaftNode {
 
 const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
 
+/// Where member `id` of the current membership serves peers.
+pub(crate) fn peer_addr_of(raft: &Raft, id: NodeId) -> Option<String> {
+    let m = raft.metrics();
+    let m = m.borrow_watched();
+    let addr = m.membership_config.membership().get_node(&id).map(|n| n.peer_addr.clone());
+    addr
+}
+
 /// A founding member's configuration: unique names, this member among them.
 fn check_initial_cluster(cfg: &NodeConfig) -> Result<(), StartError> {
     let mut names = BTreeSet::new();
@@ -439,9 +447,7 @@ impl RaftNode {
     }
 
     pub(crate) fn peer_addr(&self, id: NodeId) -> Option<String> {
-        let m = self.raft.metrics().borrow_watched().membership_config.clone();
-        let addr = m.nodes().find(|(n, _)| **n == id).map(|(_, node)| node.peer_addr.clone());
-        addr
+        peer_addr_of(&self.raft, id)
     }
 
     /// Stop serving peers and shut Raft down; the database closes when the last handle drops.

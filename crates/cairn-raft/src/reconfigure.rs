@@ -10,6 +10,7 @@ use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 
+use crate::autopilot::{heard_within, in_sync, matched_index};
 use crate::node::RaftNode;
 use crate::pb::{member_change_request::Kind, MemberChangeRequest};
 use crate::peer_error::PeerError;
@@ -55,13 +56,6 @@ pub async fn change(
     let membership = m.membership_config.membership();
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let known = |id: NodeId| membership.nodes().any(|(n, _)| *n == id);
-    let heard = |id: NodeId| {
-        id == m.id
-            || m.heartbeat
-                .as_ref()
-                .and_then(|h| h.get(&id).cloned().flatten())
-                .is_some_and(|at| openraft::Instant::elapsed(&*at) <= contact)
-    };
     let members = match change {
         MemberChange::Remove(id) => {
             if !known(id) {
@@ -70,7 +64,7 @@ pub async fn change(
             if voters.contains(&id) {
                 // etcd's isReadyToRemoveVoter: the voters left must have a quorum started.
                 let left: Vec<NodeId> = voters.iter().copied().filter(|v| *v != id).collect();
-                let started = left.iter().filter(|v| heard(**v)).count();
+                let started = left.iter().filter(|v| heard_within(&m, **v, contact)).count();
                 if left.is_empty() || started < left.len() / 2 + 1 {
                     return Ok(Err(RequestError::NotEnoughStartedMembers));
                 }
@@ -86,9 +80,7 @@ pub async fn change(
             if voters.contains(&id) {
                 return Ok(Err(RequestError::MemberNotLearner));
             }
-            let matched =
-                m.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten()).map_or(0, |l| l.index);
-            if m.last_log_index.unwrap_or(0).saturating_sub(matched) > max_lag || !heard(id) {
+            if !in_sync(&m, id, max_lag, contact) {
                 return Ok(Err(RequestError::LearnerNotReady));
             }
             ChangeMembers::AddVoterIds(BTreeSet::from([id]))
@@ -135,10 +127,12 @@ impl RaftNode {
         if m.state != ServerState::Leader {
             return;
         }
-        let matched = |id: &NodeId| {
-            m.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map_or(0, |l| l.index)
-        };
-        let best = m.membership_config.membership().voter_ids().filter(|v| *v != self.id).max_by_key(matched);
+        let best = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .filter(|v| *v != self.id)
+            .max_by_key(|v| matched_index(&m, *v));
         let Some(to) = best else { return };
         let started = std::time::Instant::now();
         if self.transfer_leadership(to, self.contact * 2).await {

@@ -252,6 +252,19 @@ mod tests {
                 "exclude each other",
             ),
             (Config { promote_after: 0, ..Default::default() }, "--promote-after"),
+            (Config { encryption_key: Some("too short".into()), ..Default::default() }, "at least 16"),
+            (
+                Config {
+                    encryption_key: Some("a key of enough bytes".into()),
+                    encryption_key_file: Some("k.key".into()),
+                    ..Default::default()
+                },
+                "give the cluster key once",
+            ),
+            (
+                Config { encryption_key_file: Some("/nonexistent/cairn.key".into()), ..Default::default() },
+                "cannot read --encryption-key-file",
+            ),
             (
                 Config { initial_cluster: Some("n1=127.0.0.1:x".into()), ..Default::default() },
                 "not name=host:port",
