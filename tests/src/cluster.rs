@@ -99,6 +99,8 @@ struct Node {
     bin: Mutex<Option<PathBuf>>,
     /// Arguments for this node alone, after the others (see [`Cluster::set_node_args`]).
     args: Mutex<Vec<String>>,
+    /// The `--initial-cluster` this node was added with (see [`Cluster::start_added`]).
+    added: Mutex<Option<String>>,
 }
 
 /// A running cluster. Every method takes `&self`, so a cluster can be shared (e.g. in an `Arc`)
@@ -199,6 +201,7 @@ impl Cluster {
                 paused: AtomicBool::new(false),
                 bin: Mutex::new(None),
                 args: Mutex::new(Vec::new()),
+                added: Mutex::new(None),
             });
         }
         let cluster = Cluster { target, opts, token, dir: Some(dir), nodes };
@@ -301,6 +304,16 @@ impl Cluster {
         self.spawn_node(i)
     }
 
+    /// Starts node `i` (not a founder) as etcd's flow has it, after `member add`: with
+    /// `--initial-cluster <initial_cluster> --initial-cluster-state existing` (what `etcdctl
+    /// member add` printed as ETCD_INITIAL_CLUSTER). Cairn and etcd alike. Node `i` may be
+    /// a founder that was removed, its data directory emptied. Later restarts of node `i`
+    /// use the same flags (both servers ignore them once they have data). Does not wait.
+    pub fn start_added(&self, i: usize, initial_cluster: &str) -> Result<()> {
+        *self.nodes[i].added.lock().unwrap_or_else(|e| e.into_inner()) = Some(initial_cluster.to_string());
+        self.spawn_node(i)
+    }
+
     /// Extra arguments for node `i` alone, from its next start on (e.g. `--auto-promote=false`).
     pub fn set_node_args(&self, i: usize, args: Vec<String>) {
         *self.nodes[i].args.lock().unwrap_or_else(|e| e.into_inner()) = args;
@@ -314,6 +327,7 @@ impl Cluster {
             a.push(k.to_string());
             a.push(v);
         };
+        let added = n.added.lock().unwrap_or_else(|e| e.into_inner()).clone();
         match &self.target {
             Target::Cairn { .. } => {
                 a.push("serve".into());
@@ -321,7 +335,10 @@ impl Cluster {
                 flag(&mut a, "--data-dir", n.data_dir.display().to_string());
                 flag(&mut a, "--client-addr", self.client_addr(i).to_string());
                 flag(&mut a, "--peer-addr", self.peer_addr(i).to_string());
-                if i < self.founders() {
+                if let Some(initial) = added {
+                    flag(&mut a, "--initial-cluster", initial);
+                    flag(&mut a, "--initial-cluster-state", "existing".into());
+                } else if i < self.founders() {
                     let initial: Vec<String> = (0..self.founders())
                         .map(|j| format!("{}={}", self.nodes[j].name, self.advertised_peer_addr(j)))
                         .collect();
@@ -343,13 +360,21 @@ impl Cluster {
                 flag(&mut a, "--advertise-client-urls", client_url);
                 flag(&mut a, "--listen-peer-urls", peer_url);
                 flag(&mut a, "--initial-advertise-peer-urls", advertised_peer_url);
-                let initial: Vec<String> = (0..self.len())
+                let initial: Vec<String> = (0..self.founders())
                     .map(|j| format!("{}=http://{}", self.nodes[j].name, self.advertised_peer_addr(j)))
                     .collect();
-                flag(&mut a, "--initial-cluster", initial.join(","));
                 // On a restart etcd finds its WAL in the data dir and ignores the initial-cluster
                 // flags, so the same command line serves both.
-                flag(&mut a, "--initial-cluster-state", "new".into());
+                match added {
+                    Some(initial) => {
+                        flag(&mut a, "--initial-cluster", initial);
+                        flag(&mut a, "--initial-cluster-state", "existing".into());
+                    }
+                    None => {
+                        flag(&mut a, "--initial-cluster", initial.join(","));
+                        flag(&mut a, "--initial-cluster-state", "new".into());
+                    }
+                }
                 flag(&mut a, "--initial-cluster-token", self.token.clone());
             }
         }

@@ -28,10 +28,11 @@ pub fn request_status(e: RequestError) -> Status {
         RequestError::LeaseExists => (Code::FailedPrecondition, "etcdserver: lease already exists"),
         RequestError::LeaseTtlTooLarge => (Code::OutOfRange, "etcdserver: too large lease TTL"),
         RequestError::MemberNotFound => (Code::NotFound, "etcdserver: member not found"),
-        RequestError::NotEnoughStartedMembers => (
-            Code::FailedPrecondition,
-            "etcdserver: re-configuration failed due to not enough started members",
-        ),
+        // etcd maps this one to a client-side error value instead of a status, which gRPC
+        // sends as Unknown (etcd 3.4 answers so).
+        RequestError::NotEnoughStartedMembers => {
+            (Code::Unknown, "etcdserver: re-configuration failed due to not enough started members")
+        }
         RequestError::MemberNotLearner => {
             (Code::FailedPrecondition, "etcdserver: can only promote a learner member")
         }
@@ -45,6 +46,16 @@ pub fn request_status(e: RequestError) -> Status {
         RequestError::LeaderTransferTimeout => {
             (Code::Unknown, "etcdserver: request timed out, leader transfer took too long")
         }
+        RequestError::PeerUrlExists => (Code::FailedPrecondition, "etcdserver: Peer URLs already exists"),
+        RequestError::TooManyLearners => {
+            (Code::FailedPrecondition, "etcdserver: too many learner members in cluster")
+        }
+        RequestError::BadMemberUrls => (Code::InvalidArgument, "etcdserver: given member URLs are invalid"),
+        RequestError::FixedMembership => {
+            (Code::FailedPrecondition, "cairn: membership cannot change on this backend")
+        }
+        RequestError::Unhealthy => (Code::Unavailable, "etcdserver: unhealthy cluster"),
+        RequestError::NoSpace => (Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded"),
     };
     Status::new(code, text)
 }

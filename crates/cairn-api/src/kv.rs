@@ -62,6 +62,12 @@ impl<B: Backend> Kv for KvService<B> {
         let req = req.into_inner();
         validate::check_put(&req).map_err(request_status)?;
         self.check_size(&req)?;
+        crate::quota::check(
+            &*self.backend,
+            self.limits.quota_backend_bytes,
+            crate::quota::put_cost(&req.key, &req.value),
+        )
+        .await?;
         match self.write(WriteRequest::Put(req)).await? {
             WriteResponse::Put(mut r) => {
                 fill_header(&mut r.header, &self.backend.status());
@@ -91,6 +97,10 @@ impl<B: Backend> Kv for KvService<B> {
         let req = req.into_inner();
         validate::check_txn(&req, self.limits.max_txn_ops).map_err(request_status)?;
         self.check_size(&req)?;
+        let cost = crate::quota::txn_cost(&req);
+        if cost > 0 {
+            crate::quota::check(&*self.backend, self.limits.quota_backend_bytes, cost).await?;
+        }
         match self.write(WriteRequest::Txn(req)).await? {
             WriteResponse::Txn(mut r) => {
                 fill_header(&mut r.header, &self.backend.status());

@@ -20,6 +20,7 @@ const KEEPALIVE_BUFFER: usize = 16;
 
 pub struct LeaseService<B> {
     pub backend: Arc<B>,
+    pub limits: crate::Limits,
 }
 
 /// A header at this member's current (readable) revision.
@@ -53,6 +54,7 @@ impl<B: Backend> Lease for LeaseService<B> {
         req: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
         let req = req.into_inner();
+        crate::quota::check(&*self.backend, self.limits.quota_backend_bytes, 64).await?;
         let mut resp = self.backend.lease_grant(req.id, req.ttl).await.map_err(backend_status)?;
         fill_header(&mut resp.header, &self.backend.status());
         Ok(Response::new(resp))

@@ -12,6 +12,7 @@ pub mod learner;
 pub mod lease;
 pub mod lock;
 pub mod maintenance;
+pub mod quota;
 pub mod watch;
 
 use std::sync::Arc;
@@ -38,11 +39,17 @@ pub struct Limits {
     pub max_request_bytes: usize,
     /// etcd `--max-txn-ops` (128).
     pub max_txn_ops: usize,
+    /// etcd `--quota-backend-bytes` (2 GiB): see [`quota`].
+    pub quota_backend_bytes: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_request_bytes: 1536 * 1024, max_txn_ops: 128 }
+        Limits {
+            max_request_bytes: 1536 * 1024,
+            max_txn_ops: 128,
+            quota_backend_bytes: quota::DEFAULT_QUOTA_BYTES,
+        }
     }
 }
 
@@ -77,13 +84,14 @@ fn store_routes<B: Backend>(backend: Arc<B>, limits: Limits) -> Routes {
         .max_decoding_message_size(decode_limit(&limits))
         .max_encoding_message_size(usize::MAX);
     let maintenance = MaintenanceServer::new(maintenance::MaintenanceService { backend: backend.clone() });
+    let lease_limits = limits;
     let watch = WatchServer::new(watch::WatchService {
         backend: backend.clone(),
         progress_interval: std::time::Duration::from_secs(600),
         fragment_bytes: limits.max_request_bytes,
         latest: Default::default(),
     });
-    let lease = LeaseServer::new(lease::LeaseService { backend: backend.clone() });
+    let lease = LeaseServer::new(lease::LeaseService { backend: backend.clone(), limits: lease_limits });
     let cluster = ClusterServer::new(maintenance::ClusterService { backend });
     Routes::new(kv).add_service(maintenance).add_service(cluster).add_service(watch).add_service(lease)
 }

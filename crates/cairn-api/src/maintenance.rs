@@ -11,7 +11,7 @@ use cairn_proto::etcdserverpb::*;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::errors::backend_status;
+use crate::errors::{backend_status, request_status};
 use crate::fill_header;
 use crate::Backend;
 
@@ -30,8 +30,41 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl<B: Backend> Maintenance for MaintenanceService<B> {
-    async fn alarm(&self, _req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
-        let mut resp = AlarmResponse::default();
+    /// etcd's Alarm: GET lists the raised alarms (of one type, or all for NONE), ACTIVATE
+    /// raises one, DEACTIVATE clears one (answering with it if it was raised).
+    async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        let req = req.into_inner();
+        let raised = self.backend.alarms();
+        let wanted = cairn_core::Alarm { member_id: req.member_id, alarm: req.alarm };
+        let alarms = match alarm_request::AlarmAction::try_from(req.action) {
+            Ok(alarm_request::AlarmAction::Get) => raised
+                .into_iter()
+                .filter(|a| req.alarm == AlarmType::None as i32 || a.alarm == req.alarm)
+                .collect(),
+            Ok(alarm_request::AlarmAction::Activate) => {
+                if AlarmType::try_from(req.alarm).is_err() || req.alarm == AlarmType::None as i32 {
+                    return Err(Status::invalid_argument("etcdserver: unknown alarm type"));
+                }
+                self.backend.set_alarm(wanted, true).await.map_err(backend_status)?;
+                vec![wanted]
+            }
+            Ok(alarm_request::AlarmAction::Deactivate) => {
+                if !raised.contains(&wanted) {
+                    Vec::new()
+                } else {
+                    self.backend.set_alarm(wanted, false).await.map_err(backend_status)?;
+                    vec![wanted]
+                }
+            }
+            Err(_) => return Err(Status::invalid_argument("etcdserver: unknown alarm action")),
+        };
+        let mut resp = AlarmResponse {
+            alarms: alarms
+                .into_iter()
+                .map(|a| AlarmMember { member_id: a.member_id, alarm: a.alarm })
+                .collect(),
+            ..Default::default()
+        };
         fill_header(&mut resp.header, &self.backend.status());
         Ok(Response::new(resp))
     }
@@ -47,6 +80,7 @@ impl<B: Backend> Maintenance for MaintenanceService<B> {
             raft_term: s.raft_term,
             raft_applied_index: s.raft_applied_index,
             is_learner: s.is_learner,
+            errors: self.backend.alarms().iter().map(alarm_text).collect(),
             ..Default::default()
         };
         fill_header(&mut resp.header, &s);
@@ -63,7 +97,7 @@ impl<B: Backend> Maintenance for MaintenanceService<B> {
         &self,
         _req: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        // RocksDB compacts on its own; nothing to do, as etcd's defrag on an unfragmented db.
+        self.backend.defragment().await.map_err(backend_status)?;
         let mut resp = DefragmentResponse::default();
         fill_header(&mut resp.header, &self.backend.status());
         Ok(Response::new(resp))
@@ -98,11 +132,37 @@ impl<B: Backend> Maintenance for MaintenanceService<B> {
 
     type SnapshotStream = BoxStream<SnapshotResponse>;
 
+    /// The backend's backup, streamed as etcd streams its snapshot: chunks with the bytes
+    /// still to come (`etcdctl snapshot save` writes them to a file; `cairn snapshot restore`
+    /// reads it).
     async fn snapshot(
         &self,
         _req: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(not_yet("Snapshot"))
+        let backup = self.backend.backup().await.map_err(backend_status)?;
+        let backend = self.backend.clone();
+        let stream = futures::stream::unfold((backup, 0u64), move |(mut backup, sent)| {
+            let backend = backend.clone();
+            async move {
+                let chunk = backup.chunks.recv().await?;
+                let item = chunk.map_err(backend_status).map(|blob| {
+                    let sent = sent + blob.len() as u64;
+                    let mut resp = SnapshotResponse {
+                        remaining_bytes: backup.size.saturating_sub(sent),
+                        blob,
+                        ..Default::default()
+                    };
+                    fill_header(&mut resp.header, &backend.status());
+                    if let Some(header) = resp.header.as_mut() {
+                        header.revision = backup.revision;
+                    }
+                    resp
+                });
+                let sent = sent + item.as_ref().map_or(0, |r| r.blob.len() as u64);
+                Some((item, (backup, sent)))
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn move_leader(
@@ -123,6 +183,13 @@ impl<B: Backend> Maintenance for MaintenanceService<B> {
     }
 }
 
+/// A raised alarm as etcd's Status lists it in `errors`.
+fn alarm_text(a: &cairn_core::Alarm) -> String {
+    let name =
+        AlarmType::try_from(a.alarm).map_or_else(|_| a.alarm.to_string(), |t| t.as_str_name().to_string());
+    format!("memberID:{} alarm:{name} ", a.member_id)
+}
+
 /// The response header of `Maintenance.Status` that carries Cairn's own version (the
 /// `version` field is the etcd API version that clients check).
 pub const SOFTWARE_VERSION_HEADER: &str = "cairn-version";
@@ -135,9 +202,19 @@ pub struct ClusterService<B> {
 impl<B: Backend> Cluster for ClusterService<B> {
     async fn member_add(
         &self,
-        _req: Request<MemberAddRequest>,
+        req: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        Err(not_yet("MemberAdd"))
+        let req = req.into_inner();
+        let peer_url = cairn_core::validate::peer_url(&req.peer_ur_ls).map_err(request_status)?;
+        let (member, members) =
+            self.backend.member_add(peer_url, req.is_learner).await.map_err(backend_status)?;
+        let mut resp = MemberAddResponse {
+            member: Some(to_pb(member)),
+            members: members.into_iter().map(to_pb).collect(),
+            ..Default::default()
+        };
+        fill_header(&mut resp.header, &self.backend.status());
+        Ok(Response::new(resp))
     }
 
     async fn member_remove(
@@ -153,9 +230,15 @@ impl<B: Backend> Cluster for ClusterService<B> {
 
     async fn member_update(
         &self,
-        _req: Request<MemberUpdateRequest>,
+        req: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        Err(not_yet("MemberUpdate"))
+        let req = req.into_inner();
+        let peer_url = cairn_core::validate::peer_url(&req.peer_ur_ls).map_err(request_status)?;
+        let members = self.backend.member_update(req.id, peer_url).await.map_err(backend_status)?;
+        let mut resp =
+            MemberUpdateResponse { members: members.into_iter().map(to_pb).collect(), ..Default::default() };
+        fill_header(&mut resp.header, &self.backend.status());
+        Ok(Response::new(resp))
     }
 
     async fn member_list(

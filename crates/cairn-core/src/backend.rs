@@ -28,7 +28,8 @@ use cairn_proto::etcdserverpb::{LeaseGrantResponse, RangeRequest, RangeResponse}
 
 use crate::error::BackendError;
 use crate::request::{
-    KvHash, LeaseTime, Member, MemberStatus, RevisionEvents, Revisions, WriteRequest, WriteResponse,
+    Alarm, BackupStream, KvHash, LeaseTime, Member, MemberStatus, RevisionEvents, Revisions, WriteRequest,
+    WriteResponse,
 };
 
 /// Reads and writes of the keyspace.
@@ -96,6 +97,22 @@ pub trait ClusterBackend: Send + Sync + 'static {
     /// The members and where they serve.
     fn members(&self) -> impl Future<Output = Result<Vec<Member>, BackendError>> + Send;
 
+    /// Add a member that will serve peers at `peer_url` (`host:port`): a learner, or a voter
+    /// only if the started voters are a quorum of the larger cluster. Returns the new member
+    /// and the members after the change (the new one included).
+    fn member_add(
+        &self,
+        peer_url: String,
+        is_learner: bool,
+    ) -> impl Future<Output = Result<(Member, Vec<Member>), BackendError>> + Send;
+
+    /// Move member `id` to another peer address (`host:port`); returns the members after.
+    fn member_update(
+        &self,
+        id: u64,
+        peer_url: String,
+    ) -> impl Future<Output = Result<Vec<Member>, BackendError>> + Send;
+
     /// Remove member `id` (a voter only if enough started voters remain for a quorum);
     /// returns the members after the change.
     fn member_remove(&self, id: u64) -> impl Future<Output = Result<Vec<Member>, BackendError>> + Send;
@@ -118,6 +135,28 @@ pub trait MaintenanceBackend: Send + Sync + 'static {
     /// etcd's HashKV: a hash of the keyspace's history up to `revision` (0: the current
     /// one); `Compacted` below the compacted revision, `FutureRevision` above the current.
     fn hash_kv(&self, revision: i64) -> impl Future<Output = Result<KvHash, BackendError>> + Send;
+
+    /// A backup of the whole state at one point in time (etcd's `Maintenance.Snapshot`),
+    /// in the backend's own format, ending with a SHA-256 of what precedes it.
+    fn backup(&self) -> impl Future<Output = Result<BackupStream, BackendError>> + Send;
+
+    /// etcd's Defragment, of this member's storage only: give back the space dead rows
+    /// take. Changes no data.
+    fn defragment(&self) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Bytes the keyspace's data takes (etcd's backend size, which the space quota
+    /// limits). Cheap: never touches storage on the caller's thread.
+    fn space_used(&self) -> u64;
+
+    /// The alarms raised in the cluster. Cheap: called for every write.
+    fn alarms(&self) -> Vec<Alarm>;
+
+    /// Raise (`activate`) or clear an alarm, for every member.
+    fn set_alarm(
+        &self,
+        alarm: Alarm,
+        activate: bool,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
 }
 
 /// Everything the etcd API needs: implemented for every type with all the capabilities.

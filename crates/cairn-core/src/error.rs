@@ -52,7 +52,7 @@ pub enum RequestError {
     /// No member has that id (etcd: NotFound).
     #[error("member not found")]
     MemberNotFound,
-    /// The change would leave too few started voters for a quorum (etcd: FailedPrecondition).
+    /// The change would leave too few started voters for a quorum (etcd: Unknown).
     #[error("re-configuration failed due to not enough started members")]
     NotEnoughStartedMembers,
     /// Promote of a member that is already a voter (etcd: FailedPrecondition).
@@ -72,6 +72,27 @@ pub enum RequestError {
     /// MoveLeader did not complete in time (etcd: Unknown, the code of unmapped errors).
     #[error("request timed out, leader transfer took too long")]
     LeaderTransferTimeout,
+    /// MemberAdd/MemberUpdate with a peer URL another member has (etcd: FailedPrecondition).
+    #[error("Peer URLs already exists")]
+    PeerUrlExists,
+    /// MemberAdd of a learner beyond the learner limit (etcd: FailedPrecondition).
+    #[error("too many learner members in cluster")]
+    TooManyLearners,
+    /// Peer URLs that are not one `http://host:port` (etcd: InvalidArgument).
+    #[error("given member URLs are invalid")]
+    BadMemberUrls,
+    /// A membership change asked of a backend whose membership cannot change (one
+    /// unreplicated member; etcd has no such case: FailedPrecondition).
+    #[error("membership cannot change on this backend")]
+    FixedMembership,
+    /// MemberAdd while a voter is out of contact (etcd's strict reconfiguration check:
+    /// Unavailable).
+    #[error("unhealthy cluster")]
+    Unhealthy,
+    /// A write that adds data while the space quota is exceeded (a NOSPACE alarm is
+    /// raised) (etcd: ResourceExhausted).
+    #[error("mvcc: database space exceeded")]
+    NoSpace,
 }
 
 impl RequestError {
@@ -99,6 +120,12 @@ impl RequestError {
             RequestError::NotLeader => 22,
             RequestError::BadLeaderTransferee => 23,
             RequestError::LeaderTransferTimeout => 24,
+            RequestError::PeerUrlExists => 25,
+            RequestError::TooManyLearners => 26,
+            RequestError::BadMemberUrls => 27,
+            RequestError::FixedMembership => 28,
+            RequestError::Unhealthy => 29,
+            RequestError::NoSpace => 30,
         }
     }
 
@@ -125,12 +152,18 @@ impl RequestError {
             22 => RequestError::NotLeader,
             23 => RequestError::BadLeaderTransferee,
             24 => RequestError::LeaderTransferTimeout,
+            25 => RequestError::PeerUrlExists,
+            26 => RequestError::TooManyLearners,
+            27 => RequestError::BadMemberUrls,
+            28 => RequestError::FixedMembership,
+            29 => RequestError::Unhealthy,
+            30 => RequestError::NoSpace,
             _ => return None,
         })
     }
 
     /// Every variant, for exhaustive tests of code and status tables.
-    pub const ALL: [RequestError; 20] = [
+    pub const ALL: [RequestError; 26] = [
         RequestError::Compacted,
         RequestError::FutureRevision,
         RequestError::EmptyKey,
@@ -151,6 +184,12 @@ impl RequestError {
         RequestError::NotLeader,
         RequestError::BadLeaderTransferee,
         RequestError::LeaderTransferTimeout,
+        RequestError::PeerUrlExists,
+        RequestError::TooManyLearners,
+        RequestError::BadMemberUrls,
+        RequestError::FixedMembership,
+        RequestError::Unhealthy,
+        RequestError::NoSpace,
     ];
 }
 

@@ -27,6 +27,6 @@ pub use cairn_proto as proto;
 pub use error::{BackendError, RequestError, StorageSource};
 pub use key_range::{prefix_end, KeyRange};
 pub use request::{
-    is_read_only, is_serializable, KvHash, Lease, LeaseTime, Member, MemberStatus, RevisionEvents, Revisions,
-    WriteRequest, WriteResponse, INITIAL_REVISION, MAX_LEASE_TTL,
+    is_read_only, is_serializable, Alarm, BackupStream, KvHash, Lease, LeaseTime, Member, MemberStatus,
+    RevisionEvents, Revisions, WriteRequest, WriteResponse, INITIAL_REVISION, MAX_LEASE_TTL,
 };

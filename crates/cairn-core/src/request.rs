@@ -72,6 +72,53 @@ pub struct KvHash {
     pub revision: i64,
 }
 
+/// A raised alarm (etcd's AlarmMember): the member that raised it and etcd's AlarmType
+/// number (1: NOSPACE, 2: CORRUPT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Alarm {
+    pub member_id: u64,
+    pub alarm: i32,
+}
+
+/// A backup on its way out (etcd's `Maintenance.Snapshot`): its size and its bytes, in
+/// order, in chunks. The last bytes are a SHA-256 of all before them (see `cairn-mvcc`).
+#[derive(Debug)]
+pub struct BackupStream {
+    pub size: u64,
+    /// The revision the backup holds the keyspace at.
+    pub revision: i64,
+    pub chunks: tokio::sync::mpsc::Receiver<Result<Vec<u8>, crate::BackendError>>,
+}
+
+impl BackupStream {
+    /// Stream `file` (`size` bytes, read from its start) in 1 MiB chunks from a thread of
+    /// its own, so that neither the caller nor an async worker waits on the disk. A read
+    /// error ends the stream with that error; a receiver that goes away stops the reading.
+    pub fn from_file(file: std::fs::File, size: u64, revision: i64) -> BackupStream {
+        use std::io::Read;
+        let (tx, chunks) = tokio::sync::mpsc::channel(4);
+        std::thread::spawn(move || {
+            let mut file = std::io::BufReader::new(file);
+            loop {
+                let mut chunk = vec![0u8; 1 << 20];
+                let n = match file.read(&mut chunk) {
+                    Ok(0) => return,
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(crate::BackendError::Storage(std::sync::Arc::new(e))));
+                        return;
+                    }
+                };
+                chunk.truncate(n);
+                if tx.blocking_send(Ok(chunk)).is_err() {
+                    return;
+                }
+            }
+        });
+        BackupStream { size, revision, chunks }
+    }
+}
+
 /// Where a store's history stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Revisions {

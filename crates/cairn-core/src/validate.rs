@@ -137,9 +137,47 @@ fn check_intervals(ops: &[RequestOp]) -> Result<(HashSet<Vec<u8>>, Vec<Deleted>)
     Ok((puts, dels))
 }
 
+/// MemberAdd's and MemberUpdate's peer URLs: exactly one `http://host:port` (a Cairn member
+/// serves peers on one address, without TLS); returns `host:port`.
+pub fn peer_url(urls: &[String]) -> Result<String, RequestError> {
+    let [url] = urls else { return Err(RequestError::BadMemberUrls) };
+    let addr = url.strip_prefix("http://").ok_or(RequestError::BadMemberUrls)?;
+    let addr = addr.strip_suffix('/').unwrap_or(addr);
+    match addr.rsplit_once(':') {
+        Some((host, port))
+            if !host.is_empty() && !host.contains(['/', '?', '#', '@']) && port.parse::<u16>().is_ok() =>
+        {
+            Ok(addr.to_string())
+        }
+        _ => Err(RequestError::BadMemberUrls),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peer_urls_are_one_http_address() {
+        let one = |u: &str| peer_url(&[u.to_string()]);
+        assert_eq!(one("http://127.0.0.1:2380"), Ok("127.0.0.1:2380".into()));
+        assert_eq!(one("http://node-4.example:33237/"), Ok("node-4.example:33237".into()));
+        assert_eq!(one("http://[::1]:2380"), Ok("[::1]:2380".into()));
+        for bad in [
+            "127.0.0.1:2380",
+            "https://127.0.0.1:2380",
+            "http://127.0.0.1",
+            "http://:2380",
+            "http://h:99999",
+            "http://h:1/x",
+            "",
+        ] {
+            assert_eq!(one(bad), Err(RequestError::BadMemberUrls), "{bad:?}");
+        }
+        assert_eq!(peer_url(&[]), Err(RequestError::BadMemberUrls));
+        let two = ["http://a:1".to_string(), "http://b:2".to_string()];
+        assert_eq!(peer_url(&two), Err(RequestError::BadMemberUrls));
+    }
     use cairn_proto::etcdserverpb::Compare;
 
     fn put(k: &str) -> RequestOp {

@@ -27,9 +27,9 @@ use std::time::Duration;
 
 use cairn_core::lessor::{LeaseError, Lessor};
 use cairn_core::{
-    is_read_only, BackendError, ClusterBackend, KvBackend, KvHash, LeaseBackend, LeaseTime,
-    MaintenanceBackend, Member, MemberStatus, RequestError, RevisionEvents, Revisions, WatchSource,
-    WriteRequest, WriteResponse,
+    is_read_only, Alarm, BackendError, BackupStream, ClusterBackend, KvBackend, KvHash, LeaseBackend,
+    LeaseTime, MaintenanceBackend, Member, MemberStatus, RequestError, RevisionEvents, Revisions,
+    WatchSource, WriteRequest, WriteResponse,
 };
 use cairn_mvcc::MvccStore;
 use cairn_proto::etcdserverpb::{LeaseGrantResponse, LeaseRevokeRequest, RangeRequest, RangeResponse};
@@ -81,6 +81,8 @@ struct Inner {
     revision: watch::Sender<i64>,
     lessor: Lessor,
     config: LocalConfig,
+    /// Raised alarms: this process's only (an unreplicated member has no one to tell).
+    alarms: Mutex<std::collections::BTreeSet<Alarm>>,
 }
 
 impl LocalBackend {
@@ -97,6 +99,7 @@ impl LocalBackend {
             revision: watch::Sender::new(current),
             lessor,
             config,
+            alarms: Mutex::default(),
         });
         let expiry = tokio::spawn(expire_leases(Arc::downgrade(&inner)));
         Ok(LocalBackend { inner, expiry })
@@ -274,6 +277,22 @@ impl ClusterBackend for LocalBackend {
         }])
     }
 
+    /// One unreplicated member: nothing can join it.
+    async fn member_add(
+        &self,
+        _peer_url: String,
+        _is_learner: bool,
+    ) -> Result<(Member, Vec<Member>), BackendError> {
+        Err(RequestError::FixedMembership.into())
+    }
+
+    async fn member_update(&self, id: u64, _peer_url: String) -> Result<Vec<Member>, BackendError> {
+        if id == self.inner.config.member_id {
+            return Err(RequestError::FixedMembership.into());
+        }
+        Err(RequestError::MemberNotFound.into())
+    }
+
     /// The only member cannot be removed (no voter would remain).
     async fn member_remove(&self, id: u64) -> Result<Vec<Member>, BackendError> {
         if id == self.inner.config.member_id {
@@ -306,5 +325,34 @@ impl MaintenanceBackend for LocalBackend {
 
     async fn hash_kv(&self, revision: i64) -> Result<KvHash, BackendError> {
         self.blocking(move |inner| Ok(inner.store.hash_kv(revision)?)).await
+    }
+
+    fn space_used(&self) -> u64 {
+        self.inner.store.engine().approximate_size()
+    }
+
+    fn alarms(&self) -> Vec<Alarm> {
+        self.inner.alarms.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().collect()
+    }
+
+    async fn set_alarm(&self, alarm: Alarm, activate: bool) -> Result<(), BackendError> {
+        let mut alarms = self.inner.alarms.lock().unwrap_or_else(|e| e.into_inner());
+        if activate {
+            alarms.insert(alarm);
+        } else {
+            alarms.remove(&alarm);
+        }
+        Ok(())
+    }
+
+    async fn defragment(&self) -> Result<(), BackendError> {
+        self.blocking(move |inner| Ok(inner.store.engine().compact_storage()?)).await
+    }
+
+    /// Staged in the system's temporary directory.
+    async fn backup(&self) -> Result<BackupStream, BackendError> {
+        let (file, size, revision) =
+            self.blocking(move |inner| Ok(inner.store.backup_file(&std::env::temp_dir())?)).await?;
+        Ok(BackupStream::from_file(file, size, revision))
     }
 }

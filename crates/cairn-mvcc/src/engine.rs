@@ -131,4 +131,8 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Bytes the families occupy, approximately (for `Status`). Cheap: no storage reads.
     fn approximate_size(&self) -> u64;
+
+    /// Give back the space that deleted and overwritten rows still take (etcd's
+    /// Defragment): may take long and read and write everything once. Changes no data.
+    fn compact_storage(&self) -> Result<(), MvccError>;
 }

@@ -32,6 +32,7 @@
 //! # Ok::<(), cairn_mvcc::MvccError>(())
 //! ```
 
+mod backup;
 mod encoding;
 mod engine;
 mod error;
@@ -47,6 +48,7 @@ mod store;
 mod txn;
 mod view;
 
+pub use backup::{verify_backup, DIGEST_LEN};
 pub use engine::{Batch, BatchOp, Durability, Engine, EngineRead, Family, Row, Visit};
 pub use error::MvccError;
 pub use memory::MemEngine;

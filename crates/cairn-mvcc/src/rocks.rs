@@ -168,4 +168,16 @@ impl Engine for RocksEngine {
             })
             .sum()
     }
+
+    /// A full manual compaction of every family down to the last level, where tombstones
+    /// and overwritten versions are dropped.
+    fn compact_storage(&self) -> Result<(), MvccError> {
+        let mut opts = rocksdb::CompactOptions::default();
+        opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        for fam in Family::ALL {
+            self.db.flush_cf(handle(&self.db, fam))?;
+            self.db.compact_range_cf_opt(handle(&self.db, fam), None::<&[u8]>, None::<&[u8]>, &opts);
+        }
+        Ok(())
+    }
 }

@@ -29,31 +29,22 @@ impl MvccStore {
         out: &mut dyn Write,
         meta_keys: &[&[u8]],
     ) -> Result<(u64, MetaRows), MvccError> {
-        let snapshot = self.engine().snapshot();
-        let meta = meta_keys.iter().map(|k| snapshot.get(Family::Meta, k)).collect::<Result<Vec<_>, _>>()?;
-        out.write_all(MAGIC).map_err(io)?;
-        let mut rows = 0u64;
-        for fam in Family::ALL {
-            snapshot.scan(fam, &[], None, &mut |k, v| {
-                out.write_all(&[fam as u8]).map_err(io)?;
-                out.write_all(&(k.len() as u32).to_be_bytes()).map_err(io)?;
-                out.write_all(k).map_err(io)?;
-                out.write_all(&(v.len() as u32).to_be_bytes()).map_err(io)?;
-                out.write_all(v).map_err(io)?;
-                rows += 1;
-                Ok(true)
-            })?;
-        }
-        out.write_all(&[END]).map_err(io)?;
-        out.write_all(&rows.to_be_bytes()).map_err(io)?;
-        out.flush().map_err(io)?;
-        Ok((rows, meta))
+        write_snapshot_of(&*self.engine().snapshot(), out, meta_keys)
     }
 
     /// Replace the whole state with the snapshot read from `input`, atomically: either the
     /// old state or the complete new one survives a crash. The snapshot is checked
     /// completely before anything is written.
     pub fn install_snapshot(&self, input: &mut dyn Read) -> Result<u64, MvccError> {
+        self.install_snapshot_rows(input, &|_, _| true)
+    }
+
+    /// [`MvccStore::install_snapshot`] keeping only the rows `keep` accepts (family, key).
+    pub fn install_snapshot_rows(
+        &self,
+        input: &mut dyn Read,
+        keep: &dyn Fn(Family, &[u8]) -> bool,
+    ) -> Result<u64, MvccError> {
         let corrupt = |what: &str| MvccError::Corrupt(format!("snapshot: {what}"));
         let mut magic = [0u8; 8];
         input.read_exact(&mut magic).map_err(io)?;
@@ -74,8 +65,10 @@ impl MvccStore {
             };
             let key = read_chunk(input)?;
             let value = read_chunk(input)?;
-            batch.put(fam, key, value);
             rows += 1;
+            if keep(fam, &key) {
+                batch.put(fam, key, value);
+            }
         }
         let mut count = [0u8; 8];
         input.read_exact(&mut count).map_err(io)?;
@@ -85,6 +78,32 @@ impl MvccStore {
         self.engine().write(batch, Durability::Synced)?;
         Ok(rows)
     }
+}
+
+/// [`MvccStore::write_snapshot`] of a given engine snapshot.
+pub(crate) fn write_snapshot_of(
+    snapshot: &dyn crate::engine::EngineRead,
+    out: &mut dyn Write,
+    meta_keys: &[&[u8]],
+) -> Result<(u64, MetaRows), MvccError> {
+    let meta = meta_keys.iter().map(|k| snapshot.get(Family::Meta, k)).collect::<Result<Vec<_>, _>>()?;
+    out.write_all(MAGIC).map_err(io)?;
+    let mut rows = 0u64;
+    for fam in Family::ALL {
+        snapshot.scan(fam, &[], None, &mut |k, v| {
+            out.write_all(&[fam as u8]).map_err(io)?;
+            out.write_all(&(k.len() as u32).to_be_bytes()).map_err(io)?;
+            out.write_all(k).map_err(io)?;
+            out.write_all(&(v.len() as u32).to_be_bytes()).map_err(io)?;
+            out.write_all(v).map_err(io)?;
+            rows += 1;
+            Ok(true)
+        })?;
+    }
+    out.write_all(&[END]).map_err(io)?;
+    out.write_all(&rows.to_be_bytes()).map_err(io)?;
+    out.flush().map_err(io)?;
+    Ok((rows, meta))
 }
 
 fn read_chunk(input: &mut dyn Read) -> Result<Vec<u8>, MvccError> {

@@ -173,6 +173,11 @@ impl<'a> ApplyBatch<'a> {
         self.write(Family::Meta, key.to_vec(), Some(value.to_vec()));
     }
 
+    /// Delete a metadata row in the same atomic batch.
+    pub fn delete_meta(&mut self, key: &[u8]) {
+        self.write(Family::Meta, key.to_vec(), None);
+    }
+
     /// The revision after the writes applied so far.
     pub fn current_revision(&self) -> i64 {
         self.current

@@ -29,10 +29,11 @@ pub fn release_line(version: &str) -> &str {
     }
 }
 
-/// On the leader: admit `req`'s node as a learner. Joining again with the same name and
-/// address is a no-op; anything that clashes with a member is refused, with etcd's text
-/// where etcd has one.
-pub async fn admit(raft: &Raft, req: &JoinRequest) -> Result<(), PeerError> {
+/// On the leader: admit `req`'s node as a learner, and return its member id. Joining again
+/// with the same name and address is a no-op; anything that clashes with a member is
+/// refused, with etcd's text where etcd has one. A node added already (`req.existing`) is
+/// only told its id, found by its peer address.
+pub async fn admit(raft: &Raft, req: &JoinRequest) -> Result<u64, PeerError> {
     let (state, leader, membership) = {
         let m = raft.metrics();
         let m = m.borrow_watched();
@@ -51,10 +52,19 @@ pub async fn admit(raft: &Raft, req: &JoinRequest) -> Result<(), PeerError> {
     if req.name.is_empty() || req.peer_addr.is_empty() {
         return Err(PeerError::Refused("a joining node needs a name and a peer address".into()));
     }
+    if req.existing {
+        return match membership.nodes().find(|(_, n)| n.peer_addr == req.peer_addr) {
+            Some((id, _)) => Ok(*id),
+            None => Err(PeerError::Refused(format!(
+                "no member has peer address {}: add it first (etcdctl member add {} --peer-urls=http://{})",
+                req.peer_addr, req.name, req.peer_addr
+            ))),
+        };
+    }
     let id = node_id_of(&req.name);
     if let Some((_, node)) = membership.nodes().find(|(n, _)| **n == id) {
         if node.peer_addr == req.peer_addr {
-            return Ok(());
+            return Ok(id);
         }
         return Err(PeerError::Refused(format!(
             "etcdserver: member ID already exist (a member named {} has peer address {})",
@@ -78,7 +88,7 @@ pub async fn admit(raft: &Raft, req: &JoinRequest) -> Result<(), PeerError> {
     match raft.add_learner(id, node, false).await {
         Ok(_) => {
             tracing::info!(name = %req.name, peer = %req.peer_addr, member_id = format!("{id:x}"), "added a learner");
-            Ok(())
+            Ok(id)
         }
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
             Err(PeerError::NotLeader { leader_hint: f.leader_id })
@@ -99,9 +109,8 @@ pub async fn admit_or_pass(
     req: JoinRequest,
     cluster_id: u64,
 ) -> Result<JoinResponse, PeerError> {
-    let answer = JoinResponse { cluster_id, member_id: node_id_of(&req.name) };
     match admit(raft, &req).await {
-        Ok(()) => Ok(answer),
+        Ok(member_id) => Ok(JoinResponse { cluster_id, member_id }),
         Err(PeerError::NotLeader { leader_hint: Some(leader) }) if !req.forwarded => {
             let Some(addr) = crate::node::peer_addr_of(raft, leader) else {
                 return Err(PeerError::NotLeader { leader_hint: Some(leader) });

@@ -33,6 +33,10 @@ pub async fn publish(raft: &Raft, attributes: MemberAttributes) -> Result<(), Pe
     propose_command(raft, Command::SetMember(attributes)).await.map(|_| ())
 }
 
+pub async fn set_alarm(raft: &Raft, change: crate::pb::AlarmChange) -> Result<(), PeerError> {
+    propose_command(raft, Command::SetAlarm(change)).await.map(|_| ())
+}
+
 /// Propose any command; its result (`None` for commands without one) and log index.
 async fn propose_command(
     raft: &Raft,

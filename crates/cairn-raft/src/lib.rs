@@ -5,6 +5,7 @@
 //! service, no client gRPC): it replicates `cairn_core::WriteRequest`s and offers a read
 //! barrier. The API crate builds the etcd services on [`RaftNode`].
 
+pub mod alarms;
 pub mod autopilot;
 pub mod cluster_key;
 pub mod codec;
@@ -22,6 +23,7 @@ pub mod node;
 pub mod pb;
 pub mod peer_error;
 pub mod reconfigure;
+pub mod recover;
 mod route;
 pub mod server;
 pub mod state_machine;
@@ -33,6 +35,7 @@ pub use cluster_key::ClusterKey;
 pub use node::{NodeConfig, NodeStatus, RaftNode, StartError};
 pub use peer_error::PeerError;
 pub use reconfigure::MemberChange;
+pub use recover::{force_new_cluster, restore_backup, ForcedCluster, RecoverError, Restored};
 pub use storage::OpenError;
 pub use types::{node_id_of, NodeId, PeerNode};
 

@@ -25,9 +25,9 @@ use crate::types::{Entry, LogId, TypeConfig, Vote};
 pub const CF_LOG: &str = "raft_log";
 pub const CF_META: &str = "raft_meta";
 
-const KEY_VOTE: &[u8] = b"vote";
+pub(crate) const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
-const KEY_LAST_PURGED: &[u8] = b"last_purged";
+pub(crate) const KEY_LAST_PURGED: &[u8] = b"last_purged";
 
 fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()

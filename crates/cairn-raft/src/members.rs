@@ -53,17 +53,27 @@ impl crate::RaftNode {
             }
         });
         let client_urls = futures::future::join_all(asked).await;
+        // A member added with MemberAdd has no name until it starts and publishes one.
+        let name = |id: u64, node: &crate::types::PeerNode| match published.iter().find(|a| a.id == id) {
+            Some(a) if !a.name.is_empty() => a.name.clone(),
+            _ => node.name.clone(),
+        };
         Ok(membership
             .nodes()
             .zip(client_urls)
             .map(|((id, node), client_urls)| Member {
                 id: *id,
-                name: node.name.clone(),
+                name: name(*id, node),
                 peer_urls: vec![format!("http://{}", node.peer_addr)],
                 client_urls,
                 is_learner: !membership.voter_ids().any(|v| v == *id),
             })
             .collect())
+    }
+
+    /// The members that ever started (published their attributes).
+    pub(crate) async fn published_ids(&self) -> Result<std::collections::BTreeSet<u64>, BackendError> {
+        Ok(self.read(published).await?.into_iter().map(|a| a.id).collect())
     }
 
     /// Publish this member's attributes if the replicated state does not hold them yet.
@@ -77,7 +87,7 @@ impl crate::RaftNode {
         };
         let wanted = MemberAttributes {
             id: self.id,
-            name: me.name.clone(),
+            name: self.name.clone(),
             peer_urls: vec![format!("http://{}", me.peer_addr)],
             client_urls,
             version: env!("CARGO_PKG_VERSION").to_string(),

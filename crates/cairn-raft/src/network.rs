@@ -110,15 +110,46 @@ pub struct PeerNetwork {
     pub min_rpc_deadline: Duration,
     /// Set when a peer answers a vote request with "you were removed".
     pub removed: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Where each member serves peers now (see [`follow_addresses`]).
+    pub addresses: Addresses,
+}
+
+/// Every member's current peer address. A connection looks its target up for every
+/// request, so a member moved by MemberUpdate is reached at its new address although
+/// openraft keeps the connection it made for the old one.
+pub type Addresses = Arc<std::sync::RwLock<std::collections::BTreeMap<NodeId, String>>>;
+
+/// Keep `addresses` equal to the members' addresses in `raft`'s configuration (runs until
+/// aborted or Raft stops).
+pub(crate) async fn follow_addresses(raft: crate::types::Raft, addresses: Addresses) {
+    use openraft::async_runtime::watch::WatchReceiver;
+    let mut metrics = raft.metrics();
+    loop {
+        let nodes: Vec<(NodeId, String)> = {
+            let m = metrics.borrow_watched();
+            m.membership_config.membership().nodes().map(|(id, n)| (*id, n.peer_addr.clone())).collect()
+        };
+        {
+            let mut book = addresses.write().unwrap_or_else(|e| e.into_inner());
+            for (id, addr) in nodes {
+                book.insert(id, addr);
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> PeerConnection {
+        self.addresses.write().unwrap_or_else(|e| e.into_inner()).insert(target, node.peer_addr.clone());
         PeerConnection {
             target,
-            client: self.channels.client(&node.peer_addr).map_err(|e| e.to_string()),
+            channels: self.channels.clone(),
+            addresses: self.addresses.clone(),
             min_rpc_deadline: self.min_rpc_deadline,
             pipelined: true,
             removed: self.removed.clone(),
@@ -128,7 +159,8 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
 
 pub struct PeerConnection {
     target: NodeId,
-    client: Result<Client, String>,
+    channels: PeerChannels,
+    addresses: Addresses,
     min_rpc_deadline: Duration,
     /// Whether the peer serves `StreamAppend`; cleared when it answers Unimplemented (an
     /// older member during a rolling upgrade), after which AppendEntries go one at a time.
@@ -166,7 +198,9 @@ fn status_to_rpc(status: tonic::Status) -> RPCError<TypeConfig> {
 
 impl PeerConnection {
     fn client(&self) -> Result<Client, RPCError<TypeConfig>> {
-        self.client.clone().map_err(|e| unreachable(&io::Error::other(e)))
+        let addr = self.addresses.read().unwrap_or_else(|e| e.into_inner()).get(&self.target).cloned();
+        let addr = addr.ok_or_else(|| unreachable(&io::Error::other("no address for this member")))?;
+        self.channels.client(&addr).map_err(|e| unreachable(&e))
     }
 
     async fn unary<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(

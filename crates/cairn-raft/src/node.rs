@@ -45,7 +45,13 @@ pub struct NodeConfig {
     /// Peer addresses of members to ask to join a running cluster (`--join`); empty: found
     /// or restart one from `initial_cluster`. Ignored once the data directory has joined.
     pub join: Vec<String>,
-    /// Whether this member, when a learner, wants the leader to promote it.
+    /// `--initial-cluster-state existing` (etcd's flow): this node was added already with
+    /// MemberAdd; it asks the other members of `initial_cluster` for its member id (found by
+    /// its peer address) and never founds a cluster. Ignored once the data directory has
+    /// joined.
+    pub existing: bool,
+    /// Whether this member, when a learner, wants the leader to promote it. A member added
+    /// with MemberAdd waits for MemberPromote, as in etcd, whatever this says.
     pub auto_promote: bool,
     /// When this member, as leader, promotes learners.
     pub promotion: crate::autopilot::Promotion,
@@ -75,6 +81,15 @@ pub enum StartError {
     JoinUnreachable(String),
 }
 
+impl From<crate::join::JoinFailure> for StartError {
+    fn from(failure: crate::join::JoinFailure) -> Self {
+        match failure {
+            crate::join::JoinFailure::Refused(why) => StartError::JoinRefused(why),
+            crate::join::JoinFailure::Unreachable(why) => StartError::JoinUnreachable(why),
+        }
+    }
+}
+
 fn storage<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
     what: &'static str,
 ) -> impl FnOnce(E) -> StartError {
@@ -96,6 +111,7 @@ pub struct NodeStatus {
 
 pub struct RaftNode {
     pub(crate) id: NodeId,
+    pub(crate) name: String,
     cluster_id: u64,
     pub(crate) raft: Raft,
     store: MvccStore,
@@ -119,11 +135,21 @@ pub struct RaftNode {
     pub(crate) contact: Duration,
     /// Turns true when this member finds itself removed from the cluster.
     removed: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The raised alarms (the state machine keeps them current).
+    pub(crate) alarms: crate::alarms::Raised,
     /// Holds the data directory's lock while the node lives.
     _data_dir: DataDir,
 }
 
 const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
+/// This member's id (from 0.2: earlier data directories derive it from the name).
+pub(crate) const KEY_MEMBER_ID: &[u8] = b"member_id";
+/// How this member entered its cluster: absent for a founder, [`ADDED`] or [`JOINED`]. A
+/// member that did not found its cluster never initializes a membership of its own, even if
+/// it restarts before it hears from the cluster.
+const KEY_ORIGIN: &[u8] = b"origin";
+const JOINED: &[u8] = b"joined";
+const ADDED: &[u8] = b"added";
 
 /// Where member `id` of the current membership serves peers.
 pub(crate) fn peer_addr_of(raft: &Raft, id: NodeId) -> Option<String> {
@@ -136,7 +162,8 @@ pub(crate) fn peer_addr_of(raft: &Raft, id: NodeId) -> Option<String> {
 /// A founding member's configuration: unique names, this member among them.
 fn check_initial_cluster(cfg: &NodeConfig) -> Result<(), StartError> {
     let mut names = BTreeSet::new();
-    for (name, _) in &cfg.initial_cluster {
+    // (A member added but not started yet has no name: etcdctl lists it as `=url`.)
+    for (name, _) in cfg.initial_cluster.iter().filter(|(name, _)| !name.is_empty()) {
         if !names.insert(name) {
             return Err(StartError::Config(format!("member {name} appears twice in the initial cluster")));
         }
@@ -167,35 +194,84 @@ impl RaftNode {
         let data_dir = open_data_dir(&cfg.data_dir)?;
         let db = data_dir.db.clone();
         let store = MvccStore::new(Arc::new(cairn_mvcc::RocksEngine::new(db.clone())));
-        let id = node_id_of(&cfg.name);
 
-        // The cluster id is fixed when the member first starts (a founder) or first joins;
-        // later flags cannot change it.
+        // The cluster id and this member's id are fixed when the member first starts (a
+        // founder), joins or is added; later flags cannot change them.
         let meta = db.cf_handle(CF_META).expect("raft_meta family");
-        let store_cluster_id = |cid: u64| {
+        let read_u64 = |key: &[u8], what: &'static str| -> Result<Option<u64>, StartError> {
+            match db.get_cf(meta, key).map_err(storage(what))? {
+                None => Ok(None),
+                Some(b) => Ok(Some(u64::from_be_bytes(
+                    b.as_slice().try_into().map_err(|_| storage(what)("not 8 bytes"))?,
+                ))),
+            }
+        };
+        let store_ids = |cluster_id: u64, member_id: u64, origin: Option<&[u8]>| {
+            let mut batch = rocksdb::WriteBatch::default();
+            batch.put_cf(meta, KEY_CLUSTER_ID, cluster_id.to_be_bytes());
+            batch.put_cf(meta, KEY_MEMBER_ID, member_id.to_be_bytes());
+            if let Some(origin) = origin {
+                batch.put_cf(meta, KEY_ORIGIN, origin);
+            }
             let mut opts = rocksdb::WriteOptions::default();
             opts.set_sync(true);
-            db.put_cf_opt(meta, KEY_CLUSTER_ID, cid.to_be_bytes(), &opts).map_err(storage("cluster id"))
+            db.write_opt(batch, &opts).map_err(storage("cluster id"))
         };
+        let origin = db.get_cf(meta, KEY_ORIGIN).map_err(storage("origin"))?;
+        let channels = PeerChannels::new(Some(cfg.peer_listen.ip()), &cfg.cluster_key);
         let cluster_id: Arc<OnceLock<u64>> = Arc::default();
-        match db.get_cf(meta, KEY_CLUSTER_ID).map_err(storage("cluster id"))? {
-            Some(b) => {
-                let cid = u64::from_be_bytes(
-                    b.as_slice().try_into().map_err(|_| storage("cluster id")("not 8 bytes"))?,
-                );
+        let id = match read_u64(KEY_CLUSTER_ID, "cluster id")? {
+            Some(cid) => {
                 let _ = cluster_id.set(cid);
+                match read_u64(KEY_MEMBER_ID, "member id")? {
+                    Some(id) => id,
+                    None => {
+                        let id = node_id_of(&cfg.name);
+                        store_ids(cid, id, None)?;
+                        id
+                    }
+                }
+            }
+            None if cfg.existing => {
+                // Added with MemberAdd: the cluster knows this node by its peer address.
+                let me = advertised_peer_addr(&cfg);
+                let others: Vec<String> =
+                    cfg.initial_cluster.iter().map(|(_, a)| a.clone()).filter(|a| *a != me).collect();
+                if others.is_empty() {
+                    return Err(StartError::Config(
+                        "--initial-cluster-state existing needs the cluster's other members in --initial-cluster"
+                            .into(),
+                    ));
+                }
+                let request = pb::JoinRequest {
+                    name: cfg.name.clone(),
+                    peer_addr: me,
+                    version: env!("CARGO_PKG_VERSION").to_string(),
+                    forwarded: false,
+                    existing: true,
+                };
+                let answer = crate::join::join(&channels, &others, request, crate::join::JOIN_PATIENCE)
+                    .await
+                    .map_err(StartError::from)?;
+                store_ids(answer.cluster_id, answer.member_id, Some(ADDED))?;
+                let _ = cluster_id.set(answer.cluster_id);
+                answer.member_id
             }
             None if cfg.join.is_empty() => {
                 let mut members: Vec<String> =
                     cfg.initial_cluster.iter().map(|(n, a)| format!("{n}={a}")).collect();
                 members.sort();
                 let cid = node_id_of(&members.join(","));
-                store_cluster_id(cid)?;
+                let id = node_id_of(&cfg.name);
+                store_ids(cid, id, None)?;
                 let _ = cluster_id.set(cid);
+                id
             }
-            // Joining: the cluster tells us its id.
-            None => {}
-        }
+            // Joining: the cluster tells us its id once it has added us.
+            None => node_id_of(&cfg.name),
+        };
+        let added = origin.as_deref() == Some(ADDED) || (origin.is_none() && cfg.existing);
+        let founder = origin.is_none() && cfg.join.is_empty() && !cfg.existing;
 
         let election_ms = cfg.election_timeout.as_millis().max(2) as u64;
         let config = Config {
@@ -216,12 +292,14 @@ impl RaftNode {
         let sm = StateMachine::new(store.clone(), snapshots.clone(), lessor.clone())
             .map_err(storage("state machine"))?;
         let revision = sm.revision_updates();
-        let channels = PeerChannels::new(Some(cfg.peer_listen.ip()), &cfg.cluster_key);
+        let alarms = sm.alarms();
         let removed = Arc::new(tokio::sync::watch::Sender::new(false));
+        let addresses = crate::network::Addresses::default();
         let network = PeerNetwork {
             channels: channels.clone(),
             min_rpc_deadline: cfg.election_timeout,
             removed: removed.clone(),
+            addresses: addresses.clone(),
         };
         let log = LogStore::new(db.clone());
         let raft = Raft::new(id, config, network, log, sm).await.map_err(|e| StartError::Raft(e.into()))?;
@@ -247,6 +325,7 @@ impl RaftNode {
             cluster_id: cluster_id.clone(),
             promotion: cfg.promotion,
             contact: cfg.election_timeout,
+            store: store.clone(),
         })
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
@@ -280,25 +359,23 @@ impl RaftNode {
                 peer_addr: advertised_peer_addr(&cfg),
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 forwarded: false,
+                existing: false,
             };
             let joined = crate::join::join(&channels, &cfg.join, request, crate::join::JOIN_PATIENCE).await;
             let answer = match joined {
                 Ok(answer) => answer,
                 Err(failure) => {
                     let _ = raft.shutdown().await;
-                    return Err(match failure {
-                        crate::join::JoinFailure::Refused(why) => StartError::JoinRefused(why),
-                        crate::join::JoinFailure::Unreachable(why) => StartError::JoinUnreachable(why),
-                    });
+                    return Err(failure.into());
                 }
             };
-            store_cluster_id(answer.cluster_id)?;
+            store_ids(answer.cluster_id, id, Some(JOINED))?;
             let _ = cluster_id.set(answer.cluster_id);
             tracing::info!(
                 cluster_id = format!("{:x}", answer.cluster_id),
                 "joined the cluster as a learner"
             );
-        } else if !initialized && cfg.join.is_empty() {
+        } else if !initialized && founder {
             let members: BTreeMap<NodeId, PeerNode> = cfg
                 .initial_cluster
                 .iter()
@@ -314,6 +391,7 @@ impl RaftNode {
         }
         let cluster_id = *cluster_id.get().expect("the cluster id is known once founded or joined");
         let lease_tasks = vec![
+            tokio::spawn(crate::network::follow_addresses(raft.clone(), addresses)),
             tokio::spawn(crate::leases::track_leadership(raft.clone(), id, lessor.clone())),
             tokio::spawn(crate::leases::expire_leases(raft.clone(), lessor.clone())),
             tokio::spawn(crate::reconfigure::watch_removal(
@@ -335,6 +413,7 @@ impl RaftNode {
         tracing::info!(key_fingerprint = %cfg.cluster_key.fingerprint(), name = %cfg.name, member_id = format!("{id:x}"), cluster_id = format!("{cluster_id:x}"), peer = %cfg.peer_listen, "raft node started");
         Ok(RaftNode {
             id,
+            name: cfg.name.clone(),
             cluster_id,
             raft,
             store,
@@ -347,10 +426,11 @@ impl RaftNode {
             revision,
             lessor,
             lease_tasks,
-            stay_learner: !cfg.auto_promote,
+            stay_learner: !cfg.auto_promote || added,
             promotion: cfg.promotion,
             contact: cfg.election_timeout,
             removed,
+            alarms,
             _data_dir: data_dir,
         })
     }

@@ -46,8 +46,10 @@ impl From<crate::types::Command> for Command {
             crate::types::Command::Write(cairn_core::WriteRequest::LeaseGrant(g)) => C::LeaseGrant(g),
             crate::types::Command::Write(cairn_core::WriteRequest::LeaseRevoke(r)) => C::LeaseRevoke(r),
             crate::types::Command::SetMember(m) => C::MemberAttributes(m),
+            crate::types::Command::SetAlarm(a) => C::Alarm(a),
         };
-        Command { command: Some(command), format: crate::types::COMMAND_FORMAT }
+        let format = if matches!(command, C::Alarm(_)) { 2 } else { 1 };
+        Command { command: Some(command), format }
     }
 }
 
@@ -71,6 +73,7 @@ impl TryFrom<Command> for crate::types::Command {
             C::LeaseGrant(g) => write(cairn_core::WriteRequest::LeaseGrant(g)),
             C::LeaseRevoke(r) => write(cairn_core::WriteRequest::LeaseRevoke(r)),
             C::MemberAttributes(m) => Ok(crate::types::Command::SetMember(m)),
+            C::Alarm(a) => Ok(crate::types::Command::SetAlarm(a)),
         }
     }
 }

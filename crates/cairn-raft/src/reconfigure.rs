@@ -1,8 +1,9 @@
-//! Operator membership changes (etcd's MemberRemove and MemberPromote), decided on the
+//! Operator membership changes (etcd's MemberAdd, MemberUpdate, MemberRemove and
+//! MemberPromote), decided on the
 //! leader with etcd's safety checks, one at a time through Raft's joint consensus; and how a
 //! removed member notices it was removed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use cairn_core::{BackendError, RequestError};
@@ -11,85 +12,183 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 
 use crate::autopilot::{heard_within, in_sync, matched_index};
+use crate::join::MAX_LEARNERS;
 use crate::node::RaftNode;
 use crate::pb::{member_change_request::Kind, MemberChangeRequest};
 use crate::peer_error::PeerError;
 use crate::route::Repeat;
-use crate::types::{NodeId, Raft};
+use crate::types::{NodeId, PeerNode, Raft};
 
 /// A membership change an operator asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MemberChange {
+    /// A new member at this peer address (`host:port`), as a learner or a voter.
+    Add {
+        peer_addr: String,
+        is_learner: bool,
+    },
+    /// Member `id` moves to another peer address.
+    Update {
+        id: NodeId,
+        peer_addr: String,
+    },
     Remove(NodeId),
     Promote(NodeId),
 }
 
 impl MemberChange {
-    pub fn to_pb(self) -> MemberChangeRequest {
-        match self {
-            MemberChange::Remove(id) => MemberChangeRequest { kind: Kind::Remove as i32, id },
-            MemberChange::Promote(id) => MemberChangeRequest { kind: Kind::Promote as i32, id },
-        }
+    pub fn to_pb(&self) -> MemberChangeRequest {
+        let (kind, id, peer_addr, is_learner) = match self {
+            MemberChange::Remove(id) => (Kind::Remove, *id, String::new(), false),
+            MemberChange::Promote(id) => (Kind::Promote, *id, String::new(), false),
+            MemberChange::Add { peer_addr, is_learner } => (Kind::Add, 0, peer_addr.clone(), *is_learner),
+            MemberChange::Update { id, peer_addr } => (Kind::Update, *id, peer_addr.clone(), false),
+        };
+        MemberChangeRequest { kind: kind as i32, id, peer_addr, is_learner }
     }
 
     pub fn from_pb(req: &MemberChangeRequest) -> Option<MemberChange> {
         match Kind::try_from(req.kind).ok()? {
             Kind::Remove => Some(MemberChange::Remove(req.id)),
             Kind::Promote => Some(MemberChange::Promote(req.id)),
+            Kind::Add => {
+                Some(MemberChange::Add { peer_addr: req.peer_addr.clone(), is_learner: req.is_learner })
+            }
+            Kind::Update => Some(MemberChange::Update { id: req.id, peer_addr: req.peer_addr.clone() }),
             Kind::Unknown => None,
         }
     }
 }
 
-/// On the leader: check `change` as etcd does and make it. `Ok(Err(_))`: refused, nothing
-/// changed. `contact`: how recently a voter must have answered to count as started.
+/// A member id no member has: random, as etcd's are (etcd hashes the URLs and the time).
+fn fresh_id(membership: &openraft::Membership<NodeId, PeerNode>) -> NodeId {
+    loop {
+        let id: NodeId = rand::random();
+        if id != 0 && !membership.nodes().any(|(n, _)| *n == id) {
+            return id;
+        }
+    }
+}
+
+/// On the leader: check `change` as etcd does and make it; returns the member changed (for
+/// an add, the new member's id). `Ok(Err(_))`: refused, nothing changed. `contact`: how
+/// recently a voter must have answered to count as started; `published`: the members that
+/// ever started (published their attributes).
 pub async fn change(
     raft: &Raft,
-    change: MemberChange,
+    published: &BTreeSet<NodeId>,
+    change: &MemberChange,
     max_lag: u64,
     contact: Duration,
-) -> Result<Result<(), RequestError>, PeerError> {
+) -> Result<Result<NodeId, RequestError>, PeerError> {
     let m = raft.metrics().borrow_watched().clone();
     if m.state != ServerState::Leader {
         return Err(PeerError::NotLeader { leader_hint: m.current_leader });
     }
     let membership = m.membership_config.membership();
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-    let known = |id: NodeId| membership.nodes().any(|(n, _)| *n == id);
-    let members = match change {
+    let node = |id: NodeId| membership.nodes().find(|(n, _)| **n == id).map(|(_, node)| node.clone());
+    let started =
+        |ids: &mut dyn Iterator<Item = NodeId>| ids.filter(|v| heard_within(&m, *v, contact)).count();
+    let address_taken = |addr: &str, except: NodeId| {
+        membership.nodes().any(|(n, node)| *n != except && node.peer_addr == addr)
+    };
+    let (id, members) = match change {
+        MemberChange::Add { peer_addr, is_learner } => {
+            // etcd's strict reconfiguration checks, in etcd's order. A voter: the started
+            // voters (ever published, or heard from now) must be a quorum of the cluster with
+            // the new one (etcd allows 1 → 2, to restore a cluster from one member).
+            let ever_started =
+                voters.iter().filter(|v| published.contains(v) || heard_within(&m, **v, contact));
+            let ever_started = ever_started.count();
+            let grown = voters.len() + 1;
+            if !is_learner && !(ever_started == 1 && grown == 2) && ever_started < grown / 2 + 1 {
+                return Ok(Err(RequestError::NotEnoughStartedMembers));
+            }
+            // Every voter in contact now.
+            if started(&mut voters.iter().copied()) < voters.len() {
+                return Ok(Err(RequestError::Unhealthy));
+            }
+            if address_taken(peer_addr, 0) {
+                return Ok(Err(RequestError::PeerUrlExists));
+            }
+            let id = fresh_id(membership);
+            let node = PeerNode { name: String::new(), peer_addr: peer_addr.clone() };
+            if *is_learner {
+                let learners = membership.nodes().filter(|(n, _)| !voters.contains(n)).count();
+                if learners >= MAX_LEARNERS {
+                    return Ok(Err(RequestError::TooManyLearners));
+                }
+                (id, ChangeMembers::AddNodes(BTreeMap::from([(id, node)])))
+            } else {
+                (id, ChangeMembers::AddVoters(BTreeMap::from([(id, node)])))
+            }
+        }
+        MemberChange::Update { id, peer_addr } => {
+            let Some(current) = node(*id) else { return Ok(Err(RequestError::MemberNotFound)) };
+            if address_taken(peer_addr, *id) {
+                return Ok(Err(RequestError::PeerUrlExists));
+            }
+            if current.peer_addr == *peer_addr {
+                return Ok(Ok(*id));
+            }
+            let moved = PeerNode { peer_addr: peer_addr.clone(), ..current };
+            (*id, ChangeMembers::SetNodes(BTreeMap::from([(*id, moved)])))
+        }
         MemberChange::Remove(id) => {
-            if !known(id) {
+            if node(*id).is_none() {
                 return Ok(Err(RequestError::MemberNotFound));
             }
-            if voters.contains(&id) {
+            if voters.contains(id) {
                 // etcd's isReadyToRemoveVoter: the voters left must have a quorum started.
-                let left: Vec<NodeId> = voters.iter().copied().filter(|v| *v != id).collect();
-                let started = left.iter().filter(|v| heard_within(&m, **v, contact)).count();
-                if left.is_empty() || started < left.len() / 2 + 1 {
+                let left: Vec<NodeId> = voters.iter().copied().filter(|v| v != id).collect();
+                if left.is_empty() || started(&mut left.iter().copied()) < left.len() / 2 + 1 {
                     return Ok(Err(RequestError::NotEnoughStartedMembers));
                 }
-                ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+                (*id, ChangeMembers::RemoveVoters(BTreeSet::from([*id])))
             } else {
-                ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+                (*id, ChangeMembers::RemoveNodes(BTreeSet::from([*id])))
             }
         }
         MemberChange::Promote(id) => {
-            if !known(id) {
+            if node(*id).is_none() {
                 return Ok(Err(RequestError::MemberNotFound));
             }
-            if voters.contains(&id) {
+            if voters.contains(id) {
                 return Ok(Err(RequestError::MemberNotLearner));
             }
-            if !in_sync(&m, id, max_lag, contact) {
+            if !in_sync(&m, *id, max_lag, contact) {
                 return Ok(Err(RequestError::LearnerNotReady));
             }
-            ChangeMembers::AddVoterIds(BTreeSet::from([id]))
+            (*id, ChangeMembers::AddVoterIds(BTreeSet::from([*id])))
         }
     };
+    if matches!(change, MemberChange::Add { is_learner: false, .. }) && voters.len() == 1 {
+        // A second voter, not started yet: Raft cannot commit the change until it runs (its
+        // configuration counts from when it is appended, where etcd's counts once applied),
+        // so the change is answered once in this leader's log and completes when the new
+        // member starts — the cluster waits for it meanwhile, as an etcd cluster of two does.
+        let (proposer, wanted) = (raft.clone(), members);
+        tokio::spawn(async move {
+            if let Err(e) = proposer.change_membership(wanted, false).await {
+                tracing::warn!(error = %e, member_id = format!("{id:x}"), "adding the second voter failed");
+            }
+        });
+        let mut metrics = raft.metrics();
+        let appended =
+            metrics.wait_until(|m| m.membership_config.membership().nodes().any(|(n, _)| *n == id));
+        return match tokio::time::timeout(contact * 2, appended).await {
+            Ok(Ok(_)) => {
+                tracing::info!(change = ?change, member_id = format!("{id:x}"), "membership change appended; it commits once the new member runs");
+                Ok(Ok(id))
+            }
+            _ => Err(PeerError::Unavailable("the membership change was not appended in time".into())),
+        };
+    }
     match raft.change_membership(members, false).await {
         Ok(_) => {
-            tracing::info!(change = ?change, "membership changed");
-            Ok(Ok(()))
+            tracing::info!(change = ?change, member_id = format!("{id:x}"), "membership changed");
+            Ok(Ok(id))
         }
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
             Err(PeerError::NotLeader { leader_hint: f.leader_id })
@@ -165,20 +264,26 @@ impl RaftNode {
         tokio::time::timeout(within, wait).await.unwrap_or(false)
     }
 
-    /// Make `change` on the leader, wherever it is.
-    pub async fn change_member(&self, member_change: MemberChange) -> Result<(), BackendError> {
+    /// Make `change` on the leader, wherever it is; returns the member changed (for an add,
+    /// the new member's id), once this member's own configuration shows the change (so that
+    /// a MemberList here right after includes it, as etcdctl's `member add` expects).
+    pub async fn change_member(&self, member_change: MemberChange) -> Result<NodeId, BackendError> {
+        let member_change = &member_change;
         let refused = self
             .on_leader(
                 Repeat::IfNotApplied,
-                |_| change(&self.raft, member_change, self.promotion.max_lag, self.contact),
+                |_| async move {
+                    let published =
+                        self.published_ids().await.map_err(|e| PeerError::Unavailable(e.to_string()))?;
+                    change(&self.raft, &published, member_change, self.promotion.max_lag, self.contact).await
+                },
                 |addr, remaining| async move {
                     let mut client = self.channels.client(&addr).map_err(|_| PeerError::NotDelivered)?;
                     let mut request = tonic::Request::new(member_change.to_pb());
                     request.set_timeout(remaining);
-                    let code =
-                        client.change_member(request).await.map_err(PeerError::from)?.into_inner().refused;
-                    match code {
-                        0 => Ok(Ok(())),
+                    let answer = client.change_member(request).await.map_err(PeerError::from)?.into_inner();
+                    match answer.refused {
+                        0 => Ok(Ok(answer.member_id)),
                         code => RequestError::from_code(code).map(Err).ok_or_else(|| {
                             PeerError::Unavailable(format!("the leader refused with unknown code {code}"))
                         }),
@@ -186,7 +291,21 @@ impl RaftNode {
                 },
             )
             .await?;
-        refused.map_err(BackendError::from)
+        let id = refused.map_err(BackendError::from)?;
+        let shows = |m: &openraft::RaftMetrics<crate::types::TypeConfig>| {
+            let membership = m.membership_config.membership();
+            let node = membership.nodes().find(|(n, _)| **n == id).map(|(_, node)| node);
+            match member_change {
+                MemberChange::Add { peer_addr, .. } | MemberChange::Update { peer_addr, .. } => {
+                    node.is_some_and(|n| n.peer_addr == *peer_addr)
+                }
+                MemberChange::Remove(_) => node.is_none(),
+                MemberChange::Promote(_) => membership.voter_ids().any(|v| v == id),
+            }
+        };
+        let mut metrics = self.raft.metrics();
+        let _ = tokio::time::timeout(self.request_timeout, metrics.wait_until(|m| shows(m))).await;
+        Ok(id)
     }
 }
 

@@ -40,6 +40,8 @@ pub struct PeerService {
     /// member must have answered to count as started (the election timeout).
     pub promotion: crate::autopilot::Promotion,
     pub contact: std::time::Duration,
+    /// The state machine's store (which members ever started).
+    pub store: cairn_mvcc::MvccStore,
 }
 
 impl PeerService {
@@ -259,6 +261,14 @@ impl Peer for PeerService {
         Ok(Response::new(PublishResponse {}))
     }
 
+    async fn set_alarm(
+        &self,
+        req: Request<crate::pb::AlarmChange>,
+    ) -> Result<Response<PublishResponse>, Status> {
+        leader::set_alarm(&self.raft, req.into_inner()).await.map_err(PeerError::into_status)?;
+        Ok(Response::new(PublishResponse {}))
+    }
+
     async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
         let Some(&cluster_id) = self.cluster_id.get() else {
             return Err(
@@ -278,10 +288,20 @@ impl Peer for PeerService {
         let Some(change) = crate::reconfigure::MemberChange::from_pb(&req.into_inner()) else {
             return Err(PeerError::Refused("unknown membership change".into()).into_status());
         };
-        let outcome = crate::reconfigure::change(&self.raft, change, self.promotion.max_lag, self.contact)
+        let store = self.store.clone();
+        let published = tokio::task::spawn_blocking(move || crate::members::published(&store))
             .await
-            .map_err(PeerError::into_status)?;
-        Ok(Response::new(MemberChangeResponse { refused: outcome.err().map_or(0, |e| e.code()) }))
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| PeerError::Unavailable(e.to_string()).into_status())?;
+        let published = published.into_iter().map(|a| a.id).collect();
+        let outcome =
+            crate::reconfigure::change(&self.raft, &published, &change, self.promotion.max_lag, self.contact)
+                .await
+                .map_err(PeerError::into_status)?;
+        Ok(Response::new(match outcome {
+            Ok(member_id) => MemberChangeResponse { refused: 0, member_id },
+            Err(e) => MemberChangeResponse { refused: e.code(), member_id: 0 },
+        }))
     }
 
     async fn member_info(

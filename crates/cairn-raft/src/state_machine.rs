@@ -103,6 +103,8 @@ pub struct StateMachine {
     revision: watch::Sender<i64>,
     /// Mirrors the applied leases for the lease timers.
     lessor: Arc<Lessor>,
+    /// Mirrors the raised alarms for the per-request checks.
+    alarms: crate::alarms::Raised,
 }
 
 impl StateMachine {
@@ -110,7 +112,14 @@ impl StateMachine {
         let current = store.revisions().map_or(INITIAL_REVISION, |(rev, _)| rev);
         let (revision, _) = watch::channel(current);
         lessor.reload(&store.leases().map_err(mvcc_io)?);
-        Ok(StateMachine { store, snapshots, revision, lessor })
+        let alarms = crate::alarms::Raised::default();
+        crate::alarms::reload(&store, &alarms).map_err(mvcc_io)?;
+        Ok(StateMachine { store, snapshots, revision, lessor, alarms })
+    }
+
+    /// The raised alarms, kept current as entries and snapshots are applied.
+    pub fn alarms(&self) -> crate::alarms::Raised {
+        self.alarms.clone()
     }
 
     /// Subscribe to the events of applied batches.
@@ -124,7 +133,7 @@ fn mvcc_io(e: MvccError) -> io::Error {
     io::Error::other(e)
 }
 
-fn read_applied(store: &MvccStore) -> io::Result<(Option<LogId>, StoredMembership)> {
+pub(crate) fn read_applied(store: &MvccStore) -> io::Result<(Option<LogId>, StoredMembership)> {
     let last: Option<LogId> = match store.get_meta(META_LAST_APPLIED).map_err(mvcc_io)? {
         Some(b) => codec::decode(&b)?,
         None => None,
@@ -153,12 +162,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut lease_changes = Vec::new();
         let mut last = None;
         let mut membership = None;
+        let mut alarms_changed = false;
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
             let result = match entry.payload {
                 EntryPayload::Blank => CommandResult(None),
                 EntryPayload::Normal(Command::SetMember(attributes)) => {
                     crate::members::apply(&mut batch, &attributes);
+                    CommandResult(None)
+                }
+                EntryPayload::Normal(Command::SetAlarm(change)) => {
+                    crate::alarms::apply(&mut batch, &change);
+                    alarms_changed = true;
                     CommandResult(None)
                 }
                 EntryPayload::Normal(Command::Write(write)) => {
@@ -195,6 +210,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let revision = batch.current_revision();
         batch.commit().map_err(mvcc_io)?;
+        if alarms_changed {
+            crate::alarms::reload(&self.store, &self.alarms).map_err(mvcc_io)?;
+        }
         for (id, granted) in lease_changes {
             match granted {
                 Some(ttl) => self.lessor.granted(id, ttl),
@@ -238,6 +256,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .map_err(io::Error::other)?;
         installed?;
         self.lessor.reload(&self.store.leases().map_err(mvcc_io)?);
+        crate::alarms::reload(&self.store, &self.alarms).map_err(mvcc_io)?;
         let (revision, _) = self.store.revisions().map_err(mvcc_io)?;
         self.revision.send_replace(revision);
         Ok(())

@@ -54,9 +54,11 @@ pub fn node_id_of(name: &str) -> NodeId {
     h.max(1)
 }
 
-/// The command format this version writes and the newest it applies (`cairnpb.Command`'s
-/// `format`): 0 = the entries of 0.1, 1 = 0.2 (adds member attributes).
-pub const COMMAND_FORMAT: u32 = 1;
+/// The newest command format this version applies (`cairnpb.Command`'s `format`): 0 = the
+/// entries of 0.1, 1 = adds member attributes, 2 = adds alarms. Each entry carries the
+/// lowest format that knows its command, so members that apply format 1 still apply
+/// everything but alarms.
+pub const COMMAND_FORMAT: u32 = 2;
 
 /// One replicated command: what a Raft log entry carries. Serialized as the protobuf
 /// `cairnpb.Command`, which reads 0.1's entries (a `cairnpb.WriteRequest`) as writes.
@@ -66,6 +68,8 @@ pub enum Command {
     Write(WriteRequest),
     /// A member publishes its attributes (0.2+; proposed only once every member knows it).
     SetMember(pb::MemberAttributes),
+    /// An alarm raised or cleared (format 2; proposed only once every member published).
+    SetAlarm(pb::AlarmChange),
 }
 
 impl fmt::Display for Command {
@@ -78,6 +82,7 @@ impl fmt::Display for Command {
             Command::Write(WriteRequest::LeaseGrant(g)) => write!(f, "lease_grant({:x}, {}s)", g.id, g.ttl),
             Command::Write(WriteRequest::LeaseRevoke(r)) => write!(f, "lease_revoke({:x})", r.id),
             Command::SetMember(m) => write!(f, "set_member({:x}, {})", m.id, m.name),
+            Command::SetAlarm(a) => write!(f, "set_alarm({:x}, {}, {})", a.member_id, a.alarm, a.activate),
         }
     }
 }

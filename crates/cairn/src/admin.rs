@@ -1,14 +1,15 @@
 //! The operator's subcommands against a running cluster, over the etcd API of any member:
-//! `cairn status` (one table of every member), `cairn member list|remove|promote`,
-//! `cairn move-leader`. Member ids are printed and read in hex, as etcdctl does.
+//! `cairn status` (one table of every member), `cairn member list|add|update|remove|promote`,
+//! `cairn move-leader`, `cairn snapshot save`. Member ids are printed and read in hex, as
+//! etcdctl does.
 
 use std::time::Duration;
 
 use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
 use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use cairn_proto::etcdserverpb::{
-    Member, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest, MoveLeaderRequest, StatusRequest,
-    StatusResponse,
+    Member, MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest,
+    MemberUpdateRequest, MoveLeaderRequest, StatusRequest, StatusResponse,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -30,6 +31,25 @@ pub struct Target {
 pub enum MemberCommand {
     /// Every member: id, name, role, peer and client URLs
     List,
+    /// Add a member (etcd's flow; `cairn serve --join` does it all in one step) and print how
+    /// to start it
+    Add {
+        /// The new member's name (it starts with `--name NAME`)
+        name: String,
+        /// Where the members will reach it: http://host:port
+        #[arg(long)]
+        peer_url: String,
+        /// Add it as a learner (promote it later with `member promote`)
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Move a member to another peer address (by hex id)
+    Update {
+        id: String,
+        /// Its new peer address: http://host:port
+        #[arg(long)]
+        peer_url: String,
+    },
     /// Remove a member (by hex id, as `member list` shows it)
     Remove { id: String },
     /// Make a learner a voter (by hex id)
@@ -103,6 +123,23 @@ pub async fn member(target: &Target, command: &MemberCommand) -> Result<String, 
             }
             Ok(table(&rows))
         }
+        MemberCommand::Add { name, peer_url, learner } => {
+            let resp = ClusterClient::new(channel)
+                .member_add(MemberAddRequest { peer_ur_ls: vec![peer_url.clone()], is_learner: *learner })
+                .await
+                .map_err(|s| status_error("member add", s))?
+                .into_inner();
+            let id = resp.member.as_ref().map_or(0, |m| m.id);
+            Ok(start_instructions(name, peer_url, id, &resp.members, *learner))
+        }
+        MemberCommand::Update { id, peer_url } => {
+            let id = parse_id(id)?;
+            ClusterClient::new(channel)
+                .member_update(MemberUpdateRequest { id, peer_ur_ls: vec![peer_url.clone()] })
+                .await
+                .map_err(|s| status_error("member update", s))?;
+            Ok(format!("Member {id:x} now has peer URL {peer_url}\n"))
+        }
         MemberCommand::Remove { id } => {
             let id = parse_id(id)?;
             ClusterClient::new(channel)
@@ -120,6 +157,84 @@ pub async fn member(target: &Target, command: &MemberCommand) -> Result<String, 
             Ok(format!("Member {id:x} promoted to voter\n"))
         }
     }
+}
+
+/// What `member add` prints: the new member's id and the command that starts it.
+fn start_instructions(name: &str, peer_url: &str, id: u64, members: &[Member], learner: bool) -> String {
+    let cluster: Vec<String> = members
+        .iter()
+        .flat_map(|m| {
+            let n = if m.id == id { name } else { m.name.as_str() };
+            m.peer_ur_ls.iter().map(move |u| format!("{n}={u}"))
+        })
+        .collect();
+    let role = if learner { "learner" } else { "voter" };
+    let addr = peer_url.trim_start_matches("http://").trim_end_matches('/');
+    let mut out = format!("Member {id:x} added to the cluster as a {role}\n\nStart it with:\n");
+    out.push_str(&format!(
+        "  cairn serve --name {name} --peer-addr {addr} --initial-cluster {} --initial-cluster-state existing\n",
+        cluster.join(",")
+    ));
+    if learner {
+        out.push_str(&format!("then, once it has caught up: cairn member promote {id:x}\n"));
+    }
+    out
+}
+
+/// `cairn snapshot save FILE`: stream a backup from the first member that answers into
+/// `FILE.part` (progress on stderr), check that it is whole (its size and SHA-256), sync it
+/// and move it to `FILE`. Returns what to print.
+pub async fn snapshot_save(target: &Target, file: &std::path::Path) -> Result<String, Failure> {
+    use cairn_proto::etcdserverpb::SnapshotRequest;
+    use std::io::Write;
+    let mut stream = MaintenanceClient::new(any(target).await?)
+        .max_decoding_message_size(64 << 20)
+        .snapshot(SnapshotRequest {})
+        .await
+        .map_err(|s| status_error("snapshot", s))?
+        .into_inner();
+    let part = file.with_extension(match file.extension() {
+        Some(ext) => format!("{}.part", ext.to_string_lossy()),
+        None => "part".to_string(),
+    });
+    let write_error = |e: std::io::Error| format!("cannot write {}: {e}", part.display());
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&part).map_err(write_error)?);
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, {eta})")
+            .map_err(|e| e.to_string())?,
+    );
+    let (mut received, mut revision) = (0u64, 0i64);
+    let outcome = async {
+        while let Some(msg) = stream.message().await.map_err(|s| status_error("snapshot", s))? {
+            if received == 0 {
+                bar.set_length(msg.remaining_bytes + msg.blob.len() as u64);
+                revision = msg.header.as_ref().map_or(0, |h| h.revision);
+            }
+            out.write_all(&msg.blob).map_err(write_error)?;
+            received += msg.blob.len() as u64;
+            bar.set_position(received);
+        }
+        let file = out.into_inner().map_err(|e| write_error(e.into_error()))?;
+        file.sync_all().map_err(write_error)?;
+        let mut file = std::fs::File::open(&part).map_err(write_error)?;
+        cairn_mvcc::verify_backup(&mut file)
+            .map_err(|e| format!("the snapshot received is not whole: {e}"))?;
+        Ok::<(), Failure>(())
+    }
+    .await;
+    bar.finish_and_clear();
+    if let Err(e) = outcome {
+        let _ = std::fs::remove_file(&part);
+        return Err(e);
+    }
+    std::fs::rename(&part, file)
+        .map_err(|e| format!("cannot move {} to {}: {e}", part.display(), file.display()))?;
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // The rename is durable once the directory is synced.
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(format!("Snapshot saved at {} ({received} bytes, revision {revision})\n", file.display()))
 }
 
 /// One member's status, or why it could not be had.

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_core::{
-    is_read_only, is_serializable, BackendError, ClusterBackend, KvBackend, KvHash, LeaseBackend, LeaseTime,
-    MaintenanceBackend, Member, MemberStatus, RevisionEvents, Revisions, WatchSource, WriteRequest,
-    WriteResponse,
+    is_read_only, is_serializable, Alarm, BackendError, BackupStream, ClusterBackend, KvBackend, KvHash,
+    LeaseBackend, LeaseTime, MaintenanceBackend, Member, MemberStatus, RevisionEvents, Revisions,
+    WatchSource, WriteRequest, WriteResponse,
 };
 use cairn_proto::etcdserverpb::{LeaseGrantResponse, RangeRequest, RangeResponse};
 use cairn_raft::RaftNode;
@@ -28,6 +28,7 @@ pub struct RaftBackend {
     /// The data directory's size in bytes, as last measured (see [`DB_SIZE_REFRESH`]).
     db_size: Arc<AtomicI64>,
     db_size_task: tokio::task::JoinHandle<()>,
+    data_dir: PathBuf,
 }
 
 /// Publish this member's attributes (name, URLs, version) into the replicated state once it
@@ -48,8 +49,8 @@ pub(crate) async fn publish_attributes(backend: std::sync::Weak<RaftBackend>) {
 impl RaftBackend {
     pub(crate) fn new(node: RaftNode, data_dir: PathBuf) -> RaftBackend {
         let db_size = Arc::new(AtomicI64::new(0));
-        let db_size_task = tokio::spawn(measure_db_size(data_dir, db_size.clone()));
-        RaftBackend { node, db_size, db_size_task }
+        let db_size_task = tokio::spawn(measure_db_size(data_dir.clone(), db_size.clone()));
+        RaftBackend { node, db_size, db_size_task, data_dir }
     }
 }
 
@@ -148,6 +149,29 @@ impl ClusterBackend for RaftBackend {
         self.node.member_list().await
     }
 
+    async fn member_add(
+        &self,
+        peer_url: String,
+        is_learner: bool,
+    ) -> Result<(Member, Vec<Member>), BackendError> {
+        let change = cairn_raft::MemberChange::Add { peer_addr: peer_url, is_learner };
+        let id = self.node.change_member(change).await?;
+        let members = self.node.member_list().await?;
+        let member = members.iter().find(|m| m.id == id).cloned().unwrap_or(Member {
+            id,
+            name: String::new(),
+            peer_urls: Vec::new(),
+            client_urls: Vec::new(),
+            is_learner,
+        });
+        Ok((member, members))
+    }
+
+    async fn member_update(&self, id: u64, peer_url: String) -> Result<Vec<Member>, BackendError> {
+        self.node.change_member(cairn_raft::MemberChange::Update { id, peer_addr: peer_url }).await?;
+        self.node.member_list().await
+    }
+
     async fn member_remove(&self, id: u64) -> Result<Vec<Member>, BackendError> {
         self.node.change_member(cairn_raft::MemberChange::Remove(id)).await?;
         self.node.member_list().await
@@ -170,6 +194,29 @@ impl MaintenanceBackend for RaftBackend {
 
     async fn hash_kv(&self, revision: i64) -> Result<KvHash, BackendError> {
         self.node.read(move |store| store.hash_kv(revision)).await
+    }
+
+    fn space_used(&self) -> u64 {
+        self.node.store().engine().approximate_size()
+    }
+
+    fn alarms(&self) -> Vec<Alarm> {
+        self.node.alarms().into_iter().map(|(member_id, alarm)| Alarm { member_id, alarm }).collect()
+    }
+
+    async fn set_alarm(&self, alarm: Alarm, activate: bool) -> Result<(), BackendError> {
+        self.node.set_alarm(alarm.member_id, alarm.alarm, activate).await
+    }
+
+    async fn defragment(&self) -> Result<(), BackendError> {
+        self.node.read(|store| store.engine().compact_storage()).await
+    }
+
+    /// Staged in the data directory (the same file system as the data it copies).
+    async fn backup(&self) -> Result<BackupStream, BackendError> {
+        let dir = self.data_dir.clone();
+        let (file, size, revision) = self.node.read(move |store| store.backup_file(&dir)).await?;
+        Ok(BackupStream::from_file(file, size, revision))
     }
 }
 

@@ -23,6 +23,9 @@ pub struct Config {
     pub peer_addr: String,
     /// `name=host:port,…` of every founding member; unset: this member alone.
     pub initial_cluster: Option<String>,
+    /// `new` (found a cluster of `initial-cluster`) or `existing` (etcd's flow: this member
+    /// was added with MemberAdd; `initial-cluster` names the members to ask).
+    pub initial_cluster_state: String,
     /// `host:port,…`: peer addresses of members of a running cluster to join (any one is
     /// enough; a follower passes the request to the leader). Not with `initial-cluster`.
     pub join: Option<String>,
@@ -48,6 +51,9 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// Most operations in one txn (etcd: 128).
     pub max_txn_ops: usize,
+    /// Bytes the keyspace may take before writes that add data are refused and a NOSPACE
+    /// alarm is raised (etcd: 2 GiB; 0: that default).
+    pub quota_backend_bytes: u64,
     /// Milliseconds a request may wait for the cluster (0: 5 s + 2 election timeouts, as etcd).
     pub request_timeout: u64,
 }
@@ -60,6 +66,7 @@ impl Default for Config {
             client_addr: "127.0.0.1:2379".into(),
             peer_addr: "127.0.0.1:33237".into(),
             initial_cluster: None,
+            initial_cluster_state: "new".into(),
             join: None,
             auto_promote: true,
             promote_max_lag: cairn_raft::Promotion::default().max_lag,
@@ -71,6 +78,7 @@ impl Default for Config {
             snapshot_count: 100_000,
             max_request_bytes: Limits::default().max_request_bytes,
             max_txn_ops: Limits::default().max_txn_ops,
+            quota_backend_bytes: Limits::default().quota_backend_bytes,
             request_timeout: 0,
         }
     }
@@ -84,6 +92,8 @@ pub(crate) struct Resolved {
     pub client_addr: SocketAddr,
     pub peer_addr: SocketAddr,
     pub initial_cluster: Vec<(String, String)>,
+    /// `--initial-cluster-state existing`.
+    pub existing: bool,
     /// Peer addresses to join through (empty: found or restart from `initial_cluster`).
     pub join: Vec<String>,
     pub auto_promote: bool,
@@ -119,6 +129,11 @@ impl Config {
         if self.name.is_empty() || self.name.contains([',', '=']) {
             return Err(format!("--name {:?} must be non-empty and contain no ',' or '='", self.name));
         }
+        let existing = match self.initial_cluster_state.trim() {
+            "new" => false,
+            "existing" => true,
+            other => return Err(format!("--initial-cluster-state {other:?} must be new or existing")),
+        };
         let client_addr = socket_addr("client-addr", &self.client_addr)?;
         let peer_addr = socket_addr("peer-addr", &self.peer_addr)?;
         let initial_cluster: Vec<(String, String)> = match &self.initial_cluster {
@@ -130,7 +145,8 @@ impl Config {
                         .split_once('=')
                         .ok_or_else(|| format!("--initial-cluster member {m:?} is not name=host:port"))?;
                     let addr = strip_scheme(addr);
-                    if name.trim().is_empty()
+                    // etcdctl's `member add` lists members not started yet as `=url`.
+                    if (name.trim().is_empty() && !existing)
                         || addr.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err())
                     {
                         return Err(format!("--initial-cluster member {m:?} is not name=host:port"));
@@ -155,6 +171,9 @@ impl Config {
                 })
                 .collect::<Result<_, _>>()?,
         };
+        if existing && (self.initial_cluster.is_none() || !join.is_empty()) {
+            return Err("--initial-cluster-state existing needs --initial-cluster naming the cluster's members (and no --join)".into());
+        }
         if !join.is_empty() && self.initial_cluster.is_some() {
             return Err(
                 "--join and --initial-cluster exclude each other: found a cluster, or join one".into()
@@ -202,6 +221,7 @@ impl Config {
             client_addr,
             peer_addr,
             initial_cluster,
+            existing,
             join,
             auto_promote: self.auto_promote,
             promotion: cairn_raft::Promotion {
@@ -213,7 +233,14 @@ impl Config {
             election_timeout: Duration::from_millis(self.election_timeout),
             snapshot_count: self.snapshot_count,
             request_timeout,
-            limits: Limits { max_request_bytes: self.max_request_bytes, max_txn_ops: self.max_txn_ops },
+            limits: Limits {
+                max_request_bytes: self.max_request_bytes,
+                max_txn_ops: self.max_txn_ops,
+                quota_backend_bytes: match self.quota_backend_bytes {
+                    0 => Limits::default().quota_backend_bytes,
+                    bytes => bytes,
+                },
+            },
         })
     }
 }
@@ -232,6 +259,14 @@ mod tests {
         let joining =
             Config { join: Some("http://10.0.0.1:2380, 10.0.0.2:2380".into()), ..Default::default() };
         assert_eq!(joining.resolve().unwrap().join, vec!["10.0.0.1:2380", "10.0.0.2:2380"]);
+        let added = Config {
+            initial_cluster: Some(
+                "n1=http://10.0.0.1:2380,=http://10.0.0.3:2380,default=http://127.0.0.1:33237".into(),
+            ),
+            initial_cluster_state: "existing".into(),
+            ..Default::default()
+        };
+        assert!(added.resolve().unwrap().existing);
         let named = Config { client_addr: "http://localhost:2379".into(), ..Default::default() };
         assert_eq!(named.resolve().unwrap().client_addr.port(), 2379);
     }
@@ -252,6 +287,18 @@ mod tests {
                 "exclude each other",
             ),
             (Config { promote_after: 0, ..Default::default() }, "--promote-after"),
+            (Config { initial_cluster_state: "old".into(), ..Default::default() }, "must be new or existing"),
+            (
+                Config { initial_cluster_state: "existing".into(), ..Default::default() },
+                "needs --initial-cluster",
+            ),
+            (
+                Config {
+                    initial_cluster: Some("=http://127.0.0.1:2380,default=127.0.0.1:1".into()),
+                    ..Default::default()
+                },
+                "not name=host:port",
+            ),
             (Config { encryption_key: Some("too short".into()), ..Default::default() }, "at least 16"),
             (
                 Config {

@@ -83,6 +83,7 @@ impl Node {
             snapshot_count: resolved.snapshot_count,
             request_timeout: resolved.request_timeout,
             join: resolved.join.clone(),
+            existing: resolved.existing,
             auto_promote: resolved.auto_promote,
             promotion: resolved.promotion,
             cluster_key: resolved.cluster_key.clone(),

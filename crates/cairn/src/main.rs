@@ -29,7 +29,7 @@ enum Command {
     Bench(cairn_bench::BenchArgs),
     /// One table of every member: role, version, term, applied index, lag, db size, errors
     Status(admin::Target),
-    /// List, remove or promote members
+    /// List, add, update, remove or promote members
     Member {
         #[command(flatten)]
         target: admin::Target,
@@ -42,6 +42,46 @@ enum Command {
         target: admin::Target,
         id: String,
     },
+    /// Save a backup of a running cluster, or restore one into a new data directory
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+    /// Disaster recovery on a stopped member's data directory
+    Recover(RecoverArgs),
+}
+
+#[derive(Subcommand)]
+enum SnapshotCommand {
+    /// Stream a backup from any member into FILE (checked whole before it is kept)
+    Save {
+        #[command(flatten)]
+        target: admin::Target,
+        file: PathBuf,
+    },
+    /// Create a new data directory holding a backup's keys, history and revisions; start a
+    /// member on it with --initial-cluster to found a new cluster (run it once per member,
+    /// each with its own data directory)
+    Restore {
+        file: PathBuf,
+        /// The new data directory (must not exist or be empty)
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct RecoverArgs {
+    /// Make this stopped member the only member of its cluster: for when a quorum is lost
+    /// for good. It keeps everything in its own log; writes it never received are lost.
+    #[arg(long, required = true)]
+    force_new_cluster: bool,
+    /// The member's data directory
+    #[arg(long, env = "CAIRN_DATA_DIR", default_value = "cairn-data")]
+    data_dir: PathBuf,
+    /// The member's name (needed only for data directories written by 0.1)
+    #[arg(long, env = "CAIRN_NAME", default_value = "default")]
+    name: String,
 }
 
 /// Print an admin command's output, or its failure (exit 1).
@@ -81,6 +121,10 @@ struct ServeArgs {
     /// name=ip:port,... of every founding member [default: this member alone]
     #[arg(long, env = "CAIRN_INITIAL_CLUSTER")]
     initial_cluster: Option<String>,
+    /// new: found the --initial-cluster; existing: this member was added with `member add`
+    /// (etcd's flow) and --initial-cluster names the members to ask [default: new]
+    #[arg(long, env = "CAIRN_INITIAL_CLUSTER_STATE")]
+    initial_cluster_state: Option<String>,
     /// host:port,... of members of a running cluster to join (instead of --initial-cluster)
     #[arg(long, env = "CAIRN_JOIN")]
     join: Option<String>,
@@ -111,6 +155,10 @@ struct ServeArgs {
     /// Most operations in one txn [default: 128]
     #[arg(long, env = "CAIRN_MAX_TXN_OPS")]
     max_txn_ops: Option<usize>,
+    /// Bytes the keyspace may take before writes are refused with a NOSPACE alarm (0: the
+    /// default) [default: 2147483648]
+    #[arg(long, env = "CAIRN_QUOTA_BACKEND_BYTES")]
+    quota_backend_bytes: Option<u64>,
     /// Milliseconds a request may wait for the cluster [default: 5000 + 2 election timeouts]
     #[arg(long, env = "CAIRN_REQUEST_TIMEOUT")]
     request_timeout: Option<u64>,
@@ -134,6 +182,7 @@ impl ServeArgs {
             data_dir,
             client_addr,
             peer_addr,
+            initial_cluster_state,
             auto_promote,
             promote_max_lag,
             promote_after,
@@ -142,6 +191,7 @@ impl ServeArgs {
             snapshot_count,
             max_request_bytes,
             max_txn_ops,
+            quota_backend_bytes,
             request_timeout
         );
         if self.initial_cluster.is_some() {
@@ -184,7 +234,36 @@ pub(crate) fn main() -> ExitCode {
         Command::Status(target) => report(runtime.block_on(admin::status(&target))),
         Command::Member { target, command } => report(runtime.block_on(admin::member(&target, &command))),
         Command::MoveLeader { target, id } => report(runtime.block_on(admin::move_leader(&target, &id))),
+        Command::Snapshot { command: SnapshotCommand::Save { target, file } } => {
+            report(runtime.block_on(admin::snapshot_save(&target, &file)))
+        }
+        Command::Snapshot { command: SnapshotCommand::Restore { file, data_dir } } => {
+            report(restore(&file, &data_dir))
+        }
+        Command::Recover(args) => report(recover(&args)),
     }
+}
+
+fn restore(file: &std::path::Path, data_dir: &std::path::Path) -> Result<String, admin::Failure> {
+    let r = cairn_raft::restore_backup(file, data_dir).map_err(|e| e.to_string())?;
+    Ok(format!(
+        "Restored {} into {} (revision {}, compacted at {}).\nStart a member on it with --initial-cluster to found a new cluster; start each other member on a restore of its own.\n",
+        file.display(),
+        data_dir.display(),
+        r.revision,
+        r.compacted
+    ))
+}
+
+fn recover(args: &RecoverArgs) -> Result<String, admin::Failure> {
+    let forced = cairn_raft::force_new_cluster(&args.data_dir, &args.name).map_err(|e| e.to_string())?;
+    let dropped: Vec<String> = forced.dropped.iter().map(|(id, n)| format!("{id:x} ({n})")).collect();
+    Ok(format!(
+        "Member {:x} is now the only member of its cluster; dropped: {}.\nIt keeps its whole log (up to index {}), entries it had not seen committed included; writes the other members acknowledged that never reached it are lost.\nStart it as before, then add members with `cairn serve --join` on new data directories. Do not restart the dropped members on their old data directories.\n",
+        forced.member_id,
+        if dropped.is_empty() { "none".to_string() } else { dropped.join(", ") },
+        forced.last_index
+    ))
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {
