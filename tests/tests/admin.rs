@@ -61,8 +61,10 @@ async fn the_admin_subcommands_show_and_change_the_cluster() {
     let out = cairn(&cluster, &["status"]);
     let status = text(&out);
     assert!(out.status.success(), "{status}");
-    let rows: Vec<&str> = status.lines().skip(1).collect();
+    let rows: Vec<&str> = status.lines().skip(1).take_while(|l| !l.is_empty()).collect();
     assert_eq!(rows.len(), 4, "{status}");
+    assert!(rows.iter().all(|r| r.contains(" none ")), "no member has a key:\n{status}");
+    assert!(status.contains("WARNING: the cluster runs without a cluster key"), "said plainly:\n{status}");
     assert_eq!(rows.iter().filter(|r| r.contains(" leader ")).count(), 1, "{status}");
     assert!(rows.iter().any(|r| r.starts_with("n4") && r.contains(" learner ")), "{status}");
     assert!(

@@ -343,4 +343,21 @@ async fn a_node_with_another_cluster_key_is_refused() {
     })
     .await
     .unwrap();
+
+    // `cairn status` shows both members' keys in sync, and no warning about a missing key.
+    let status = eventually(CONVERGE, "both members in the status table", || async {
+        let out = std::process::Command::new(target.bin())
+            .args(["status", "--endpoints", &cluster.client_addr(0).to_string()])
+            .env_remove("CAIRN_ENDPOINTS")
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        ensure!(
+            out.status.success() && text.lines().filter(|l| l.contains(" in sync ")).count() == 2,
+            "{text}"
+        );
+        Ok(text)
+    })
+    .await
+    .unwrap();
+    assert!(!status.contains("WARNING"), "{status}");
 }

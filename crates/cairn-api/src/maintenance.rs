@@ -90,6 +90,9 @@ impl<B: Backend> Maintenance for MaintenanceService<B> {
             SOFTWARE_VERSION_HEADER,
             tonic::metadata::MetadataValue::from_static(env!("CARGO_PKG_VERSION")),
         );
+        if let Ok(fingerprint) = self.backend.key_fingerprint().parse() {
+            response.metadata_mut().insert(KEY_FINGERPRINT_HEADER, fingerprint);
+        }
         Ok(response)
     }
 
@@ -193,6 +196,10 @@ fn alarm_text(a: &cairn_core::Alarm) -> String {
 /// The response header of `Maintenance.Status` that carries Cairn's own version (the
 /// `version` field is the etcd API version that clients check).
 pub const SOFTWARE_VERSION_HEADER: &str = "cairn-version";
+
+/// The response header of `Maintenance.Status` that carries the member's cluster key
+/// fingerprint ("none" without a key), so that `cairn status` shows whether keys match.
+pub const KEY_FINGERPRINT_HEADER: &str = "cairn-key-fingerprint";
 
 pub struct ClusterService<B> {
     pub backend: Arc<B>,

@@ -144,6 +144,10 @@ pub trait MaintenanceBackend: Send + Sync + 'static {
     /// take. Changes no data.
     fn defragment(&self) -> impl Future<Output = Result<(), BackendError>> + Send;
 
+    /// The fingerprint of the secret the members share (the cluster key), so that operators
+    /// can see whether every member runs with the same one; "none" without a key.
+    fn key_fingerprint(&self) -> String;
+
     /// Bytes the keyspace's data takes (etcd's backend size, which the space quota
     /// limits). Cheap: never touches storage on the caller's thread.
     fn space_used(&self) -> u64;

@@ -137,6 +137,7 @@ pub struct RaftNode {
     removed: Arc<tokio::sync::watch::Sender<bool>>,
     /// The raised alarms (the state machine keeps them current).
     pub(crate) alarms: crate::alarms::Raised,
+    key_fingerprint: String,
     /// Holds the data directory's lock while the node lives.
     _data_dir: DataDir,
 }
@@ -431,6 +432,7 @@ impl RaftNode {
             contact: cfg.election_timeout,
             removed,
             alarms,
+            key_fingerprint: cfg.cluster_key.fingerprint().to_string(),
             _data_dir: data_dir,
         })
     }
@@ -441,6 +443,11 @@ impl RaftNode {
 
     pub fn cluster_id(&self) -> u64 {
         self.cluster_id
+    }
+
+    /// The fingerprint of the cluster key this member runs with ("none": no key).
+    pub fn key_fingerprint(&self) -> &str {
+        &self.key_fingerprint
     }
 
     pub fn store(&self) -> &MvccStore {

@@ -239,45 +239,68 @@ pub async fn snapshot_save(target: &Target, file: &std::path::Path) -> Result<St
 
 /// One member's status, or why it could not be had.
 async fn member_status(m: &Member) -> Result<StatusResponse, Failure> {
-    Ok(member_status_and_version(m).await?.0)
+    Ok(member_status_and_facts(m).await?.0)
 }
 
-/// One member's status and software version (Cairn's, from the response's
-/// `cairn-version` header; "etcd <api version>" for a member that does not send it).
-async fn member_status_and_version(m: &Member) -> Result<(StatusResponse, String), Failure> {
+/// What `Maintenance.Status` says of a member beyond etcd's fields: Cairn's version (from
+/// the `cairn-version` header; "etcd <api version>" for a member that does not send it) and
+/// its cluster key fingerprint (absent from etcd and Cairn 0.1).
+struct Facts {
+    version: String,
+    key: Option<String>,
+}
+
+async fn member_status_and_facts(m: &Member) -> Result<(StatusResponse, Facts), Failure> {
     let addr = m.client_ur_ls.first().ok_or_else(|| "no client URL published".to_string())?;
     let channel = connect(addr).await?;
     let resp = MaintenanceClient::new(channel)
         .status(StatusRequest {})
         .await
         .map_err(|s| s.message().to_string())?;
-    let version = resp
-        .metadata()
-        .get(cairn_api::maintenance::SOFTWARE_VERSION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let header = |name: &str| resp.metadata().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let version = header(cairn_api::maintenance::SOFTWARE_VERSION_HEADER);
+    let key = header(cairn_api::maintenance::KEY_FINGERPRINT_HEADER);
     let status = resp.into_inner();
     let version = version.unwrap_or_else(|| format!("etcd {}", status.version));
-    Ok((status, version))
+    Ok((status, Facts { version, key }))
+}
+
+/// Whether a member's key matches the cluster's: the fingerprint most members report.
+fn key_column(key: &Option<String>, common: Option<&str>) -> String {
+    match (key.as_deref(), common) {
+        (None, _) => "?".into(),
+        (Some("none"), Some("none")) => "none".into(),
+        (Some(k), Some(c)) if k == c => format!("{} in sync", &k[..k.len().min(8)]),
+        (Some(k), _) => format!("{} MISMATCH", &k[..k.len().min(8)]),
+    }
 }
 
 /// `cairn status`: one table of every member. Lag is the leader's applied index minus the
-/// member's.
+/// member's; KEY is the member's cluster key fingerprint and whether it matches the others'.
 pub async fn status(target: &Target) -> Result<String, Failure> {
     let members = members(any(target).await?).await?;
-    let statuses = futures::future::join_all(members.iter().map(member_status_and_version)).await;
+    let statuses = futures::future::join_all(members.iter().map(member_status_and_facts)).await;
     let leader_applied = statuses
         .iter()
         .flatten()
         .map(|(s, _)| s)
         .find(|s| s.header.as_ref().is_some_and(|h| h.member_id == s.leader))
         .map(|s| s.raft_applied_index);
+    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+    for (_, facts) in statuses.iter().flatten() {
+        if let Some(k) = facts.key.as_deref() {
+            *counts.entry(k).or_default() += 1;
+        }
+    }
+    let common = counts.iter().max_by_key(|(_, n)| **n).map(|(k, _)| *k);
+    let versions: std::collections::BTreeSet<&str> =
+        statuses.iter().flatten().map(|(_, f)| cairn_raft::join::release_line(&f.version)).collect();
     let mut rows =
-        vec![row(&["NAME", "ID", "ROLE", "VERSION", "TERM", "APPLIED", "LAG", "DB SIZE", "ERRORS"])];
+        vec![row(&["NAME", "ID", "ROLE", "VERSION", "KEY", "TERM", "APPLIED", "LAG", "DB SIZE", "ERRORS"])];
     for (m, s) in members.iter().zip(&statuses) {
         let id = format!("{:x}", m.id);
         match s {
-            Ok((s, version)) => {
+            Ok((s, facts)) => {
                 let is_leader = s.header.as_ref().is_some_and(|h| h.member_id == s.leader);
                 let role = if is_leader {
                     "leader"
@@ -292,7 +315,8 @@ pub async fn status(target: &Target) -> Result<String, Failure> {
                     &m.name,
                     &id,
                     role,
-                    version,
+                    &facts.version,
+                    &key_column(&facts.key, common),
                     &s.raft_term.to_string(),
                     &s.raft_applied_index.to_string(),
                     &lag,
@@ -300,10 +324,22 @@ pub async fn status(target: &Target) -> Result<String, Failure> {
                     &s.errors.join("; "),
                 ]));
             }
-            Err(e) => rows.push(row(&[&m.name, &id, "unreachable", "", "", "", "", "", e])),
+            Err(e) => rows.push(row(&[&m.name, &id, "unreachable", "", "", "", "", "", "", e])),
         }
     }
-    Ok(table(&rows))
+    let mut out = table(&rows);
+    if common == Some("none") {
+        out.push_str(
+            "\nWARNING: the cluster runs without a cluster key: any node that reaches a peer port can join it. Give every member the same --encryption-key-file (docs/operations.md).\n",
+        );
+    }
+    if counts.len() > 1 {
+        out.push_str("\nWARNING: the members do not all run with the same cluster key.\n");
+    }
+    if versions.len() > 1 {
+        out.push_str("\nNOTE: the members run different releases (a rolling upgrade under way?).\n");
+    }
+    Ok(out)
 }
 
 /// `cairn move-leader ID`: asks the current leader to hand over.

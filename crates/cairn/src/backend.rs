@@ -196,6 +196,10 @@ impl MaintenanceBackend for RaftBackend {
         self.node.read(move |store| store.hash_kv(revision)).await
     }
 
+    fn key_fingerprint(&self) -> String {
+        self.node.key_fingerprint().to_string()
+    }
+
     fn space_used(&self) -> u64 {
         self.node.store().engine().approximate_size()
     }
