@@ -361,3 +361,34 @@ async fn a_node_with_another_cluster_key_is_refused() {
     .unwrap();
     assert!(!status.contains("WARNING"), "{status}");
 }
+
+/// Dead-member cleanup (`--remove-dead-after`, off by default): the leader removes a member
+/// out of contact that long, and never goes below `--min-voters`.
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_members_are_removed_down_to_the_minimum() {
+    let Some(target) = cairn_only() else { return };
+    let opts = ClusterOptions {
+        nodes: 4,
+        extra_args: vec!["--remove-dead-after".into(), "3".into(), "--min-voters".into(), "3".into()],
+        ..Default::default()
+    };
+    let cluster = Cluster::start(target, opts).await.unwrap();
+    let leader = cluster.leader().await.unwrap();
+    let others: Vec<usize> = (0..4).filter(|i| *i != leader).collect();
+    cluster.kill(others[0]).unwrap();
+    let gone = cluster.node_name(others[0]).to_string();
+    eventually(CONVERGE, "the dead member is removed", || async {
+        let got = members(&cluster, leader).await?;
+        ensure!(got.len() == 3 && !got.iter().any(|(n, _)| *n == gone), "members {got:?}");
+        Ok(())
+    })
+    .await
+    .unwrap();
+    // Three voters left, the minimum: another death removes nobody.
+    cluster.kill(others[1]).unwrap();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let got = members(&cluster, leader).await.unwrap();
+    assert_eq!(got.len(), 3, "never below --min-voters: {got:?}");
+    let mut c = cluster.client(leader).await.unwrap();
+    c.put("still", "writable", None).await.unwrap();
+}

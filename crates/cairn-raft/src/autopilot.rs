@@ -116,3 +116,73 @@ pub(crate) async fn promote_learners(raft: Raft, store: MvccStore, policy: Promo
         healthy_since.remove(&id);
     }
 }
+
+/// Optional dead-member cleanup (off by default): the leader removes a member it has not
+/// heard from for [`DeadMembers::after`], one at a time, and never a voter when fewer than
+/// [`DeadMembers::min_voters`] would remain or the voters left would not have a quorum in
+/// contact. A new leader starts counting afresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeadMembers {
+    pub after: Duration,
+    pub min_voters: usize,
+}
+
+/// Run until the task is aborted: on the leader, remove members out of contact too long.
+pub(crate) async fn remove_dead_members(raft: Raft, policy: DeadMembers, contact: Duration) {
+    let mut silent_since: BTreeMap<NodeId, Instant> = BTreeMap::new();
+    let mut tick =
+        tokio::time::interval((policy.after / 4).clamp(Duration::from_millis(100), Duration::from_secs(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let m = raft.metrics().borrow_watched().clone();
+        if m.state != ServerState::Leader {
+            silent_since.clear();
+            continue;
+        }
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let members: Vec<NodeId> = membership.nodes().map(|(id, _)| *id).filter(|id| *id != m.id).collect();
+        silent_since.retain(|id, _| members.contains(id));
+        let now = Instant::now();
+        for id in &members {
+            if heard_within(&m, *id, contact) {
+                silent_since.remove(id);
+            } else {
+                silent_since.entry(*id).or_insert(now);
+            }
+        }
+        let removable = |id: &NodeId| {
+            if !voters.contains(id) {
+                return true;
+            }
+            let left: Vec<NodeId> = voters.iter().copied().filter(|v| v != id).collect();
+            let in_contact = left.iter().filter(|v| heard_within(&m, **v, contact)).count();
+            left.len() >= policy.min_voters && in_contact > left.len() / 2
+        };
+        let dead = silent_since
+            .iter()
+            .filter(|(id, since)| now.duration_since(**since) >= policy.after && removable(id))
+            .map(|(id, _)| *id)
+            .next();
+        let Some(id) = dead else { continue };
+        let change = if voters.contains(&id) {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        match raft.change_membership(change, false).await {
+            Ok(_) => {
+                tracing::warn!(
+                    member_id = format!("{id:x}"),
+                    after_s = policy.after.as_secs(),
+                    "autopilot: removed a member out of contact"
+                );
+                silent_since.remove(&id);
+            }
+            Err(e) => {
+                tracing::info!(member_id = format!("{id:x}"), error = %e, "autopilot: removal not done; trying again")
+            }
+        }
+    }
+}

@@ -30,7 +30,7 @@ pub mod state_machine;
 pub mod storage;
 pub mod types;
 
-pub use autopilot::Promotion;
+pub use autopilot::{DeadMembers, Promotion};
 pub use cluster_key::ClusterKey;
 pub use node::{NodeConfig, NodeStatus, RaftNode, StartError};
 pub use peer_error::PeerError;

@@ -57,6 +57,8 @@ pub struct NodeConfig {
     pub promotion: crate::autopilot::Promotion,
     /// The cluster key every member shares (its fingerprint is checked on every peer request).
     pub cluster_key: crate::ClusterKey,
+    /// As leader: remove members out of contact this long (`None`: never).
+    pub dead_members: Option<crate::autopilot::DeadMembers>,
 }
 
 /// Why a node could not start.
@@ -408,6 +410,14 @@ impl RaftNode {
                 cfg.election_timeout,
             )),
         ];
+        let mut lease_tasks = lease_tasks;
+        if let Some(policy) = cfg.dead_members {
+            lease_tasks.push(tokio::spawn(crate::autopilot::remove_dead_members(
+                raft.clone(),
+                policy,
+                cfg.election_timeout,
+            )));
+        }
         if cfg.cluster_key.is_none() {
             tracing::warn!("no cluster key (--encryption-key-file / CAIRN_ENCRYPTION_KEY): any node that reaches the peer port can take part");
         }

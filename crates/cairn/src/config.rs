@@ -35,6 +35,11 @@ pub struct Config {
     pub promote_max_lag: u64,
     /// Milliseconds a learner must stay caught up and in contact before it is promoted.
     pub promote_after: u64,
+    /// Seconds after which the leader removes a member it cannot reach (0: never, the
+    /// default). Never below `min-voters` voters, one member at a time.
+    pub remove_dead_after: u64,
+    /// The fewest voters dead-member cleanup leaves.
+    pub min_voters: usize,
     /// A file holding the cluster key every member shares (at least 16 bytes; surrounding
     /// whitespace ignored). Unset, with `encryption-key` unset too: no key.
     pub encryption_key_file: Option<PathBuf>,
@@ -71,6 +76,8 @@ impl Default for Config {
             auto_promote: true,
             promote_max_lag: cairn_raft::Promotion::default().max_lag,
             promote_after: cairn_raft::Promotion::default().stable_for.as_millis() as u64,
+            remove_dead_after: 0,
+            min_voters: 3,
             encryption_key_file: None,
             encryption_key: None,
             heartbeat_interval: 100,
@@ -98,6 +105,7 @@ pub(crate) struct Resolved {
     pub join: Vec<String>,
     pub auto_promote: bool,
     pub promotion: cairn_raft::Promotion,
+    pub dead_members: Option<cairn_raft::DeadMembers>,
     pub cluster_key: cairn_raft::ClusterKey,
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
@@ -182,6 +190,13 @@ impl Config {
         if self.promote_after == 0 {
             return Err("--promote-after must be positive".into());
         }
+        if self.remove_dead_after > 0 && self.min_voters == 0 {
+            return Err("--min-voters must be positive".into());
+        }
+        let dead_members = (self.remove_dead_after > 0).then(|| cairn_raft::DeadMembers {
+            after: Duration::from_secs(self.remove_dead_after),
+            min_voters: self.min_voters,
+        });
         let cluster_key = match (&self.encryption_key_file, &self.encryption_key) {
             (Some(_), Some(_)) => {
                 return Err("give the cluster key once: --encryption-key-file or CAIRN_ENCRYPTION_KEY".into())
@@ -228,6 +243,7 @@ impl Config {
                 max_lag: self.promote_max_lag,
                 stable_for: Duration::from_millis(self.promote_after),
             },
+            dead_members,
             cluster_key,
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
             election_timeout: Duration::from_millis(self.election_timeout),
@@ -287,6 +303,7 @@ mod tests {
                 "exclude each other",
             ),
             (Config { promote_after: 0, ..Default::default() }, "--promote-after"),
+            (Config { remove_dead_after: 60, min_voters: 0, ..Default::default() }, "--min-voters"),
             (Config { initial_cluster_state: "old".into(), ..Default::default() }, "must be new or existing"),
             (
                 Config { initial_cluster_state: "existing".into(), ..Default::default() },

@@ -87,6 +87,7 @@ impl Node {
             auto_promote: resolved.auto_promote,
             promotion: resolved.promotion,
             cluster_key: resolved.cluster_key.clone(),
+            dead_members: resolved.dead_members,
         })
         .await?;
         // Bind clients last: a second process on the same data directory must fail on the

@@ -137,6 +137,12 @@ struct ServeArgs {
     /// Milliseconds a learner must stay caught up before it is promoted [default: 10000]
     #[arg(long, env = "CAIRN_PROMOTE_AFTER")]
     promote_after: Option<u64>,
+    /// Seconds after which the leader removes a member it cannot reach (0: never) [default: 0]
+    #[arg(long, env = "CAIRN_REMOVE_DEAD_AFTER")]
+    remove_dead_after: Option<u64>,
+    /// The fewest voters dead-member cleanup leaves [default: 3]
+    #[arg(long, env = "CAIRN_MIN_VOTERS")]
+    min_voters: Option<usize>,
     /// A file with the cluster key every member shares (or CAIRN_ENCRYPTION_KEY: the key itself)
     #[arg(long, env = "CAIRN_ENCRYPTION_KEY_FILE")]
     encryption_key_file: Option<PathBuf>,
@@ -186,6 +192,8 @@ impl ServeArgs {
             auto_promote,
             promote_max_lag,
             promote_after,
+            remove_dead_after,
+            min_voters,
             heartbeat_interval,
             election_timeout,
             snapshot_count,
