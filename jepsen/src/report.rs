@@ -35,6 +35,7 @@ fn nemesis_color(k: NemesisKind) -> &'static str {
         NemesisKind::Loss => "#d9b3f0",
         NemesisKind::Delay => "#b3f0d0",
         NemesisKind::Clock => "#d0d0d0",
+        NemesisKind::Member => "#f0b3d9",
     }
 }
 

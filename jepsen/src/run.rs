@@ -31,7 +31,7 @@ pub struct TestArgs {
     pub time: u64,
     #[arg(long, value_enum, default_value_t = WorkloadKind::Register)]
     pub workload: WorkloadKind,
-    /// Comma-separated nemeses: kill, pause, partition, loss, delay, clock (or none).
+    /// Comma-separated nemeses: kill, pause, partition, loss, delay, clock, member, all (or none).
     #[arg(long, value_delimiter = ',', default_value = "none")]
     pub nemesis: Vec<String>,
     /// `cairn` or `etcd`.
@@ -90,12 +90,13 @@ fn parse_nemeses(names: &[String]) -> Result<Vec<NemesisKind>> {
             "loss" => NemesisKind::Loss,
             "delay" => NemesisKind::Delay,
             "clock" => NemesisKind::Clock,
+            "member" => NemesisKind::Member,
             "all" => {
                 kinds.extend(NemesisKind::ALL);
                 continue;
             }
             other => bail!(
-                "unknown nemesis {other:?}: expected kill, pause, partition, loss, delay, clock, all or none"
+                "unknown nemesis {other:?}: expected kill, pause, partition, loss, delay, clock, member, all or none"
             ),
         };
         if !kinds.contains(&k) {
@@ -369,4 +370,21 @@ async fn drive(
     std::fs::write(out.join("results.json"), serde_json::to_vec_pretty(&summary)?)?;
     report::write_html(&out.join("report.html"), &summary, &ops, &intervals)?;
     Ok(Outcome { valid, results, out: out.to_path_buf() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nemesis_names_parse() {
+        let names = |s: &str| s.split(',').map(String::from).collect::<Vec<_>>();
+        assert_eq!(
+            parse_nemeses(&names("member,kill,member")).unwrap(),
+            [NemesisKind::Member, NemesisKind::Kill]
+        );
+        assert_eq!(parse_nemeses(&names("none")).unwrap(), []);
+        assert_eq!(parse_nemeses(&names("all")).unwrap(), NemesisKind::ALL);
+        assert!(parse_nemeses(&names("members")).is_err());
+    }
 }

@@ -1,6 +1,8 @@
 //! The harness end to end, as CI runs it (`cargo test --workspace`):
 //! - a short smoke run (3 nodes, kill + partition, register) against the real `cairn` must be
 //!   valid — with `CAIRN_FAULT=stale-read` set, which the `cairn` binary must ignore;
+//! - so must one with membership churn (member + kill), every member removed and added back
+//!   (`CAIRN_TEST_TARGET=etcd` runs this one against etcd);
 //! - the checkers must be able to fail: runs against `cairn-faulty` with each injected bug
 //!   (stale reads, acknowledging before commit) must be reported invalid, exit code 1.
 //!
@@ -11,6 +13,7 @@
 //! `cargo build -p cairn --features fault-injection --bin cairn --bin cairn-faulty`.
 //! The runs are serialized (one cluster at a time on this machine).
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
@@ -36,14 +39,35 @@ fn server(name: &str) -> PathBuf {
     bin
 }
 
-/// Runs `cairn-jepsen test` and returns (exit code, results.json, report dir).
+/// Runs `cairn-jepsen test` against `bin` (a Cairn binary) and returns (exit code,
+/// results.json, report dir).
 fn harness(args: &[&str], bin: &PathBuf, name: &str) -> (i32, Value, tempfile::TempDir) {
+    let target = [OsString::from("--target"), "cairn".into(), "--bin".into(), bin.into()];
+    harness_on(&target, args, name)
+}
+
+/// The target as `CAIRN_TEST_TARGET` chooses it (as the other test suites do): Cairn's
+/// `server("cairn")` by default; with `etcd`, `ETCD_BIN` or cairn-jepsen's default etcd.
+fn target_from_env() -> Vec<OsString> {
+    match std::env::var(cairn_tests::TARGET_ENV).unwrap_or_default().trim().to_ascii_lowercase().as_str() {
+        "etcd" => {
+            let mut t = vec![OsString::from("--target"), "etcd".into()];
+            if let Some(bin) = std::env::var_os(cairn_tests::ETCD_BIN_ENV) {
+                t.extend(["--bin".into(), bin]);
+            }
+            t
+        }
+        _ => vec!["--target".into(), "cairn".into(), "--bin".into(), server("cairn").into()],
+    }
+}
+
+/// [`harness`] with the target's flags given (`--target ...`, maybe `--bin ...`).
+fn harness_on(target: &[OsString], args: &[&str], name: &str) -> (i32, Value, tempfile::TempDir) {
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let out = tempfile::Builder::new().prefix(&format!("cairn-jepsen-{name}-")).tempdir().unwrap();
     let status = Command::new(env!("CARGO_BIN_EXE_cairn-jepsen"))
         .arg("test")
-        .args(["--target", "cairn", "--bin"])
-        .arg(bin)
+        .args(target)
         .arg("--out")
         .arg(out.path())
         .args(args)
@@ -97,6 +121,56 @@ fn smoke_register_with_kill_and_partition_is_valid() {
     assert!(r["ops"]["ok"].as_u64().unwrap() > 100, "too few ops: {}", r["ops"]);
     assert!(r["nemesis"].as_array().unwrap().len() >= 2, "nemesis did not run: {}", r["nemesis"]);
     assert!(!armed, "the cairn binary armed a fault: only cairn-faulty may");
+}
+
+#[test]
+fn smoke_register_with_member_and_kill_is_valid() {
+    // Membership churn: about four faults, member and kill taking turns. A follower, then
+    // the leader, removed (killed, MemberRemove, data wiped) and added back (MemberAdd as a
+    // learner, started empty with --initial-cluster-state existing, MemberPromote once caught
+    // up); kill faults in between restart re-added members with the flags they were added
+    // with. CAIRN_TEST_TARGET=etcd runs the same against etcd.
+    let target = target_from_env();
+    let (code, r, dir) = harness_on(
+        &target,
+        &[
+            "--nodes",
+            "3",
+            "--time",
+            "30",
+            "--workload",
+            "register",
+            "--nemesis",
+            "member,kill",
+            "--nemesis-quiet",
+            "3",
+            "--nemesis-fault",
+            "4",
+        ],
+        "member",
+    );
+    let nemesis = r["nemesis"].as_array().unwrap().clone();
+    let members: Vec<&Value> = nemesis.iter().filter(|iv| iv["kind"] == "member").collect();
+    let healed = |iv: &&Value| {
+        iv["mode"] != "error"
+            && iv["end_s"].is_number()
+            && iv["detail"].as_str().is_some_and(|d| d.contains("re-added") && d.contains("promoted"))
+    };
+    let exits = r["unexpected_exits"].as_array().unwrap().clone();
+    let ok = code == 0
+        && r["valid"] == "valid"
+        && exits.is_empty()
+        && r["ready_after_heal"] == true
+        && !members.is_empty()
+        && members.iter().all(healed);
+    keep_on_failure(dir, ok);
+    assert!(exits.is_empty(), "servers exited by themselves: {exits:?}");
+    assert!(code == 0 && r["valid"] == "valid", "member run not valid (exit {code}): {:#}", r["checkers"]);
+    assert!(r["ops"]["ok"].as_u64().unwrap() > 100, "too few ops: {}", r["ops"]);
+    assert!(!members.is_empty(), "no member fault ran: {nemesis:#?}");
+    assert!(members.iter().all(healed), "a member fault did not complete remove and re-add: {members:#?}");
+    assert!(nemesis.iter().any(|iv| iv["kind"] == "kill"), "no kill fault ran: {nemesis:#?}");
+    assert_eq!(r["ready_after_heal"], true, "not ready after healing: {}", r["ready_error"]);
 }
 
 #[test]
