@@ -80,10 +80,10 @@ impl crate::RaftNode {
         let change = &change;
         self.on_leader(
             crate::route::Repeat::Idempotent,
-            |_| crate::leader::set_alarm(&self.raft, change.clone()),
+            |_| crate::leader::set_alarm(&self.raft, *change),
             |addr, remaining| async move {
                 let mut client = self.channels.client(&addr).map_err(|_| crate::PeerError::NotDelivered)?;
-                let mut request = tonic::Request::new(change.clone());
+                let mut request = tonic::Request::new(*change);
                 request.set_timeout(remaining);
                 client.set_alarm(request).await.map_err(crate::PeerError::from)?;
                 Ok(())

@@ -102,7 +102,7 @@ pub async fn change(
                 voters.iter().filter(|v| published.contains(v) || heard_within(&m, **v, contact));
             let ever_started = ever_started.count();
             let grown = voters.len() + 1;
-            if !is_learner && !(ever_started == 1 && grown == 2) && ever_started < grown / 2 + 1 {
+            if !(*is_learner || ever_started == 1 && grown == 2) && ever_started < grown / 2 + 1 {
                 return Ok(Err(RequestError::NotEnoughStartedMembers));
             }
             // Every voter in contact now.

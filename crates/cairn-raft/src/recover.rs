@@ -103,7 +103,7 @@ pub fn force_new_cluster(data_dir: &Path, name: &str) -> Result<ForcedCluster, R
     for item in db.iterator_cf(log, IteratorMode::End) {
         let (_, v) = item.map_err(storage)?;
         let entry: Entry = codec::decode(&v).map_err(storage)?;
-        last_log.get_or_insert(entry.log_id.clone());
+        last_log.get_or_insert(entry.log_id);
         if let Some(m) = entry.get_membership() {
             membership = Some(m);
             break;
@@ -117,7 +117,7 @@ pub fn force_new_cluster(data_dir: &Path, name: &str) -> Result<ForcedCluster, R
                 Some(b) => Some(codec::decode(&b).map_err(storage)?),
                 None => None,
             };
-        last_log = purged.or(applied.0.clone());
+        last_log = purged.or(applied.0);
     }
     let membership: Membership<NodeId, PeerNode> =
         membership.unwrap_or_else(|| StoredMembership::membership(&applied.1).clone());
