@@ -39,6 +39,19 @@ pub fn published(store: &MvccStore) -> Result<Vec<MemberAttributes>, MvccError> 
         .collect()
 }
 
+/// The ids of the members that ever started (published their attributes), read on tokio's
+/// blocking pool.
+pub(crate) async fn published_ids(
+    store: &MvccStore,
+) -> Result<std::collections::BTreeSet<u64>, BackendError> {
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || published(&store)).await {
+        Ok(read) => Ok(read?.into_iter().map(|a| a.id).collect()),
+        Err(e) if e.is_cancelled() => Err(BackendError::Stopped),
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
 impl crate::RaftNode {
     /// The members of the current membership config, with the attributes they published.
     /// A member that has not published (a 0.1 member in a mixed cluster) is asked for its
@@ -73,7 +86,7 @@ impl crate::RaftNode {
 
     /// The members that ever started (published their attributes).
     pub(crate) async fn published_ids(&self) -> Result<std::collections::BTreeSet<u64>, BackendError> {
-        Ok(self.read(published).await?.into_iter().map(|a| a.id).collect())
+        published_ids(self.store()).await
     }
 
     /// Publish this member's attributes if the replicated state does not hold them yet.

@@ -288,12 +288,9 @@ impl Peer for PeerService {
         let Some(change) = crate::reconfigure::MemberChange::from_pb(&req.into_inner()) else {
             return Err(PeerError::Refused("unknown membership change".into()).into_status());
         };
-        let store = self.store.clone();
-        let published = tokio::task::spawn_blocking(move || crate::members::published(&store))
+        let published = crate::members::published_ids(&self.store)
             .await
-            .map_err(|e| Status::internal(e.to_string()))?
             .map_err(|e| PeerError::Unavailable(e.to_string()).into_status())?;
-        let published = published.into_iter().map(|a| a.id).collect();
         let outcome =
             crate::reconfigure::change(&self.raft, &published, &change, self.promotion.max_lag, self.contact)
                 .await
