@@ -1,6 +1,7 @@
 //! The MVCC engine alone: apply a batch of puts, scan 1,000 keys, read an old revision.
 
 use cairn_micro::{apply_all, put, store};
+use cairn_mvcc::Engine;
 use cairn_proto::etcdserverpb::RangeRequest;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
@@ -60,6 +61,12 @@ fn reads(c: &mut Criterion) {
         let req =
             RangeRequest { key: b"00004242".to_vec(), revision: current - 20_000, ..Default::default() };
         b.iter(|| assert_eq!(store.range(&req).expect("range").kvs.len(), 1));
+    });
+    group.finish();
+    // What the space quota costs every write (`--quota-backend-bytes`, checked before each put).
+    let mut group = c.benchmark_group("mvcc/space");
+    group.bench_function("approximate size (the quota check)", |b| {
+        b.iter(|| assert!(store.engine().approximate_size() > 0));
     });
     group.finish();
 }

@@ -36,7 +36,9 @@ pub struct NodeConfig {
     /// (name, peer address) of every founding member, this node included.
     pub initial_cluster: Vec<(String, String)>,
     pub heartbeat_interval: Duration,
-    /// The minimum election timeout; the actual one is random in [t, 2t), as etcd's.
+    /// The election timeout `t`: a follower that has not heard from the leader for a random
+    /// time in [0.7t, 0.9t) calls an election, and refuses to vote for another member until
+    /// 0.45t after it last heard from the leader (see [`openraft_election_window`]).
     pub election_timeout: Duration,
     /// Log entries between snapshots; the log is purged behind a snapshot.
     pub snapshot_count: u64,
@@ -276,12 +278,12 @@ impl RaftNode {
         let added = origin.as_deref() == Some(ADDED) || (origin.is_none() && cfg.existing);
         let founder = origin.is_none() && cfg.join.is_empty() && !cfg.existing;
 
-        let election_ms = cfg.election_timeout.as_millis().max(2) as u64;
+        let (election_min, election_max) = openraft_election_window(cfg.election_timeout);
         let config = Config {
             cluster_name: "cairn".into(),
             heartbeat_interval: cfg.heartbeat_interval.as_millis().max(1) as u64,
-            election_timeout_min: election_ms,
-            election_timeout_max: election_ms * 2,
+            election_timeout_min: election_min,
+            election_timeout_max: election_max,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_count.max(1)),
             max_in_snapshot_log_to_keep: cfg.snapshot_count.clamp(1, 5000),
             install_snapshot_timeout: 60_000,
@@ -560,6 +562,45 @@ impl RaftNode {
         }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}
+
+/// openraft's `(election_timeout_min, election_timeout_max)` for Cairn's election timeout `t`.
+///
+/// openraft adds its leader lease (`election_timeout_max`) to the sampled timeout: a follower
+/// calls an election `lease + [min, max)` after it last heard from the leader, and refuses
+/// votes during the lease. Mapping etcd's `[t, 2t)` straight onto `[min, max)` made that
+/// `[3t, 4t)` (3.0-4.0 s with the defaults, measured by `cairn-failover`). With
+/// `max = 0.45t`, `min = t/4` a dead leader is replaced between `0.7t` and `0.9t` after its
+/// last heartbeat, so that a failover with its election and first write fits in `t`; every
+/// candidate fires after the other followers' leases ran out, and a live leader keeps a lease
+/// of at least two heartbeats (the smallest timeout allowed is 5 heartbeats).
+pub fn openraft_election_window(election_timeout: Duration) -> (u64, u64) {
+    let t = election_timeout.as_millis().min(u64::MAX as u128) as u64;
+    let max = (t * 9 / 20).max(2);
+    let min = (t / 4).clamp(1, max - 1);
+    (min, max)
+}
+
+#[cfg(test)]
+mod election_window_tests {
+    use super::openraft_election_window;
+    use std::time::Duration;
+
+    #[test]
+    fn default_timeout_calls_an_election_within_0_9_timeouts() {
+        let (min, max) = openraft_election_window(Duration::from_millis(1000));
+        assert_eq!((min, max), (250, 450));
+        // openraft fires after lease (= max) + a sample in [min, max).
+        assert_eq!((max + min, max + max), (700, 900));
+    }
+
+    #[test]
+    fn tiny_timeouts_still_give_openraft_a_valid_window() {
+        for t in [0, 1, 2, 3, 5, 7, 10] {
+            let (min, max) = openraft_election_window(Duration::from_millis(t));
+            assert!(1 <= min && min < max, "t={t}: ({min}, {max})");
         }
     }
 }
