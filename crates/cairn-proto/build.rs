@@ -18,6 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = manifest_dir.join("../../proto");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or("OUT_DIR unset")?);
     let grpc = env::var_os("CARGO_FEATURE_GRPC").is_some();
+    let json = env::var_os("CARGO_FEATURE_JSON").is_some();
 
     println!("cargo:rerun-if-changed={}", proto_root.display());
     println!("cargo:rerun-if-changed=build.rs");
@@ -32,5 +33,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_transport(grpc)
         .file_descriptor_set_path(out_dir.join("cairn_descriptor.bin"))
         .compile_with_config(config, &protos, &[proto_root])?;
+    if json {
+        // grpc-gateway as etcd configures it: proto field names out, zero values omitted
+        // (`emit_fields` off); both proto and JSON names accepted in, unknown fields ignored.
+        let descriptors = std::fs::read(out_dir.join("cairn_descriptor.bin"))?;
+        pbjson_build::Builder::new()
+            .register_descriptors(&descriptors)?
+            .preserve_proto_field_names()
+            .ignore_unknown_fields()
+            .build(&[".mvccpb", ".authpb", ".etcdserverpb", ".v3lockpb", ".v3electionpb"])?;
+    }
     Ok(())
 }

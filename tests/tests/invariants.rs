@@ -89,6 +89,19 @@ fn the_raft_layer_knows_no_client_api() {
 }
 
 #[test]
+fn the_http_side_reaches_the_member_only_over_grpc() {
+    assert_never_links(
+        "cairn-http",
+        &["rocksdb", "librocksdb-sys", "openraft", "cairn-mvcc", "cairn-raft", "cairn-api", "cairn-core"],
+    );
+}
+
+#[test]
+fn the_raft_layer_serves_no_http() {
+    assert_never_links("cairn-raft", &["cairn-http"]);
+}
+
+#[test]
 fn the_check_sees_real_dependencies() {
     // Guards the guard: the facade does link RocksDB and openraft, so the parsing works.
     let deps = linked("cairn");

@@ -43,9 +43,10 @@ pub struct LearnerGate<S> {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-impl<S, B> tower::Service<http::Request<B>> for LearnerGate<S>
+impl<S, B, RB> tower::Service<http::Request<B>> for LearnerGate<S>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    RB: Default + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = S::Response;

@@ -136,6 +136,14 @@ pub fn in_process_channel(routes: Routes) -> tonic::transport::Channel {
 /// Buffer of one direction of an in-process connection.
 const IN_PROCESS_PIPE_BYTES: usize = 256 * 1024;
 
+/// Every etcd service for `backend` behind the learner gate: what clients reach (over the
+/// network, or through the JSON gateway's in-process channel).
+pub fn client_routes<B: Backend>(backend: Arc<B>, limits: Limits) -> Routes {
+    let status = backend.clone();
+    let gate = learner::LearnerGateLayer { is_learner: Arc::new(move || status.status().is_learner) };
+    Routes::from(routes(backend, limits).into_axum_router().layer(gate))
+}
+
 /// Serve the etcd API for `backend` on `listener` until `shutdown` completes.
 pub async fn serve<B: Backend>(
     backend: Arc<B>,
@@ -143,14 +151,22 @@ pub async fn serve<B: Backend>(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
+    serve_router(client_routes(backend, limits).into_axum_router(), listener, shutdown).await
+}
+
+/// Serve `router` — [`client_routes`], with other HTTP routes merged in — on `listener`
+/// until `shutdown` completes: gRPC (HTTP/2) and plain HTTP/1.1 on one port.
+pub async fn serve_router(
+    router: axum::Router,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
     // The builder's TCP settings do not apply to an incoming stream we give it: without
     // TCP_NODELAY here, small responses wait for Nagle's timer (~40 ms per request).
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let status = backend.clone();
-    let gate = learner::LearnerGateLayer { is_learner: Arc::new(move || status.status().is_learner) };
     tonic::transport::Server::builder()
-        .layer(gate)
-        .add_routes(routes(backend, limits))
+        .accept_http1(true)
+        .add_routes(Routes::from(router))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }

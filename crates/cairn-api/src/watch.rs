@@ -145,7 +145,13 @@ impl<B: Backend> WatchStream<B> {
         let mut watchers: HashMap<i64, JoinHandle<()>> = HashMap::new();
         let mut next_id: i64 = 0;
         while let Some(msg) = requests.next().await {
-            let Ok(msg) = msg else { break };
+            let Ok(msg) = msg else {
+                // A broken stream: nothing will read the responses either.
+                for (_, handle) in watchers {
+                    handle.abort();
+                }
+                return;
+            };
             watchers.retain(|_, h| !h.is_finished());
             let reply = match msg.request_union {
                 Some(RequestUnion::CreateRequest(create)) => {
@@ -207,6 +213,9 @@ impl<B: Backend> WatchStream<B> {
                 break;
             }
         }
+        // The client closed its sending side (grpc-gateway does after the request body):
+        // as in etcd, the watches go on until the client goes away.
+        self.tx.closed().await;
         for (_, handle) in watchers {
             handle.abort();
         }

@@ -14,31 +14,44 @@
 //! * With `default-features = false` only the prost messages are generated and
 //!   the crate depends on `prost` alone, so storage crates (MVCC) can use the
 //!   messages without depending on tonic.
+//! * `json`: serde `Serialize`/`Deserialize` for every message, in the JSON that etcd's
+//!   grpc-gateway speaks (proto field names, 64-bit integers as strings, bytes as base64,
+//!   enum names, zero values omitted; camelCase names and unknown fields accepted).
 
 /// `mvccpb`: `KeyValue` and `Event`.
 pub mod mvccpb {
     include!(concat!(env!("OUT_DIR"), "/mvccpb.rs"));
+    #[cfg(feature = "json")]
+    include!(concat!(env!("OUT_DIR"), "/mvccpb.serde.rs"));
 }
 
 /// `authpb`: `User`, `Permission`, `Role`, `UserAddOptions`.
 pub mod authpb {
     include!(concat!(env!("OUT_DIR"), "/authpb.rs"));
+    #[cfg(feature = "json")]
+    include!(concat!(env!("OUT_DIR"), "/authpb.serde.rs"));
 }
 
 /// `etcdserverpb`: the KV, Watch, Lease, Cluster, Maintenance and Auth services
 /// and their messages.
 pub mod etcdserverpb {
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));
+    #[cfg(feature = "json")]
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.serde.rs"));
 }
 
 /// `v3lockpb`: the Lock service.
 pub mod v3lockpb {
     include!(concat!(env!("OUT_DIR"), "/v3lockpb.rs"));
+    #[cfg(feature = "json")]
+    include!(concat!(env!("OUT_DIR"), "/v3lockpb.serde.rs"));
 }
 
 /// `v3electionpb`: the Election service.
 pub mod v3electionpb {
     include!(concat!(env!("OUT_DIR"), "/v3electionpb.rs"));
+    #[cfg(feature = "json")]
+    include!(concat!(env!("OUT_DIR"), "/v3electionpb.serde.rs"));
 }
 
 /// Encoded `google.protobuf.FileDescriptorSet` of all the `.proto` files above

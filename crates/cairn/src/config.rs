@@ -61,6 +61,9 @@ pub struct Config {
     pub quota_backend_bytes: u64,
     /// Milliseconds a request may wait for the cluster (0: 5 s + 2 election timeouts, as etcd).
     pub request_timeout: u64,
+    /// Whether `/readyz` passes on a learner (load balancers that also send serializable
+    /// reads to learners); by default a learner is not ready.
+    pub ready_when_learner: bool,
 }
 
 impl Default for Config {
@@ -87,6 +90,7 @@ impl Default for Config {
             max_txn_ops: Limits::default().max_txn_ops,
             quota_backend_bytes: Limits::default().quota_backend_bytes,
             request_timeout: 0,
+            ready_when_learner: false,
         }
     }
 }
@@ -112,6 +116,7 @@ pub(crate) struct Resolved {
     pub snapshot_count: u64,
     pub request_timeout: Duration,
     pub limits: Limits,
+    pub ready_when_learner: bool,
 }
 
 fn strip_scheme(addr: &str) -> &str {
@@ -249,6 +254,7 @@ impl Config {
             election_timeout: Duration::from_millis(self.election_timeout),
             snapshot_count: self.snapshot_count,
             request_timeout,
+            ready_when_learner: self.ready_when_learner,
             limits: Limits {
                 max_request_bytes: self.max_request_bytes,
                 max_txn_ops: self.max_txn_ops,

@@ -115,7 +115,27 @@ impl Node {
             tracing::info!("serving before this member's attributes are published (no quorum yet?)");
         }
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let serve = cairn_api::serve(backend.clone(), resolved.limits, listener, async {
+        // In-process channels: `local` reaches every service without the learner gate (the
+        // library's client, the health checks); the JSON gateway goes through the gate,
+        // as network clients do.
+        let local = cairn_api::in_process_channel(cairn_api::routes(backend.clone(), resolved.limits));
+        let gateway = cairn_api::in_process_channel(cairn_api::client_routes(backend.clone(), resolved.limits));
+        let http = cairn_http::router(
+            gateway,
+            local.clone(),
+            cairn_http::HttpOptions {
+                etcd_version: cairn_api::maintenance::API_VERSION.to_string(),
+                cairn_version: env!("CARGO_PKG_VERSION").to_string(),
+                max_request_bytes: resolved.limits.max_request_bytes,
+                health_timeout: resolved.request_timeout,
+                ready_when_learner: resolved.ready_when_learner,
+            },
+        );
+        let app = cairn_api::client_routes(backend.clone(), resolved.limits)
+            .into_axum_router()
+            .merge(http)
+            .fallback(cairn_http::fallback);
+        let serve = cairn_api::serve_router(app, listener, async {
             let _ = stop_rx.await;
         });
         let api = tokio::spawn(async move {
@@ -123,8 +143,8 @@ impl Node {
                 tracing::error!(error = %e, "client API server failed");
             }
         });
-        tracing::info!(client = %client_addr, "serving the etcd v3 API");
-        let client = cairn_api::in_process_channel(cairn_api::routes(backend.clone(), resolved.limits));
+        tracing::info!(client = %client_addr, "serving the etcd v3 API (gRPC, and HTTP: the JSON gateway, /health, /readyz)");
+        let client = local;
         Ok(Node {
             backend,
             client: Client::from_channel(client),

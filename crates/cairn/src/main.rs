@@ -137,6 +137,9 @@ struct ServeArgs {
     /// Milliseconds a learner must stay caught up before it is promoted [default: 10000]
     #[arg(long, env = "CAIRN_PROMOTE_AFTER")]
     promote_after: Option<u64>,
+    /// Whether /readyz passes on a learner (for load balancers that also send it reads) [default: false]
+    #[arg(long, env = "CAIRN_READY_WHEN_LEARNER")]
+    ready_when_learner: Option<bool>,
     /// Seconds after which the leader removes a member it cannot reach (0: never) [default: 0]
     #[arg(long, env = "CAIRN_REMOVE_DEAD_AFTER")]
     remove_dead_after: Option<u64>,
@@ -200,7 +203,8 @@ impl ServeArgs {
             max_request_bytes,
             max_txn_ops,
             quota_backend_bytes,
-            request_timeout
+            request_timeout,
+            ready_when_learner
         );
         if self.initial_cluster.is_some() {
             cfg.initial_cluster = self.initial_cluster;
