@@ -6,15 +6,13 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use tonic::{Code, Status};
 
-/// etcd's text for a request above `--max-request-bytes`.
-pub const REQUEST_TOO_LARGE: &str = "etcdserver: request is too large";
-
 #[derive(Debug)]
 pub enum HttpError {
     /// The body is not the JSON of the request message (serde's message).
     BadJson(String),
-    /// The body is larger than any request the member would take.
-    TooLarge,
+    /// The body is far larger than any request the member takes (the gRPC services answer
+    /// the others themselves): grpc-go's ResourceExhausted, as etcd's gateway passes on.
+    TooLarge { bytes: usize, max: usize },
     /// The gRPC call failed: etcd's code and text, passed through.
     Grpc(Status),
     /// No route for this path.
@@ -28,7 +26,9 @@ impl HttpError {
     fn code_and_text(&self) -> (Code, String) {
         match self {
             HttpError::BadJson(e) => (Code::InvalidArgument, e.clone()),
-            HttpError::TooLarge => (Code::InvalidArgument, REQUEST_TOO_LARGE.to_string()),
+            HttpError::TooLarge { bytes, max } => {
+                (Code::ResourceExhausted, format!("grpc: received message larger than max ({bytes} vs. {max})"))
+            }
             HttpError::Grpc(s) => (s.code(), s.message().to_string()),
             HttpError::NotFound(path) => (Code::NotFound, format!("no such path: {path}")),
             HttpError::MethodNotAllowed => (Code::Unimplemented, "method not allowed: use POST".to_string()),
@@ -124,9 +124,10 @@ mod tests {
     }
 
     #[test]
-    fn too_large_is_etcds_invalid_argument() {
-        assert_eq!(HttpError::TooLarge.http_status(), StatusCode::BAD_REQUEST);
-        assert_eq!(HttpError::TooLarge.body()["code"], 3);
-        assert_eq!(HttpError::TooLarge.body()["error"], REQUEST_TOO_LARGE);
+    fn a_far_too_large_body_is_grpcs_resource_exhausted() {
+        let e = HttpError::TooLarge { bytes: 10, max: 5 };
+        assert_eq!(e.http_status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(e.body()["code"], 8);
+        assert_eq!(e.body()["error"], "grpc: received message larger than max (10 vs. 5)");
     }
 }

@@ -38,10 +38,11 @@ use crate::HttpOptions;
 pub const PREFIXES: [&str; 3] = ["/v3", "/v3beta", "/v3alpha"];
 
 /// The gateway's routes under every prefix of [`PREFIXES`].
-pub fn routes(channel: Channel, max_request_bytes: usize) -> Router {
-    // base64 makes bytes 4/3 larger and JSON adds field names: room for a request of
-    // `max_request_bytes` encoded as JSON; the gRPC service checks the decoded size.
-    let limit = max_request_bytes.saturating_mul(2).saturating_add(64 << 10);
+pub fn routes(channel: Channel, max_message_bytes: usize) -> Router {
+    // base64 makes bytes 4/3 larger and JSON adds field names: room for the largest gRPC
+    // message the member takes, so that the gRPC services answer every size they know
+    // ("request is too large", then grpc-go's "received message larger than max").
+    let limit = Limit { max_message_bytes, body_bytes: max_message_bytes.saturating_mul(4).saturating_add(64 << 10) };
     let api = api_routes(channel, limit);
     let mut router = Router::new();
     for prefix in PREFIXES {
@@ -50,7 +51,14 @@ pub fn routes(channel: Channel, max_request_bytes: usize) -> Router {
     router
 }
 
-fn api_routes(ch: Channel, limit: usize) -> Router {
+/// How large a body may be read, and the gRPC limit to name when it is larger.
+#[derive(Clone, Copy)]
+struct Limit {
+    max_message_bytes: usize,
+    body_bytes: usize,
+}
+
+fn api_routes(ch: Channel, limit: Limit) -> Router {
     let mut r = Router::new();
     // A route for a unary call: `client` is built per call (channels are cheap clones) and
     // takes responses of any size, as etcd's gateway does.
@@ -150,13 +158,13 @@ pub async fn version(options: HttpOptions) -> Response {
     .into_response()
 }
 
-/// The body, up to `limit` bytes.
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, HttpError> {
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
+/// The body, up to `limit.body_bytes`.
+async fn read_body(body: Body, limit: Limit) -> Result<Bytes, HttpError> {
+    axum::body::to_bytes(body, limit.body_bytes).await.map_err(|e| {
         let too_large = std::error::Error::source(&e)
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
         if too_large {
-            HttpError::TooLarge
+            HttpError::TooLarge { bytes: limit.body_bytes, max: limit.max_message_bytes }
         } else {
             HttpError::BadJson(format!("reading the request body: {e}"))
         }
@@ -186,7 +194,7 @@ fn json_response<T: Serialize>(msg: &T) -> Response {
     }
 }
 
-async fn unary<Req, Resp, F, Fut>(body: Body, limit: usize, call: F) -> Response
+async fn unary<Req, Resp, F, Fut>(body: Body, limit: Limit, call: F) -> Response
 where
     Req: DeserializeOwned + Default,
     Resp: Serialize,
@@ -206,7 +214,7 @@ where
 
 /// A streaming call: `many` whether the body may hold several request messages (client
 /// streams) or exactly one (server streams).
-async fn streaming<Req, Resp, F, Fut>(body: Body, limit: usize, many: bool, call: F) -> Response
+async fn streaming<Req, Resp, F, Fut>(body: Body, limit: Limit, many: bool, call: F) -> Response
 where
     Req: DeserializeOwned + Default,
     Resp: Serialize + Send + 'static,

@@ -30,9 +30,10 @@ pub struct HttpOptions {
     pub etcd_version: String,
     /// Cairn's own version (`/version`'s `cairn`).
     pub cairn_version: String,
-    /// etcd's `--max-request-bytes`: JSON bodies are allowed base64's and JSON's overhead
-    /// above it; the gRPC service then checks the decoded request itself.
-    pub max_request_bytes: usize,
+    /// The largest gRPC message the member takes (etcd: `--max-request-bytes` + 512 KiB):
+    /// JSON bodies may be base64's and JSON's overhead larger; the gRPC services check the
+    /// decoded request themselves.
+    pub max_message_bytes: usize,
     /// How long a health check's read may take.
     pub health_timeout: std::time::Duration,
     /// Whether `/readyz` passes on a learner (for load balancers that also send serializable
@@ -45,7 +46,7 @@ pub struct HttpOptions {
 /// learner gate, for the health checks.
 pub fn router(api: Channel, local: Channel, options: HttpOptions) -> Router {
     let health = health::Health { local, options: options.clone() };
-    gateway::routes(api, options.max_request_bytes)
+    gateway::routes(api, options.max_message_bytes)
         .route("/version", get(move || gateway::version(options.clone())))
         .merge(health::routes(health))
 }

@@ -126,7 +126,7 @@ impl Node {
             cairn_http::HttpOptions {
                 etcd_version: cairn_api::maintenance::API_VERSION.to_string(),
                 cairn_version: env!("CARGO_PKG_VERSION").to_string(),
-                max_request_bytes: resolved.limits.max_request_bytes,
+                max_message_bytes: resolved.limits.max_grpc_message_bytes(),
                 health_timeout: resolved.request_timeout,
                 ready_when_learner: resolved.ready_when_learner,
             },
