@@ -111,8 +111,9 @@ async fn an_http_gateway_client_from_pypi_works_unchanged() {
 #[tokio::test(flavor = "multi_thread")]
 async fn json_in_json_out_with_grpc_gateway_rules() {
     let cluster = start_nodes(1).await;
-    let put = post(&cluster, 0, "/v3/kv/put", &format!(r#"{{"key":"{}","value":"{}"}}"#, b64("gw/a"), b64("1")))
-        .unwrap();
+    let put =
+        post(&cluster, 0, "/v3/kv/put", &format!(r#"{{"key":"{}","value":"{}"}}"#, b64("gw/a"), b64("1")))
+            .unwrap();
     assert_eq!(put.status, 200, "{put:?}");
     let header = &put.json().unwrap()["header"];
     for field in ["cluster_id", "member_id", "revision", "raft_term"] {
@@ -150,13 +151,17 @@ async fn bad_requests_get_etcd_codes_and_texts() {
         assert!(v["error"].is_string() && v["message"].is_string(), "{v}");
     }
     // etcd's own errors pass through with their code and text.
-    let a = post(&cluster, 0, "/v3/kv/range", &format!(r#"{{"key":"{}","revision":"999"}}"#, b64("k"))).unwrap();
+    let a =
+        post(&cluster, 0, "/v3/kv/range", &format!(r#"{{"key":"{}","revision":"999"}}"#, b64("k"))).unwrap();
     assert_eq!(a.status, 400, "{a:?}");
     let v = a.json().unwrap();
     assert_eq!(v["code"], 11, "{v}");
     assert_eq!(v["error"], "etcdserver: mvcc: required revision is a future revision", "{v}");
     let a = post(&cluster, 0, "/v3/kv/put", r#"{"value":"eA=="}"#).unwrap();
-    assert_eq!((a.status, a.json().unwrap()["error"].clone()), (400, "etcdserver: key is not provided".into()));
+    assert_eq!(
+        (a.status, a.json().unwrap()["error"].clone()),
+        (400, "etcdserver: key is not provided".into())
+    );
     let a = post(&cluster, 0, "/v3/lease/revoke", r#"{"ID":"12345"}"#).unwrap();
     assert_eq!(a.status, 404, "{a:?}");
     assert_eq!(a.json().unwrap()["error"], "etcdserver: requested lease not found");
@@ -169,7 +174,8 @@ async fn bad_requests_get_etcd_codes_and_texts() {
 /// the gRPC message limit, max-request-bytes + 512 KiB), grpc-go's ResourceExhausted.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_oversized_request_is_refused_and_nothing_is_written() {
-    let cluster = start(ClusterOptions { nodes: 1, max_request_bytes: Some(64 * 1024), ..Default::default() }).await;
+    let cluster =
+        start(ClusterOptions { nodes: 1, max_request_bytes: Some(64 * 1024), ..Default::default() }).await;
     let dir = tempfile::tempdir().unwrap();
     for (name, value_bytes, status, code, text) in [
         ("over", 100 * 1024, 400, 3, "etcdserver: request is too large"),
@@ -264,7 +270,9 @@ async fn health_turns_503_when_the_quorum_is_gone() {
             assert_eq!(get(&cluster, i, "/livez").unwrap().body, "ok");
             let r = get(&cluster, i, "/readyz?verbose").unwrap();
             assert_eq!(r.status, 200, "{r:?}");
-            for check in ["data_corruption", "leader", "not_learner", "serializable_read", "linearizable_read"] {
+            for check in
+                ["data_corruption", "leader", "not_learner", "serializable_read", "linearizable_read"]
+            {
                 assert!(r.body.contains(&format!("[+]{check} ok")), "{r:?}");
             }
         }
@@ -331,7 +339,10 @@ async fn a_learner_refuses_gateway_writes_and_is_not_ready() {
         .expect("ETCD_INITIAL_CLUSTER line");
     cluster.start_added(3, &initial).unwrap();
     let key = b64("gw/learner");
-    assert_eq!(post(&cluster, 0, "/v3/kv/put", &format!(r#"{{"key":"{key}","value":"eA=="}}"#)).unwrap().status, 200);
+    assert_eq!(
+        post(&cluster, 0, "/v3/kv/put", &format!(r#"{{"key":"{key}","value":"eA=="}}"#)).unwrap().status,
+        200
+    );
     eventually(CONVERGE, "the learner serves a serializable range", || async {
         let r = post(&cluster, 3, "/v3/kv/range", &format!(r#"{{"key":"{key}","serializable":true}}"#))?;
         ensure!(r.status == 200 && r.json()?["count"] == "1", "{r:?}");
@@ -350,4 +361,40 @@ async fn a_learner_refuses_gateway_writes_and_is_not_ready() {
         assert!(r.body.contains("[-]not_learner failed"), "{r:?}");
         assert_eq!(get(&cluster, 3, "/livez").unwrap().status, 200);
     }
+}
+
+/// `/metrics` under etcd's names (etcd 3.4 serves the same ones): one leader, a revision
+/// that counts the writes, WAL fsyncs that happened.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_use_etcds_names_and_follow_the_cluster() {
+    let cluster = start_nodes(3).await;
+    for i in 0..5 {
+        let put = format!(r#"{{"key":"{}","value":"eA=="}}"#, b64(&format!("gw/m{i}")));
+        assert_eq!(post(&cluster, 0, "/v3/kv/put", &put).unwrap().status, 200);
+    }
+    let sample = |text: &str, name: &str| -> Option<f64> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let mut leaders = 0.0;
+    for i in 0..3 {
+        let m = get(&cluster, i, "/metrics").unwrap();
+        assert_eq!(m.status, 200, "{m:?}");
+        let text = m.body;
+        let value =
+            |name: &str| sample(&text, name).unwrap_or_else(|| panic!("node {i}: no {name} in\n{text}"));
+        assert_eq!(value("etcd_server_has_leader"), 1.0);
+        leaders += value("etcd_server_is_leader");
+        assert!(value("etcd_server_leader_changes_seen_total") >= 1.0);
+        assert!(value("etcd_debugging_mvcc_current_revision") >= 6.0, "node {i}");
+        assert!(value("etcd_disk_wal_fsync_duration_seconds_count") >= 1.0, "node {i}");
+        assert!(value("etcd_mvcc_db_total_size_in_bytes") > 0.0, "node {i}");
+        assert!(
+            value("etcd_server_proposals_committed_total")
+                >= value("etcd_server_proposals_applied_total") - 1.0
+        );
+    }
+    assert_eq!(leaders, 1.0, "exactly one member reports itself leader");
 }

@@ -26,9 +26,10 @@ impl HttpError {
     fn code_and_text(&self) -> (Code, String) {
         match self {
             HttpError::BadJson(e) => (Code::InvalidArgument, e.clone()),
-            HttpError::TooLarge { bytes, max } => {
-                (Code::ResourceExhausted, format!("grpc: received message larger than max ({bytes} vs. {max})"))
-            }
+            HttpError::TooLarge { bytes, max } => (
+                Code::ResourceExhausted,
+                format!("grpc: received message larger than max ({bytes} vs. {max})"),
+            ),
             HttpError::Grpc(s) => (s.code(), s.message().to_string()),
             HttpError::NotFound(path) => (Code::NotFound, format!("no such path: {path}")),
             HttpError::MethodNotAllowed => (Code::Unimplemented, "method not allowed: use POST".to_string()),
@@ -109,7 +110,8 @@ mod tests {
 
     #[test]
     fn grpc_errors_keep_etcd_text_and_code() {
-        let e = HttpError::Grpc(Status::out_of_range("etcdserver: mvcc: required revision has been compacted"));
+        let e =
+            HttpError::Grpc(Status::out_of_range("etcdserver: mvcc: required revision has been compacted"));
         assert_eq!(e.http_status(), StatusCode::BAD_REQUEST);
         assert_eq!(
             e.body(),

@@ -22,13 +22,13 @@ use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
 use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
-use cairn_proto::{etcdserverpb, v3electionpb, v3lockpb};
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::lease_client::LeaseClient;
 use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use cairn_proto::etcdserverpb::watch_client::WatchClient;
 use cairn_proto::v3electionpb::election_client::ElectionClient;
 use cairn_proto::v3lockpb::lock_client::LockClient;
+use cairn_proto::{etcdserverpb, v3electionpb, v3lockpb};
 
 use crate::error::{stream_error, HttpError};
 use crate::HttpOptions;
@@ -42,7 +42,8 @@ pub fn routes(channel: Channel, max_message_bytes: usize) -> Router {
     // base64 makes bytes 4/3 larger and JSON adds field names: room for the largest gRPC
     // message the member takes, so that the gRPC services answer every size they know
     // ("request is too large", then grpc-go's "received message larger than max").
-    let limit = Limit { max_message_bytes, body_bytes: max_message_bytes.saturating_mul(4).saturating_add(64 << 10) };
+    let limit =
+        Limit { max_message_bytes, body_bytes: max_message_bytes.saturating_mul(4).saturating_add(64 << 10) };
     let api = api_routes(channel, limit);
     let mut router = Router::new();
     for prefix in PREFIXES {
@@ -81,7 +82,10 @@ fn api_routes(ch: Channel, limit: Limit) -> Router {
                 $path,
                 post(move |body: Body| async move {
                     streaming(body, limit, true, move |reqs: Vec<$req>| async move {
-                        $client::new(ch).max_decoding_message_size(usize::MAX).$method(futures::stream::iter(reqs)).await
+                        $client::new(ch)
+                            .max_decoding_message_size(usize::MAX)
+                            .$method(futures::stream::iter(reqs))
+                            .await
                     })
                     .await
                 }),
@@ -161,8 +165,8 @@ pub async fn version(options: HttpOptions) -> Response {
 /// The body, up to `limit.body_bytes`.
 async fn read_body(body: Body, limit: Limit) -> Result<Bytes, HttpError> {
     axum::body::to_bytes(body, limit.body_bytes).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        let too_large =
+            std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
         if too_large {
             HttpError::TooLarge { bytes: limit.body_bytes, max: limit.max_message_bytes }
         } else {
@@ -227,11 +231,10 @@ where
         Ok::<_, HttpError>(call(reqs).await?.into_inner())
     };
     match result.await {
-        Ok(responses) => (
-            [(http::header::CONTENT_TYPE, "application/json")],
-            Body::from_stream(result_lines(responses)),
-        )
-            .into_response(),
+        Ok(responses) => {
+            ([(http::header::CONTENT_TYPE, "application/json")], Body::from_stream(result_lines(responses)))
+                .into_response()
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -267,7 +270,9 @@ fn error_line(status: &Status) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cairn_proto::etcdserverpb::{LeaseKeepAliveResponse, RangeRequest, RangeResponse, ResponseHeader, WatchRequest};
+    use cairn_proto::etcdserverpb::{
+        LeaseKeepAliveResponse, RangeRequest, RangeResponse, ResponseHeader, WatchRequest,
+    };
     use cairn_proto::mvccpb::KeyValue;
 
     #[test]

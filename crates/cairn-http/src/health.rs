@@ -72,15 +72,13 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' => {
-                match (bytes.get(i + 1).and_then(|&b| hex(b)), bytes.get(i + 2).and_then(|&b| hex(b))) {
-                    (Some(hi), Some(lo)) => {
-                        out.push(hi << 4 | lo);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
+            b'%' => match (bytes.get(i + 1).and_then(|&b| hex(b)), bytes.get(i + 2).and_then(|&b| hex(b))) {
+                (Some(hi), Some(lo)) => {
+                    out.push(hi << 4 | lo);
+                    i += 2;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;
@@ -109,13 +107,18 @@ impl Probe {
     fn checks(self) -> &'static [&'static str] {
         match self {
             Probe::Livez => &["serializable_read"],
-            Probe::Readyz => &["data_corruption", "leader", "not_learner", "serializable_read", "linearizable_read"],
+            Probe::Readyz => {
+                &["data_corruption", "leader", "not_learner", "serializable_read", "linearizable_read"]
+            }
         }
     }
 }
 
 impl Health {
-    async fn timed<T>(&self, f: impl std::future::Future<Output = Result<T, tonic::Status>>) -> Result<T, String> {
+    async fn timed<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, tonic::Status>>,
+    ) -> Result<T, String> {
         match tokio::time::timeout(self.options.health_timeout, f).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(status)) => Err(status.message().to_string()),
@@ -228,7 +231,8 @@ impl Health {
         }
         if failed {
             tracing::debug!(probe = probe.name(), %lines, "check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, format!("{lines}{} check failed\n", probe.name())).into_response()
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{lines}{} check failed\n", probe.name()))
+                .into_response()
         } else if verbose {
             (StatusCode::OK, format!("{lines}ok\n")).into_response()
         } else {

@@ -6,6 +6,8 @@
 //!   `/v3beta/` and `/v3alpha/` are aliases, as in etcd 3.4.
 //! - `GET /version`, and the health checks of [`health`]: `/health` (etcd's JSON), `/livez`
 //!   and `/readyz` (etcd 3.6's checks and text output) for load balancers.
+//! - `GET /metrics`: the member's Prometheus metrics (rendered by whoever builds the
+//!   router: [`HttpOptions::metrics`]).
 //!
 //! **Architecture invariant:** this crate reaches the member only through the etcd gRPC API
 //! (a tonic [`Channel`], in-process in `cairn`), exactly as etcd's gateway is a gRPC client
@@ -39,6 +41,18 @@ pub struct HttpOptions {
     /// Whether `/readyz` passes on a learner (for load balancers that also send serializable
     /// reads to learners); by default a learner is not ready.
     pub ready_when_learner: bool,
+    /// `/metrics`' body (the OpenMetrics text of the member's registry); `None`: no route.
+    pub metrics: Option<MetricsText>,
+}
+
+/// Renders the member's metrics in the OpenMetrics text format.
+#[derive(Clone)]
+pub struct MetricsText(pub std::sync::Arc<dyn Fn() -> String + Send + Sync>);
+
+impl std::fmt::Debug for MetricsText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsText")
+    }
 }
 
 /// Every HTTP route of a member. `api` is the channel the gateway's calls take (the one
@@ -46,9 +60,31 @@ pub struct HttpOptions {
 /// learner gate, for the health checks.
 pub fn router(api: Channel, local: Channel, options: HttpOptions) -> Router {
     let health = health::Health { local, options: options.clone() };
-    gateway::routes(api, options.max_message_bytes)
-        .route("/version", get(move || gateway::version(options.clone())))
-        .merge(health::routes(health))
+    let mut router = gateway::routes(api, options.max_message_bytes)
+        .route(
+            "/version",
+            get({
+                let options = options.clone();
+                move || gateway::version(options.clone())
+            }),
+        )
+        .merge(health::routes(health));
+    if let Some(metrics) = options.metrics {
+        router = router.route(
+            "/metrics",
+            get(move || async move {
+                let text = (metrics.0)();
+                (
+                    [(
+                        http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    text,
+                )
+            }),
+        );
+    }
+    router
 }
 
 /// For requests no route takes: gRPC calls get gRPC's `Unimplemented`, anything else a JSON

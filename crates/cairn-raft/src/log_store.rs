@@ -79,11 +79,12 @@ fn group_commit_loop(db: Weak<DB>, rx: mpsc::Receiver<IOFlushed<TypeConfig>>) {
     while let Ok(first) = rx.recv() {
         let mut waiting = vec![first];
         waiting.extend(rx.try_iter());
+        let started = std::time::Instant::now();
         let result = match db.upgrade() {
             Some(db) => db.flush_wal(true).map_err(|e| e.into_string()),
             None => Err("the database is closed".to_string()),
         };
-        crate::metrics::record_wal_sync(waiting.len());
+        crate::metrics::record_wal_sync(waiting.len(), started.elapsed());
         for cb in waiting {
             cb.io_completed(result.clone().map_err(io::Error::other));
         }

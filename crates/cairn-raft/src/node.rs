@@ -110,6 +110,7 @@ pub struct NodeStatus {
     pub is_leader: bool,
     pub is_learner: bool,
     pub last_log_index: u64,
+    pub committed_index: u64,
     pub applied_index: u64,
 }
 
@@ -397,6 +398,7 @@ impl RaftNode {
         let cluster_id = *cluster_id.get().expect("the cluster id is known once founded or joined");
         let lease_tasks = vec![
             tokio::spawn(crate::network::follow_addresses(raft.clone(), addresses)),
+            tokio::spawn(count_leader_changes(raft.clone())),
             tokio::spawn(crate::leases::track_leadership(raft.clone(), id, lessor.clone())),
             tokio::spawn(crate::leases::expire_leases(raft.clone(), lessor.clone())),
             tokio::spawn(crate::reconfigure::watch_removal(
@@ -488,6 +490,7 @@ impl RaftNode {
             is_leader: m.state == ServerState::Leader,
             is_learner: m.state == ServerState::Learner,
             last_log_index: m.last_log_index.unwrap_or(0),
+            committed_index: m.local_committed.as_ref().map_or(0, |l| l.index),
             applied_index: m.last_applied.as_ref().map_or(0, |l| l.index),
         }
     }
@@ -562,6 +565,24 @@ impl RaftNode {
         }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}
+
+/// Counts every new leader this member sees (etcd's `leader_changes_seen`).
+async fn count_leader_changes(raft: Raft) {
+    let mut metrics = raft.metrics();
+    let mut leader = None;
+    loop {
+        let seen = metrics.borrow_and_update().current_leader;
+        if seen.is_some() && seen != leader {
+            crate::metrics::record_leader_change();
+        }
+        if seen.is_some() {
+            leader = seen;
+        }
+        if metrics.changed().await.is_err() {
+            return;
         }
     }
 }

@@ -84,6 +84,16 @@ impl RaftNode {
 
     /// Replicate one write through the leader, wherever it is, and return its result.
     pub async fn write(&self, req: WriteRequest) -> Result<WriteResponse, BackendError> {
+        let result = self.replicate(req).await;
+        // etcd's "failed proposals": the write did not commit (a refusal after commit, e.g.
+        // an unknown lease, is the write's result).
+        if matches!(&result, Err(e) if !matches!(e, BackendError::Request(_))) {
+            crate::metrics::record_failed_proposal();
+        }
+        result
+    }
+
+    async fn replicate(&self, req: WriteRequest) -> Result<WriteResponse, BackendError> {
         #[cfg(feature = "fault-injection")]
         if let Some(acked) = crate::fault::ack_before_commit(&self.raft, self.store(), &req) {
             return acked;
@@ -116,6 +126,7 @@ impl RaftNode {
         req: &WriteRequest,
         remaining: Duration,
     ) -> Result<(Result<WriteResponse, RequestError>, Option<u64>), PeerError> {
+        crate::metrics::record_forwarded_write();
         let answer = match self.forwarder.forward(&addr, pb::WriteRequest::from(req.clone()), remaining).await
         {
             Err(s) if PeerError::from_status(&s) == PeerError::Unimplemented => {

@@ -209,7 +209,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             batch.put_meta(META_MEMBERSHIP, &codec::encode(m)?);
         }
         let revision = batch.current_revision();
+        let commit_started = std::time::Instant::now();
         batch.commit().map_err(mvcc_io)?;
+        let commit_took = commit_started.elapsed();
         if alarms_changed {
             crate::alarms::reload(&self.store, &self.alarms).map_err(mvcc_io)?;
         }
@@ -220,7 +222,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
         }
         self.revision.send_if_modified(|r| std::mem::replace(r, revision) != revision);
-        crate::metrics::record_apply(replies.len());
+        crate::metrics::record_apply(replies.len(), commit_took);
         for (responder, result) in replies {
             if let Some(r) = responder {
                 r.send(result);

@@ -17,6 +17,7 @@
 
 mod backend;
 pub mod config;
+mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,6 +61,18 @@ impl Error {
             _ => 1,
         }
     }
+}
+
+/// `/metrics`' renderer: the member's registry in the OpenMetrics text format.
+fn metrics_text(backend: &Arc<RaftBackend>) -> cairn_http::MetricsText {
+    let registry = metrics::registry(backend);
+    cairn_http::MetricsText(Arc::new(move || {
+        let mut text = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &registry) {
+            tracing::warn!(error = %e, "encoding the metrics failed");
+        }
+        text
+    }))
 }
 
 /// A running Cairn member: the replicated store, the peer server and the etcd API server.
@@ -119,7 +132,8 @@ impl Node {
         // library's client, the health checks); the JSON gateway goes through the gate,
         // as network clients do.
         let local = cairn_api::in_process_channel(cairn_api::routes(backend.clone(), resolved.limits));
-        let gateway = cairn_api::in_process_channel(cairn_api::client_routes(backend.clone(), resolved.limits));
+        let gateway =
+            cairn_api::in_process_channel(cairn_api::client_routes(backend.clone(), resolved.limits));
         let http = cairn_http::router(
             gateway,
             local.clone(),
@@ -129,6 +143,7 @@ impl Node {
                 max_message_bytes: resolved.limits.max_grpc_message_bytes(),
                 health_timeout: resolved.request_timeout,
                 ready_when_learner: resolved.ready_when_learner,
+                metrics: Some(metrics_text(&backend)),
             },
         );
         let app = cairn_api::client_routes(backend.clone(), resolved.limits)
