@@ -16,11 +16,12 @@ pub struct LockService {
     pub client: Client,
 }
 
-/// Errors of the recipes reach the caller as etcd's server sends them: API errors with
-/// their status, the recipes' own (plain Go errors in etcd) as Unknown with etcd's text.
+/// Errors of the recipes reach the caller as etcd's server sends them: etcd's lock and
+/// election servers return the errors of their own etcd client, which gRPC does not know,
+/// so every error is Unknown with etcd's text (e.g. "etcdserver: requested lease not found").
 pub(crate) fn recipe_status(e: cairn_client::Error) -> Status {
     match e {
-        cairn_client::Error::Status(s) => s,
+        cairn_client::Error::Status(s) => Status::unknown(s.message()),
         other => Status::unknown(other.to_string()),
     }
 }

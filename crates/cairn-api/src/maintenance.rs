@@ -63,7 +63,7 @@ impl<B: Backend> Maintenance for MaintenanceService<B> {
                 .into_iter()
                 .map(|a| AlarmMember { member_id: a.member_id, alarm: a.alarm })
                 .collect(),
-            ..Default::default()
+            header: crate::lease::current_header(&*self.backend),
         };
         fill_header(&mut resp.header, &self.backend.status());
         Ok(Response::new(resp))
@@ -81,6 +81,7 @@ impl<B: Backend> Maintenance for MaintenanceService<B> {
             raft_applied_index: s.raft_applied_index,
             is_learner: s.is_learner,
             errors: self.backend.alarms().iter().map(alarm_text).collect(),
+            header: crate::lease::current_header(&*self.backend),
             ..Default::default()
         };
         fill_header(&mut resp.header, &s);
@@ -92,6 +93,9 @@ impl<B: Backend> Maintenance for MaintenanceService<B> {
         );
         if let Ok(fingerprint) = self.backend.key_fingerprint().parse() {
             response.metadata_mut().insert(KEY_FINGERPRINT_HEADER, fingerprint);
+        }
+        if let Ok(os) = format!("{} {}", std::env::consts::OS, std::env::consts::ARCH).parse() {
+            response.metadata_mut().insert(cairn_proto::headers::OS, os);
         }
         Ok(response)
     }
@@ -195,11 +199,11 @@ fn alarm_text(a: &cairn_core::Alarm) -> String {
 
 /// The response header of `Maintenance.Status` that carries Cairn's own version (the
 /// `version` field is the etcd API version that clients check).
-pub const SOFTWARE_VERSION_HEADER: &str = "cairn-version";
+pub const SOFTWARE_VERSION_HEADER: &str = cairn_proto::headers::SOFTWARE_VERSION;
 
 /// The response header of `Maintenance.Status` that carries the member's cluster key
 /// fingerprint ("none" without a key), so that `cairn status` shows whether keys match.
-pub const KEY_FINGERPRINT_HEADER: &str = "cairn-key-fingerprint";
+pub const KEY_FINGERPRINT_HEADER: &str = cairn_proto::headers::KEY_FINGERPRINT;
 
 pub struct ClusterService<B> {
     pub backend: Arc<B>,

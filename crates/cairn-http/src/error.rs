@@ -19,6 +19,8 @@ pub enum HttpError {
     NotFound(String),
     /// A route exists for this path, but not for this method.
     MethodNotAllowed,
+    /// Refused before any call (e.g. a cluster action without its header).
+    Forbidden(String),
 }
 
 impl HttpError {
@@ -33,6 +35,7 @@ impl HttpError {
             HttpError::Grpc(s) => (s.code(), s.message().to_string()),
             HttpError::NotFound(path) => (Code::NotFound, format!("no such path: {path}")),
             HttpError::MethodNotAllowed => (Code::Unimplemented, "method not allowed: use POST".to_string()),
+            HttpError::Forbidden(why) => (Code::PermissionDenied, why.clone()),
         }
     }
 
@@ -72,13 +75,15 @@ impl IntoResponse for HttpError {
     }
 }
 
-/// grpc-gateway's mapping of gRPC codes to HTTP statuses (`runtime.HTTPStatusFromCode`).
+/// grpc-gateway's mapping of gRPC codes to HTTP statuses (`runtime.HTTPStatusFromCode`),
+/// as etcd 3.4's gateway (grpc-gateway v1) applies it: FailedPrecondition is 412.
 pub fn http_status(code: Code) -> StatusCode {
     match code {
         Code::Ok => StatusCode::OK,
         Code::Cancelled => StatusCode::REQUEST_TIMEOUT,
         Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
-        Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => StatusCode::BAD_REQUEST,
+        Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
         Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
         Code::NotFound => StatusCode::NOT_FOUND,
         Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
@@ -123,6 +128,8 @@ mod tests {
         );
         let e = HttpError::Grpc(Status::not_found("etcdserver: requested lease not found"));
         assert_eq!(e.http_status(), StatusCode::NOT_FOUND);
+        let e = HttpError::Grpc(Status::failed_precondition("etcdserver: lease already exists"));
+        assert_eq!(e.http_status(), StatusCode::PRECONDITION_FAILED);
     }
 
     #[test]

@@ -227,7 +227,12 @@ where
 {
     let result = async {
         let body = read_body(body, limit).await?;
-        let reqs = decode::<Req>(&body, many)?;
+        // grpc-gateway decodes a stream's body while the call runs, so a decoding error
+        // ends the call: Unknown (HTTP 500), as etcd's gateway answers.
+        let reqs = decode::<Req>(&body, many).map_err(|e| match e {
+            HttpError::BadJson(text) => HttpError::Grpc(Status::unknown(text)),
+            other => other,
+        })?;
         Ok::<_, HttpError>(call(reqs).await?.into_inner())
     };
     match result.await {

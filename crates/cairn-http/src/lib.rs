@@ -6,6 +6,7 @@
 //!   `/v3beta/` and `/v3alpha/` are aliases, as in etcd 3.4.
 //! - `GET /version`, and the health checks of [`health`]: `/health` (etcd's JSON), `/livez`
 //!   and `/readyz` (etcd 3.6's checks and text output) for load balancers.
+//! - [`cluster`]: the cluster page (`GET /`, `GET /v1/cluster` and its actions).
 //! - `GET /metrics`: the member's Prometheus metrics (rendered by whoever builds the
 //!   router: [`HttpOptions::metrics`]).
 //!
@@ -15,6 +16,7 @@
 //! depend on the storage, Raft or service crates (`cairn-mvcc`, `cairn-raft`, `cairn-api`,
 //! `cairn-core`); `tests/tests/invariants.rs` checks that.
 
+pub mod cluster;
 pub mod error;
 pub mod gateway;
 pub mod health;
@@ -43,6 +45,8 @@ pub struct HttpOptions {
     pub ready_when_learner: bool,
     /// `/metrics`' body (the OpenMetrics text of the member's registry); `None`: no route.
     pub metrics: Option<MetricsText>,
+    /// The timeouts the cluster page shows, and when it calls a silent member unhealthy.
+    pub timing: cluster::Timing,
 }
 
 /// Renders the member's metrics in the OpenMetrics text format.
@@ -59,7 +63,7 @@ impl std::fmt::Debug for MetricsText {
 /// clients get: learner gate included); `local` reaches this member's services without the
 /// learner gate, for the health checks.
 pub fn router(api: Channel, local: Channel, options: HttpOptions) -> Router {
-    let health = health::Health { local, options: options.clone() };
+    let health = health::Health { local: local.clone(), options: options.clone() };
     let mut router = gateway::routes(api, options.max_message_bytes)
         .route(
             "/version",
@@ -68,7 +72,8 @@ pub fn router(api: Channel, local: Channel, options: HttpOptions) -> Router {
                 move || gateway::version(options.clone())
             }),
         )
-        .merge(health::routes(health));
+        .merge(health::routes(health))
+        .merge(cluster::routes(local, options.timing));
     if let Some(metrics) = options.metrics {
         router = router.route(
             "/metrics",

@@ -54,6 +54,18 @@ pub mod v3electionpb {
     include!(concat!(env!("OUT_DIR"), "/v3electionpb.serde.rs"));
 }
 
+/// Response headers (gRPC metadata) through which a Cairn member tells more than etcd's
+/// messages carry; etcd and older Cairn members send none of them.
+pub mod headers {
+    /// On `Maintenance.Status`: Cairn's own version (the `version` field is the etcd API
+    /// version that clients check).
+    pub const SOFTWARE_VERSION: &str = "cairn-version";
+    /// On `Maintenance.Status`: the member's cluster key fingerprint ("none" without a key).
+    pub const KEY_FINGERPRINT: &str = "cairn-key-fingerprint";
+    /// On `Maintenance.Status`: the member's operating system and architecture.
+    pub const OS: &str = "cairn-os";
+}
+
 /// Encoded `google.protobuf.FileDescriptorSet` of all the `.proto` files above
 /// (for gRPC server reflection).
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cairn_descriptor.bin"));

@@ -64,6 +64,8 @@ pub struct Config {
     /// Whether `/readyz` passes on a learner (load balancers that also send serializable
     /// reads to learners); by default a learner is not ready.
     pub ready_when_learner: bool,
+    /// Milliseconds after which the cluster page shows a silent member as unhealthy.
+    pub stale_timeout: u64,
 }
 
 impl Default for Config {
@@ -91,6 +93,7 @@ impl Default for Config {
             quota_backend_bytes: Limits::default().quota_backend_bytes,
             request_timeout: 0,
             ready_when_learner: false,
+            stale_timeout: 5000,
         }
     }
 }
@@ -117,6 +120,7 @@ pub(crate) struct Resolved {
     pub request_timeout: Duration,
     pub limits: Limits,
     pub ready_when_learner: bool,
+    pub stale_timeout: Duration,
 }
 
 fn strip_scheme(addr: &str) -> &str {
@@ -255,6 +259,7 @@ impl Config {
             snapshot_count: self.snapshot_count,
             request_timeout,
             ready_when_learner: self.ready_when_learner,
+            stale_timeout: Duration::from_millis(self.stale_timeout.max(1)),
             limits: Limits {
                 max_request_bytes: self.max_request_bytes,
                 max_txn_ops: self.max_txn_ops,

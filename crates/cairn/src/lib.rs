@@ -144,6 +144,11 @@ impl Node {
                 health_timeout: resolved.request_timeout,
                 ready_when_learner: resolved.ready_when_learner,
                 metrics: Some(metrics_text(&backend)),
+                timing: cairn_http::cluster::Timing {
+                    heartbeat_interval: resolved.heartbeat_interval,
+                    election_timeout: resolved.election_timeout,
+                    stale_timeout: resolved.stale_timeout,
+                },
             },
         );
         let app = cairn_api::client_routes(backend.clone(), resolved.limits)

@@ -137,6 +137,9 @@ struct ServeArgs {
     /// Milliseconds a learner must stay caught up before it is promoted [default: 10000]
     #[arg(long, env = "CAIRN_PROMOTE_AFTER")]
     promote_after: Option<u64>,
+    /// Milliseconds after which the cluster page shows a silent member as unhealthy [default: 5000]
+    #[arg(long, env = "CAIRN_STALE_TIMEOUT")]
+    stale_timeout: Option<u64>,
     /// Whether /readyz passes on a learner (for load balancers that also send it reads) [default: false]
     #[arg(long, env = "CAIRN_READY_WHEN_LEARNER")]
     ready_when_learner: Option<bool>,
@@ -204,7 +207,8 @@ impl ServeArgs {
             max_txn_ops,
             quota_backend_bytes,
             request_timeout,
-            ready_when_learner
+            ready_when_learner,
+            stale_timeout
         );
         if self.initial_cluster.is_some() {
             cfg.initial_cluster = self.initial_cluster;
