@@ -44,7 +44,8 @@ struct Run {
 }
 
 fn target_of(spec: &str) -> Result<(String, Target)> {
-    let (label, path) = spec.split_once('=').ok_or_else(|| anyhow!("--target {spec}: expected LABEL=PATH"))?;
+    let (label, path) =
+        spec.split_once('=').ok_or_else(|| anyhow!("--target {spec}: expected LABEL=PATH"))?;
     let bin = PathBuf::from(path);
     if !bin.exists() {
         bail!("--target {spec}: {} does not exist", bin.display());
@@ -135,7 +136,8 @@ async fn main() -> Result<()> {
     }
     for t in 0..args.trials {
         for run in runs.iter_mut() {
-            let ms = trial(&run.cluster, t, &args).await.with_context(|| format!("{} trial {t}", run.label))?;
+            let ms =
+                trial(&run.cluster, t, &args).await.with_context(|| format!("{} trial {t}", run.label))?;
             eprintln!("{} trial {t}: {ms:.0} ms", run.label);
             run.millis.push(ms);
         }
