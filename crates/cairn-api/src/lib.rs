@@ -12,6 +12,7 @@ pub mod learner;
 pub mod lease;
 pub mod lock;
 pub mod maintenance;
+pub mod metrics;
 pub mod quota;
 pub mod watch;
 
@@ -141,7 +142,7 @@ const IN_PROCESS_PIPE_BYTES: usize = 256 * 1024;
 pub fn client_routes<B: Backend>(backend: Arc<B>, limits: Limits) -> Routes {
     let status = backend.clone();
     let gate = learner::LearnerGateLayer { is_learner: Arc::new(move || status.status().is_learner) };
-    Routes::from(routes(backend, limits).into_axum_router().layer(gate))
+    Routes::from(routes(backend, limits).into_axum_router().layer(gate).layer(metrics::GrpcMetricsLayer))
 }
 
 /// Serve the etcd API for `backend` on `listener` until `shutdown` completes.

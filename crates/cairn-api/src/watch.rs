@@ -189,6 +189,7 @@ impl<B: Backend> WatchStream<B> {
                         progress_interval: self.progress_interval,
                         fragment_bytes: create.fragment.then_some(self.fragment_bytes),
                         latest: self.latest.clone(),
+                        _counted: crate::metrics::WatcherCount::new(),
                     };
                     slot.insert(tokio::spawn(watcher.run(create)));
                     continue;
@@ -232,6 +233,7 @@ struct Watcher<B> {
     /// Set for a watch created with `fragment`: the response size it splits above.
     fragment_bytes: Option<usize>,
     latest: Arc<LatestRevision>,
+    _counted: crate::metrics::WatcherCount,
 }
 
 impl<B: Backend> Watcher<B> {

@@ -17,6 +17,7 @@ use crate::backend::RaftBackend;
 pub(crate) fn registry(backend: &Arc<RaftBackend>) -> Registry {
     let mut registry = Registry::default();
     cairn_raft::metrics::register(&mut registry);
+    cairn_api::metrics::register(&mut registry);
     registry.register_collector(Box::new(Live { backend: Arc::downgrade(backend) }));
     registry
 }
