@@ -58,6 +58,10 @@ pub struct BenchArgs {
     /// mixed: fraction of operations that are reads (single-key range); the rest are puts.
     #[arg(long, default_value_t = 0.9)]
     pub read_ratio: f64,
+    /// put, range: send JSON over HTTP/1.1 to etcd's gateway (`POST /v3/kv/put|range`), one
+    /// kept-alive connection per client, instead of gRPC.
+    #[arg(long)]
+    pub gateway: bool,
     /// range, txn, mixed, delete: skip writing the key space before the run.
     #[arg(long)]
     pub no_prefill: bool,

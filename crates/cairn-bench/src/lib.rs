@@ -18,6 +18,7 @@
 //! ```
 
 mod args;
+mod gateway;
 pub mod plot;
 mod report;
 mod runner;
@@ -85,6 +86,9 @@ pub async fn run(args: &BenchArgs) -> Result<Report> {
     let (cpu0, t0) = (cpu_time(), Instant::now());
     let outcome = match args.workload {
         Workload::Watch => watch::run_watch(args, &endpoints, &channels, &shared, period).await,
+        _ if args.gateway => {
+            gateway::run(args, &endpoints, &shared, period).await.map(|r| (r, Default::default()))
+        }
         _ => workloads::run_ops(args, &channels, &shared, period).await,
     };
     let (elapsed, cpu) = (t0.elapsed(), cpu_time().saturating_sub(cpu0));

@@ -28,6 +28,11 @@ pub fn key(index: u64, size: usize) -> Vec<u8> {
     format!("{index:0size$}").into_bytes()
 }
 
+/// Client `client`'s random generator (the same seed for gRPC and `--gateway`).
+pub(crate) fn client_rng(args: &BenchArgs, client: usize) -> SmallRng {
+    rng(args, client)
+}
+
 fn rng(args: &BenchArgs, client: usize) -> SmallRng {
     SmallRng::seed_from_u64(args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(client as u64))
 }
