@@ -44,6 +44,16 @@ struct Balancer {
 
 impl Drop for Balancer {
     fn drop(&mut self) {
+        // SIGTERM, not SIGKILL: nginx's master stops its workers on the way out (they would
+        // outlive a killed master).
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
