@@ -495,6 +495,17 @@ impl RaftNode {
         }
     }
 
+    /// Resolves at the next change of this member's Raft state (role, leader, term, indexes).
+    pub async fn status_changed(&self) {
+        let mut metrics = self.raft.metrics();
+        let _ = metrics.changed().await;
+    }
+
+    /// Whether this member found itself removed from the cluster.
+    pub fn is_removed(&self) -> bool {
+        *self.removed.borrow()
+    }
+
     /// Resolves when this member finds itself removed from the cluster (it should then stop
     /// serving: "the member has been permanently removed from the cluster").
     pub async fn removed(&self) {

@@ -16,6 +16,7 @@
 //! ```
 
 mod backend;
+mod builder;
 pub mod config;
 mod metrics;
 
@@ -27,6 +28,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use backend::RaftBackend;
+pub use builder::NodeBuilder;
 pub use cairn_api::Limits;
 pub use cairn_client::{
     CasOutcome, Client, Election, Leadership, Lease, Lock, LockGuard, TypedKey, Versioned,
@@ -75,15 +77,90 @@ fn metrics_text(backend: &Arc<RaftBackend>) -> cairn_http::MetricsText {
     }))
 }
 
+/// What a member is in its cluster (see [`Node::roles`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// It leads: writes are committed through it.
+    Leader,
+    /// A voter that follows a known leader.
+    Follower,
+    /// A voter that knows no leader (an election is under way, or a quorum is lost).
+    NoLeader,
+    /// A member that receives the log but does not vote (joined, not yet promoted).
+    Learner,
+    /// Removed from the cluster: stop it (the binary exits with code 7).
+    Removed,
+}
+
+/// A member's view of its cluster, now (see [`Node::status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub member_id: u64,
+    pub cluster_id: u64,
+    pub role: Role,
+    /// The leader this member knows, if any.
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub applied_index: u64,
+}
+
 /// A running Cairn member: the replicated store, the peer server and the etcd API server.
 pub struct Node {
     backend: Arc<RaftBackend>,
     client: Client,
     client_addr: SocketAddr,
     api: std::sync::Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
+    roles: tokio::sync::watch::Sender<Role>,
+    follow_roles: JoinHandle<()>,
+}
+
+fn status_of(node: &RaftNode) -> NodeStatus {
+    let s = node.status();
+    let role = if node.is_removed() {
+        Role::Removed
+    } else if s.is_learner {
+        Role::Learner
+    } else if s.is_leader {
+        Role::Leader
+    } else if s.leader.is_some() {
+        Role::Follower
+    } else {
+        Role::NoLeader
+    };
+    NodeStatus {
+        member_id: s.member_id,
+        cluster_id: s.cluster_id,
+        role,
+        leader: s.leader,
+        term: s.term,
+        applied_index: s.applied_index,
+    }
+}
+
+/// Keeps `roles` up to date until the backend goes away.
+async fn follow_roles(backend: std::sync::Weak<RaftBackend>, roles: tokio::sync::watch::Sender<Role>) {
+    loop {
+        let Some(b) = backend.upgrade() else { return };
+        let role = status_of(&b.node).role;
+        roles.send_if_modified(|r| std::mem::replace(r, role) != role);
+        if role == Role::Removed {
+            return;
+        }
+        tokio::select! {
+            _ = b.node.status_changed() => {}
+            _ = b.node.removed() => {}
+        }
+    }
 }
 
 impl Node {
+    /// Builds a member setting by setting (see [`NodeBuilder`]).
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder::default()
+    }
+
+    /// Starts a member with `config`: opens (or creates) its data directory, founds, joins or
+    /// rejoins its cluster, and serves clients on `config.client_addr`.
     pub async fn start(config: Config) -> Result<Node, Error> {
         let resolved = config.resolve().map_err(Error::Config)?;
         let node = RaftNode::start(NodeConfig {
@@ -165,11 +242,15 @@ impl Node {
         });
         tracing::info!(client = %client_addr, "serving the etcd v3 API (gRPC, and HTTP: the JSON gateway, /health, /readyz)");
         let client = local;
+        let roles = tokio::sync::watch::Sender::new(status_of(&backend.node).role);
+        let follow_roles = tokio::spawn(follow_roles(Arc::downgrade(&backend), roles.clone()));
         Ok(Node {
             backend,
             client: Client::from_channel(client),
             client_addr,
             api: std::sync::Mutex::new(Some((stop_tx, api))),
+            roles,
+            follow_roles,
         })
     }
 
@@ -197,6 +278,24 @@ impl Node {
         self.backend.node.removed().await
     }
 
+    /// This member's view of the cluster, now.
+    pub fn status(&self) -> NodeStatus {
+        status_of(&self.backend.node)
+    }
+
+    /// This member's role, updated as it changes (became leader, follower, learner, lost its
+    /// leader, removed): `roles().changed().await`, then `borrow()`. Ends (`changed` fails)
+    /// when the node stops.
+    pub fn roles(&self) -> tokio::sync::watch::Receiver<Role> {
+        self.roles.subscribe()
+    }
+
+    /// Stop the member; a leader hands leadership to an up-to-date voter first (the same
+    /// as [`Node::stop`]).
+    pub async fn shutdown(&self) {
+        self.stop().await
+    }
+
     /// This member's id (as in response headers).
     pub fn member_id(&self) -> u64 {
         self.backend.node.id()
@@ -213,6 +312,7 @@ impl Node {
         }
         // A leader hands over first, so that the others need not wait an election timeout.
         self.backend.node.step_down().await;
+        self.follow_roles.abort();
         self.backend.node.shutdown().await;
         let c = cairn_raft::metrics::counters();
         tracing::info!(

@@ -300,7 +300,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let node = match cairn::Node::start(config).await {
+    let node = match cairn::NodeBuilder::from_config(config).start().await {
         Ok(n) => n,
         Err(e) => {
             eprintln!("cairn: {e}");

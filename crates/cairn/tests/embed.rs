@@ -99,3 +99,85 @@ async fn recipes_run_on_the_in_process_client() {
     lease.revoke().await.unwrap();
     node.stop().await;
 }
+
+fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
+}
+
+/// Waits until `node`'s role is `want` (the roles stream, not polling).
+async fn role_becomes(node: &cairn::Node, want: cairn::Role) {
+    let mut roles = node.roles();
+    tokio::time::timeout(std::time::Duration::from_secs(20), roles.wait_for(|r| *r == want))
+        .await
+        .unwrap_or_else(|_| {
+            panic!("{:?} never became {want:?} (status {:?})", node.member_id(), node.status())
+        })
+        .unwrap();
+}
+
+/// Three members in one process, built with `Node::builder()`: one leads; when it shuts
+/// down (handing over), another reports `Leader` on its roles stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn built_members_report_their_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    let ips = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
+    let peers: Vec<(String, String)> =
+        ips.iter().enumerate().map(|(i, ip)| (format!("m{i}"), format!("{ip}:{}", free_port(ip)))).collect();
+    let mut nodes = Vec::new();
+    for (i, ip) in ips.iter().enumerate() {
+        let builder = cairn::Node::builder()
+            .name(&peers[i].0)
+            .data_dir(dir.path().join(&peers[i].0))
+            .client_addr(format!("{ip}:0"))
+            .peer_addr(&peers[i].1)
+            .initial_cluster(peers.iter().map(|(n, a)| (n.as_str(), a.as_str())));
+        nodes.push(tokio::spawn(builder.start()));
+    }
+    let mut started = Vec::new();
+    for n in nodes {
+        started.push(n.await.unwrap().unwrap());
+    }
+    let leader = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            if let Some(l) = started.iter().position(|n| n.status().role == cairn::Role::Leader) {
+                return l;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap();
+    role_becomes(&started[leader], cairn::Role::Leader).await;
+    let leader_id = started[leader].member_id();
+    for (i, n) in started.iter().enumerate() {
+        let s = n.status();
+        assert_eq!(s.leader, Some(leader_id), "member {i}: {s:?}");
+        if i != leader {
+            role_becomes(n, cairn::Role::Follower).await;
+        }
+    }
+    started[0].client().put("k", "v").await.unwrap();
+    let old = started.remove(leader);
+    old.shutdown().await;
+    // The hand-over makes one of the others leader (its roles stream says so).
+    let a = started[0].roles();
+    let b = started[1].roles();
+    let became = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        let (mut a, mut b) = (a, b);
+        loop {
+            if *a.borrow() == cairn::Role::Leader || *b.borrow() == cairn::Role::Leader {
+                return;
+            }
+            tokio::select! {
+                _ = a.changed() => {}
+                _ = b.changed() => {}
+            }
+        }
+    })
+    .await;
+    assert!(became.is_ok(), "no member became leader: {:?} {:?}", started[0].status(), started[1].status());
+    assert_eq!(started[1].client().get("k").await.unwrap().kvs[0].value, b"v");
+    for n in started {
+        n.shutdown().await;
+    }
+}
