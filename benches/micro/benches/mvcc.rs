@@ -1,7 +1,6 @@
 //! The MVCC engine alone: apply a batch of puts, scan 1,000 keys, read an old revision.
 
 use cairn_micro::{apply_all, put, store};
-use cairn_mvcc::Engine;
 use cairn_proto::etcdserverpb::RangeRequest;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 

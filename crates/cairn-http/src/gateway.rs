@@ -306,7 +306,7 @@ mod tests {
         );
         // A keepalive of an unknown lease: TTL 0 is omitted, not "0".
         let ka = LeaseKeepAliveResponse { header: None, id: 123, ttl: 0 };
-        assert_eq!(serde_json::to_value(&ka).expect("encode"), serde_json::json!({"ID": "123"}));
+        assert_eq!(serde_json::to_value(ka).expect("encode"), serde_json::json!({"ID": "123"}));
     }
 
     #[test]
