@@ -10,6 +10,7 @@
 //! - [`Lock`]: a mutex; its guard's [`LockGuard::fencing_token`] orders holders;
 //! - [`Election`]: campaign, proclaim, observe, resign (also on drop);
 //! - [`TypedKey`]: a serde value under a key, with compare-and-swap and watch.
+//! - [`Registry`]: the product's components per server, with version and heartbeat.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), cairn_client::Error> {
@@ -24,6 +25,7 @@
 
 pub mod concurrency;
 pub mod config;
+pub mod registry;
 mod watch;
 
 use cairn_proto::etcdserverpb::kv_client::KvClient;
@@ -37,6 +39,7 @@ use tonic::transport::{Channel, Endpoint};
 pub use cairn_proto as proto;
 pub use concurrency::{Election, Leadership, Lease, Lock, LockGuard};
 pub use config::{CasOutcome, TypedKey, Versioned};
+pub use registry::{ComponentStatus, Registered, Registration, Registry};
 pub use watch::{wait_deletes, WatchStream};
 
 /// What a recipe can fail with. Errors of the etcd API keep their gRPC status (etcd's code

@@ -259,3 +259,55 @@ async fn a_write_fenced_by_the_lock_revision_fails_once_the_lock_passed_on() -> 
     ensure!(client.get("protected").await?.kvs[0].value == b"new");
     Ok(())
 }
+
+/// The component registry: every server's components with version and heartbeat; a
+/// version that differs, a hung server (stale heartbeat) and a dead one (lease expiry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_lists_components_with_versions_and_heartbeats() -> Result<()> {
+    use cairn_client::Registry;
+    use std::collections::BTreeMap;
+    let (_cluster, client) = start(3).await?;
+    let registry = Registry::new(&client, "product/components/");
+    let meta = BTreeMap::from([("port".to_string(), "8080".to_string())]);
+    let fast = Duration::from_millis(200);
+    let a = registry.register("web", "server-1", "1.4.0", meta.clone(), 2, fast).await?;
+    let _b = registry.register("web", "server-2", "1.4.0", meta.clone(), 2, fast).await?;
+    let c = registry.register("web", "server-3", "1.5.0", meta.clone(), 2, fast).await?;
+    // server-4's heartbeat stops (it hangs) while its lease is still kept alive.
+    let _hung = registry
+        .register("service", "server-4", "1.4.0", BTreeMap::new(), 5, Duration::from_secs(3600))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let list = registry.list(Duration::from_secs(1)).await?;
+    let seen: Vec<(String, String, bool, bool)> = list
+        .iter()
+        .map(|s| {
+            (s.registration.component.clone(), s.registration.server.clone(), s.version_in_sync, s.stale)
+        })
+        .collect();
+    ensure!(
+        seen == vec![
+            ("service".into(), "server-4".into(), true, true),
+            ("web".into(), "server-1".into(), true, false),
+            ("web".into(), "server-2".into(), true, false),
+            ("web".into(), "server-3".into(), false, false),
+        ],
+        "{seen:?}"
+    );
+    ensure!(list[1].registration.meta == meta && list[1].heartbeat_age < Duration::from_secs(1), "{list:?}");
+    // Deregistered: gone at once. Dropped (the server died): gone once its lease expires.
+    a.deregister().await?;
+    drop(c);
+    eventually(CONVERGE, "a dead server's registration expires", || async {
+        let servers: Vec<String> = registry
+            .list(Duration::from_secs(60))
+            .await?
+            .into_iter()
+            .map(|s| s.registration.server)
+            .collect();
+        ensure!(servers == vec!["server-4".to_string(), "server-2".to_string()], "{servers:?}");
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}

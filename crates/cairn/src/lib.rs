@@ -31,7 +31,8 @@ pub use backend::RaftBackend;
 pub use builder::NodeBuilder;
 pub use cairn_api::Limits;
 pub use cairn_client::{
-    CasOutcome, Client, Election, Leadership, Lease, Lock, LockGuard, TypedKey, Versioned,
+    CasOutcome, Client, ComponentStatus, Election, Leadership, Lease, Lock, LockGuard, Registered,
+    Registration, Registry, TypedKey, Versioned,
 };
 pub use cairn_core as core;
 pub use cairn_proto as proto;
