@@ -131,18 +131,28 @@ fn a_locked_data_dir_exits_3_and_a_corrupted_one_exits_4() {
 fn member_with_puts(data: &std::path::Path, n: usize, graceful: bool) {
     let client = format!("127.0.0.1:{}", free_port());
     let peer = format!("127.0.0.1:{}", free_port());
+    // Its log is kept: a failure below says what the member said.
+    let log = data.with_extension("log");
     let mut child = cairn()
         .args(["serve", "--data-dir", data.to_str().unwrap(), "--client-addr", &client, "--peer-addr", &peer])
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     wait_listening(&client, &mut child);
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let mut c = etcd_client::Client::connect([client.as_str()], None).await.unwrap();
+    let outcome = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut c = etcd_client::Client::connect([client.as_str()], None).await?;
         for i in 0..n {
-            c.put(format!("k{i:02}"), "v", None).await.unwrap();
+            c.put(format!("k{i:02}"), "v", None).await?;
         }
+        Ok::<_, etcd_client::Error>(())
     });
+    if let Err(e) = outcome {
+        let status = child.try_wait().unwrap();
+        panic!(
+            "puts to {client} failed: {e}; member exit status {status:?}; its log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
     if graceful {
         sigterm(&child);
     } else {
