@@ -37,7 +37,7 @@ use cairn_proto::etcdserverpb::*;
 use tonic::transport::{Channel, Endpoint};
 
 pub use cairn_proto as proto;
-pub use concurrency::{Election, Leadership, Lease, Lock, LockGuard};
+pub use concurrency::{Election, Leadership, Lease, Lock, LockGuard, SingleRunner, Turn};
 pub use config::{CasOutcome, TypedKey, Versioned};
 pub use registry::{ComponentStatus, Registered, Registration, Registry};
 pub use watch::{wait_deletes, WatchStream};

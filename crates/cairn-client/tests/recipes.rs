@@ -311,3 +311,40 @@ async fn the_registry_lists_components_with_versions_and_heartbeats() -> Result<
     .await?;
     Ok(())
 }
+
+/// Single-runner jobs: one turn at a time, the next server's turn starts when the first
+/// one's lease ends, and the old runner's late write is refused by the fence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_runner_job_moves_and_fences_the_old_runner() -> Result<()> {
+    use cairn_client::SingleRunner;
+    let (cluster, client) = start(3).await?;
+    let other = Client::connect(cluster.endpoints()).await?;
+    let first = SingleRunner::new(&client, "jobs/indexer", 2).acquire("server-1").await?;
+    first.fenced_put("index/state", "by server-1").await?;
+    let second =
+        tokio::spawn(async move { SingleRunner::new(&other, "jobs/indexer", 2).acquire("server-2").await });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    ensure!(!second.is_finished(), "two turns at once");
+    // server-1 stalls and its lease ends (revoked here, as its expiry would).
+    client.lease().lease_revoke(LeaseRevokeRequest { id: first.lease_id() }).await?;
+    let second = tokio::time::timeout(CONVERGE, second).await.context("the job did not move")???;
+    ensure!(second.fencing_token() > first.fencing_token());
+    tokio::time::timeout(CONVERGE, first.lost()).await.context("the old turn did not learn it ended")?;
+    match first.fenced_put("index/state", "late write by server-1").await {
+        Err(Error::NotLeader) => {}
+        other => bail!("the old runner's late write was not fenced: {other:?}"),
+    }
+    second.fenced_put("index/state", "by server-2").await?;
+    let value = client.get("index/state").await?.kvs.pop().context("no state")?.value;
+    ensure!(value == b"by server-2", "{:?}", String::from_utf8_lossy(&value));
+    // Released: the next turn starts at once.
+    second.release().await?;
+    let third = tokio::time::timeout(
+        Duration::from_secs(5),
+        SingleRunner::new(&client, "jobs/indexer", 2).acquire("server-3"),
+    )
+    .await
+    .context("a released turn still blocked the next")??;
+    ensure!(third.fencing_token() > first.fencing_token());
+    Ok(())
+}

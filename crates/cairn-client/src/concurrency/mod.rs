@@ -5,10 +5,12 @@
 mod election;
 mod lease;
 mod lock;
+mod runner;
 
 pub use election::{campaign, leader, observe, proclaim, resign, Election, Leader, Leadership};
 pub use lease::Lease;
 pub use lock::{acquire, Acquired, Lock, LockGuard};
+pub use runner::{SingleRunner, Turn};
 
 use cairn_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use cairn_proto::etcdserverpb::request_op::Request as Op;
