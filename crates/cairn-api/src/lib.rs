@@ -145,16 +145,6 @@ pub fn client_routes<B: Backend>(backend: Arc<B>, limits: Limits) -> Routes {
     Routes::from(routes(backend, limits).into_axum_router().layer(gate).layer(metrics::GrpcMetricsLayer))
 }
 
-/// Serve the etcd API for `backend` on `listener` until `shutdown` completes.
-pub async fn serve<B: Backend>(
-    backend: Arc<B>,
-    limits: Limits,
-    listener: tokio::net::TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), tonic::transport::Error> {
-    serve_router(client_routes(backend, limits).into_axum_router(), listener, shutdown).await
-}
-
 /// Serve `router` — [`client_routes`], with other HTTP routes merged in — on `listener`
 /// until `shutdown` completes: gRPC (HTTP/2) and plain HTTP/1.1 on one port.
 pub async fn serve_router(

@@ -207,11 +207,11 @@ impl Node {
         }
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         // In-process channels: `local` reaches every service without the learner gate (the
-        // library's client, the health checks); the JSON gateway goes through the gate,
-        // as network clients do.
+        // library's client, the health checks); the JSON gateway calls the very services
+        // network clients reach, learner gate and metrics included.
         let local = cairn_api::in_process_channel(cairn_api::routes(backend.clone(), resolved.limits));
-        let gateway =
-            cairn_api::in_process_channel(cairn_api::client_routes(backend.clone(), resolved.limits));
+        let grpc = cairn_api::client_routes(backend.clone(), resolved.limits);
+        let gateway = cairn_api::in_process_channel(grpc.clone());
         let http = cairn_http::router(
             gateway,
             local.clone(),
@@ -229,10 +229,7 @@ impl Node {
                 },
             },
         );
-        let app = cairn_api::client_routes(backend.clone(), resolved.limits)
-            .into_axum_router()
-            .merge(http)
-            .fallback(cairn_http::fallback);
+        let app = grpc.into_axum_router().merge(http).fallback(cairn_http::fallback);
         let serve = cairn_api::serve_router(app, listener, async {
             let _ = stop_rx.await;
         });
