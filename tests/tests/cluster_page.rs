@@ -267,4 +267,19 @@ async fn the_cluster_page_shows_health_and_removes_a_dead_member() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&refused.stdout), "403");
+    // A malformed id and an unknown action: clear errors, nothing done.
+    for (path, status, code) in [("zz-not-hex/remove", "400", 3), (&*format!("{id}/explode"), "404", 5)] {
+        let out = Command::new("curl")
+            .args(["-sS", "-w", "\n%{http_code}", "-X", "POST", "-H", "X-Cairn-Action: 1"])
+            .arg(format!("{page}v1/cluster/members/{path}"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, got) = text.rsplit_once('\n').unwrap();
+        assert_eq!(got, status, "{path}: {text}");
+        let v: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["code"], code, "{path}: {v}");
+    }
+    let mut c = cluster.client(0).await.unwrap();
+    assert_eq!(c.member_list().await.unwrap().members().len(), 2);
 }
