@@ -1,16 +1,18 @@
 //! The cluster key: every member of a cluster is started with the same secret
 //! (`--encryption-key-file` or `CAIRN_ENCRYPTION_KEY`), as the product's HA guide asks. The
-//! key never crosses the wire: members compare a fingerprint derived from it with HKDF-SHA256,
-//! carried in a header of every peer request, and a member refuses a request whose
-//! fingerprint differs from its own — so a node with another key cannot join, and a member
-//! restarted with the wrong key cannot take part — with a message naming both fingerprints.
-//! A cluster may run without a key (fingerprint `none`), which `cairn` reports plainly.
+//! key never crosses the wire. Two values are derived from it with HKDF-SHA256: a public
+//! fingerprint, which names the key in messages, logs and headers, and the peer key, with
+//! which every peer connection proves that both ends hold the key ([`crate::peer_auth`]).
+//! A node with another key cannot join, and a member restarted with the wrong key cannot
+//! take part; both are told why, with both fingerprints. A cluster may run without a key
+//! (fingerprint `none`, peers unauthenticated), which `cairn` reports plainly.
 
 use hkdf::Hkdf;
 use sha2::Sha256;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Status};
 
+use crate::peer_auth::PeerConnInfo;
 use crate::peer_error::PeerError;
 
 /// The header that carries the caller's fingerprint on every peer request.
@@ -26,6 +28,8 @@ pub const MIN_KEY_BYTES: usize = 16;
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClusterKey {
     fingerprint: String,
+    /// What peer connections prove they hold (`None`: no key).
+    peer_key: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for ClusterKey {
@@ -37,7 +41,7 @@ impl std::fmt::Debug for ClusterKey {
 impl ClusterKey {
     /// No key.
     pub fn none() -> ClusterKey {
-        ClusterKey { fingerprint: NO_KEY.into() }
+        ClusterKey { fingerprint: NO_KEY.into(), peer_key: None }
     }
 
     /// The key `secret` (surrounding whitespace ignored, so a file's trailing newline does not
@@ -53,7 +57,24 @@ impl ClusterKey {
         let hk = Hkdf::<Sha256>::new(Some(b"cairn cluster key v1"), secret);
         let mut out = [0u8; 8];
         hk.expand(b"fingerprint", &mut out).map_err(|e| format!("deriving the key fingerprint: {e}"))?;
-        Ok(ClusterKey { fingerprint: out.iter().map(|b| format!("{b:02x}")).collect() })
+        let mut peer_key = [0u8; 32];
+        hk.expand(b"peer authentication", &mut peer_key)
+            .map_err(|e| format!("deriving the peer key: {e}"))?;
+        Ok(ClusterKey {
+            fingerprint: out.iter().map(|b| format!("{b:02x}")).collect(),
+            peer_key: Some(peer_key),
+        })
+    }
+
+    /// The key peer connections authenticate with (`None` without a cluster key).
+    pub fn peer_key(&self) -> Option<&[u8; 32]> {
+        self.peer_key.as_ref()
+    }
+
+    /// A key that claims `fingerprint` but holds `actual`'s secret (tests of forgery).
+    #[cfg(test)]
+    pub(crate) fn forged(fingerprint: &str, actual: ClusterKey) -> ClusterKey {
+        ClusterKey { fingerprint: fingerprint.to_string(), ..actual }
     }
 
     pub fn fingerprint(&self) -> &str {
@@ -73,19 +94,30 @@ impl ClusterKey {
         )
     }
 
-    /// The server side: refuse a request whose fingerprint is not this member's.
+    /// The server side: serve a request that came on a connection authenticated with this
+    /// key; without a key, one whose caller has no key either. Refuse anything else.
     pub fn check<T>(&self, request: Request<T>) -> Result<Request<T>, Status> {
-        let theirs =
-            request.metadata().get(FINGERPRINT_HEADER).and_then(|v| v.to_str().ok()).unwrap_or(NO_KEY);
-        if theirs == self.fingerprint {
+        let connection = request.extensions().get::<PeerConnInfo>().copied();
+        if connection.is_some_and(|c| c.authenticated) {
             return Ok(request);
         }
-        Err(PeerError::Refused(format!(
-            "cluster key mismatch: this member's key fingerprint is {}, the caller's is {theirs} \
-             (every member must be started with the same --encryption-key-file or CAIRN_ENCRYPTION_KEY)",
-            self.fingerprint
-        ))
-        .into_status())
+        let theirs =
+            request.metadata().get(FINGERPRINT_HEADER).and_then(|v| v.to_str().ok()).unwrap_or(NO_KEY);
+        if self.is_none() && theirs == NO_KEY {
+            return Ok(request);
+        }
+        let why = if theirs == self.fingerprint {
+            // Only a caller that skipped the handshake gets here with our fingerprint.
+            "authentication failed: the caller did not prove that it holds the cluster key".to_string()
+        } else {
+            crate::peer_auth::mismatch(&self.fingerprint, theirs)
+        };
+        crate::peer_auth::record_refusal(
+            crate::peer_auth::Refusal::Unauthenticated,
+            connection.and_then(|c| c.remote),
+            &why,
+        );
+        Err(PeerError::Refused(why).into_status())
     }
 }
 
@@ -138,8 +170,15 @@ mod tests {
                 && refused.message().contains(theirs.fingerprint())
         );
         assert_eq!(PeerError::from_status(&refused), PeerError::Refused(refused.message().to_string()));
+        // The right fingerprint on a connection that skipped the handshake proves nothing.
         let mut stamp = ours.stamp();
-        assert!(ours.check(tonic::service::Interceptor::call(&mut stamp, Request::new(())).unwrap()).is_ok());
+        let copied = ours.check(tonic::service::Interceptor::call(&mut stamp, Request::new(())).unwrap());
+        assert!(copied.unwrap_err().message().contains("did not prove that it holds the cluster key"));
+        // A connection that made the handshake is served.
+        let mut request = Request::new(());
+        let info = PeerConnInfo { remote: None, authenticated: true };
+        request.extensions_mut().insert(info);
+        assert!(ours.check(request).is_ok());
         // No header (a 0.1 member) is "no key".
         assert!(ClusterKey::none().check(Request::new(())).is_ok());
         assert!(ours.check(Request::new(())).is_err());

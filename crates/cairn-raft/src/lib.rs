@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod pb;
+pub mod peer_auth;
 pub mod peer_error;
 pub mod reconfigure;
 pub mod recover;

@@ -41,6 +41,10 @@ pub struct PeerChannels {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     /// Stamps every request with this member's cluster key fingerprint.
     stamp: KeyStamp,
+    /// Every connection proves this key before its first request (unless it is none).
+    key: ClusterKey,
+    /// The largest message sent or accepted ([`peer_message_limit`]).
+    max_message: usize,
 }
 
 /// A client of a peer's `cairnpb.Peer` service, its requests stamped with the key fingerprint.
@@ -51,7 +55,19 @@ impl PeerChannels {
     /// `key`: the cluster key whose fingerprint every request carries.
     pub fn new(local_ip: Option<IpAddr>, key: &ClusterKey) -> PeerChannels {
         let local_ip = local_ip.filter(|ip| !ip.is_unspecified());
-        PeerChannels { local_ip, channels: Default::default(), stamp: key.stamp() }
+        PeerChannels {
+            local_ip,
+            channels: Default::default(),
+            stamp: key.stamp(),
+            key: key.clone(),
+            max_message: peer_message_limit(DEFAULT_MAX_REQUEST_BYTES),
+        }
+    }
+
+    /// The same channels with another message size limit.
+    pub fn with_max_message(mut self, bytes: usize) -> PeerChannels {
+        self.max_message = bytes;
+        self
     }
 
     /// A channel to `addr` (host:port).
@@ -66,7 +82,8 @@ impl PeerChannels {
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5));
         let local_ip = self.local_ip;
-        let connector = tower::service_fn(move |uri: Uri| connect(uri, local_ip));
+        let key = self.key.clone();
+        let connector = tower::service_fn(move |uri: Uri| connect(uri, local_ip, key.clone()));
         let channel = endpoint.connect_with_connector_lazy(connector);
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
@@ -74,12 +91,30 @@ impl PeerChannels {
 
     pub fn client(&self, addr: &str) -> Result<Client, tonic::transport::Error> {
         Ok(PeerClient::with_interceptor(self.channel(addr)?, self.stamp.clone())
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX))
+            .max_decoding_message_size(self.max_message)
+            .max_encoding_message_size(self.max_message))
     }
 }
 
-async fn connect(uri: Uri, local_ip: Option<IpAddr>) -> io::Result<TokioIo<tokio::net::TcpStream>> {
+/// etcd's default `--max-request-bytes` (the API layer's default too).
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
+
+/// Log entries in one AppendEntries at most (openraft's `max_payload_entries`).
+pub const MAX_PAYLOAD_ENTRIES: u64 = 64;
+
+/// The largest peer message a member sends or accepts, given `--max-request-bytes`: a full
+/// AppendEntries of the largest entries, with room for their framing; never less than
+/// 16 MiB (snapshot chunks are 1 MiB). About 100 MiB at the default 1.5 MiB requests.
+pub fn peer_message_limit(max_request_bytes: usize) -> usize {
+    let entry = max_request_bytes.saturating_add(64 << 10);
+    (MAX_PAYLOAD_ENTRIES as usize).saturating_mul(entry).max(16 << 20)
+}
+
+async fn connect(
+    uri: Uri,
+    local_ip: Option<IpAddr>,
+    key: ClusterKey,
+) -> io::Result<TokioIo<tokio::net::TcpStream>> {
     let host = uri.host().ok_or_else(|| io::Error::other("peer address without host"))?;
     let port = uri.port_u16().ok_or_else(|| io::Error::other("peer address without port"))?;
     let mut last_err = io::Error::other(format!("{host}:{port} resolved to no address"));
@@ -90,8 +125,20 @@ async fn connect(uri: Uri, local_ip: Option<IpAddr>) -> io::Result<TokioIo<tokio
             socket.bind(SocketAddr::new(ip, 0))?;
         }
         match socket.connect(addr).await {
-            Ok(stream) => {
+            Ok(mut stream) => {
                 stream.set_nodelay(true)?;
+                if !key.is_none() {
+                    let proved = tokio::time::timeout(
+                        crate::peer_auth::HANDSHAKE_TIMEOUT,
+                        crate::peer_auth::authenticate(&mut stream, &key),
+                    )
+                    .await;
+                    match proved {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return Err(e.into_io()),
+                        Err(_) => return Err(crate::peer_auth::HandshakeError::Timeout.into_io()),
+                    }
+                }
                 return Ok(TokioIo::new(stream));
             }
             Err(e) => last_err = e,

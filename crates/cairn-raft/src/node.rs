@@ -61,6 +61,9 @@ pub struct NodeConfig {
     pub cluster_key: crate::ClusterKey,
     /// As leader: remove members out of contact this long (`None`: never).
     pub dead_members: Option<crate::autopilot::DeadMembers>,
+    /// The largest client request (`--max-request-bytes`): bounds peer messages
+    /// ([`crate::network::peer_message_limit`]). The same on every member.
+    pub max_request_bytes: usize,
 }
 
 /// Why a node could not start.
@@ -224,7 +227,9 @@ impl RaftNode {
             db.write_opt(batch, &opts).map_err(storage("cluster id"))
         };
         let origin = db.get_cf(meta, KEY_ORIGIN).map_err(storage("origin"))?;
-        let channels = PeerChannels::new(Some(cfg.peer_listen.ip()), &cfg.cluster_key);
+        let max_message = crate::network::peer_message_limit(cfg.max_request_bytes);
+        let channels =
+            PeerChannels::new(Some(cfg.peer_listen.ip()), &cfg.cluster_key).with_max_message(max_message);
         let cluster_id: Arc<OnceLock<u64>> = Arc::default();
         let id = match read_u64(KEY_CLUSTER_ID, "cluster id")? {
             Some(cid) => {
@@ -288,6 +293,7 @@ impl RaftNode {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_count.max(1)),
             max_in_snapshot_log_to_keep: cfg.snapshot_count.clamp(1, 5000),
             install_snapshot_timeout: 60_000,
+            max_payload_entries: crate::network::MAX_PAYLOAD_ENTRIES,
             ..Default::default()
         };
         let config = Arc::new(config.validate().map_err(|e| StartError::Config(e.to_string()))?);
@@ -333,18 +339,18 @@ impl RaftNode {
             contact: cfg.election_timeout,
             store: store.clone(),
         })
-        .max_decoding_message_size(usize::MAX)
-        .max_encoding_message_size(usize::MAX);
-        // Every peer request must carry this cluster's key fingerprint.
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
+        // Every peer request must come on a connection that proved the cluster key.
         let service = tonic::service::interceptor::InterceptedService::new(
             service,
             crate::cluster_key::KeyCheck(cfg.cluster_key.clone()),
         );
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        // Each connection authenticates before it reaches the service (TCP_NODELAY set on
+        // accept: Raft messages are small and latency-bound).
+        let incoming = crate::peer_auth::incoming(listener, cfg.cluster_key.clone());
         let server = tokio::spawn(async move {
-            // TCP_NODELAY on the accepted sockets (the builder's setting does not reach a
-            // given incoming stream): Raft messages are small and latency-bound.
-            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             let result = tonic::transport::Server::builder()
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, async {

@@ -11,6 +11,7 @@ use prost::Message;
 use tonic::{Code, Status};
 
 use crate::pb::{peer_failure::Kind, PeerFailure};
+use crate::peer_auth::HandshakeError;
 use crate::types::NodeId;
 
 /// Why a request to another member failed, and so what the caller may do.
@@ -82,6 +83,12 @@ impl PeerError {
                 };
             }
         }
+        match handshake_failure(status) {
+            Some(HandshakeError::Refused(why)) => return PeerError::Refused(why.clone()),
+            // The connection never carried the request.
+            Some(_) => return PeerError::NotDelivered,
+            None => {}
+        }
         match status.code() {
             // Members before 0.2 used FailedPrecondition only for "not leader".
             Code::FailedPrecondition => PeerError::NotLeader { leader_hint: None },
@@ -127,6 +134,24 @@ impl From<Status> for PeerError {
 /// Whether the transport failed before the request was sent: the connection was refused or
 /// could not be made. The status keeps the transport error as its source; a connection that
 /// broke later (reset, timeout) may have delivered the request and is not this.
+/// The handshake failure that kept the transport from connecting, if that is what happened.
+fn handshake_failure(status: &Status) -> Option<&HandshakeError> {
+    let mut source = status.source();
+    while let Some(e) = source {
+        if let Some(failed) = e.downcast_ref::<HandshakeError>() {
+            return Some(failed);
+        }
+        // `io::Error` hides the error it wraps from `source()`.
+        if let Some(inner) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            if let Some(failed) = inner.downcast_ref::<HandshakeError>() {
+                return Some(failed);
+            }
+        }
+        source = e.source();
+    }
+    None
+}
+
 fn never_connected(status: &Status) -> bool {
     let mut source = status.source();
     while let Some(e) = source {

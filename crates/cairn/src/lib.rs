@@ -179,6 +179,7 @@ impl Node {
             promotion: resolved.promotion,
             cluster_key: resolved.cluster_key.clone(),
             dead_members: resolved.dead_members,
+            max_request_bytes: resolved.limits.max_request_bytes,
         })
         .await?;
         // Bind clients last: a second process on the same data directory must fail on the
