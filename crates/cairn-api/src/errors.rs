@@ -56,6 +56,32 @@ pub fn request_status(e: RequestError) -> Status {
         }
         RequestError::Unhealthy => (Code::Unavailable, "etcdserver: unhealthy cluster"),
         RequestError::NoSpace => (Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded"),
+        RequestError::PermissionDenied => (Code::PermissionDenied, "etcdserver: permission denied"),
+        RequestError::UserEmpty => (Code::InvalidArgument, "etcdserver: user name is empty"),
+        RequestError::AuthFailed => {
+            (Code::InvalidArgument, "etcdserver: authentication failed, invalid user ID or password")
+        }
+        RequestError::InvalidAuthToken => (Code::Unauthenticated, "etcdserver: invalid auth token"),
+        RequestError::UserAlreadyExist => (Code::FailedPrecondition, "etcdserver: user name already exists"),
+        RequestError::UserNotFound => (Code::FailedPrecondition, "etcdserver: user name not found"),
+        RequestError::RoleAlreadyExist => (Code::FailedPrecondition, "etcdserver: role name already exists"),
+        RequestError::RoleNotFound => (Code::FailedPrecondition, "etcdserver: role name not found"),
+        RequestError::RoleEmpty => (Code::InvalidArgument, "etcdserver: role name is empty"),
+        RequestError::RootUserNotExist => (Code::FailedPrecondition, "etcdserver: root user does not exist"),
+        RequestError::RootRoleNotExist => {
+            (Code::FailedPrecondition, "etcdserver: root user does not have root role")
+        }
+        RequestError::PermissionNotGranted => {
+            (Code::FailedPrecondition, "etcdserver: permission is not granted to the role")
+        }
+        RequestError::RoleNotGranted => {
+            (Code::FailedPrecondition, "etcdserver: role is not granted to the user")
+        }
+        RequestError::AuthNotEnabled => {
+            (Code::FailedPrecondition, "etcdserver: authentication is not enabled")
+        }
+        RequestError::InvalidAuthMgmt => (Code::InvalidArgument, "etcdserver: invalid auth management"),
+        RequestError::AuthOldRevision => (Code::InvalidArgument, "etcdserver: revision of auth store is old"),
     };
     Status::new(code, text)
 }

@@ -8,6 +8,7 @@ use cairn_proto::etcdserverpb::*;
 use prost::Message;
 use tonic::{Request, Response, Status};
 
+use crate::auth::{authorize, Enforce};
 use crate::errors::{backend_status, request_status};
 use crate::Backend;
 use crate::{fill_header, Limits};
@@ -15,6 +16,7 @@ use crate::{fill_header, Limits};
 pub struct KvService<B> {
     pub backend: Arc<B>,
     pub limits: Limits,
+    pub enforce: Enforce,
 }
 
 impl<B: Backend> KvService<B> {
@@ -47,6 +49,9 @@ fn unexpected(what: &str) -> Status {
 #[tonic::async_trait]
 impl<B: Backend> Kv for KvService<B> {
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        authorize(&*self.backend, self.enforce, req.metadata(), |auth, user| {
+            auth.check_range(user, req.get_ref())
+        })?;
         let req = req.into_inner();
         validate::check_range(&req).map_err(request_status)?;
         self.check_size(&req)?;
@@ -59,6 +64,9 @@ impl<B: Backend> Kv for KvService<B> {
     }
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        authorize(&*self.backend, self.enforce, req.metadata(), |auth, user| {
+            auth.check_put(user, req.get_ref())
+        })?;
         let req = req.into_inner();
         validate::check_put(&req).map_err(request_status)?;
         self.check_size(&req)?;
@@ -81,6 +89,9 @@ impl<B: Backend> Kv for KvService<B> {
         &self,
         req: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
+        authorize(&*self.backend, self.enforce, req.metadata(), |auth, user| {
+            auth.check_delete(user, req.get_ref())
+        })?;
         let req = req.into_inner();
         validate::check_delete(&req).map_err(request_status)?;
         self.check_size(&req)?;
@@ -94,6 +105,9 @@ impl<B: Backend> Kv for KvService<B> {
     }
 
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        authorize(&*self.backend, self.enforce, req.metadata(), |auth, user| {
+            auth.check_txn(user, req.get_ref())
+        })?;
         let req = req.into_inner();
         validate::check_txn(&req, self.limits.max_txn_ops).map_err(request_status)?;
         self.check_size(&req)?;

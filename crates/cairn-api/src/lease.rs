@@ -21,6 +21,7 @@ const KEEPALIVE_BUFFER: usize = 16;
 pub struct LeaseService<B> {
     pub backend: Arc<B>,
     pub limits: crate::Limits,
+    pub enforce: crate::auth::Enforce,
 }
 
 /// A header at this member's current (readable) revision.
@@ -64,6 +65,15 @@ impl<B: Backend> Lease for LeaseService<B> {
         &self,
         req: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        // Revoking deletes the lease's keys: the caller must be allowed to write each (etcd).
+        if self.enforce == crate::auth::Enforce::Checked
+            && crate::auth::Permissions::auth_state(&*self.backend).enabled
+        {
+            let keys = self.backend.lease_keys(req.get_ref().id).await.map_err(backend_status)?;
+            crate::auth::authorize(&*self.backend, self.enforce, req.metadata(), |auth, user| {
+                keys.iter().try_for_each(|k| auth.check(user, cairn_core::auth::Need::Write, k, b""))
+            })?;
+        }
         match self.backend.write(WriteRequest::LeaseRevoke(req.into_inner())).await.map_err(backend_status)? {
             WriteResponse::LeaseRevoke(mut resp) => {
                 fill_header(&mut resp.header, &self.backend.status());

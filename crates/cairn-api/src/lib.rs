@@ -5,6 +5,7 @@
 //! etcd's error codes and texts ([`errors`]). It knows nothing of Raft: it sees a
 //! [`Backend`].
 
+pub mod auth;
 pub mod election;
 pub mod errors;
 pub mod kv;
@@ -22,6 +23,7 @@ pub use cairn_core::{
     Backend, BackendError, ClusterBackend, KvBackend, LeaseBackend, LeaseTime, MaintenanceBackend, Member,
     MemberStatus, WatchSource,
 };
+use cairn_proto::etcdserverpb::auth_server::AuthServer;
 use cairn_proto::etcdserverpb::cluster_server::ClusterServer;
 use cairn_proto::etcdserverpb::kv_server::KvServer;
 use cairn_proto::etcdserverpb::lease_server::LeaseServer;
@@ -79,32 +81,51 @@ pub fn fill_header(header: &mut Option<ResponseHeader>, s: &MemberStatus) {
     h.raft_term = s.raft_term;
 }
 
-/// The services that read and write the store itself (all but Lock and Election).
-fn store_routes<B: Backend>(backend: Arc<B>, limits: Limits) -> Routes {
-    let kv = KvServer::new(kv::KvService { backend: backend.clone(), limits })
+/// The services that read and write the store itself (all but Lock and Election), checking
+/// permissions or not (`enforce`).
+fn store_routes<B: Backend>(backend: Arc<B>, limits: Limits, enforce: auth::Enforce) -> Routes {
+    let kv = KvServer::new(kv::KvService { backend: backend.clone(), limits, enforce })
         .max_decoding_message_size(decode_limit(&limits))
         .max_encoding_message_size(usize::MAX);
-    let maintenance = MaintenanceServer::new(maintenance::MaintenanceService { backend: backend.clone() });
+    let maintenance =
+        MaintenanceServer::new(maintenance::MaintenanceService { backend: backend.clone(), enforce });
     let lease_limits = limits;
     let watch = WatchServer::new(watch::WatchService {
         backend: backend.clone(),
         progress_interval: std::time::Duration::from_secs(600),
         fragment_bytes: limits.max_request_bytes,
         latest: Default::default(),
+        enforce,
     });
-    let lease = LeaseServer::new(lease::LeaseService { backend: backend.clone(), limits: lease_limits });
-    let cluster = ClusterServer::new(maintenance::ClusterService { backend });
-    Routes::new(kv).add_service(maintenance).add_service(cluster).add_service(watch).add_service(lease)
+    let lease =
+        LeaseServer::new(lease::LeaseService { backend: backend.clone(), limits: lease_limits, enforce });
+    let cluster = ClusterServer::new(maintenance::ClusterService { backend: backend.clone(), enforce });
+    let routes =
+        Routes::new(kv).add_service(maintenance).add_service(cluster).add_service(watch).add_service(lease);
+    match enforce {
+        auth::Enforce::Checked => routes.add_service(AuthServer::new(auth::AuthService { backend })),
+        auth::Enforce::Trusted => routes,
+    }
 }
 
 /// Every etcd service for `backend`. Lock and Election are, as in etcd, clients of the
 /// others: they run `cairn-client`'s recipes over an in-process channel.
+///
+/// The in-process channel reaches services that check no permissions (it cannot be reached
+/// from outside the process): Lock and Election check the caller's themselves.
 pub fn routes<B: Backend>(backend: Arc<B>, limits: Limits) -> Routes {
-    let internal =
-        cairn_client::Client::from_channel(in_process_channel(store_routes(backend.clone(), limits)));
-    store_routes(backend, limits)
-        .add_service(LockServer::new(lock::LockService { client: internal.clone() }))
-        .add_service(ElectionServer::new(election::ElectionService { client: internal }))
+    let internal = cairn_client::Client::from_channel(in_process_channel(store_routes(
+        backend.clone(),
+        limits,
+        auth::Enforce::Trusted,
+    )));
+    let permissions: Arc<dyn auth::Permissions> = backend.clone();
+    store_routes(backend, limits, auth::Enforce::Checked)
+        .add_service(LockServer::new(lock::LockService {
+            client: internal.clone(),
+            permissions: permissions.clone(),
+        }))
+        .add_service(ElectionServer::new(election::ElectionService { client: internal, permissions }))
 }
 
 /// A gRPC channel to `routes` served in this process over in-memory pipes: the same

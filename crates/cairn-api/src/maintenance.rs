@@ -20,6 +20,7 @@ pub const API_VERSION: &str = "3.5.0";
 
 pub struct MaintenanceService<B> {
     pub backend: Arc<B>,
+    pub enforce: crate::auth::Enforce,
 }
 
 fn not_yet(what: &str) -> Status {
@@ -102,8 +103,9 @@ impl<B: Backend> Maintenance for MaintenanceService<B> {
 
     async fn defragment(
         &self,
-        _req: Request<DefragmentRequest>,
+        req: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        crate::auth::authorize_admin(&*self.backend, self.enforce, req.metadata())?;
         self.backend.defragment().await.map_err(backend_status)?;
         let mut resp = DefragmentResponse::default();
         fill_header(&mut resp.header, &self.backend.status());
@@ -112,7 +114,8 @@ impl<B: Backend> Maintenance for MaintenanceService<B> {
 
     /// etcd hashes its whole backend file; Cairn hashes what the members share: the
     /// keyspace with its history, at the current revision (HashKV at 0).
-    async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+    async fn hash(&self, req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        crate::auth::authorize_admin(&*self.backend, self.enforce, req.metadata())?;
         let h = self.backend.hash_kv(0).await.map_err(backend_status)?;
         let mut resp = HashResponse { hash: h.hash, ..Default::default() };
         fill_header(&mut resp.header, &self.backend.status());
@@ -123,6 +126,7 @@ impl<B: Backend> Maintenance for MaintenanceService<B> {
     }
 
     async fn hash_kv(&self, req: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        crate::auth::authorize_admin(&*self.backend, self.enforce, req.metadata())?;
         let h = self.backend.hash_kv(req.into_inner().revision).await.map_err(backend_status)?;
         let mut resp = HashKvResponse {
             hash: h.hash,
@@ -144,8 +148,9 @@ impl<B: Backend> Maintenance for MaintenanceService<B> {
     /// reads it).
     async fn snapshot(
         &self,
-        _req: Request<SnapshotRequest>,
+        req: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        crate::auth::authorize_admin(&*self.backend, self.enforce, req.metadata())?;
         let backup = self.backend.backup().await.map_err(backend_status)?;
         let backend = self.backend.clone();
         let stream = futures::stream::unfold((backup, 0u64), move |(mut backup, sent)| {
@@ -176,6 +181,7 @@ impl<B: Backend> Maintenance for MaintenanceService<B> {
         &self,
         req: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
+        crate::auth::authorize_admin(&*self.backend, self.enforce, req.metadata())?;
         self.backend.move_leader(req.into_inner().target_id).await.map_err(backend_status)?;
         let mut resp = MoveLeaderResponse::default();
         fill_header(&mut resp.header, &self.backend.status());
@@ -207,6 +213,7 @@ pub const KEY_FINGERPRINT_HEADER: &str = cairn_proto::headers::KEY_FINGERPRINT;
 
 pub struct ClusterService<B> {
     pub backend: Arc<B>,
+    pub enforce: crate::auth::Enforce,
 }
 
 #[tonic::async_trait]
@@ -215,6 +222,7 @@ impl<B: Backend> Cluster for ClusterService<B> {
         &self,
         req: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
+        crate::auth::authorize_admin(&*self.backend, self.enforce, req.metadata())?;
         let req = req.into_inner();
         let peer_url = cairn_core::validate::peer_url(&req.peer_ur_ls).map_err(request_status)?;
         let (member, members) =
@@ -232,6 +240,7 @@ impl<B: Backend> Cluster for ClusterService<B> {
         &self,
         req: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        crate::auth::authorize_admin(&*self.backend, self.enforce, req.metadata())?;
         let members = self.backend.member_remove(req.into_inner().id).await.map_err(backend_status)?;
         let mut resp =
             MemberRemoveResponse { members: members.into_iter().map(to_pb).collect(), ..Default::default() };
@@ -243,6 +252,7 @@ impl<B: Backend> Cluster for ClusterService<B> {
         &self,
         req: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
+        crate::auth::authorize_admin(&*self.backend, self.enforce, req.metadata())?;
         let req = req.into_inner();
         let peer_url = cairn_core::validate::peer_url(&req.peer_ur_ls).map_err(request_status)?;
         let members = self.backend.member_update(req.id, peer_url).await.map_err(backend_status)?;
@@ -266,6 +276,7 @@ impl<B: Backend> Cluster for ClusterService<B> {
         &self,
         req: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        crate::auth::authorize_admin(&*self.backend, self.enforce, req.metadata())?;
         let members = self.backend.member_promote(req.into_inner().id).await.map_err(backend_status)?;
         let mut resp =
             MemberPromoteResponse { members: members.into_iter().map(to_pb).collect(), ..Default::default() };

@@ -43,6 +43,7 @@ pub struct WatchService<B> {
     pub fragment_bytes: usize,
     /// The newest revision's events, shared by every synced watcher of this member.
     pub(crate) latest: Arc<LatestRevision>,
+    pub enforce: crate::auth::Enforce,
 }
 
 /// The events of the newest revision, read from the store once for all the watchers that
@@ -110,6 +111,9 @@ impl<B: Backend> Watch for WatchService<B> {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let stream = WatchStream {
+            // Each create is checked against the token the stream was opened with.
+            metadata: req.metadata().clone(),
+            enforce: self.enforce,
             backend: self.backend.clone(),
             tx,
             progress_interval: self.progress_interval,
@@ -129,6 +133,8 @@ fn response<B: Backend>(backend: &B, watch_id: i64, revision: i64) -> WatchRespo
 }
 
 struct WatchStream<B> {
+    metadata: tonic::metadata::MetadataMap,
+    enforce: crate::auth::Enforce,
     backend: Arc<B>,
     tx: mpsc::Sender<Result<WatchResponse, Status>>,
     progress_interval: Duration,
@@ -155,6 +161,21 @@ impl<B: Backend> WatchStream<B> {
             watchers.retain(|_, h| !h.is_finished());
             let reply = match msg.request_union {
                 Some(RequestUnion::CreateRequest(create)) => {
+                    let permitted =
+                        crate::auth::authorize(&*self.backend, self.enforce, &self.metadata, |auth, user| {
+                            auth.check(user, cairn_core::auth::Need::Read, &create.key, &create.range_end)
+                        });
+                    if permitted.is_err() {
+                        // etcd answers any failed check so, whatever its reason.
+                        let mut resp = response(&*self.backend, -1, self.current());
+                        resp.created = true;
+                        resp.canceled = true;
+                        resp.cancel_reason = "etcdserver: permission denied".into();
+                        if self.tx.send(Ok(resp)).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
                     let id = if create.watch_id != 0 {
                         create.watch_id
                     } else {

@@ -26,6 +26,7 @@ use std::future::Future;
 
 use cairn_proto::etcdserverpb::{LeaseGrantResponse, RangeRequest, RangeResponse};
 
+use crate::auth::{AuthChange, AuthState};
 use crate::error::BackendError;
 use crate::request::{
     Alarm, BackupStream, KvHash, LeaseTime, Member, MemberStatus, RevisionEvents, Revisions, WriteRequest,
@@ -163,7 +164,32 @@ pub trait MaintenanceBackend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
 }
 
-/// Everything the etcd API needs: implemented for every type with all the capabilities.
-pub trait Backend: KvBackend + WatchSource + LeaseBackend + ClusterBackend + MaintenanceBackend {}
+/// etcd's auth: the users, roles and permissions every member applies alike, and the simple
+/// tokens that stand for users.
+pub trait AuthBackend: Send + Sync + 'static {
+    /// The auth state as this member has applied it. Cheap: every request is checked
+    /// against it.
+    fn auth_state(&self) -> std::sync::Arc<AuthState>;
 
-impl<T: KvBackend + WatchSource + LeaseBackend + ClusterBackend + MaintenanceBackend> Backend for T {}
+    /// Apply `change` on every member (refused with etcd's error, or applied whole); once
+    /// this returns, [`AuthBackend::auth_state`] on this member shows it.
+    fn auth_change(&self, change: AuthChange) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Make a new token stand for `user` on every member, and return it. The caller has
+    /// checked the password.
+    fn assign_token(&self, user: String) -> impl Future<Output = Result<String, BackendError>> + Send;
+
+    /// The user `token` stands for on this member, if any (using it keeps it alive).
+    fn token_user(&self, token: &str) -> Option<String>;
+}
+
+/// Everything the etcd API needs: implemented for every type with all the capabilities.
+pub trait Backend:
+    KvBackend + WatchSource + LeaseBackend + ClusterBackend + MaintenanceBackend + AuthBackend
+{
+}
+
+impl<T: KvBackend + WatchSource + LeaseBackend + ClusterBackend + MaintenanceBackend + AuthBackend> Backend
+    for T
+{
+}

@@ -93,6 +93,54 @@ pub enum RequestError {
     /// raised) (etcd: ResourceExhausted).
     #[error("mvcc: database space exceeded")]
     NoSpace,
+    /// A user without the permission the request needs (etcd: PermissionDenied).
+    #[error("permission denied")]
+    PermissionDenied,
+    /// Auth is enabled and the request names no user, or a user without a name is added (etcd: InvalidArgument).
+    #[error("user name is empty")]
+    UserEmpty,
+    /// Authenticate with an unknown user or a wrong password (etcd: InvalidArgument).
+    #[error("authentication failed, invalid user ID or password")]
+    AuthFailed,
+    /// A token that is unknown or expired (etcd: Unauthenticated).
+    #[error("invalid auth token")]
+    InvalidAuthToken,
+    /// UserAdd of an existing user (etcd: FailedPrecondition).
+    #[error("user name already exists")]
+    UserAlreadyExist,
+    /// A user that does not exist (etcd: FailedPrecondition).
+    #[error("user name not found")]
+    UserNotFound,
+    /// RoleAdd of an existing role (etcd: FailedPrecondition).
+    #[error("role name already exists")]
+    RoleAlreadyExist,
+    /// A role that does not exist (etcd: FailedPrecondition).
+    #[error("role name not found")]
+    RoleNotFound,
+    /// RoleAdd without a name (etcd: InvalidArgument).
+    #[error("role name is empty")]
+    RoleEmpty,
+    /// AuthEnable without a root user (etcd: FailedPrecondition).
+    #[error("root user does not exist")]
+    RootUserNotExist,
+    /// AuthEnable while root lacks the root role (etcd: FailedPrecondition).
+    #[error("root user does not have root role")]
+    RootRoleNotExist,
+    /// RoleRevokePermission of a permission the role does not have (etcd: FailedPrecondition).
+    #[error("permission is not granted to the role")]
+    PermissionNotGranted,
+    /// UserRevokeRole of a role the user does not have (etcd: FailedPrecondition).
+    #[error("role is not granted to the user")]
+    RoleNotGranted,
+    /// Authenticate while auth is disabled (etcd: FailedPrecondition).
+    #[error("authentication is not enabled")]
+    AuthNotEnabled,
+    /// Deleting root, its role, or revoking root from root while auth is enabled (etcd: InvalidArgument).
+    #[error("invalid auth management")]
+    InvalidAuthMgmt,
+    /// The auth state changed under a request checked against an older one (etcd: InvalidArgument).
+    #[error("revision of auth store is old")]
+    AuthOldRevision,
 }
 
 impl RequestError {
@@ -126,6 +174,22 @@ impl RequestError {
             RequestError::FixedMembership => 28,
             RequestError::Unhealthy => 29,
             RequestError::NoSpace => 30,
+            RequestError::PermissionDenied => 31,
+            RequestError::UserEmpty => 32,
+            RequestError::AuthFailed => 33,
+            RequestError::InvalidAuthToken => 34,
+            RequestError::UserAlreadyExist => 35,
+            RequestError::UserNotFound => 36,
+            RequestError::RoleAlreadyExist => 37,
+            RequestError::RoleNotFound => 38,
+            RequestError::RoleEmpty => 39,
+            RequestError::RootUserNotExist => 40,
+            RequestError::RootRoleNotExist => 41,
+            RequestError::PermissionNotGranted => 42,
+            RequestError::RoleNotGranted => 43,
+            RequestError::AuthNotEnabled => 44,
+            RequestError::InvalidAuthMgmt => 45,
+            RequestError::AuthOldRevision => 46,
         }
     }
 
@@ -158,12 +222,28 @@ impl RequestError {
             28 => RequestError::FixedMembership,
             29 => RequestError::Unhealthy,
             30 => RequestError::NoSpace,
+            31 => RequestError::PermissionDenied,
+            32 => RequestError::UserEmpty,
+            33 => RequestError::AuthFailed,
+            34 => RequestError::InvalidAuthToken,
+            35 => RequestError::UserAlreadyExist,
+            36 => RequestError::UserNotFound,
+            37 => RequestError::RoleAlreadyExist,
+            38 => RequestError::RoleNotFound,
+            39 => RequestError::RoleEmpty,
+            40 => RequestError::RootUserNotExist,
+            41 => RequestError::RootRoleNotExist,
+            42 => RequestError::PermissionNotGranted,
+            43 => RequestError::RoleNotGranted,
+            44 => RequestError::AuthNotEnabled,
+            45 => RequestError::InvalidAuthMgmt,
+            46 => RequestError::AuthOldRevision,
             _ => return None,
         })
     }
 
     /// Every variant, for exhaustive tests of code and status tables.
-    pub const ALL: [RequestError; 26] = [
+    pub const ALL: [RequestError; 42] = [
         RequestError::Compacted,
         RequestError::FutureRevision,
         RequestError::EmptyKey,
@@ -190,6 +270,22 @@ impl RequestError {
         RequestError::FixedMembership,
         RequestError::Unhealthy,
         RequestError::NoSpace,
+        RequestError::PermissionDenied,
+        RequestError::UserEmpty,
+        RequestError::AuthFailed,
+        RequestError::InvalidAuthToken,
+        RequestError::UserAlreadyExist,
+        RequestError::UserNotFound,
+        RequestError::RoleAlreadyExist,
+        RequestError::RoleNotFound,
+        RequestError::RoleEmpty,
+        RequestError::RootUserNotExist,
+        RequestError::RootRoleNotExist,
+        RequestError::PermissionNotGranted,
+        RequestError::RoleNotGranted,
+        RequestError::AuthNotEnabled,
+        RequestError::InvalidAuthMgmt,
+        RequestError::AuthOldRevision,
     ];
 }
 

@@ -15,6 +15,7 @@
 //! assert!(KeyRange::new(b"a", b"c").contains(b"b"));
 //! ```
 
+pub mod auth;
 pub mod backend;
 pub mod error;
 pub mod key_range;
@@ -22,7 +23,9 @@ pub mod lessor;
 pub mod request;
 pub mod validate;
 
-pub use backend::{Backend, ClusterBackend, KvBackend, LeaseBackend, MaintenanceBackend, WatchSource};
+pub use backend::{
+    AuthBackend, Backend, ClusterBackend, KvBackend, LeaseBackend, MaintenanceBackend, WatchSource,
+};
 pub use cairn_proto as proto;
 pub use error::{BackendError, RequestError, StorageSource};
 pub use key_range::{prefix_end, KeyRange};

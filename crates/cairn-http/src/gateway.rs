@@ -21,6 +21,7 @@ use serde::Serialize;
 use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
+use cairn_proto::etcdserverpb::auth_client::AuthClient;
 use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::lease_client::LeaseClient;
@@ -66,9 +67,9 @@ fn api_routes(ch: Channel, limit: Limit) -> Router {
     macro_rules! unary {
         ($($path:literal),+ => $client:ident :: $method:ident($req:ty)) => {{
             let ch = ch.clone();
-            let handler = move |body: Body| async move {
+            let handler = move |headers: http::HeaderMap, body: Body| async move {
                 unary(body, limit, move |req: $req| async move {
-                    $client::new(ch).max_decoding_message_size(usize::MAX).$method(req).await
+                    $client::new(ch).max_decoding_message_size(usize::MAX).$method(with_token(&headers, req)).await
                 })
                 .await
             };
@@ -80,11 +81,11 @@ fn api_routes(ch: Channel, limit: Limit) -> Router {
             let ch = ch.clone();
             r = r.route(
                 $path,
-                post(move |body: Body| async move {
+                post(move |headers: http::HeaderMap, body: Body| async move {
                     streaming(body, limit, true, move |reqs: Vec<$req>| async move {
                         $client::new(ch)
                             .max_decoding_message_size(usize::MAX)
-                            .$method(futures::stream::iter(reqs))
+                            .$method(with_token(&headers, futures::stream::iter(reqs)))
                             .await
                     })
                     .await
@@ -98,10 +99,13 @@ fn api_routes(ch: Channel, limit: Limit) -> Router {
             let ch = ch.clone();
             r = r.route(
                 $path,
-                post(move |body: Body| async move {
+                post(move |headers: http::HeaderMap, body: Body| async move {
                     streaming(body, limit, false, move |mut reqs: Vec<$req>| async move {
                         let req = reqs.pop().unwrap_or_default();
-                        $client::new(ch).max_decoding_message_size(usize::MAX).$method(req).await
+                        $client::new(ch)
+                            .max_decoding_message_size(usize::MAX)
+                            .$method(with_token(&headers, req))
+                            .await
                     })
                     .await
                 }),
@@ -145,7 +149,38 @@ fn api_routes(ch: Channel, limit: Limit) -> Router {
     unary!("/election/resign" => ElectionClient::resign(v3electionpb::ResignRequest));
     server_streaming!("/election/observe" => ElectionClient::observe(v3electionpb::LeaderRequest));
 
+    unary!("/auth/enable" => AuthClient::auth_enable(etcdserverpb::AuthEnableRequest));
+    unary!("/auth/disable" => AuthClient::auth_disable(etcdserverpb::AuthDisableRequest));
+    unary!("/auth/status" => AuthClient::auth_status(etcdserverpb::AuthStatusRequest));
+    unary!("/auth/authenticate" => AuthClient::authenticate(etcdserverpb::AuthenticateRequest));
+    unary!("/auth/user/add" => AuthClient::user_add(etcdserverpb::AuthUserAddRequest));
+    unary!("/auth/user/get" => AuthClient::user_get(etcdserverpb::AuthUserGetRequest));
+    unary!("/auth/user/list" => AuthClient::user_list(etcdserverpb::AuthUserListRequest));
+    unary!("/auth/user/delete" => AuthClient::user_delete(etcdserverpb::AuthUserDeleteRequest));
+    unary!("/auth/user/changepw" => AuthClient::user_change_password(etcdserverpb::AuthUserChangePasswordRequest));
+    unary!("/auth/user/grant" => AuthClient::user_grant_role(etcdserverpb::AuthUserGrantRoleRequest));
+    unary!("/auth/user/revoke" => AuthClient::user_revoke_role(etcdserverpb::AuthUserRevokeRoleRequest));
+    unary!("/auth/role/add" => AuthClient::role_add(etcdserverpb::AuthRoleAddRequest));
+    unary!("/auth/role/get" => AuthClient::role_get(etcdserverpb::AuthRoleGetRequest));
+    unary!("/auth/role/list" => AuthClient::role_list(etcdserverpb::AuthRoleListRequest));
+    unary!("/auth/role/delete" => AuthClient::role_delete(etcdserverpb::AuthRoleDeleteRequest));
+    unary!("/auth/role/grant" => AuthClient::role_grant_permission(etcdserverpb::AuthRoleGrantPermissionRequest));
+    unary!("/auth/role/revoke" => AuthClient::role_revoke_permission(etcdserverpb::AuthRoleRevokePermissionRequest));
+
     r.method_not_allowed_fallback(|| async { HttpError::MethodNotAllowed })
+}
+
+/// `msg` as a gRPC request carrying the caller's token: grpc-gateway passes the HTTP
+/// `Authorization` header on as the `authorization` metadata, where etcd looks for it.
+fn with_token<T>(headers: &http::HeaderMap, msg: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(msg);
+    let token = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| tonic::metadata::MetadataValue::try_from(v.as_bytes()).ok());
+    if let Some(token) = token {
+        request.metadata_mut().insert("authorization", token);
+    }
+    request
 }
 
 /// `GET /version`: numeric `X.Y.Z` strings, as clients parse them to pick an API prefix.

@@ -25,6 +25,7 @@
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use cairn_core::auth::{AuthChange, AuthState, Tokens, ROW_PREFIX};
 use cairn_core::lessor::{LeaseError, Lessor};
 use cairn_core::{
     is_read_only, Alarm, BackendError, BackupStream, ClusterBackend, KvBackend, KvHash, LeaseBackend,
@@ -39,6 +40,8 @@ use tokio::sync::watch;
 /// every 500 ms, at most 1000 revokes a second).
 const EXPIRY_INTERVAL: Duration = Duration::from_millis(500);
 const MAX_REVOKES_PER_INTERVAL: usize = 500;
+/// etcd's default `--auth-token-ttl`.
+const TOKEN_TTL: Duration = Duration::from_secs(300);
 
 /// Who this backend says it is, and its lease clock's settings.
 #[derive(Debug, Clone)]
@@ -83,6 +86,9 @@ struct Inner {
     config: LocalConfig,
     /// Raised alarms: this process's only (an unreplicated member has no one to tell).
     alarms: Mutex<std::collections::BTreeSet<Alarm>>,
+    /// The auth state (its rows live in the store's metadata) and the simple tokens.
+    auth: std::sync::RwLock<Arc<AuthState>>,
+    tokens: Tokens,
 }
 
 impl LocalBackend {
@@ -93,7 +99,11 @@ impl LocalBackend {
         lessor.promote();
         lessor.reload(&store.leases()?);
         let (current, _) = store.revisions()?;
+        let auth =
+            AuthState::from_rows(store.meta_with_prefix(ROW_PREFIX)?).map_err(BackendError::Corrupt)?;
         let inner = Arc::new(Inner {
+            auth: std::sync::RwLock::new(Arc::new(auth)),
+            tokens: Tokens::new(TOKEN_TTL),
             store,
             applier: Mutex::new(()),
             revision: watch::Sender::new(current),
@@ -359,5 +369,45 @@ impl MaintenanceBackend for LocalBackend {
         let (file, size, revision) =
             self.blocking(move |inner| Ok(inner.store.backup_file(&std::env::temp_dir())?)).await?;
         Ok(BackupStream::from_file(file, size, revision))
+    }
+}
+
+impl cairn_core::AuthBackend for LocalBackend {
+    fn auth_state(&self) -> Arc<AuthState> {
+        self.inner.auth.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    async fn auth_change(&self, change: AuthChange) -> Result<(), BackendError> {
+        self.blocking(move |inner| {
+            let _applying = inner.applier.lock().unwrap_or_else(|e| e.into_inner());
+            let mut state = (**inner.auth.read().unwrap_or_else(|e| e.into_inner())).clone();
+            let touched = state.apply(&change)?;
+            let mut batch = inner.store.begin_apply()?;
+            for (key, value) in state.rows(&touched) {
+                match value {
+                    Some(value) => batch.put_meta(&key, &value),
+                    None => batch.delete_meta(&key),
+                }
+            }
+            batch.commit_synced()?;
+            *inner.auth.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(state);
+            inner.tokens.invalidate(&touched);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn assign_token(&self, user: String) -> Result<String, BackendError> {
+        let state = self.auth_state();
+        if !state.enabled || state.user(&user).is_none() {
+            return Err(RequestError::AuthFailed.into());
+        }
+        let token = Tokens::mint(state.revision);
+        self.inner.tokens.assign(token.clone(), user);
+        Ok(token)
+    }
+
+    fn token_user(&self, token: &str) -> Option<String> {
+        self.inner.tokens.user(token)
     }
 }

@@ -37,6 +37,19 @@ pub async fn set_alarm(raft: &Raft, change: crate::pb::AlarmChange) -> Result<()
     propose_command(raft, Command::SetAlarm(change)).await.map(|_| ())
 }
 
+/// Propose an auth command on this member (the leader): its result and log index.
+pub async fn auth(
+    raft: &Raft,
+    command: crate::types::AuthCommand,
+) -> Result<(Result<(), RequestError>, u64), PeerError> {
+    let (result, log_index) = propose_command(raft, Command::Auth(command)).await?;
+    let result = match result {
+        Some(Err(refused)) => Err(refused),
+        None | Some(Ok(_)) => Ok(()),
+    };
+    Ok((result, log_index))
+}
+
 /// Propose any command; its result (`None` for commands without one) and log index.
 async fn propose_command(
     raft: &Raft,

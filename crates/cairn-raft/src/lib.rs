@@ -6,6 +6,7 @@
 //! barrier. The API crate builds the etcd services on [`RaftNode`].
 
 pub mod alarms;
+pub mod auth;
 pub mod autopilot;
 pub mod cluster_key;
 pub mod codec;

@@ -145,6 +145,8 @@ pub struct RaftNode {
     removed: Arc<tokio::sync::watch::Sender<bool>>,
     /// The raised alarms (the state machine keeps them current).
     pub(crate) alarms: crate::alarms::Raised,
+    /// The auth state and tokens (likewise).
+    pub(crate) auth: crate::auth::Auth,
     key_fingerprint: String,
     /// Holds the data directory's lock while the node lives.
     _data_dir: DataDir,
@@ -305,6 +307,7 @@ impl RaftNode {
             .map_err(storage("state machine"))?;
         let revision = sm.revision_updates();
         let alarms = sm.alarms();
+        let auth = sm.auth();
         let removed = Arc::new(tokio::sync::watch::Sender::new(false));
         let addresses = crate::network::Addresses::default();
         let network = PeerNetwork {
@@ -452,6 +455,7 @@ impl RaftNode {
             contact: cfg.election_timeout,
             removed,
             alarms,
+            auth,
             key_fingerprint: cfg.cluster_key.fingerprint().to_string(),
             _data_dir: data_dir,
         })

@@ -47,8 +47,13 @@ impl From<crate::types::Command> for Command {
             crate::types::Command::Write(cairn_core::WriteRequest::LeaseRevoke(r)) => C::LeaseRevoke(r),
             crate::types::Command::SetMember(m) => C::MemberAttributes(m),
             crate::types::Command::SetAlarm(a) => C::Alarm(a),
+            crate::types::Command::Auth(a) => C::Auth(a.into()),
         };
-        let format = if matches!(command, C::Alarm(_)) { 2 } else { 1 };
+        let format = match command {
+            C::Auth(_) => 3,
+            C::Alarm(_) => 2,
+            _ => 1,
+        };
         Command { command: Some(command), format }
     }
 }
@@ -74,7 +79,88 @@ impl TryFrom<Command> for crate::types::Command {
             C::LeaseRevoke(r) => write(cairn_core::WriteRequest::LeaseRevoke(r)),
             C::MemberAttributes(m) => Ok(crate::types::Command::SetMember(m)),
             C::Alarm(a) => Ok(crate::types::Command::SetAlarm(a)),
+            C::Auth(a) => Ok(crate::types::Command::Auth(a.try_into()?)),
         }
+    }
+}
+
+impl From<crate::types::AuthCommand> for AuthCommand {
+    fn from(c: crate::types::AuthCommand) -> Self {
+        use auth_command::Command as A;
+        use cairn_core::auth::AuthChange as Ch;
+        use cairn_proto::authpb::{User, UserAddOptions};
+        let user = |name: String, hash: String, no_password: bool| User {
+            name: name.into_bytes(),
+            password: hash.into_bytes(),
+            roles: Vec::new(),
+            options: Some(UserAddOptions { no_password }),
+        };
+        let command = match c {
+            crate::types::AuthCommand::AssignToken { user, token } => {
+                A::AssignToken(UserToken { user, token })
+            }
+            crate::types::AuthCommand::Change(change) => match change {
+                Ch::Enable => A::Enable(true),
+                Ch::Disable => A::Enable(false),
+                Ch::UserAdd { name, password_hash, no_password } => {
+                    A::UserAdd(user(name, password_hash, no_password))
+                }
+                Ch::UserDelete { name } => A::UserDelete(name),
+                Ch::UserChangePassword { name, password_hash } => {
+                    A::UserChangePassword(user(name, password_hash, false))
+                }
+                Ch::UserGrantRole { user, role } => A::UserGrantRole(UserRole { user, role }),
+                Ch::UserRevokeRole { user, role } => A::UserRevokeRole(UserRole { user, role }),
+                Ch::RoleAdd { name } => A::RoleAdd(name),
+                Ch::RoleDelete { name } => A::RoleDelete(name),
+                Ch::RoleGrantPermission { role, perm } => {
+                    A::RoleGrantPermission(RolePermission { role, perm: Some(perm) })
+                }
+                Ch::RoleRevokePermission { role, key, range_end } => {
+                    let perm = cairn_proto::authpb::Permission { perm_type: 0, key, range_end };
+                    A::RoleRevokePermission(RolePermission { role, perm: Some(perm) })
+                }
+            },
+        };
+        AuthCommand { command: Some(command) }
+    }
+}
+
+impl TryFrom<AuthCommand> for crate::types::AuthCommand {
+    type Error = String;
+    fn try_from(c: AuthCommand) -> Result<Self, Self::Error> {
+        use auth_command::Command as A;
+        use cairn_core::auth::AuthChange as Ch;
+        let text =
+            |b: Vec<u8>| String::from_utf8(b).map_err(|_| "an auth name that is not UTF-8".to_string());
+        let change = match c.command.ok_or_else(|| "an empty auth command".to_string())? {
+            A::AssignToken(UserToken { user, token }) => {
+                return Ok(crate::types::AuthCommand::AssignToken { user, token })
+            }
+            A::Enable(true) => Ch::Enable,
+            A::Enable(false) => Ch::Disable,
+            A::UserAdd(u) => Ch::UserAdd {
+                name: text(u.name)?,
+                password_hash: text(u.password)?,
+                no_password: u.options.is_some_and(|o| o.no_password),
+            },
+            A::UserDelete(name) => Ch::UserDelete { name },
+            A::UserChangePassword(u) => {
+                Ch::UserChangePassword { name: text(u.name)?, password_hash: text(u.password)? }
+            }
+            A::UserGrantRole(UserRole { user, role }) => Ch::UserGrantRole { user, role },
+            A::UserRevokeRole(UserRole { user, role }) => Ch::UserRevokeRole { user, role },
+            A::RoleAdd(name) => Ch::RoleAdd { name },
+            A::RoleDelete(name) => Ch::RoleDelete { name },
+            A::RoleGrantPermission(RolePermission { role, perm }) => {
+                Ch::RoleGrantPermission { role, perm: perm.ok_or("a grant without a permission")? }
+            }
+            A::RoleRevokePermission(RolePermission { role, perm }) => {
+                let perm = perm.ok_or("a revoke without a permission")?;
+                Ch::RoleRevokePermission { role, key: perm.key, range_end: perm.range_end }
+            }
+        };
+        Ok(crate::types::AuthCommand::Change(change))
     }
 }
 

@@ -269,6 +269,17 @@ impl Peer for PeerService {
         Ok(Response::new(PublishResponse {}))
     }
 
+    async fn auth(
+        &self,
+        req: Request<crate::pb::AuthCommand>,
+    ) -> Result<Response<crate::pb::AuthResult>, Status> {
+        let command = crate::types::AuthCommand::try_from(req.into_inner())
+            .map_err(|e| PeerError::Refused(e).into_status())?;
+        let (result, log_index) = leader::auth(&self.raft, command).await.map_err(PeerError::into_status)?;
+        let error = result.err().map(|e| crate::pb::WriteError { code: e.code(), message: e.to_string() });
+        Ok(Response::new(crate::pb::AuthResult { error, log_index }))
+    }
+
     async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
         let Some(&cluster_id) = self.cluster_id.get() else {
             return Err(

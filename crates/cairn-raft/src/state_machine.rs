@@ -105,6 +105,8 @@ pub struct StateMachine {
     lessor: Arc<Lessor>,
     /// Mirrors the raised alarms for the per-request checks.
     alarms: crate::alarms::Raised,
+    /// Mirrors the auth state (and holds the tokens).
+    auth: crate::auth::Auth,
 }
 
 impl StateMachine {
@@ -114,7 +116,13 @@ impl StateMachine {
         lessor.reload(&store.leases().map_err(mvcc_io)?);
         let alarms = crate::alarms::Raised::default();
         crate::alarms::reload(&store, &alarms).map_err(mvcc_io)?;
-        Ok(StateMachine { store, snapshots, revision, lessor, alarms })
+        let auth = crate::auth::AuthMirror::load(&store).map_err(mvcc_io)?;
+        Ok(StateMachine { store, snapshots, revision, lessor, alarms, auth })
+    }
+
+    /// The auth state and tokens, kept current as entries and snapshots are applied.
+    pub fn auth(&self) -> crate::auth::Auth {
+        self.auth.clone()
     }
 
     /// The raised alarms, kept current as entries and snapshots are applied.
@@ -163,6 +171,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut last = None;
         let mut membership = None;
         let mut alarms_changed = false;
+        let mut auth = crate::auth::Pending::default();
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
             let result = match entry.payload {
@@ -175,6 +184,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     crate::alarms::apply(&mut batch, &change);
                     alarms_changed = true;
                     CommandResult(None)
+                }
+                EntryPayload::Normal(Command::Auth(command)) => {
+                    match auth.apply(&self.auth, &mut batch, &command) {
+                        Ok(()) => CommandResult(None),
+                        Err(refused) => CommandResult(Some(Err(refused))),
+                    }
                 }
                 EntryPayload::Normal(Command::Write(write)) => {
                     // A refusal is the entry's deterministic result; any other failure means
@@ -215,6 +230,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if alarms_changed {
             crate::alarms::reload(&self.store, &self.alarms).map_err(mvcc_io)?;
         }
+        auth.publish(&self.auth);
         for (id, granted) in lease_changes {
             match granted {
                 Some(ttl) => self.lessor.granted(id, ttl),
@@ -259,6 +275,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         installed?;
         self.lessor.reload(&self.store.leases().map_err(mvcc_io)?);
         crate::alarms::reload(&self.store, &self.alarms).map_err(mvcc_io)?;
+        self.auth.reload(&self.store).map_err(mvcc_io)?;
         let (revision, _) = self.store.revisions().map_err(mvcc_io)?;
         self.revision.send_replace(revision);
         Ok(())

@@ -57,8 +57,8 @@ pub fn node_id_of(name: &str) -> NodeId {
 /// The newest command format this version applies (`cairnpb.Command`'s `format`): 0 = the
 /// entries of 0.1, 1 = adds member attributes, 2 = adds alarms. Each entry carries the
 /// lowest format that knows its command, so members that apply format 1 still apply
-/// everything but alarms.
-pub const COMMAND_FORMAT: u32 = 2;
+/// everything but alarms. 3 adds etcd's auth.
+pub const COMMAND_FORMAT: u32 = 3;
 
 /// One replicated command: what a Raft log entry carries. Serialized as the protobuf
 /// `cairnpb.Command`, which reads 0.1's entries (a `cairnpb.WriteRequest`) as writes.
@@ -70,6 +70,19 @@ pub enum Command {
     SetMember(pb::MemberAttributes),
     /// An alarm raised or cleared (format 2; proposed only once every member published).
     SetAlarm(pb::AlarmChange),
+    /// etcd's auth (format 3; proposed only once every member published).
+    Auth(AuthCommand),
+}
+
+/// A replicated auth command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthCommand {
+    Change(cairn_core::auth::AuthChange),
+    /// From now on `token` stands for `user` on every member.
+    AssignToken {
+        user: String,
+        token: String,
+    },
 }
 
 impl fmt::Display for Command {
@@ -83,6 +96,9 @@ impl fmt::Display for Command {
             Command::Write(WriteRequest::LeaseRevoke(r)) => write!(f, "lease_revoke({:x})", r.id),
             Command::SetMember(m) => write!(f, "set_member({:x}, {})", m.id, m.name),
             Command::SetAlarm(a) => write!(f, "set_alarm({:x}, {}, {})", a.member_id, a.alarm, a.activate),
+            // Never the token or a password hash.
+            Command::Auth(AuthCommand::AssignToken { user, .. }) => write!(f, "auth_token({user})"),
+            Command::Auth(AuthCommand::Change(c)) => write!(f, "auth({})", c.kind()),
         }
     }
 }

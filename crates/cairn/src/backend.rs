@@ -224,6 +224,26 @@ impl MaintenanceBackend for RaftBackend {
     }
 }
 
+impl cairn_core::AuthBackend for RaftBackend {
+    fn auth_state(&self) -> Arc<cairn_core::auth::AuthState> {
+        self.node.auth_state()
+    }
+
+    async fn auth_change(&self, change: cairn_core::auth::AuthChange) -> Result<(), BackendError> {
+        self.node.auth(cairn_raft::types::AuthCommand::Change(change)).await
+    }
+
+    async fn assign_token(&self, user: String) -> Result<String, BackendError> {
+        let token = cairn_core::auth::Tokens::mint(self.node.status().applied_index + 1);
+        self.node.auth(cairn_raft::types::AuthCommand::AssignToken { user, token: token.clone() }).await?;
+        Ok(token)
+    }
+
+    fn token_user(&self, token: &str) -> Option<String> {
+        self.node.token_user(token)
+    }
+}
+
 /// Measure the data directory every [`DB_SIZE_REFRESH`], off the async workers.
 async fn measure_db_size(data_dir: PathBuf, size: Arc<AtomicI64>) {
     let mut tick = tokio::time::interval(DB_SIZE_REFRESH);
