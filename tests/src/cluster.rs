@@ -640,7 +640,18 @@ impl Cluster {
             }
             let attempt = async {
                 let mut c = self.client(i).await?;
-                c.get("cairn-tests/ready", Some(GetOptions::new())).await.context("linearizable get")?;
+                match c.get("cairn-tests/ready", Some(GetOptions::new())).await {
+                    Ok(_) => {}
+                    // Auth is enabled: a member that knows a leader is ready.
+                    Err(e)
+                        if crate::grpc_code(&e)
+                            .is_some_and(|(_, m)| m == "etcdserver: user name is empty") =>
+                    {
+                        let status = c.status().await.context("status")?;
+                        anyhow::ensure!(status.leader() != 0, "no leader known");
+                    }
+                    Err(e) => return Err(anyhow::Error::from(e).context("linearizable get")),
+                }
                 anyhow::Ok(())
             };
             match tokio::time::timeout(Duration::from_secs(5), attempt).await {

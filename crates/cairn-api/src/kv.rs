@@ -67,6 +67,14 @@ impl<B: Backend> Kv for KvService<B> {
         authorize(&*self.backend, self.enforce, req.metadata(), |auth, user| {
             auth.check_put(user, req.get_ref())
         })?;
+        if req.get_ref().lease != 0 && crate::auth::Permissions::auth_state(&*self.backend).enabled {
+            // Attaching a key to a lease lets its revoke delete it: the caller must be allowed
+            // to write every key the lease carries already (etcd).
+            let keys = self.backend.lease_keys(req.get_ref().lease).await.unwrap_or_default();
+            authorize(&*self.backend, self.enforce, req.metadata(), |auth, user| {
+                keys.iter().try_for_each(|k| auth.check(user, cairn_core::auth::Need::Write, k, b""))
+            })?;
+        }
         let req = req.into_inner();
         validate::check_put(&req).map_err(request_status)?;
         self.check_size(&req)?;
@@ -125,6 +133,8 @@ impl<B: Backend> Kv for KvService<B> {
     }
 
     async fn compact(&self, req: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
+        // Compaction destroys history for everyone: root only (etcd 3.4.42 and later).
+        crate::auth::authorize_admin(&*self.backend, self.enforce, req.metadata())?;
         let req = req.into_inner();
         self.check_size(&req)?;
         match self.write(WriteRequest::Compact(req)).await? {

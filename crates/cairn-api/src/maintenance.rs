@@ -105,7 +105,7 @@ impl<B: Backend> Maintenance for MaintenanceService<B> {
         &self,
         req: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        crate::auth::authorize_admin(&*self.backend, self.enforce, req.metadata())?;
+        crate::auth::authorize_admin_raw(&*self.backend, self.enforce, req.metadata())?;
         self.backend.defragment().await.map_err(backend_status)?;
         let mut resp = DefragmentResponse::default();
         fill_header(&mut resp.header, &self.backend.status());
@@ -115,7 +115,7 @@ impl<B: Backend> Maintenance for MaintenanceService<B> {
     /// etcd hashes its whole backend file; Cairn hashes what the members share: the
     /// keyspace with its history, at the current revision (HashKV at 0).
     async fn hash(&self, req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        crate::auth::authorize_admin(&*self.backend, self.enforce, req.metadata())?;
+        crate::auth::authorize_admin_raw(&*self.backend, self.enforce, req.metadata())?;
         let h = self.backend.hash_kv(0).await.map_err(backend_status)?;
         let mut resp = HashResponse { hash: h.hash, ..Default::default() };
         fill_header(&mut resp.header, &self.backend.status());
@@ -126,7 +126,7 @@ impl<B: Backend> Maintenance for MaintenanceService<B> {
     }
 
     async fn hash_kv(&self, req: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
-        crate::auth::authorize_admin(&*self.backend, self.enforce, req.metadata())?;
+        crate::auth::authorize_admin_raw(&*self.backend, self.enforce, req.metadata())?;
         let h = self.backend.hash_kv(req.into_inner().revision).await.map_err(backend_status)?;
         let mut resp = HashKvResponse {
             hash: h.hash,
@@ -150,7 +150,7 @@ impl<B: Backend> Maintenance for MaintenanceService<B> {
         &self,
         req: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        crate::auth::authorize_admin(&*self.backend, self.enforce, req.metadata())?;
+        crate::auth::authorize_admin_raw(&*self.backend, self.enforce, req.metadata())?;
         let backup = self.backend.backup().await.map_err(backend_status)?;
         let backend = self.backend.clone();
         let stream = futures::stream::unfold((backup, 0u64), move |(mut backup, sent)| {

@@ -165,12 +165,13 @@ impl<B: Backend> WatchStream<B> {
                         crate::auth::authorize(&*self.backend, self.enforce, &self.metadata, |auth, user| {
                             auth.check(user, cairn_core::auth::Need::Read, &create.key, &create.range_end)
                         });
-                    if permitted.is_err() {
-                        // etcd answers any failed check so, whatever its reason.
+                    if let Err(refused) = permitted {
+                        // etcd cancels the watch with grpc-go's text of the error.
                         let mut resp = response(&*self.backend, -1, self.current());
                         resp.created = true;
                         resp.canceled = true;
-                        resp.cancel_reason = "etcdserver: permission denied".into();
+                        resp.cancel_reason =
+                            format!("rpc error: code = {:?} desc = {}", refused.code(), refused.message());
                         if self.tx.send(Ok(resp)).await.is_err() {
                             break;
                         }

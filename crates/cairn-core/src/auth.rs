@@ -93,13 +93,20 @@ pub struct Touched {
 }
 
 /// The whole auth state of a cluster.
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AuthState {
     pub enabled: bool,
-    /// Increases with every change (etcd's auth revision).
+    /// etcd's auth revision: 1 at first, up by one with every change of users, roles and
+    /// permissions and with disabling (not with enabling, as in etcd).
     pub revision: u64,
     pub users: BTreeMap<String, User>,
     pub roles: BTreeMap<String, Role>,
+}
+
+impl Default for AuthState {
+    fn default() -> Self {
+        AuthState { enabled: false, revision: 1, users: BTreeMap::new(), roles: BTreeMap::new() }
+    }
 }
 
 /// What a request needs on a key range.
@@ -144,6 +151,8 @@ impl AuthState {
                 }
                 self.enabled = true;
                 touched.enabled = true;
+                // etcd does not count enabling as a revision.
+                return Ok(touched);
             }
             AuthChange::Disable => {
                 if !self.enabled {
@@ -239,6 +248,15 @@ impl AuthState {
             }
             AuthChange::RoleGrantPermission { role, perm } => {
                 let r = self.roles.get_mut(role).ok_or(RequestError::RoleNotFound)?;
+                // A key alone, a range [key, end) with key < end, or every key from key on.
+                let valid = match perm.range_end.as_slice() {
+                    [] => !perm.key.is_empty(),
+                    [0] => true,
+                    end => perm.key.as_slice() < end,
+                };
+                if !valid {
+                    return Err(RequestError::InvalidAuthMgmt);
+                }
                 // Sorted by key, as etcd keeps them; the same range again changes its type.
                 let at = r.key_permission.partition_point(|p| p.key < perm.key);
                 let same = r.key_permission[at..]
@@ -348,7 +366,10 @@ impl AuthState {
         if !self.enabled {
             return Ok(());
         }
-        let user = self.known_user(user)?;
+        let user = match user {
+            None | Some("") => return Err(RequestError::UserEmpty),
+            Some(name) => self.users.get(name).ok_or(RequestError::UserNotFound)?,
+        };
         if user.roles.iter().any(|r| r == ROOT) {
             Ok(())
         } else {
@@ -596,7 +617,8 @@ mod tests {
         let before = s.revision;
         s.apply(&AuthChange::Enable).unwrap();
         assert!(s.enabled);
-        assert_eq!(s.revision, before + 1);
+        assert_eq!(s.revision, before, "enabling is not a revision, as in etcd");
+        assert_eq!(AuthState::default().revision, 1);
         // root cannot lose root while auth is on.
         let revoke = AuthChange::UserRevokeRole { user: "root".into(), role: "root".into() };
         assert_eq!(s.apply(&revoke), Err(RequestError::InvalidAuthMgmt));
@@ -647,6 +669,8 @@ mod tests {
         assert_eq!(s.check(Some("root"), Need::Write, b"anything", b"\0"), Ok(()));
         assert_eq!(s.check_admin(alice), Err(RequestError::PermissionDenied));
         assert_eq!(s.check_admin(Some("root")), Ok(()));
+        assert_eq!(s.check_admin(Some("ghost")), Err(RequestError::UserNotFound));
+        assert_eq!(s.check_admin(None), Err(RequestError::UserEmpty));
     }
 
     #[test]
@@ -663,6 +687,15 @@ mod tests {
         );
         assert_eq!(s.check(Some("alice"), Need::Read, b"/e", b"\0"), Ok(()));
         assert_eq!(s.check(Some("alice"), Need::Read, b"/d", b"/z"), Ok(()));
+    }
+
+    #[test]
+    fn backwards_and_empty_ranges_cannot_be_granted() {
+        let mut s = enabled_with_alice();
+        for (k, e) in [("/z", "/a"), ("", ""), ("/a", "/a")] {
+            let g = AuthChange::RoleGrantPermission { role: "r".into(), perm: perm(PermType::Read, k, e) };
+            assert_eq!(s.apply(&g), Err(RequestError::InvalidAuthMgmt), "[{k:?}, {e:?})");
+        }
     }
 
     #[test]
