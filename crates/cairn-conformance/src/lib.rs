@@ -68,11 +68,13 @@
 //! | `cluster::status_and_members` | `status()` has a member id that `members()` lists |
 //! | `cluster::db_size` | `db_size()` ≥ 0 |
 //! | `cluster::hash_kv` | `hash_kv(r)` fixed once `r` is written, changed by a write, 0 = current, future refused |
+//! | `auth::users_roles_and_tokens` | auth changes with etcd's errors and revisions, the state after them, permission checks, tokens invalidated by a new password and by disabling (auth left off, users and roles removed) |
 //! | `compaction::compact_history` | reads and `events()` below the compaction refused, at it allowed; re-compaction `Compacted`, future `FutureRevision` (runs last) |
 
 #[macro_use]
 mod check;
 
+mod auth;
 mod cluster;
 mod compaction;
 mod kv;
@@ -148,6 +150,7 @@ suite!(
     cluster::status_and_members,
     cluster::db_size,
     cluster::hash_kv,
+    auth::users_roles_and_tokens,
     // Compaction drops history every other test may read: always last.
     compaction::compact_history,
 );
