@@ -51,14 +51,21 @@ impl<B: Backend> Permissions for B {
     }
 }
 
-/// The user a request comes from: `Ok(None)` without a token (the checks then refuse it
-/// with "user name is empty"); an unknown or expired token is "invalid auth token".
+/// The user a request comes from: its token's user; without a token, the common name of
+/// its verified client certificate (etcd's certificate auth, set by
+/// [`crate::listener::with_common_name`] from the connection alone); `Ok(None)` with neither
+/// (the checks then refuse it with "user name is empty"). An unknown or expired token is
+/// "invalid auth token".
 pub fn caller<P: Permissions + ?Sized>(
     backend: &P,
     metadata: &MetadataMap,
 ) -> Result<Option<String>, Status> {
     match token_of(metadata) {
-        None => Ok(None),
+        None => Ok(metadata
+            .get(crate::listener::COMMON_NAME_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|cn| !cn.is_empty())
+            .map(str::to_string)),
         Some(token) => match backend.token_user(token) {
             Some(user) => Ok(Some(user)),
             None => Err(request_status(RequestError::InvalidAuthToken)),
@@ -103,12 +110,7 @@ pub fn authorize_admin_raw<P: Permissions + ?Sized>(
         };
         Status::unknown(text)
     };
-    let user = match token_of(metadata) {
-        None => None,
-        Some(token) => {
-            Some(backend.token_user(token).ok_or_else(|| refused(RequestError::InvalidAuthToken))?)
-        }
-    };
+    let user = caller(backend, metadata).map_err(|_| refused(RequestError::InvalidAuthToken))?;
     Permissions::auth_state(backend).check_admin(user.as_deref()).map_err(refused)
 }
 

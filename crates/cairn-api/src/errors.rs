@@ -82,6 +82,7 @@ pub fn request_status(e: RequestError) -> Status {
         }
         RequestError::InvalidAuthMgmt => (Code::InvalidArgument, "etcdserver: invalid auth management"),
         RequestError::AuthOldRevision => (Code::InvalidArgument, "etcdserver: revision of auth store is old"),
+        RequestError::Corrupt => (Code::DataLoss, "etcdserver: corrupt cluster"),
     };
     Status::new(code, text)
 }

@@ -38,6 +38,9 @@ impl<B: Backend> KvService<B> {
     }
 
     async fn write(&self, req: WriteRequest) -> Result<WriteResponse, Status> {
+        if !matches!(&req, WriteRequest::Txn(t) if cairn_core::is_read_only(t)) {
+            crate::quota::check_not_corrupt(&*self.backend)?;
+        }
         self.backend.write(req).await.map_err(backend_status)
     }
 }

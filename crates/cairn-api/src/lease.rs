@@ -55,6 +55,7 @@ impl<B: Backend> Lease for LeaseService<B> {
         req: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
         let req = req.into_inner();
+        crate::quota::check_not_corrupt(&*self.backend)?;
         crate::quota::check(&*self.backend, self.limits.quota_backend_bytes, 64).await?;
         let mut resp = self.backend.lease_grant(req.id, req.ttl).await.map_err(backend_status)?;
         fill_header(&mut resp.header, &self.backend.status());
@@ -74,6 +75,7 @@ impl<B: Backend> Lease for LeaseService<B> {
                 keys.iter().try_for_each(|k| auth.check(user, cairn_core::auth::Need::Write, k, b""))
             })?;
         }
+        crate::quota::check_not_corrupt(&*self.backend)?;
         match self.backend.write(WriteRequest::LeaseRevoke(req.into_inner())).await.map_err(backend_status)? {
             WriteResponse::LeaseRevoke(mut resp) => {
                 fill_header(&mut resp.header, &self.backend.status());

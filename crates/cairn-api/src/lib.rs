@@ -11,6 +11,7 @@ pub mod errors;
 pub mod kv;
 pub mod learner;
 pub mod lease;
+pub mod listener;
 pub mod lock;
 pub mod maintenance;
 pub mod metrics;
@@ -44,6 +45,12 @@ pub struct Limits {
     pub max_txn_ops: usize,
     /// etcd `--quota-backend-bytes` (2 GiB): see [`quota`].
     pub quota_backend_bytes: u64,
+    /// Watches one watch stream may hold at once (etcd: no limit); a create beyond it is
+    /// answered created-and-canceled with [`watch::TOO_MANY_WATCHES`].
+    pub max_watches_per_stream: usize,
+    /// HTTP/2 streams one client connection may have open at once (etcd 3.5's
+    /// `--max-concurrent-streams`; the client waits for a stream to end before opening more).
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for Limits {
@@ -52,6 +59,8 @@ impl Default for Limits {
             max_request_bytes: 1536 * 1024,
             max_txn_ops: 128,
             quota_backend_bytes: quota::DEFAULT_QUOTA_BYTES,
+            max_watches_per_stream: 10_000,
+            max_concurrent_streams: 10_000,
         }
     }
 }
@@ -94,6 +103,7 @@ fn store_routes<B: Backend>(backend: Arc<B>, limits: Limits, enforce: auth::Enfo
         backend: backend.clone(),
         progress_interval: std::time::Duration::from_secs(600),
         fragment_bytes: limits.max_request_bytes,
+        max_watches: limits.max_watches_per_stream,
         latest: Default::default(),
         enforce,
     });
@@ -163,21 +173,34 @@ const IN_PROCESS_PIPE_BYTES: usize = 256 * 1024;
 pub fn client_routes<B: Backend>(backend: Arc<B>, limits: Limits) -> Routes {
     let status = backend.clone();
     let gate = learner::LearnerGateLayer { is_learner: Arc::new(move || status.status().is_learner) };
-    Routes::from(routes(backend, limits).into_axum_router().layer(gate).layer(metrics::GrpcMetricsLayer))
+    let common_name = tower::util::MapRequestLayer::new(listener::with_common_name);
+    Routes::from(
+        routes(backend, limits)
+            .into_axum_router()
+            .layer(gate)
+            .layer(metrics::GrpcMetricsLayer)
+            .layer(common_name),
+    )
 }
 
 /// Serve `router` — [`client_routes`], with other HTTP routes merged in — on `listener`
-/// until `shutdown` completes: gRPC (HTTP/2) and plain HTTP/1.1 on one port.
+/// until `shutdown` completes: gRPC (HTTP/2) and HTTP/1.1 on one port, through TLS when
+/// `tls` is set ([`listener::incoming`]), with the per-connection limits of `limits`.
 pub async fn serve_router(
     router: axum::Router,
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<cairn_tls::rustls::ServerConfig>>,
+    limits: Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    // The builder's TCP settings do not apply to an incoming stream we give it: without
-    // TCP_NODELAY here, small responses wait for Nagle's timer (~40 ms per request).
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = listener::incoming(listener, tls);
     tonic::transport::Server::builder()
         .accept_http1(true)
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        // A connection whose peer vanished without a FIN is found and closed (etcd's
+        // server keepalive: a ping after 2 h of silence, 20 s to answer).
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(2 * 60 * 60)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
         .add_routes(Routes::from(router))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

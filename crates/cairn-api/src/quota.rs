@@ -32,6 +32,17 @@ pub(crate) async fn check<B: Backend>(backend: &B, quota: u64, cost: u64) -> Res
     Err(request_status(RequestError::NoSpace))
 }
 
+/// Refuse a write while a CORRUPT alarm is raised anywhere in the cluster: some member's
+/// data diverged, and nothing more is written until an operator has looked (etcd's corrupt
+/// applier; reads go on, as in etcd).
+pub(crate) fn check_not_corrupt<B: Backend>(backend: &B) -> Result<(), Status> {
+    let corrupt = AlarmType::Corrupt as i32;
+    if backend.alarms().iter().any(|a| a.alarm == corrupt) {
+        return Err(request_status(RequestError::Corrupt));
+    }
+    Ok(())
+}
+
 /// The bytes a txn's puts (in either branch, nested txns included) would add.
 pub(crate) fn txn_cost(txn: &TxnRequest) -> u64 {
     fn ops(ops: &[RequestOp]) -> u64 {

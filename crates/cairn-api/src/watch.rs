@@ -33,6 +33,12 @@ const CATCH_UP_REVISIONS: usize = 256;
 const EVENT_FIELD_OVERHEAD: usize = 11;
 /// Responses buffered per stream before the watchers of that stream wait for the client.
 const STREAM_BUFFER: usize = 128;
+/// Bytes of responses buffered per stream (beyond one response of any size) before the
+/// watchers of that stream wait for the client: a client that never reads holds at most
+/// this much of the member's memory per stream.
+const STREAM_BUFFER_BYTES: usize = 4 << 20;
+/// Why a create beyond [`crate::Limits::max_watches_per_stream`] is canceled.
+pub const TOO_MANY_WATCHES: &str = "cairn: too many watches on this stream";
 
 pub struct WatchService<B> {
     pub backend: Arc<B>,
@@ -41,6 +47,8 @@ pub struct WatchService<B> {
     /// A watch created with `fragment` splits responses larger than this (etcd:
     /// `--max-request-bytes`).
     pub fragment_bytes: usize,
+    /// Most watches on one stream.
+    pub max_watches: usize,
     /// The newest revision's events, shared by every synced watcher of this member.
     pub(crate) latest: Arc<LatestRevision>,
     pub enforce: crate::auth::Enforce,
@@ -110,6 +118,7 @@ impl<B: Backend> Watch for WatchService<B> {
         req: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let tx = Outbox { tx, budget: Arc::new(tokio::sync::Semaphore::new(STREAM_BUFFER_BYTES)) };
         let stream = WatchStream {
             // Each create is checked against the token the stream was opened with.
             metadata: req.metadata().clone(),
@@ -118,10 +127,33 @@ impl<B: Backend> Watch for WatchService<B> {
             tx,
             progress_interval: self.progress_interval,
             fragment_bytes: self.fragment_bytes,
+            max_watches: self.max_watches,
             latest: self.latest.clone(),
         };
         tokio::spawn(stream.run(req.into_inner()));
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        // A response's share of the byte budget is returned as the transport takes it.
+        let responses = tokio_stream::wrappers::ReceiverStream::new(rx).map(|(resp, _budget)| resp);
+        Ok(Response::new(Box::pin(responses)))
+    }
+}
+
+/// A stream's responses on their way to the client, bounded in number and in bytes.
+#[derive(Clone)]
+struct Outbox {
+    tx: mpsc::Sender<(Result<WatchResponse, Status>, tokio::sync::OwnedSemaphorePermit)>,
+    budget: Arc<tokio::sync::Semaphore>,
+}
+
+impl Outbox {
+    /// Queue `resp`, waiting while the client has not taken enough of what is queued.
+    async fn send(&self, resp: Result<WatchResponse, Status>) -> Result<(), ()> {
+        let bytes = resp.as_ref().map_or(0, |r| r.encoded_len()).clamp(1, STREAM_BUFFER_BYTES);
+        let permit = self.budget.clone().acquire_many_owned(bytes as u32).await.map_err(|_| ())?;
+        self.tx.send((resp, permit)).await.map_err(|_| ())
+    }
+
+    async fn closed(&self) {
+        self.tx.closed().await
     }
 }
 
@@ -136,9 +168,10 @@ struct WatchStream<B> {
     metadata: tonic::metadata::MetadataMap,
     enforce: crate::auth::Enforce,
     backend: Arc<B>,
-    tx: mpsc::Sender<Result<WatchResponse, Status>>,
+    tx: Outbox,
     progress_interval: Duration,
     fragment_bytes: usize,
+    max_watches: usize,
     latest: Arc<LatestRevision>,
 }
 
@@ -186,6 +219,16 @@ impl<B: Backend> WatchStream<B> {
                         next_id
                     };
                     let current = self.current();
+                    if watchers.len() >= self.max_watches {
+                        let mut resp = response(&*self.backend, -1, current);
+                        resp.created = true;
+                        resp.canceled = true;
+                        resp.cancel_reason = format!("{TOO_MANY_WATCHES} (limit {})", self.max_watches);
+                        if self.tx.send(Ok(resp)).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
                     let std::collections::hash_map::Entry::Vacant(slot) = watchers.entry(id) else {
                         let mut resp = response(&*self.backend, -1, current);
                         resp.created = true;
@@ -248,7 +291,7 @@ impl<B: Backend> WatchStream<B> {
 struct Watcher<B> {
     id: i64,
     backend: Arc<B>,
-    tx: mpsc::Sender<Result<WatchResponse, Status>>,
+    tx: Outbox,
     /// The first revision this watcher has not delivered yet.
     next: i64,
     progress_interval: Duration,
@@ -326,7 +369,7 @@ impl<B: Backend> Watcher<B> {
     async fn send_events(&self, resp: WatchResponse) -> Result<(), ()> {
         let Some(limit) = self.fragment_bytes.filter(|l| resp.encoded_len() >= *l && resp.events.len() > 1)
         else {
-            return self.tx.send(Ok(resp)).await.map_err(|_| ());
+            return self.tx.send(Ok(resp)).await;
         };
         let mut events = resp.events.into_iter().peekable();
         let empty = WatchResponse { events: Vec::new(), fragment: true, ..resp };
@@ -338,7 +381,7 @@ impl<B: Backend> Watcher<B> {
                 part.events.push(e);
             }
             part.fragment = events.peek().is_some();
-            self.tx.send(Ok(part)).await.map_err(|_| ())?;
+            self.tx.send(Ok(part)).await?;
         }
         Ok(())
     }

@@ -141,6 +141,9 @@ pub enum RequestError {
     /// The auth state changed under a request checked against an older one (etcd: InvalidArgument).
     #[error("revision of auth store is old")]
     AuthOldRevision,
+    /// A write while a CORRUPT alarm is raised: members' data diverged (etcd: DataLoss).
+    #[error("corrupt cluster")]
+    Corrupt,
 }
 
 impl RequestError {
@@ -190,6 +193,7 @@ impl RequestError {
             RequestError::AuthNotEnabled => 44,
             RequestError::InvalidAuthMgmt => 45,
             RequestError::AuthOldRevision => 46,
+            RequestError::Corrupt => 47,
         }
     }
 
@@ -238,12 +242,13 @@ impl RequestError {
             44 => RequestError::AuthNotEnabled,
             45 => RequestError::InvalidAuthMgmt,
             46 => RequestError::AuthOldRevision,
+            47 => RequestError::Corrupt,
             _ => return None,
         })
     }
 
     /// Every variant, for exhaustive tests of code and status tables.
-    pub const ALL: [RequestError; 42] = [
+    pub const ALL: [RequestError; 43] = [
         RequestError::Compacted,
         RequestError::FutureRevision,
         RequestError::EmptyKey,
@@ -286,6 +291,7 @@ impl RequestError {
         RequestError::AuthNotEnabled,
         RequestError::InvalidAuthMgmt,
         RequestError::AuthOldRevision,
+        RequestError::Corrupt,
     ];
 }
 

@@ -20,6 +20,7 @@ use http::HeaderMap;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
+use cairn_proto::etcdserverpb::auth_client::AuthClient;
 use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
 use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use cairn_proto::etcdserverpb::{
@@ -52,10 +53,26 @@ pub struct ClusterView {
     /// When each member (by id) last answered, and channels to members by client URL.
     seen: Arc<Mutex<HashMap<u64, Instant>>>,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    connect: Option<MemberChannels>,
 }
 
-pub fn routes(local: Channel, timing: Timing) -> Router {
-    let view = ClusterView { local, timing, seen: Default::default(), channels: Default::default() };
+/// Opens a channel to another member's client URL (`url`, with a per-call `timeout`), for
+/// members whose client port needs more than a plain connection (TLS). Lazy: it connects
+/// at the first call.
+#[derive(Clone)]
+pub struct MemberChannels(pub Arc<ConnectMember>);
+
+/// Opens a channel to a member's client URL with a per-call timeout.
+pub type ConnectMember = dyn Fn(&str, Duration) -> Result<Channel, String> + Send + Sync;
+
+impl std::fmt::Debug for MemberChannels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemberChannels")
+    }
+}
+
+pub fn routes(local: Channel, timing: Timing, connect: Option<MemberChannels>) -> Router {
+    let view = ClusterView { local, timing, seen: Default::default(), channels: Default::default(), connect };
     let (v1, v2) = (view.clone(), view);
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
@@ -95,6 +112,8 @@ pub struct Overview {
     pub members: Vec<MemberView>,
     /// Plain warnings (no cluster key, keys or versions differ, unhealthy members).
     pub warnings: Vec<String>,
+    /// Whether etcd's auth is enabled: actions then need a signed-in root user.
+    pub auth_enabled: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -137,11 +156,14 @@ impl ClusterView {
             return Ok(c.clone());
         }
         let timeout = self.ask_timeout();
-        let channel = Endpoint::from_shared(url.to_string())
-            .map_err(|e| format!("bad client URL {url}: {e}"))?
-            .connect_timeout(timeout)
-            .timeout(timeout)
-            .connect_lazy();
+        let channel = match &self.connect {
+            Some(connect) => (connect.0)(url, timeout)?,
+            None => Endpoint::from_shared(url.to_string())
+                .map_err(|e| format!("bad client URL {url}: {e}"))?
+                .connect_timeout(timeout)
+                .timeout(timeout)
+                .connect_lazy(),
+        };
         channels.insert(url.to_string(), channel.clone());
         Ok(channel)
     }
@@ -288,7 +310,13 @@ impl ClusterView {
         if views.iter().any(|v| !v.version.is_empty() && !v.version_in_sync) {
             warnings.push("The members run different releases (a rolling upgrade under way?).".to_string());
         }
+        // AuthStatus is open to anyone; a member that cannot say is taken as without auth.
+        let auth_enabled = AuthClient::new(self.local.clone())
+            .auth_status(cairn_proto::etcdserverpb::AuthStatusRequest {})
+            .await
+            .is_ok_and(|s| s.into_inner().enabled);
         Ok(Overview {
+            auth_enabled,
             cluster_id: format!("{cluster_id:x}"),
             member_id: format!("{me:x}"),
             leader: if leader_id == 0 { String::new() } else { format!("{leader_id:x}") },
@@ -308,11 +336,13 @@ impl ClusterView {
             .map_err(|_| HttpError::BadJson(format!("member id {id:?} is not hexadecimal")))?;
         match action {
             "remove" => {
-                ClusterClient::new(self.local.clone()).member_remove(MemberRemoveRequest { id }).await?;
+                let request = crate::gateway::with_token(request_headers, MemberRemoveRequest { id });
+                ClusterClient::new(self.local.clone()).member_remove(request).await?;
                 Ok(format!("removed member {id:x}"))
             }
             "promote" => {
-                ClusterClient::new(self.local.clone()).member_promote(MemberPromoteRequest { id }).await?;
+                let request = crate::gateway::with_token(request_headers, MemberPromoteRequest { id });
+                ClusterClient::new(self.local.clone()).member_promote(request).await?;
                 Ok(format!("promoted member {id:x}"))
             }
             "leader" => {
@@ -337,7 +367,9 @@ impl ClusterView {
                         })?;
                     self.channel(url).map_err(|e| HttpError::Grpc(tonic::Status::unavailable(e)))?
                 };
-                MaintenanceClient::new(channel).move_leader(MoveLeaderRequest { target_id: id }).await?;
+                let request =
+                    crate::gateway::with_token(request_headers, MoveLeaderRequest { target_id: id });
+                MaintenanceClient::new(channel).move_leader(request).await?;
                 Ok(format!("leadership moved to {id:x}"))
             }
             other => Err(HttpError::NotFound(format!("/v1/cluster/members/{id:x}/{other}"))),

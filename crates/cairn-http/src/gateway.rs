@@ -172,7 +172,7 @@ fn api_routes(ch: Channel, limit: Limit) -> Router {
 
 /// `msg` as a gRPC request carrying the caller's token: grpc-gateway passes the HTTP
 /// `Authorization` header on as the `authorization` metadata, where etcd looks for it.
-fn with_token<T>(headers: &http::HeaderMap, msg: T) -> tonic::Request<T> {
+pub(crate) fn with_token<T>(headers: &http::HeaderMap, msg: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(msg);
     let token = headers
         .get(http::header::AUTHORIZATION)

@@ -47,6 +47,8 @@ pub struct HttpOptions {
     pub metrics: Option<MetricsText>,
     /// The timeouts the cluster page shows, and when it calls a silent member unhealthy.
     pub timing: cluster::Timing,
+    /// How the cluster page reaches other members (`None`: plain connections).
+    pub member_channels: Option<cluster::MemberChannels>,
 }
 
 /// Renders the member's metrics in the OpenMetrics text format.
@@ -73,7 +75,7 @@ pub fn router(api: Channel, local: Channel, options: HttpOptions) -> Router {
             }),
         )
         .merge(health::routes(health))
-        .merge(cluster::routes(local, options.timing));
+        .merge(cluster::routes(local, options.timing, options.member_channels.clone()));
     if let Some(metrics) = options.metrics {
         router = router.route(
             "/metrics",

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod autopilot;
 pub mod cluster_key;
 pub mod codec;
+mod corruption;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod forward;
@@ -34,7 +35,7 @@ pub mod types;
 
 pub use autopilot::{DeadMembers, Promotion};
 pub use cluster_key::ClusterKey;
-pub use node::{NodeConfig, NodeStatus, RaftNode, StartError};
+pub use node::{NodeConfig, NodeStatus, PeerTls, RaftNode, StartError};
 pub use peer_error::PeerError;
 pub use reconfigure::MemberChange;
 pub use recover::{force_new_cluster, restore_backup, ForcedCluster, RecoverError, Restored};

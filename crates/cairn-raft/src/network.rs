@@ -45,6 +45,8 @@ pub struct PeerChannels {
     key: ClusterKey,
     /// The largest message sent or accepted ([`peer_message_limit`]).
     max_message: usize,
+    /// TLS towards the other members (`--peer-cert-file`), under the key handshake.
+    tls: Option<Arc<cairn_tls::rustls::ClientConfig>>,
 }
 
 /// A client of a peer's `cairnpb.Peer` service, its requests stamped with the key fingerprint.
@@ -61,7 +63,14 @@ impl PeerChannels {
             stamp: key.stamp(),
             key: key.clone(),
             max_message: peer_message_limit(DEFAULT_MAX_REQUEST_BYTES),
+            tls: None,
         }
+    }
+
+    /// The same channels through TLS.
+    pub fn with_tls(mut self, tls: Option<Arc<cairn_tls::rustls::ClientConfig>>) -> PeerChannels {
+        self.tls = tls;
+        self
     }
 
     /// The same channels with another message size limit.
@@ -82,8 +91,8 @@ impl PeerChannels {
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5));
         let local_ip = self.local_ip;
-        let key = self.key.clone();
-        let connector = tower::service_fn(move |uri: Uri| connect(uri, local_ip, key.clone()));
+        let (key, tls) = (self.key.clone(), self.tls.clone());
+        let connector = tower::service_fn(move |uri: Uri| connect(uri, local_ip, key.clone(), tls.clone()));
         let channel = endpoint.connect_with_connector_lazy(connector);
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
@@ -110,11 +119,64 @@ pub fn peer_message_limit(max_request_bytes: usize) -> usize {
     (MAX_PAYLOAD_ENTRIES as usize).saturating_mul(entry).max(16 << 20)
 }
 
+/// A connection to a peer: TCP, or TLS over it.
+pub enum PeerClientIo {
+    Tcp(tokio::net::TcpStream),
+    Tls(Box<cairn_tls::tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+}
+
+impl tokio::io::AsyncRead for PeerClientIo {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            PeerClientIo::Tcp(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            PeerClientIo::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for PeerClientIo {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        match self.get_mut() {
+            PeerClientIo::Tcp(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            PeerClientIo::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            PeerClientIo::Tcp(s) => std::pin::Pin::new(s).poll_flush(cx),
+            PeerClientIo::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            PeerClientIo::Tcp(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            PeerClientIo::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 async fn connect(
     uri: Uri,
     local_ip: Option<IpAddr>,
     key: ClusterKey,
-) -> io::Result<TokioIo<tokio::net::TcpStream>> {
+    tls: Option<Arc<cairn_tls::rustls::ClientConfig>>,
+) -> io::Result<TokioIo<PeerClientIo>> {
     let host = uri.host().ok_or_else(|| io::Error::other("peer address without host"))?;
     let port = uri.port_u16().ok_or_else(|| io::Error::other("peer address without port"))?;
     let mut last_err = io::Error::other(format!("{host}:{port} resolved to no address"));
@@ -125,8 +187,18 @@ async fn connect(
             socket.bind(SocketAddr::new(ip, 0))?;
         }
         match socket.connect(addr).await {
-            Ok(mut stream) => {
+            Ok(stream) => {
                 stream.set_nodelay(true)?;
+                let mut stream = match &tls {
+                    None => PeerClientIo::Tcp(stream),
+                    Some(tls) => {
+                        let name = cairn_tls::server_name(host).map_err(io::Error::other)?;
+                        let secured = cairn_tls::tokio_rustls::TlsConnector::from(tls.clone())
+                            .connect(name, stream)
+                            .await?;
+                        PeerClientIo::Tls(Box::new(secured))
+                    }
+                };
                 if !key.is_none() {
                     let proved = tokio::time::timeout(
                         crate::peer_auth::HANDSHAKE_TIMEOUT,

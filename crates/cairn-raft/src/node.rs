@@ -61,9 +61,21 @@ pub struct NodeConfig {
     pub cluster_key: crate::ClusterKey,
     /// As leader: remove members out of contact this long (`None`: never).
     pub dead_members: Option<crate::autopilot::DeadMembers>,
+    /// TLS on the peer port and towards the other members (`None`: plain TCP).
+    pub peer_tls: Option<PeerTls>,
     /// The largest client request (`--max-request-bytes`): bounds peer messages
     /// ([`crate::network::peer_message_limit`]). The same on every member.
     pub max_request_bytes: usize,
+    /// As leader: compare every member's HashKV this often and raise the CORRUPT alarm for
+    /// a member that diverged (`None`: never; see [`crate::corruption`]).
+    pub corrupt_check_interval: Option<Duration>,
+}
+
+/// Peer TLS: how this member serves its peer port, and how it calls the others'.
+#[derive(Debug, Clone)]
+pub struct PeerTls {
+    pub server: Arc<cairn_tls::rustls::ServerConfig>,
+    pub client: Arc<cairn_tls::rustls::ClientConfig>,
 }
 
 /// Why a node could not start.
@@ -230,8 +242,9 @@ impl RaftNode {
         };
         let origin = db.get_cf(meta, KEY_ORIGIN).map_err(storage("origin"))?;
         let max_message = crate::network::peer_message_limit(cfg.max_request_bytes);
-        let channels =
-            PeerChannels::new(Some(cfg.peer_listen.ip()), &cfg.cluster_key).with_max_message(max_message);
+        let channels = PeerChannels::new(Some(cfg.peer_listen.ip()), &cfg.cluster_key)
+            .with_max_message(max_message)
+            .with_tls(cfg.peer_tls.as_ref().map(|t| t.client.clone()));
         let cluster_id: Arc<OnceLock<u64>> = Arc::default();
         let id = match read_u64(KEY_CLUSTER_ID, "cluster id")? {
             Some(cid) => {
@@ -341,6 +354,7 @@ impl RaftNode {
             promotion: cfg.promotion,
             contact: cfg.election_timeout,
             store: store.clone(),
+            revision: revision.clone(),
         })
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
@@ -352,7 +366,11 @@ impl RaftNode {
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         // Each connection authenticates before it reaches the service (TCP_NODELAY set on
         // accept: Raft messages are small and latency-bound).
-        let incoming = crate::peer_auth::incoming(listener, cfg.cluster_key.clone());
+        let incoming = crate::peer_auth::incoming(
+            listener,
+            cfg.cluster_key.clone(),
+            cfg.peer_tls.as_ref().map(|t| t.server.clone()),
+        );
         let server = tokio::spawn(async move {
             let result = tonic::transport::Server::builder()
                 .add_service(service)
@@ -429,6 +447,15 @@ impl RaftNode {
                 raft.clone(),
                 policy,
                 cfg.election_timeout,
+            )));
+        }
+        if let Some(interval) = cfg.corrupt_check_interval {
+            lease_tasks.push(tokio::spawn(crate::corruption::check_periodically(
+                raft.clone(),
+                store.clone(),
+                channels.clone(),
+                alarms.clone(),
+                interval,
             )));
         }
         if cfg.cluster_key.is_none() {

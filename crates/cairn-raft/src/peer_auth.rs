@@ -195,6 +195,8 @@ pub enum Refusal {
     Overloaded,
     /// A plain (unauthenticated) connection asked for a peer RPC.
     Unauthenticated,
+    /// The TLS handshake failed (no certificate, another CA's, not TLS at all).
+    Tls,
 }
 
 impl Refusal {
@@ -206,6 +208,7 @@ impl Refusal {
             Refusal::Timeout => "timeout",
             Refusal::Overloaded => "overloaded",
             Refusal::Unauthenticated => "unauthenticated",
+            Refusal::Tls => "tls",
         }
     }
 }
@@ -309,9 +312,17 @@ pub struct PeerConnInfo {
     pub authenticated: bool,
 }
 
-/// An accepted peer connection, past its handshake if it made one.
+/// A peer connection's bytes: TCP, or TLS over it (`--peer-cert-file`).
+pub enum PeerIo {
+    Tcp(TcpStream),
+    Tls(Box<cairn_tls::tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+/// An accepted peer connection, past its handshake if it made one. The first byte, read to
+/// tell a handshake from HTTP/2, is given back to whoever reads next.
 pub struct PeerStream {
-    tcp: TcpStream,
+    io: PeerIo,
+    first: Option<u8>,
     info: PeerConnInfo,
 }
 
@@ -329,21 +340,41 @@ impl AsyncRead for PeerStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_read(cx, buf)
+        if let Some(byte) = self.first {
+            if buf.remaining() == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            buf.put_slice(&[byte]);
+            self.first = None;
+            return Poll::Ready(Ok(()));
+        }
+        match &mut self.io {
+            PeerIo::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            PeerIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
     }
 }
 
 impl AsyncWrite for PeerStream {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write(cx, buf)
+        match &mut self.io {
+            PeerIo::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            PeerIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_flush(cx)
+        match &mut self.io {
+            PeerIo::Tcp(s) => Pin::new(s).poll_flush(cx),
+            PeerIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_shutdown(cx)
+        match &mut self.io {
+            PeerIo::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            PeerIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
     }
 
     fn poll_write_vectored(
@@ -351,33 +382,50 @@ impl AsyncWrite for PeerStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+        match &mut self.io {
+            PeerIo::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            PeerIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.tcp.is_write_vectored()
+        match &self.io {
+            PeerIo::Tcp(s) => s.is_write_vectored(),
+            PeerIo::Tls(s) => s.is_write_vectored(),
+        }
     }
 }
 
-/// Sort one accepted connection: a handshake (authenticated, or refused and closed) or plain
-/// HTTP/2 (unauthenticated).
-async fn sort(
-    mut tcp: TcpStream,
-    remote: SocketAddr,
-    key: &ClusterKey,
-) -> Result<PeerStream, (Refusal, String)> {
+/// Sort one accepted connection (after TLS, if any): a handshake (authenticated, or refused
+/// and closed) or plain HTTP/2 (unauthenticated).
+async fn sort(io: PeerIo, remote: SocketAddr, key: &ClusterKey) -> Result<PeerStream, (Refusal, String)> {
+    let mut stream =
+        PeerStream { io, first: None, info: PeerConnInfo { remote: Some(remote), authenticated: false } };
     let mut first = [0u8; 1];
-    let n = tcp.peek(&mut first).await.map_err(|e| (Refusal::Malformed, e.to_string()))?;
+    let n = stream.read(&mut first).await.map_err(|e| (Refusal::Malformed, e.to_string()))?;
     if n == 0 {
         return Err((Refusal::Malformed, "closed before sending anything".into()));
     }
-    let authenticated = if first[0] == MAGIC[0] {
-        admit(&mut tcp, key).await?;
-        true
-    } else {
-        false
-    };
-    Ok(PeerStream { tcp, info: PeerConnInfo { remote: Some(remote), authenticated } })
+    stream.first = Some(first[0]);
+    if first[0] == MAGIC[0] {
+        admit(&mut stream, key).await?;
+        stream.info.authenticated = true;
+    }
+    Ok(stream)
+}
+
+/// Accept TLS on `tcp` when configured.
+async fn secure(
+    tcp: TcpStream,
+    tls: Option<&cairn_tls::tokio_rustls::TlsAcceptor>,
+) -> Result<PeerIo, (Refusal, String)> {
+    match tls {
+        None => Ok(PeerIo::Tcp(tcp)),
+        Some(acceptor) => match acceptor.accept(tcp).await {
+            Ok(stream) => Ok(PeerIo::Tls(Box::new(stream))),
+            Err(e) => Err((Refusal::Tls, format!("TLS handshake: {e}"))),
+        },
+    }
 }
 
 /// The peer server's incoming connections: accepted from `listener`, each sorted (and
@@ -386,7 +434,9 @@ async fn sort(
 pub fn incoming(
     listener: TcpListener,
     key: ClusterKey,
+    tls: Option<Arc<cairn_tls::tokio_rustls::rustls::ServerConfig>>,
 ) -> impl futures::Stream<Item = io::Result<PeerStream>> + Send + 'static {
+    let tls = tls.map(cairn_tls::tokio_rustls::TlsAcceptor::from);
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<PeerStream>>(64);
     let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
     tokio::spawn(async move {
@@ -409,9 +459,13 @@ pub fn incoming(
                 record_refusal(Refusal::Overloaded, Some(remote), "too many connections in their handshake");
                 continue;
             };
-            let (tx, key) = (tx.clone(), key.clone());
+            let (tx, key, tls) = (tx.clone(), key.clone(), tls.clone());
             tokio::spawn(async move {
-                let sorted = tokio::time::timeout(HANDSHAKE_TIMEOUT, sort(tcp, remote, &key)).await;
+                let admitted = async {
+                    let io = secure(tcp, tls.as_ref()).await?;
+                    sort(io, remote, &key).await
+                };
+                let sorted = tokio::time::timeout(HANDSHAKE_TIMEOUT, admitted).await;
                 drop(permit);
                 match sorted {
                     Ok(Ok(stream)) => {
@@ -504,7 +558,7 @@ mod tests {
         let ours = key("the cluster's own secret");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut incoming = Box::pin(incoming(listener, ours.clone()));
+        let mut incoming = Box::pin(incoming(listener, ours.clone(), None));
         let malformed = refusals(Refusal::Malformed);
         let mut garbage = TcpStream::connect(addr).await.unwrap();
         garbage.write_all(b"CAIRNXXXnot a handshake at all, but long enough to read in full").await.unwrap();

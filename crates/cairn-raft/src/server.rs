@@ -40,8 +40,11 @@ pub struct PeerService {
     /// member must have answered to count as started (the election timeout).
     pub promotion: crate::autopilot::Promotion,
     pub contact: std::time::Duration,
-    /// The state machine's store (which members ever started).
+    /// The state machine's store (which members ever started; HashKV for the leader's
+    /// corruption check).
     pub store: cairn_mvcc::MvccStore,
+    /// The applied revision, as it changes.
+    pub revision: tokio::sync::watch::Receiver<i64>,
 }
 
 impl PeerService {
@@ -310,6 +313,14 @@ impl Peer for PeerService {
             Ok(member_id) => MemberChangeResponse { refused: 0, member_id },
             Err(e) => MemberChangeResponse { refused: e.code(), member_id: 0 },
         }))
+    }
+
+    async fn hash_kv(
+        &self,
+        req: Request<crate::pb::PeerHashKvRequest>,
+    ) -> Result<Response<crate::pb::PeerHashKvResponse>, Status> {
+        let revision = req.into_inner().revision;
+        crate::corruption::hash_at(&self.store, self.revision.clone(), revision).await.map(Response::new)
     }
 
     async fn member_info(

@@ -56,6 +56,11 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// Most operations in one txn (etcd: 128).
     pub max_txn_ops: usize,
+    /// Most watches on one watch stream (etcd: unlimited); further creates are canceled.
+    pub max_watches_per_stream: usize,
+    /// Most HTTP/2 streams open at once on one client connection (etcd 3.5's
+    /// `--max-concurrent-streams`; etcd's default is unlimited).
+    pub max_concurrent_streams: u32,
     /// Bytes the keyspace may take before writes that add data are refused and a NOSPACE
     /// alarm is raised (etcd: 2 GiB; 0: that default).
     pub quota_backend_bytes: u64,
@@ -66,6 +71,27 @@ pub struct Config {
     pub ready_when_learner: bool,
     /// Milliseconds after which the cluster page shows a silent member as unhealthy.
     pub stale_timeout: u64,
+    /// The client port's TLS certificate and key (PEM; etcd's `--cert-file`/`--key-file`):
+    /// both set, the port serves TLS only (gRPC, the gateway and the pages alike).
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// The CA that signs client certificates (etcd's `--trusted-ca-file`).
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Require a client certificate signed by that CA (etcd's `--client-cert-auth`); its
+    /// common name is the user when a request carries no token.
+    pub client_cert_auth: bool,
+    /// The peer port's TLS certificate and key (etcd's `--peer-cert-file`/`--peer-key-file`),
+    /// also this member's certificate towards the others; both set, peers speak TLS only.
+    pub peer_cert_file: Option<PathBuf>,
+    pub peer_key_file: Option<PathBuf>,
+    /// The CA that signs every member's peer certificate (etcd's `--peer-trusted-ca-file`).
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Require the calling member's certificate (etcd's `--peer-client-cert-auth`).
+    pub peer_client_cert_auth: bool,
+    /// Seconds between the leader's comparisons of every member's HashKV (etcd's
+    /// `--experimental-corrupt-check-time`); a member that diverged gets the CORRUPT alarm.
+    /// 0: never.
+    pub corrupt_check_interval: u64,
 }
 
 impl Default for Config {
@@ -90,10 +116,21 @@ impl Default for Config {
             snapshot_count: 100_000,
             max_request_bytes: Limits::default().max_request_bytes,
             max_txn_ops: Limits::default().max_txn_ops,
+            max_watches_per_stream: Limits::default().max_watches_per_stream,
+            max_concurrent_streams: Limits::default().max_concurrent_streams,
             quota_backend_bytes: Limits::default().quota_backend_bytes,
             request_timeout: 0,
             ready_when_learner: false,
             stale_timeout: 5000,
+            cert_file: None,
+            key_file: None,
+            trusted_ca_file: None,
+            client_cert_auth: false,
+            peer_cert_file: None,
+            peer_key_file: None,
+            peer_trusted_ca_file: None,
+            peer_client_cert_auth: false,
+            corrupt_check_interval: 300,
         }
     }
 }
@@ -117,14 +154,21 @@ pub(crate) struct Resolved {
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
     pub snapshot_count: u64,
+    pub corrupt_check_interval: Option<Duration>,
     pub request_timeout: Duration,
     pub limits: Limits,
     pub ready_when_learner: bool,
     pub stale_timeout: Duration,
+    /// The client port's TLS (`None`: plain).
+    pub client_tls: Option<std::sync::Arc<cairn_tls::rustls::ServerConfig>>,
+    /// How this member reaches other members' TLS client ports (its certificate as the
+    /// client's, theirs verified against the trusted CA).
+    pub member_tls: Option<std::sync::Arc<cairn_tls::rustls::ClientConfig>>,
+    pub peer_tls: Option<cairn_raft::PeerTls>,
 }
 
 fn strip_scheme(addr: &str) -> &str {
-    addr.trim().trim_start_matches("http://").trim_end_matches('/')
+    addr.trim().trim_start_matches("http://").trim_start_matches("https://").trim_end_matches('/')
 }
 
 /// `ip:port` or `host:port` (resolved now; the first address wins).
@@ -235,6 +279,57 @@ impl Config {
         if self.max_request_bytes == 0 || self.max_txn_ops == 0 {
             return Err("--max-request-bytes and --max-txn-ops must be positive".into());
         }
+        if self.max_watches_per_stream == 0 || self.max_concurrent_streams == 0 {
+            return Err("--max-watches-per-stream and --max-concurrent-streams must be positive".into());
+        }
+        let client_tls = match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => {
+                let files = cairn_tls::TlsFiles {
+                    cert_file: cert.clone(),
+                    key_file: key.clone(),
+                    trusted_ca_file: self.trusted_ca_file.clone(),
+                    client_cert_auth: self.client_cert_auth,
+                };
+                // One port for gRPC (HTTP/2) and the gateway and pages (HTTP/1.1).
+                let config = cairn_tls::server_config(&files, &[b"h2", b"http/1.1"])
+                    .map_err(|e| format!("client TLS: {e}"))?;
+                Some(config)
+            }
+            (None, None) if self.trusted_ca_file.is_some() || self.client_cert_auth => {
+                return Err("--trusted-ca-file and --client-cert-auth need --cert-file and --key-file".into())
+            }
+            (None, None) => None,
+            _ => return Err("--cert-file and --key-file go together".into()),
+        };
+        let member_tls = match (&self.cert_file, &self.key_file, &self.trusted_ca_file) {
+            (Some(cert), Some(key), Some(ca)) => Some(
+                cairn_tls::client_config(ca, Some((cert, key)), &[b"h2"])
+                    .map_err(|e| format!("client TLS towards other members: {e}"))?,
+            ),
+            _ => None,
+        };
+        let peer_tls = match (&self.peer_cert_file, &self.peer_key_file, &self.peer_trusted_ca_file) {
+            (Some(cert), Some(key), Some(ca)) => {
+                let files = cairn_tls::TlsFiles {
+                    cert_file: cert.clone(),
+                    key_file: key.clone(),
+                    trusted_ca_file: Some(ca.clone()),
+                    client_cert_auth: self.peer_client_cert_auth,
+                };
+                Some(cairn_raft::PeerTls {
+                    server: cairn_tls::server_config(&files, &[b"h2"])
+                        .map_err(|e| format!("peer TLS: {e}"))?,
+                    client: cairn_tls::client_config(ca, Some((cert, key)), &[b"h2"])
+                        .map_err(|e| format!("peer TLS: {e}"))?,
+                })
+            }
+            (None, None, None) if !self.peer_client_cert_auth => None,
+            _ => {
+                return Err("peer TLS needs --peer-cert-file, --peer-key-file and --peer-trusted-ca-file \
+                            (the CA that signs every member's peer certificate)"
+                    .into())
+            }
+        };
         let request_timeout = match self.request_timeout {
             0 => Duration::from_millis(5000 + 2 * self.election_timeout),
             ms => Duration::from_millis(ms),
@@ -257,12 +352,19 @@ impl Config {
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
             election_timeout: Duration::from_millis(self.election_timeout),
             snapshot_count: self.snapshot_count,
+            corrupt_check_interval: (self.corrupt_check_interval > 0)
+                .then(|| Duration::from_secs(self.corrupt_check_interval)),
             request_timeout,
             ready_when_learner: self.ready_when_learner,
             stale_timeout: Duration::from_millis(self.stale_timeout.max(1)),
+            client_tls,
+            member_tls,
+            peer_tls,
             limits: Limits {
                 max_request_bytes: self.max_request_bytes,
                 max_txn_ops: self.max_txn_ops,
+                max_watches_per_stream: self.max_watches_per_stream,
+                max_concurrent_streams: self.max_concurrent_streams,
                 quota_backend_bytes: match self.quota_backend_bytes {
                     0 => Limits::default().quota_backend_bytes,
                     bytes => bytes,

@@ -19,6 +19,7 @@ mod backend;
 mod builder;
 pub mod config;
 mod metrics;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -180,6 +181,8 @@ impl Node {
             cluster_key: resolved.cluster_key.clone(),
             dead_members: resolved.dead_members,
             max_request_bytes: resolved.limits.max_request_bytes,
+            peer_tls: resolved.peer_tls.clone(),
+            corrupt_check_interval: resolved.corrupt_check_interval,
         })
         .await?;
         // Bind clients last: a second process on the same data directory must fail on the
@@ -196,7 +199,8 @@ impl Node {
                 return Err(Error::ClientListen { addr: resolved.client_addr, source });
             }
         };
-        node.set_client_urls(vec![format!("http://{client_addr}")]);
+        let scheme = if resolved.client_tls.is_some() { "https" } else { "http" };
+        node.set_client_urls(vec![format!("{scheme}://{client_addr}")]);
         let backend = Arc::new(RaftBackend::new(node, resolved.data_dir.clone()));
         // Like etcd, publish this member's attributes before serving clients, so that a
         // member that served is listed with its URLs even once it is down. Bounded: without
@@ -228,12 +232,14 @@ impl Node {
                     election_timeout: resolved.election_timeout,
                     stale_timeout: resolved.stale_timeout,
                 },
+                member_channels: resolved.member_tls.clone().map(tls::member_channels),
             },
         );
         let app = grpc.into_axum_router().merge(http).fallback(cairn_http::fallback);
-        let serve = cairn_api::serve_router(app, listener, async {
-            let _ = stop_rx.await;
-        });
+        let serve =
+            cairn_api::serve_router(app, listener, resolved.client_tls.clone(), resolved.limits, async {
+                let _ = stop_rx.await;
+            });
         let api = tokio::spawn(async move {
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "client API server failed");

@@ -21,6 +21,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start
 enum Command {
     /// Run a member. With no flags: a single-node cluster, data in ./cairn-data, clients on
     /// 127.0.0.1:2379, peers on 127.0.0.1:33237.
@@ -167,13 +168,48 @@ struct ServeArgs {
     /// Most operations in one txn [default: 128]
     #[arg(long, env = "CAIRN_MAX_TXN_OPS")]
     max_txn_ops: Option<usize>,
+    /// Most watches on one watch stream; further creates are canceled [default: 10000]
+    #[arg(long, env = "CAIRN_MAX_WATCHES_PER_STREAM")]
+    max_watches_per_stream: Option<usize>,
+    /// Most HTTP/2 streams open at once on one client connection [default: 10000]
+    #[arg(long, env = "CAIRN_MAX_CONCURRENT_STREAMS")]
+    max_concurrent_streams: Option<u32>,
     /// Bytes the keyspace may take before writes are refused with a NOSPACE alarm (0: the
     /// default) [default: 2147483648]
     #[arg(long, env = "CAIRN_QUOTA_BACKEND_BYTES")]
     quota_backend_bytes: Option<u64>,
+    /// Seconds between the leader's HashKV comparisons of all members; a member that
+    /// diverged gets the CORRUPT alarm (0: never) [default: 300]
+    #[arg(long, env = "CAIRN_CORRUPT_CHECK_INTERVAL")]
+    corrupt_check_interval: Option<u64>,
     /// Milliseconds a request may wait for the cluster [default: 5000 + 2 election timeouts]
     #[arg(long, env = "CAIRN_REQUEST_TIMEOUT")]
     request_timeout: Option<u64>,
+    /// The client port's TLS certificate (PEM); with --key-file the port serves TLS only
+    #[arg(long, env = "CAIRN_CERT_FILE")]
+    cert_file: Option<PathBuf>,
+    /// The client port's TLS key (PEM)
+    #[arg(long, env = "CAIRN_KEY_FILE")]
+    key_file: Option<PathBuf>,
+    /// The CA that signs client certificates (PEM)
+    #[arg(long, env = "CAIRN_TRUSTED_CA_FILE")]
+    trusted_ca_file: Option<PathBuf>,
+    /// Require a client certificate signed by --trusted-ca-file; its common name is the user
+    /// of requests without a token [default: false]
+    #[arg(long, env = "CAIRN_CLIENT_CERT_AUTH", num_args = 0..=1, default_missing_value = "true")]
+    client_cert_auth: Option<bool>,
+    /// The peer port's TLS certificate (PEM), also this member's towards the others
+    #[arg(long, env = "CAIRN_PEER_CERT_FILE")]
+    peer_cert_file: Option<PathBuf>,
+    /// The peer port's TLS key (PEM)
+    #[arg(long, env = "CAIRN_PEER_KEY_FILE")]
+    peer_key_file: Option<PathBuf>,
+    /// The CA that signs every member's peer certificate (PEM)
+    #[arg(long, env = "CAIRN_PEER_TRUSTED_CA_FILE")]
+    peer_trusted_ca_file: Option<PathBuf>,
+    /// Require a calling member's certificate signed by --peer-trusted-ca-file [default: false]
+    #[arg(long, env = "CAIRN_PEER_CLIENT_CERT_AUTH", num_args = 0..=1, default_missing_value = "true")]
+    peer_client_cert_auth: Option<bool>,
 }
 
 impl ServeArgs {
@@ -205,11 +241,28 @@ impl ServeArgs {
             snapshot_count,
             max_request_bytes,
             max_txn_ops,
+            max_watches_per_stream,
+            max_concurrent_streams,
             quota_backend_bytes,
             request_timeout,
             ready_when_learner,
-            stale_timeout
+            stale_timeout,
+            client_cert_auth,
+            peer_client_cert_auth,
+            corrupt_check_interval
         );
+        for (flag, value) in [
+            (&mut cfg.cert_file, self.cert_file),
+            (&mut cfg.key_file, self.key_file),
+            (&mut cfg.trusted_ca_file, self.trusted_ca_file),
+            (&mut cfg.peer_cert_file, self.peer_cert_file),
+            (&mut cfg.peer_key_file, self.peer_key_file),
+            (&mut cfg.peer_trusted_ca_file, self.peer_trusted_ca_file),
+        ] {
+            if value.is_some() {
+                *flag = value;
+            }
+        }
         if self.initial_cluster.is_some() {
             cfg.initial_cluster = self.initial_cluster;
         }
