@@ -97,6 +97,8 @@ pub fn backend_status(e: BackendError) -> Status {
         BackendError::Stopped => Status::unavailable("etcdserver: server stopped"),
         BackendError::Corrupt(_) => Status::data_loss("etcdserver: corrupt cluster"),
         BackendError::Storage(source) => Status::internal(format!("etcdserver: storage error: {source}")),
+        // Not etcd's (it seals nothing): the member says which key it lacks.
+        BackendError::Sealed(e) => Status::failed_precondition(format!("cairn: {e}")),
     }
 }
 

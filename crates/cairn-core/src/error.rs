@@ -307,7 +307,7 @@ pub type StorageSource = Arc<dyn std::error::Error + Send + Sync>;
 /// | [`NoLeader`](BackendError::NoLeader) | no (never proposed) | yes, later |
 /// | [`Timeout`](BackendError::Timeout), [`LeaderChanged`](BackendError::LeaderChanged) | maybe | only if idempotent |
 /// | [`Stopped`](BackendError::Stopped) | maybe (a write) | on another member |
-/// | [`Corrupt`](BackendError::Corrupt), [`Storage`](BackendError::Storage) | maybe | no: an operator must look |
+/// | [`Corrupt`](BackendError::Corrupt), [`Storage`](BackendError::Storage), [`Sealed`](BackendError::Sealed) | maybe | no: an operator must look |
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BackendError {
     /// etcd's semantics refused the request; nothing was written.
@@ -331,6 +331,10 @@ pub enum BackendError {
     /// The storage below failed (I/O, the database); the source says how.
     #[error("storage: {0}")]
     Storage(StorageSource),
+    /// A stored secret does not open: this member lacks the cluster key it was sealed with
+    /// (the text says which), or the sealed bytes were damaged.
+    #[error(transparent)]
+    Sealed(#[from] crate::seal::SealError),
 }
 
 impl BackendError {

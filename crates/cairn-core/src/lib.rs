@@ -21,6 +21,7 @@ pub mod error;
 pub mod key_range;
 pub mod lessor;
 pub mod request;
+pub mod seal;
 pub mod validate;
 
 pub use backend::{

@@ -9,6 +9,7 @@
 //! which keeps user-key order and is prefix-free: all rows of key `a` sort before every row
 //! of `a\0`, `a\x01`, `b`, …, so one key's versions never interleave with another's.
 
+use cairn_core::seal::Sealer;
 use cairn_proto::mvccpb::KeyValue;
 use prost::Message;
 
@@ -16,6 +17,11 @@ use crate::error::MvccError;
 
 /// The first byte of every stored value.
 pub const FORMAT_V1: u8 = 1;
+/// The first byte of a `kv` or `history` row whose value is sealed (secrets at rest): the
+/// layout of [`FORMAT_V1`], with the KeyValue's `value` replaced by its sealed bytes
+/// ([`cairn_core::seal`]; bound to the key and the version's `mod_revision`, which stay in
+/// the clear with the rest of the metadata).
+pub const FORMAT_SEALED: u8 = 2;
 
 const KIND_PUT: u8 = 0;
 const KIND_DELETE: u8 = 1;
@@ -97,46 +103,88 @@ pub enum Version {
     Tombstone,
 }
 
-/// Value of a `kv` row: the latest version of a live key (its `key` field left empty).
-pub fn encode_kv(kv: &KeyValue) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + kv.encoded_len());
-    out.push(FORMAT_V1);
-    kv.encode(&mut out).expect("Vec has unbounded capacity");
-    out
-}
-
-pub fn decode_kv(key: &[u8], value: &[u8]) -> Result<KeyValue, MvccError> {
-    match value.split_first() {
-        Some((&FORMAT_V1, rest)) => {
-            let mut kv = KeyValue::decode(rest).map_err(|e| MvccError::Corrupt(format!("kv row: {e}")))?;
-            kv.key = key.to_vec();
-            Ok(kv)
-        }
-        _ => Err(MvccError::Corrupt("kv row with unknown format".into())),
+/// Value of a `kv` row: the latest version of a live key (its `key` field left empty), its
+/// value sealed when `sealer` covers `key`.
+pub fn encode_kv(key: &[u8], kv: &KeyValue, sealer: Option<&Sealer>) -> Vec<u8> {
+    match sealed_copy(key, kv, sealer) {
+        Some(sealed) => encode_with(&[FORMAT_SEALED], &sealed),
+        None => encode_with(&[FORMAT_V1], kv),
     }
 }
 
-/// Value of a `history` row.
-pub fn encode_version(version: &Version) -> Vec<u8> {
+pub fn decode_kv(key: &[u8], value: &[u8], sealer: Option<&Sealer>) -> Result<KeyValue, MvccError> {
+    let mut kv = match value.split_first() {
+        Some((&FORMAT_V1, rest)) => decode_message(rest, "kv row")?,
+        Some((&FORMAT_SEALED, rest)) => open(key, decode_message(rest, "kv row")?, sealer)?,
+        _ => return Err(MvccError::Corrupt("kv row with unknown format".into())),
+    };
+    kv.key = key.to_vec();
+    Ok(kv)
+}
+
+/// Value of a `history` row of `key`, its value sealed when `sealer` covers `key`.
+pub fn encode_version(key: &[u8], version: &Version, sealer: Option<&Sealer>) -> Vec<u8> {
     match version {
-        Version::Put(kv) => {
-            let mut out = Vec::with_capacity(2 + kv.encoded_len());
-            out.extend_from_slice(&[FORMAT_V1, KIND_PUT]);
-            kv.encode(&mut out).expect("Vec has unbounded capacity");
-            out
-        }
+        Version::Put(kv) => match sealed_copy(key, kv, sealer) {
+            Some(sealed) => encode_with(&[FORMAT_SEALED, KIND_PUT], &sealed),
+            None => encode_with(&[FORMAT_V1, KIND_PUT], kv),
+        },
         Version::Tombstone => vec![FORMAT_V1, KIND_DELETE],
     }
 }
 
-pub fn decode_version(value: &[u8]) -> Result<Version, MvccError> {
+pub fn decode_version(key: &[u8], value: &[u8], sealer: Option<&Sealer>) -> Result<Version, MvccError> {
     match value {
-        [FORMAT_V1, KIND_PUT, rest @ ..] => Ok(Version::Put(
-            KeyValue::decode(rest).map_err(|e| MvccError::Corrupt(format!("history row: {e}")))?,
-        )),
+        [FORMAT_V1, KIND_PUT, rest @ ..] => Ok(Version::Put(decode_message(rest, "history row")?)),
+        [FORMAT_SEALED, KIND_PUT, rest @ ..] => {
+            Ok(Version::Put(open(key, decode_message(rest, "history row")?, sealer)?))
+        }
         [FORMAT_V1, KIND_DELETE] => Ok(Version::Tombstone),
         _ => Err(MvccError::Corrupt("history row with unknown format".into())),
     }
+}
+
+/// Whether a `history` row is a tombstone, without opening a sealed value.
+pub fn is_tombstone(value: &[u8]) -> Result<bool, MvccError> {
+    match value {
+        [FORMAT_V1 | FORMAT_SEALED, KIND_PUT, ..] => Ok(false),
+        [FORMAT_V1, KIND_DELETE] => Ok(true),
+        _ => Err(MvccError::Corrupt("history row with unknown format".into())),
+    }
+}
+
+/// A `history` row as it would be stored unsealed (HashKV hashes these, so that members
+/// agree whatever each seals, and a hash does not change when values are re-sealed).
+pub fn unsealed_history_row(key: &[u8], value: &[u8], sealer: Option<&Sealer>) -> Result<Vec<u8>, MvccError> {
+    match value.first() {
+        Some(&FORMAT_SEALED) => Ok(encode_version(key, &decode_version(key, value, sealer)?, None)),
+        _ => Ok(value.to_vec()),
+    }
+}
+
+/// `kv` with its value sealed, when `sealer` covers `key`.
+fn sealed_copy(key: &[u8], kv: &KeyValue, sealer: Option<&Sealer>) -> Option<KeyValue> {
+    let sealer = sealer.filter(|s| s.covers(key))?;
+    Some(KeyValue { value: sealer.seal_value(key, kv.mod_revision, &kv.value), ..kv.clone() })
+}
+
+fn open(key: &[u8], mut kv: KeyValue, sealer: Option<&Sealer>) -> Result<KeyValue, MvccError> {
+    kv.value = match sealer {
+        Some(s) => s.open_value(key, kv.mod_revision, &kv.value)?,
+        None => return Err(cairn_core::seal::SealError::no_key(&kv.value).into()),
+    };
+    Ok(kv)
+}
+
+fn encode_with(header: &[u8], kv: &KeyValue) -> Vec<u8> {
+    let mut out = Vec::with_capacity(header.len() + kv.encoded_len());
+    out.extend_from_slice(header);
+    kv.encode(&mut out).expect("Vec has unbounded capacity");
+    out
+}
+
+fn decode_message(bytes: &[u8], what: &str) -> Result<KeyValue, MvccError> {
+    KeyValue::decode(bytes).map_err(|e| MvccError::Corrupt(format!("{what}: {e}")))
 }
 
 /// One event in an `events` row: which key changed at that revision and how. The data
@@ -255,14 +303,56 @@ mod tests {
             ..Default::default()
         };
         let put = Version::Put(kv.clone());
-        assert_eq!(decode_version(&encode_version(&put)).unwrap(), put);
-        assert_eq!(decode_version(&encode_version(&Version::Tombstone)).unwrap(), Version::Tombstone);
-        assert!(decode_version(&[2, 0]).is_err());
-        assert!(decode_version(&[]).is_err());
+        assert_eq!(decode_version(b"k", &encode_version(b"k", &put, None), None).unwrap(), put);
+        let tomb = encode_version(b"k", &Version::Tombstone, None);
+        assert_eq!(decode_version(b"k", &tomb, None).unwrap(), Version::Tombstone);
+        assert!(decode_version(b"k", &[3, 0], None).is_err());
+        assert!(decode_version(b"k", &[], None).is_err());
         let mut with_key = kv.clone();
         with_key.key = b"k".to_vec();
-        assert_eq!(decode_kv(b"k", &encode_kv(&kv)).unwrap(), with_key);
-        assert!(decode_kv(b"k", &[9]).is_err());
+        assert_eq!(decode_kv(b"k", &encode_kv(b"k", &kv, None), None).unwrap(), with_key);
+        assert!(decode_kv(b"k", &[9], None).is_err());
+    }
+
+    fn sealer(n: u8) -> Sealer {
+        use cairn_core::seal::DataKey;
+        Sealer::new(DataKey::new([n; 8], [n; 32], [n; 32]), Vec::new(), vec![b"/secrets/".to_vec()])
+    }
+
+    #[test]
+    fn covered_values_are_sealed_on_disk_and_open_only_with_the_key() {
+        let s = sealer(1);
+        let kv = KeyValue {
+            create_revision: 2,
+            mod_revision: 5,
+            version: 1,
+            value: b"hunter2".to_vec(),
+            ..Default::default()
+        };
+        let key = b"/secrets/db".as_slice();
+        let row = encode_kv(key, &kv, Some(&s));
+        let history = encode_version(key, &Version::Put(kv.clone()), Some(&s));
+        for stored in [&row, &history] {
+            assert!(!stored.windows(7).any(|w| w == b"hunter2"), "plaintext on disk");
+        }
+        let opened = decode_kv(key, &row, Some(&s)).unwrap();
+        assert_eq!((opened.value.as_slice(), opened.mod_revision), (b"hunter2".as_slice(), 5));
+        assert_eq!(decode_version(key, &history, Some(&s)).unwrap(), Version::Put(kv.clone()));
+        assert!(!is_tombstone(&history).unwrap());
+        // HashKV sees the unsealed row whatever the member seals.
+        assert_eq!(
+            unsealed_history_row(key, &history, Some(&s)).unwrap(),
+            encode_version(key, &Version::Put(kv.clone()), None)
+        );
+        // Without the key, or with another, the member says which key it lacks.
+        let none = decode_kv(key, &row, None).unwrap_err().to_string();
+        assert!(none.contains("0101010101010101") && none.contains("no cluster key"), "{none}");
+        let other = decode_kv(key, &row, Some(&sealer(2))).unwrap_err().to_string();
+        assert!(other.contains("which this member does not have"), "{other}");
+        // A sealed row moved to another key does not open.
+        assert!(decode_kv(b"/secrets/dc", &row, Some(&s)).is_err());
+        // Keys outside the prefixes are stored as before.
+        assert_eq!(encode_kv(b"/config/x", &kv, Some(&s)), encode_kv(b"/config/x", &kv, None));
     }
 
     #[test]

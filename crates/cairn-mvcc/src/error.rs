@@ -21,6 +21,9 @@ pub enum MvccError {
     /// Reading or writing a snapshot stream failed.
     #[error("snapshot i/o: {0}")]
     SnapshotIo(Arc<std::io::Error>),
+    /// A sealed value does not open (see [`cairn_core::seal`]).
+    #[error(transparent)]
+    Sealed(#[from] cairn_core::seal::SealError),
 }
 
 impl From<MvccError> for BackendError {
@@ -30,6 +33,7 @@ impl From<MvccError> for BackendError {
             MvccError::Corrupt(detail) => BackendError::Corrupt(detail),
             MvccError::Storage(source) => BackendError::Storage(source),
             MvccError::SnapshotIo(source) => BackendError::Storage(source),
+            MvccError::Sealed(e) => BackendError::Sealed(e),
         }
     }
 }
@@ -49,6 +53,7 @@ impl PartialEq for MvccError {
             (MvccError::Corrupt(a), MvccError::Corrupt(b)) => a == b,
             (MvccError::Storage(a), MvccError::Storage(b)) => Arc::ptr_eq(a, b),
             (MvccError::SnapshotIo(a), MvccError::SnapshotIo(b)) => a.kind() == b.kind(),
+            (MvccError::Sealed(a), MvccError::Sealed(b)) => a == b,
             _ => false,
         }
     }

@@ -57,7 +57,9 @@ fn events_in(
                 Event { r#type: EventType::Delete as i32, kv: Some(kv), prev_kv }
             } else {
                 let row = view.get(Family::History, &history_key(&e.key, revision))?;
-                let Some(Version::Put(mut kv)) = row.map(|r| decode_version(&r)).transpose()? else {
+                let Some(Version::Put(mut kv)) =
+                    row.map(|r| decode_version(&e.key, &r, view.sealer)).transpose()?
+                else {
                     failure =
                         Some(MvccError::Corrupt(format!("event at {revision} without its history row")));
                     return Ok(false);

@@ -1,10 +1,12 @@
 //! etcd's HashKV: a CRC-32 of the history rows (key and stored version) up to a revision.
 //! The rows are the same on every member that applied the same writes — whatever the
-//! engine — so the hash compares members (`etcdctl endpoint hashkv --cluster`).
+//! engine — so the hash compares members (`etcdctl endpoint hashkv --cluster`). A sealed
+//! row is hashed as it would be stored unsealed, so that the hash does not depend on
+//! which values a member seals or with which key.
 
 use cairn_core::{KvHash, RequestError};
 
-use crate::encoding::decode_history_key;
+use crate::encoding::{decode_history_key, unsealed_history_row};
 use crate::engine::Family;
 use crate::error::MvccError;
 use crate::store::{revisions, MvccStore};
@@ -24,10 +26,10 @@ impl MvccStore {
             }
             let mut hasher = crc32fast::Hasher::new();
             view.scan(Family::History, &[], None, &mut |k, v| {
-                let (_, row_rev) = decode_history_key(k)?;
+                let (key, row_rev) = decode_history_key(k)?;
                 if row_rev <= rev {
                     hasher.update(k);
-                    hasher.update(v);
+                    hasher.update(&unsealed_history_row(&key, v, view.sealer)?);
                 }
                 Ok(true)
             })?;

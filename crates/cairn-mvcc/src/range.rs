@@ -49,14 +49,14 @@ fn raw_range(
                 if let Some(v) = view.get(Family::Kv, key)? {
                     out.count = 1;
                     if want(0) {
-                        out.kvs.push(decode_kv(key, &v)?);
+                        out.kvs.push(decode_kv(key, &v, view.sealer)?);
                     }
                 }
             }
             KeyRange::Span(start, end) => {
                 view.scan(Family::Kv, start, end, &mut |k, v| {
                     if want(out.kvs.len()) {
-                        out.kvs.push(decode_kv(k, v)?);
+                        out.kvs.push(decode_kv(k, v, view.sealer)?);
                     }
                     out.count += 1;
                     Ok(true)
@@ -97,7 +97,8 @@ fn raw_range(
                     current_key = Some(key);
                 }
                 if row_rev <= rev {
-                    latest = Some(decode_version(v)?);
+                    latest =
+                        Some(decode_version(current_key.as_deref().unwrap_or_default(), v, view.sealer)?);
                 }
                 Ok(true)
             })?;
@@ -116,7 +117,7 @@ pub(crate) fn version_at(view: &View<'_>, key: &[u8], rev: i64) -> Result<Option
     let Some((_, v)) = view.last_in(Family::History, &lower, &upper)? else {
         return Ok(None);
     };
-    Ok(match decode_version(&v)? {
+    Ok(match decode_version(key, &v, view.sealer)? {
         Version::Put(mut kv) => {
             kv.key = key.to_vec();
             Some(kv)

@@ -12,9 +12,10 @@ use cairn_proto::etcdserverpb::{
 use cairn_proto::mvccpb::{event::EventType, Event, KeyValue};
 
 use crate::encoding::{
-    decode_history_key, decode_revision, decode_version, encode_events, encode_kv, encode_revision,
-    encode_version, history_key, EventKey, Version,
+    decode_history_key, decode_revision, encode_events, encode_kv, encode_revision, encode_version,
+    history_key, is_tombstone, EventKey, Version,
 };
+use cairn_core::seal::Sealer;
 use cairn_core::{is_read_only, RequestError, RevisionEvents, WriteRequest, WriteResponse, INITIAL_REVISION};
 
 use crate::engine::{Batch, Durability, Engine, EngineRead, Family};
@@ -34,11 +35,23 @@ pub type MetaRow = (Vec<u8>, Vec<u8>);
 #[derive(Clone)]
 pub struct MvccStore {
     engine: Arc<dyn Engine>,
+    /// Seals the values of covered keys as they are written and opens them as they are
+    /// read (secrets at rest, [`cairn_core::seal`]).
+    sealer: Option<Arc<Sealer>>,
 }
 
 impl MvccStore {
     pub fn new(engine: Arc<dyn Engine>) -> Self {
-        MvccStore { engine }
+        MvccStore { engine, sealer: None }
+    }
+
+    /// The same store, sealing and opening values with `sealer`.
+    pub fn with_sealer(self, sealer: Option<Arc<Sealer>>) -> Self {
+        MvccStore { sealer, ..self }
+    }
+
+    pub fn sealer(&self) -> Option<&Sealer> {
+        self.sealer.as_deref()
     }
 
     /// A store on a fresh [`crate::MemEngine`].
@@ -64,7 +77,7 @@ impl MvccStore {
     /// Run `read` on one consistent snapshot.
     pub(crate) fn with_snapshot<T>(&self, read: impl FnOnce(&View<'_>) -> T) -> T {
         let base = self.engine.snapshot();
-        read(&View::of(&*base))
+        read(&View { sealer: self.sealer(), ..View::of(&*base) })
     }
 
     /// A metadata row written with [`ApplyBatch::put_meta`].
@@ -157,7 +170,7 @@ impl<'a> ApplyBatch<'a> {
     }
 
     pub(crate) fn view(&self) -> View<'_> {
-        View { base: &*self.base, overlay: Some(&self.overlay) }
+        View { base: &*self.base, overlay: Some(&self.overlay), sealer: self.store.sealer() }
     }
 
     pub(crate) fn write(&mut self, fam: Family, key: Vec<u8>, value: Option<Vec<u8>>) {
@@ -240,7 +253,7 @@ impl<'a> ApplyBatch<'a> {
 
     fn get_live(&self, key: &[u8]) -> Result<Option<KeyValue>, MvccError> {
         match self.view().get(Family::Kv, key)? {
-            Some(v) => Ok(Some(crate::encoding::decode_kv(key, &v)?)),
+            Some(v) => Ok(Some(crate::encoding::decode_kv(key, &v, self.store.sealer())?)),
             None => Ok(None),
         }
     }
@@ -261,11 +274,12 @@ impl<'a> ApplyBatch<'a> {
         };
         let stored =
             KeyValue { key: Vec::new(), create_revision, mod_revision: w.revision, version, value, lease };
-        self.write(Family::Kv, p.key.clone(), Some(encode_kv(&stored)));
+        let sealer = self.store.sealer();
+        self.write(Family::Kv, p.key.clone(), Some(encode_kv(&p.key, &stored, sealer)));
         self.write(
             Family::History,
             history_key(&p.key, w.revision),
-            Some(encode_version(&Version::Put(stored.clone()))),
+            Some(encode_version(&p.key, &Version::Put(stored.clone()), sealer)),
         );
         self.attach(&p.key, prev.as_ref().map_or(0, |prev| prev.lease), lease);
         let kv = KeyValue { key: p.key.clone(), ..stored };
@@ -286,7 +300,7 @@ impl<'a> ApplyBatch<'a> {
             self.write(
                 Family::History,
                 history_key(&prev.key, w.revision),
-                Some(encode_version(&Version::Tombstone)),
+                Some(encode_version(&prev.key, &Version::Tombstone, None)),
             );
             let kv = KeyValue { key: prev.key.clone(), mod_revision: w.revision, ..Default::default() };
             w.events.push(Event {
@@ -400,7 +414,7 @@ impl<'a> ApplyBatch<'a> {
                     if let Some((row, _)) = last.take() {
                         doomed.push(row);
                     }
-                    last = Some((k.to_vec(), decode_version(v)? == Version::Tombstone));
+                    last = Some((k.to_vec(), is_tombstone(v)?));
                 }
                 Ok(true)
             })?;

@@ -15,11 +15,14 @@ pub(crate) type Overlay = [BTreeMap<Vec<u8>, Option<Vec<u8>>>; Family::COUNT];
 pub(crate) struct View<'a> {
     pub base: &'a dyn EngineRead,
     pub overlay: Option<&'a Overlay>,
+    /// Opens sealed values (secrets at rest); `None`: this store holds no key.
+    pub sealer: Option<&'a cairn_core::seal::Sealer>,
 }
 
 impl<'a> View<'a> {
+    /// A view with no overlay and no key (enough for revisions and raw rows).
     pub fn of(base: &'a dyn EngineRead) -> View<'a> {
-        View { base, overlay: None }
+        View { base, overlay: None, sealer: None }
     }
 
     fn overlay(&self, fam: Family) -> Option<&'a BTreeMap<Vec<u8>, Option<Vec<u8>>>> {
@@ -182,9 +185,10 @@ mod tests {
                 }
             }
             let base = engine.snapshot();
-            for (view, want) in
-                [(View::of(&*base), &model), (View { base: &*base, overlay: Some(&overlay) }, &merged)]
-            {
+            for (view, want) in [
+                (View::of(&*base), &model),
+                (View { base: &*base, overlay: Some(&overlay), sealer: None }, &merged),
+            ] {
                 for _ in 0..8 {
                     let (start, end) = (rng.key(), rng.key());
                     let limit = 1 + rng.next(4) as usize;

@@ -30,6 +30,9 @@ pub struct ClusterKey {
     fingerprint: String,
     /// What peer connections prove they hold (`None`: no key).
     peer_key: Option<[u8; 32]>,
+    /// What seals secrets at rest: the fingerprint's bytes (the key's id in sealed values),
+    /// the encryption key and the nonce key (`None`: no key).
+    data_key: Option<([u8; 8], [u8; 32], [u8; 32])>,
 }
 
 impl std::fmt::Debug for ClusterKey {
@@ -41,7 +44,7 @@ impl std::fmt::Debug for ClusterKey {
 impl ClusterKey {
     /// No key.
     pub fn none() -> ClusterKey {
-        ClusterKey { fingerprint: NO_KEY.into(), peer_key: None }
+        ClusterKey { fingerprint: NO_KEY.into(), peer_key: None, data_key: None }
     }
 
     /// The key `secret` (surrounding whitespace ignored, so a file's trailing newline does not
@@ -60,10 +63,20 @@ impl ClusterKey {
         let mut peer_key = [0u8; 32];
         hk.expand(b"peer authentication", &mut peer_key)
             .map_err(|e| format!("deriving the peer key: {e}"))?;
+        let (mut encryption, mut nonce) = ([0u8; 32], [0u8; 32]);
+        hk.expand(b"data encryption", &mut encryption).map_err(|e| format!("deriving the data key: {e}"))?;
+        hk.expand(b"data nonce", &mut nonce).map_err(|e| format!("deriving the nonce key: {e}"))?;
         Ok(ClusterKey {
             fingerprint: out.iter().map(|b| format!("{b:02x}")).collect(),
             peer_key: Some(peer_key),
+            data_key: Some((out, encryption, nonce)),
         })
+    }
+
+    /// The key that seals secrets at rest, named by this key's fingerprint (`None` without a
+    /// cluster key).
+    pub fn data_key(&self) -> Option<cairn_core::seal::DataKey> {
+        self.data_key.map(|(id, encryption, nonce)| cairn_core::seal::DataKey::new(id, encryption, nonce))
     }
 
     /// The key peer connections authenticate with (`None` without a cluster key).

@@ -8,6 +8,9 @@
 //!   earlier write durable. So vote, log and state machine writes are never reordered, and
 //!   a synced append also covers the state machine batches written before it.
 //! - `save_vote` writes with `sync = true` before returning.
+//!
+//! With secrets at rest configured, every entry is stored sealed ([`encode_entry`]): an
+//! entry may carry any key's value, so none is written in the clear.
 
 use std::fmt::Debug;
 use std::io;
@@ -21,6 +24,7 @@ use rocksdb::{ColumnFamily, Direction, IteratorMode, WriteBatch, WriteOptions, D
 
 use crate::codec;
 use crate::types::{Entry, LogId, TypeConfig, Vote};
+use cairn_core::seal::Sealer;
 
 pub const CF_LOG: &str = "raft_log";
 pub const CF_META: &str = "raft_meta";
@@ -37,16 +41,53 @@ fn io_err(e: rocksdb::Error) -> io::Error {
     io::Error::other(e.into_string())
 }
 
+/// The first byte of a sealed entry (the codec's own formats start at 1).
+const SEALED_ENTRY: u8 = 0x80;
+
+/// An entry as stored: the codec's bytes, sealed (with its index as associated data, so a
+/// sealed entry moved to another index does not open) when `sealer` is set.
+pub fn encode_entry(entry: &Entry, sealer: Option<&Sealer>) -> io::Result<Vec<u8>> {
+    let plain = codec::encode(entry)?;
+    Ok(match sealer {
+        Some(s) => {
+            let sealed = s.seal_blob(&entry.log_id.index.to_be_bytes(), &plain);
+            let mut out = Vec::with_capacity(1 + sealed.len());
+            out.push(SEALED_ENTRY);
+            out.extend_from_slice(&sealed);
+            out
+        }
+        None => plain,
+    })
+}
+
+/// The entry stored at `index`, sealed or not.
+pub fn decode_entry(index: u64, stored: &[u8], sealer: Option<&Sealer>) -> io::Result<Entry> {
+    match stored.split_first() {
+        Some((&SEALED_ENTRY, sealed)) => {
+            let opened = match sealer {
+                Some(s) => s.open_blob(&index.to_be_bytes(), sealed),
+                None => Err(cairn_core::seal::SealError::no_key(sealed)),
+            }
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("log entry {index}: {e}")))?;
+            codec::decode(&opened)
+        }
+        _ => codec::decode(stored),
+    }
+}
+
 /// The log store. Clones share the database and the syncer.
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
     syncer: mpsc::Sender<IOFlushed<TypeConfig>>,
+    /// Seals entries at rest (`None`: stored in the clear).
+    sealer: Option<Arc<Sealer>>,
 }
 
 impl LogStore {
-    /// Wrap a database opened with the [`CF_LOG`] and [`CF_META`] families.
-    pub fn new(db: Arc<DB>) -> LogStore {
+    /// Wrap a database opened with the [`CF_LOG`] and [`CF_META`] families; entries are
+    /// sealed with `sealer` when set.
+    pub fn new(db: Arc<DB>, sealer: Option<Arc<Sealer>>) -> LogStore {
         let (tx, rx) = mpsc::channel::<IOFlushed<TypeConfig>>();
         // Weak: the syncer must never be what keeps the database open. A DB still open in a
         // detached thread when the process exits races RocksDB's static destructors (abort).
@@ -55,7 +96,7 @@ impl LogStore {
             .name("cairn-log-sync".into())
             .spawn(move || group_commit_loop(sync_db, rx))
             .expect("spawn the log syncer thread");
-        LogStore { db, syncer: tx }
+        LogStore { db, syncer: tx, sealer }
     }
 
     fn cf_log(&self) -> &ColumnFamily {
@@ -111,7 +152,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             if !range.contains(&index) {
                 break;
             }
-            let entry: Entry = codec::decode(&v)?;
+            let entry = decode_entry(index, &v, self.sealer.as_deref())?;
             debug_assert_eq!(entry.log_id.index, index);
             out.push(entry);
         }
@@ -130,9 +171,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let last_purged: Option<LogId> = self.get_meta(KEY_LAST_PURGED)?;
         let last = match self.db.iterator_cf(self.cf_log(), IteratorMode::End).next() {
             Some(item) => {
-                let (_, v) = item.map_err(io_err)?;
-                let entry: Entry = codec::decode(&v)?;
-                Some(entry.log_id)
+                let (k, v) = item.map_err(io_err)?;
+                let index =
+                    u64::from_be_bytes(k.as_ref().try_into().map_err(|_| io::Error::other("bad log key"))?);
+                Some(decode_entry(index, &v, self.sealer.as_deref())?.log_id)
             }
             None => None,
         };
@@ -165,7 +207,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut batch = WriteBatch::default();
         for entry in entries {
-            batch.put_cf(self.cf_log(), index_key(entry.log_id.index), codec::encode(&entry)?);
+            let stored = encode_entry(&entry, self.sealer.as_deref())?;
+            batch.put_cf(self.cf_log(), index_key(entry.log_id.index), stored);
         }
         let mut opts = WriteOptions::default();
         opts.set_sync(false);

@@ -69,6 +69,9 @@ pub struct NodeConfig {
     /// As leader: compare every member's HashKV this often and raise the CORRUPT alarm for
     /// a member that diverged (`None`: never; see [`crate::corruption`]).
     pub corrupt_check_interval: Option<Duration>,
+    /// Secrets at rest: seals the values of covered keys and every Raft log entry (`None`:
+    /// everything is stored in the clear). Built from the cluster key by the caller.
+    pub sealer: Option<Arc<cairn_core::seal::Sealer>>,
 }
 
 /// Peer TLS: how this member serves its peer port, and how it calls the others'.
@@ -216,7 +219,8 @@ impl RaftNode {
         }
         let data_dir = open_data_dir(&cfg.data_dir)?;
         let db = data_dir.db.clone();
-        let store = MvccStore::new(Arc::new(cairn_mvcc::RocksEngine::new(db.clone())));
+        let store = MvccStore::new(Arc::new(cairn_mvcc::RocksEngine::new(db.clone())))
+            .with_sealer(cfg.sealer.clone());
 
         // The cluster id and this member's id are fixed when the member first starts (a
         // founder), joins or is added; later flags cannot change them.
@@ -329,7 +333,7 @@ impl RaftNode {
             removed: removed.clone(),
             addresses: addresses.clone(),
         };
-        let log = LogStore::new(db.clone());
+        let log = LogStore::new(db.clone(), cfg.sealer.clone());
         let raft = Raft::new(id, config, network, log, sm).await.map_err(|e| StartError::Raft(e.into()))?;
 
         // Serve peers before initializing, so that the others can reach us.

@@ -85,7 +85,12 @@ pub struct ForcedCluster {
 /// it had not yet seen committed included, and writes the lost members acknowledged that
 /// never reached it are gone. `name`: this member's name (for data directories of 0.1,
 /// which do not store the member id).
-pub fn force_new_cluster(data_dir: &Path, name: &str) -> Result<ForcedCluster, RecoverError> {
+/// `sealer`: the cluster key's, when the log is sealed (secrets at rest).
+pub fn force_new_cluster(
+    data_dir: &Path,
+    name: &str,
+    sealer: Option<&cairn_core::seal::Sealer>,
+) -> Result<ForcedCluster, RecoverError> {
     let dir = open_data_dir(data_dir)?;
     let db = &dir.db;
     let meta = db.cf_handle(CF_META).expect("raft_meta family");
@@ -101,8 +106,9 @@ pub fn force_new_cluster(data_dir: &Path, name: &str) -> Result<ForcedCluster, R
     let mut last_log: Option<LogId> = None;
     let mut membership: Option<Membership<NodeId, PeerNode>> = None;
     for item in db.iterator_cf(log, IteratorMode::End) {
-        let (_, v) = item.map_err(storage)?;
-        let entry: Entry = codec::decode(&v).map_err(storage)?;
+        let (k, v) = item.map_err(storage)?;
+        let index = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| storage("log key: not 8 bytes"))?);
+        let entry: Entry = crate::log_store::decode_entry(index, &v, sealer).map_err(storage)?;
         last_log.get_or_insert(entry.log_id);
         if let Some(m) = entry.get_membership() {
             membership = Some(m);
@@ -141,7 +147,8 @@ pub fn force_new_cluster(data_dir: &Path, name: &str) -> Result<ForcedCluster, R
 
     let mut batch = WriteBatch::default();
     batch.put_cf(meta, crate::log_store::KEY_VOTE, codec::encode(&new_vote).map_err(storage)?);
-    batch.put_cf(log, index.to_be_bytes(), codec::encode(&entry).map_err(storage)?);
+    let stored = crate::log_store::encode_entry(&entry, sealer).map_err(storage)?;
+    batch.put_cf(log, index.to_be_bytes(), stored);
     let mut opts = WriteOptions::default();
     opts.set_sync(true);
     db.write_opt(batch, &opts).map_err(storage)?;

@@ -25,7 +25,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
             )),
         )
         .expect("state machine");
-        Ok((dir, LogStore::new(db), sm))
+        Ok((dir, LogStore::new(db, None), sm))
     }
 }
 

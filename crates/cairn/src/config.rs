@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_api::Limits;
@@ -45,6 +46,12 @@ pub struct Config {
     pub encryption_key_file: Option<PathBuf>,
     /// The cluster key itself (usually from `CAIRN_ENCRYPTION_KEY`), instead of a file.
     pub encryption_key: Option<String>,
+    /// Secrets at rest: the values of keys under these prefixes are sealed with AES-256-GCM
+    /// under a key derived from the cluster key, and so is every Raft log entry. Needs the
+    /// cluster key; give every member the same prefixes.
+    pub secret_prefixes: Vec<String>,
+    /// The cluster key in use before a rotation (a file): what it sealed still opens.
+    pub previous_encryption_key_file: Option<PathBuf>,
     /// Milliseconds between leader heartbeats (etcd: 100).
     pub heartbeat_interval: u64,
     /// Minimum milliseconds without a leader before an election (etcd: 1000).
@@ -111,6 +118,8 @@ impl Default for Config {
             min_voters: 3,
             encryption_key_file: None,
             encryption_key: None,
+            secret_prefixes: Vec::new(),
+            previous_encryption_key_file: None,
             heartbeat_interval: 100,
             election_timeout: 1000,
             snapshot_count: 100_000,
@@ -135,6 +144,28 @@ impl Default for Config {
     }
 }
 
+/// A cluster key from a file, or the key itself; none without either.
+fn key_from(
+    file: Option<&std::path::Path>,
+    key: Option<&str>,
+    flag: &str,
+) -> Result<cairn_raft::ClusterKey, String> {
+    match (file, key) {
+        (Some(_), Some(_)) => {
+            Err("give the cluster key once: --encryption-key-file or CAIRN_ENCRYPTION_KEY".into())
+        }
+        (Some(path), None) => {
+            let secret =
+                std::fs::read(path).map_err(|e| format!("cannot read {flag} {}: {e}", path.display()))?;
+            cairn_raft::ClusterKey::from_secret(&secret)
+                .map_err(|e| format!("{flag} {}: {e}", path.display()))
+        }
+        (None, Some(key)) => cairn_raft::ClusterKey::from_secret(key.as_bytes())
+            .map_err(|e| format!("CAIRN_ENCRYPTION_KEY: {e}")),
+        (None, None) => Ok(cairn_raft::ClusterKey::none()),
+    }
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub(crate) struct Resolved {
@@ -155,6 +186,7 @@ pub(crate) struct Resolved {
     pub election_timeout: Duration,
     pub snapshot_count: u64,
     pub corrupt_check_interval: Option<Duration>,
+    pub sealer: Option<Arc<cairn_core::seal::Sealer>>,
     pub request_timeout: Duration,
     pub limits: Limits,
     pub ready_when_learner: bool,
@@ -186,6 +218,44 @@ fn socket_addr(flag: &str, addr: &str) -> Result<SocketAddr, String> {
 }
 
 impl Config {
+    /// The cluster key from `encryption_key_file` or `encryption_key` (none without either).
+    pub(crate) fn cluster_key(&self) -> Result<cairn_raft::ClusterKey, String> {
+        key_from(self.encryption_key_file.as_deref(), self.encryption_key.as_deref(), "--encryption-key-file")
+    }
+
+    /// What seals secrets at rest: the cluster key's data key (and the previous key's, to
+    /// open what it sealed) over `secret_prefixes`; `None` without prefixes.
+    fn sealer(&self, key: &cairn_raft::ClusterKey) -> Result<Option<Arc<cairn_core::seal::Sealer>>, String> {
+        if self.secret_prefixes.is_empty() {
+            return Ok(None);
+        }
+        if self.secret_prefixes.iter().any(String::is_empty) {
+            return Err("--secret-prefix must not be empty (it would seal every key)".into());
+        }
+        let Some(current) = key.data_key() else {
+            return Err("--secret-prefix needs the cluster key (--encryption-key-file or CAIRN_ENCRYPTION_KEY): values are sealed with a key derived from it".into());
+        };
+        let previous = match &self.previous_encryption_key_file {
+            Some(path) => {
+                let old = key_from(Some(path), None, "--previous-encryption-key-file")?;
+                if old.fingerprint() == key.fingerprint() {
+                    return Err("--previous-encryption-key-file holds the current cluster key".into());
+                }
+                old.data_key().into_iter().collect()
+            }
+            None => Vec::new(),
+        };
+        let prefixes = self.secret_prefixes.iter().map(|p| p.as_bytes().to_vec()).collect();
+        Ok(Some(Arc::new(cairn_core::seal::Sealer::new(current, previous, prefixes))))
+    }
+
+    /// The sealer an offline tool needs to read a sealed Raft log (`cairn recover`): the
+    /// cluster key's, whatever the prefixes; `None` without a key.
+    pub fn log_sealer(&self) -> Result<Option<cairn_core::seal::Sealer>, String> {
+        let key = self.cluster_key()?;
+        Ok(key.data_key().map(|k| cairn_core::seal::Sealer::new(k, Vec::new(), Vec::new())))
+    }
+
     pub(crate) fn resolve(&self) -> Result<Resolved, String> {
         if self.name.is_empty() || self.name.contains([',', '=']) {
             return Err(format!("--name {:?} must be non-empty and contain no ',' or '='", self.name));
@@ -250,20 +320,8 @@ impl Config {
             after: Duration::from_secs(self.remove_dead_after),
             min_voters: self.min_voters,
         });
-        let cluster_key = match (&self.encryption_key_file, &self.encryption_key) {
-            (Some(_), Some(_)) => {
-                return Err("give the cluster key once: --encryption-key-file or CAIRN_ENCRYPTION_KEY".into())
-            }
-            (Some(path), None) => {
-                let secret = std::fs::read(path)
-                    .map_err(|e| format!("cannot read --encryption-key-file {}: {e}", path.display()))?;
-                cairn_raft::ClusterKey::from_secret(&secret)
-                    .map_err(|e| format!("--encryption-key-file {}: {e}", path.display()))?
-            }
-            (None, Some(key)) => cairn_raft::ClusterKey::from_secret(key.as_bytes())
-                .map_err(|e| format!("CAIRN_ENCRYPTION_KEY: {e}"))?,
-            (None, None) => cairn_raft::ClusterKey::none(),
-        };
+        let cluster_key = self.cluster_key()?;
+        let sealer = self.sealer(&cluster_key)?;
         if self.heartbeat_interval == 0 {
             return Err("--heartbeat-interval must be positive".into());
         }
@@ -352,6 +410,7 @@ impl Config {
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
             election_timeout: Duration::from_millis(self.election_timeout),
             snapshot_count: self.snapshot_count,
+            sealer,
             corrupt_check_interval: (self.corrupt_check_interval > 0)
                 .then(|| Duration::from_secs(self.corrupt_check_interval)),
             request_timeout,

@@ -183,6 +183,7 @@ impl Node {
             max_request_bytes: resolved.limits.max_request_bytes,
             peer_tls: resolved.peer_tls.clone(),
             corrupt_check_interval: resolved.corrupt_check_interval,
+            sealer: resolved.sealer.clone(),
         })
         .await?;
         // Bind clients last: a second process on the same data directory must fail on the
@@ -311,9 +312,14 @@ impl Node {
     /// group-commit efficiency from this line).
     pub async fn stop(&self) {
         let api = self.api.lock().expect("api slot poisoned").take();
-        if let Some((stop, handle)) = api {
+        if let Some((stop, mut handle)) = api {
             let _ = stop.send(());
-            let _ = handle.await;
+            // Requests under way finish; streams that never end by themselves (a client's
+            // watch) would hold the stop forever: they are cut after a short grace.
+            if tokio::time::timeout(API_DRAIN_GRACE, &mut handle).await.is_err() {
+                handle.abort();
+                tracing::info!("client streams still open after {API_DRAIN_GRACE:?}: closed");
+            }
         }
         // A leader hands over first, so that the others need not wait an election timeout.
         self.backend.node.step_down().await;
@@ -329,3 +335,6 @@ impl Node {
         );
     }
 }
+
+/// How long a stop waits for client requests and streams to end before closing them.
+const API_DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);

@@ -83,6 +83,10 @@ struct RecoverArgs {
     /// The member's name (needed only for data directories written by 0.1)
     #[arg(long, env = "CAIRN_NAME", default_value = "default")]
     name: String,
+    /// The cluster key's file, when the member's log is sealed (secrets at rest; or
+    /// CAIRN_ENCRYPTION_KEY: the key itself)
+    #[arg(long, env = "CAIRN_ENCRYPTION_KEY_FILE")]
+    encryption_key_file: Option<PathBuf>,
 }
 
 /// Print an admin command's output, or its failure (exit 1).
@@ -153,6 +157,14 @@ struct ServeArgs {
     /// A file with the cluster key every member shares (or CAIRN_ENCRYPTION_KEY: the key itself)
     #[arg(long, env = "CAIRN_ENCRYPTION_KEY_FILE")]
     encryption_key_file: Option<PathBuf>,
+    /// Seal the values of keys under this prefix at rest (repeat, or separate with commas;
+    /// needs the cluster key; the same on every member)
+    #[arg(long, env = "CAIRN_SECRET_PREFIX", value_delimiter = ',')]
+    secret_prefix: Option<Vec<String>>,
+    /// A file with the cluster key used before a rotation: values and log entries sealed
+    /// with it still open
+    #[arg(long, env = "CAIRN_PREVIOUS_ENCRYPTION_KEY_FILE")]
+    previous_encryption_key_file: Option<PathBuf>,
     /// Milliseconds between heartbeats [default: 100]
     #[arg(long, env = "CAIRN_HEARTBEAT_INTERVAL")]
     heartbeat_interval: Option<u64>,
@@ -272,6 +284,12 @@ impl ServeArgs {
         if self.encryption_key_file.is_some() {
             cfg.encryption_key_file = self.encryption_key_file;
         }
+        if let Some(prefixes) = self.secret_prefix {
+            cfg.secret_prefixes = prefixes;
+        }
+        if self.previous_encryption_key_file.is_some() {
+            cfg.previous_encryption_key_file = self.previous_encryption_key_file;
+        }
         // The key itself only from the environment (never a flag: it would show in `ps`).
         if let Ok(key) = std::env::var("CAIRN_ENCRYPTION_KEY") {
             cfg.encryption_key = Some(key);
@@ -325,7 +343,14 @@ fn restore(file: &std::path::Path, data_dir: &std::path::Path) -> Result<String,
 }
 
 fn recover(args: &RecoverArgs) -> Result<String, admin::Failure> {
-    let forced = cairn_raft::force_new_cluster(&args.data_dir, &args.name).map_err(|e| e.to_string())?;
+    let key = cairn::Config {
+        encryption_key_file: args.encryption_key_file.clone(),
+        encryption_key: std::env::var("CAIRN_ENCRYPTION_KEY").ok(),
+        ..Default::default()
+    };
+    let sealer = key.log_sealer().map_err(|e| e.to_string())?;
+    let forced = cairn_raft::force_new_cluster(&args.data_dir, &args.name, sealer.as_ref())
+        .map_err(|e| e.to_string())?;
     let dropped: Vec<String> = forced.dropped.iter().map(|(id, n)| format!("{id:x} ({n})")).collect();
     Ok(format!(
         "Member {:x} is now the only member of its cluster; dropped: {}.\nIt keeps its whole log (up to index {}), entries it had not seen committed included; writes the other members acknowledged that never reached it are lost.\nStart it as before, then add members with `cairn serve --join` on new data directories. Do not restart the dropped members on their old data directories.\n",
