@@ -120,3 +120,70 @@ async fn secrets_are_sealed_on_disk_and_read_back_in_the_clear() {
     let got = c.get("/secrets/db-password", None).await.unwrap();
     assert_eq!(got.kvs()[0].value_str().unwrap(), second);
 }
+
+/// A rolling rotation of the cluster key: each member in turn restarts with the new key and
+/// the old one as previous. Members on either key keep talking (the peer handshake accepts
+/// the previous key, and a caller proves it to a member that has not switched), writes go on
+/// throughout, and what the old key sealed is still read back on every member.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rolling_key_rotation_keeps_the_cluster_and_its_secrets() {
+    let target = Target::from_env();
+    if target.is_etcd() {
+        eprintln!("etcd has no cluster key: Cairn only");
+        return;
+    }
+    let keys = tempfile::tempdir().unwrap();
+    let (old, new) = (keys.path().join("old.key"), keys.path().join("new.key"));
+    std::fs::write(&old, "the cluster key before the rotation").unwrap();
+    std::fs::write(&new, "the cluster key after the rotation!").unwrap();
+    let opts = ClusterOptions {
+        nodes: 3,
+        env: vec![("CAIRN_ENCRYPTION_KEY_FILE".into(), old.display().to_string())],
+        extra_args: vec!["--secret-prefix".into(), "/secrets/".into()],
+        ..Default::default()
+    };
+    let cluster = Cluster::start(target, opts).await.unwrap();
+    let mut c = cluster.client_all().await.unwrap();
+    c.put("/secrets/before", "sealed with the old key", None).await.unwrap();
+    for i in 0..3 {
+        cluster.terminate(i).await.unwrap();
+        cluster.set_node_args(
+            i,
+            vec![
+                "--encryption-key-file".into(),
+                new.display().to_string(),
+                "--previous-encryption-key-file".into(),
+                old.display().to_string(),
+            ],
+        );
+        cluster.restart(i).unwrap();
+        cluster.wait_node_ready(i, CONVERGE).await.unwrap();
+        // Mixed keys: a write reaches every member, and each reads every secret.
+        let mut c = cluster.client_all().await.unwrap();
+        let put =
+            c.put(format!("/secrets/during-{i}"), format!("written with {} switched", i + 1), None).await;
+        let revision = put.unwrap().header().unwrap().revision();
+        for j in 0..3 {
+            let mut cj = cluster.client(j).await.unwrap();
+            let got = cairn_tests::eventually(CONVERGE, "the write on every member", || {
+                let mut cj = cj.clone();
+                async move {
+                    let got = cj
+                        .get("/secrets/", Some(GetOptions::new().with_prefix().with_serializable()))
+                        .await?;
+                    anyhow::ensure!(got.header().unwrap().revision() >= revision, "behind");
+                    Ok(got)
+                }
+            })
+            .await
+            .unwrap();
+            let values: Vec<_> = got.kvs().iter().map(|kv| kv.value_str().unwrap().to_string()).collect();
+            assert!(values.contains(&"sealed with the old key".to_string()), "member {j}: {values:?}");
+            assert_eq!(values.len(), i + 2, "member {j}: {values:?}");
+            let _ = cj.status().await.unwrap();
+        }
+    }
+    let mut c = cluster.client(0).await.unwrap();
+    let members = c.member_list().await.unwrap();
+    assert_eq!(members.members().len(), 3);
+}

@@ -33,6 +33,9 @@ pub struct ClusterKey {
     /// What seals secrets at rest: the fingerprint's bytes (the key's id in sealed values),
     /// the encryption key and the nonce key (`None`: no key).
     data_key: Option<([u8; 8], [u8; 32], [u8; 32])>,
+    /// The key in use before a rotation: peers may still prove it, and this member proves
+    /// it to members that have not switched yet.
+    previous: Option<std::sync::Arc<ClusterKey>>,
 }
 
 impl std::fmt::Debug for ClusterKey {
@@ -44,7 +47,7 @@ impl std::fmt::Debug for ClusterKey {
 impl ClusterKey {
     /// No key.
     pub fn none() -> ClusterKey {
-        ClusterKey { fingerprint: NO_KEY.into(), peer_key: None, data_key: None }
+        ClusterKey { fingerprint: NO_KEY.into(), peer_key: None, data_key: None, previous: None }
     }
 
     /// The key `secret` (surrounding whitespace ignored, so a file's trailing newline does not
@@ -70,7 +73,18 @@ impl ClusterKey {
             fingerprint: out.iter().map(|b| format!("{b:02x}")).collect(),
             peer_key: Some(peer_key),
             data_key: Some((out, encryption, nonce)),
+            previous: None,
         })
+    }
+
+    /// This key, with `previous` (the key before a rotation) still accepted from peers.
+    pub fn with_previous(self, previous: ClusterKey) -> ClusterKey {
+        ClusterKey { previous: Some(std::sync::Arc::new(ClusterKey { previous: None, ..previous })), ..self }
+    }
+
+    /// The key before a rotation, if this member was given one.
+    pub fn previous(&self) -> Option<&ClusterKey> {
+        self.previous.as_deref()
     }
 
     /// The key that seals secrets at rest, named by this key's fingerprint (`None` without a

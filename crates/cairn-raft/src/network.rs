@@ -177,6 +177,43 @@ async fn connect(
     key: ClusterKey,
     tls: Option<Arc<cairn_tls::rustls::ClientConfig>>,
 ) -> io::Result<TokioIo<PeerClientIo>> {
+    match connect_with(&uri, local_ip, &key, tls.clone()).await {
+        // During a key rotation the member called may not have switched yet: prove the
+        // previous key on a new connection.
+        Err(ConnectError::Refused(_)) if key.previous().is_some() => {
+            let previous = key.previous().expect("checked").clone();
+            connect_with(&uri, local_ip, &previous, tls).await.map_err(ConnectError::into_io)
+        }
+        other => other.map_err(ConnectError::into_io),
+    }
+}
+
+/// Why a peer connection failed: refused by the member's handshake, or anything else.
+enum ConnectError {
+    Refused(io::Error),
+    Other(io::Error),
+}
+
+impl ConnectError {
+    fn into_io(self) -> io::Error {
+        match self {
+            ConnectError::Refused(e) | ConnectError::Other(e) => e,
+        }
+    }
+}
+
+impl From<io::Error> for ConnectError {
+    fn from(e: io::Error) -> Self {
+        ConnectError::Other(e)
+    }
+}
+
+async fn connect_with(
+    uri: &Uri,
+    local_ip: Option<IpAddr>,
+    key: &ClusterKey,
+    tls: Option<Arc<cairn_tls::rustls::ClientConfig>>,
+) -> Result<TokioIo<PeerClientIo>, ConnectError> {
     let host = uri.host().ok_or_else(|| io::Error::other("peer address without host"))?;
     let port = uri.port_u16().ok_or_else(|| io::Error::other("peer address without port"))?;
     let mut last_err = io::Error::other(format!("{host}:{port} resolved to no address"));
@@ -202,13 +239,16 @@ async fn connect(
                 if !key.is_none() {
                     let proved = tokio::time::timeout(
                         crate::peer_auth::HANDSHAKE_TIMEOUT,
-                        crate::peer_auth::authenticate(&mut stream, &key),
+                        crate::peer_auth::authenticate(&mut stream, key),
                     )
                     .await;
                     match proved {
                         Ok(Ok(())) => {}
-                        Ok(Err(e)) => return Err(e.into_io()),
-                        Err(_) => return Err(crate::peer_auth::HandshakeError::Timeout.into_io()),
+                        Ok(Err(e @ crate::peer_auth::HandshakeError::Refused(_))) => {
+                            return Err(ConnectError::Refused(e.into_io()))
+                        }
+                        Ok(Err(e)) => return Err(ConnectError::Other(e.into_io())),
+                        Err(_) => return Err(crate::peer_auth::HandshakeError::Timeout.into_io().into()),
                     }
                 }
                 return Ok(TokioIo::new(stream));
@@ -216,7 +256,7 @@ async fn connect(
             Err(e) => last_err = e,
         }
     }
-    Err(last_err)
+    Err(last_err.into())
 }
 
 /// openraft's network factory: a [`PeerConnection`] per target.

@@ -267,9 +267,11 @@ pub async fn admit<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let theirs = String::from_utf8_lossy(&hello[MAGIC.len()..MAGIC.len() + FINGERPRINT_BYTES]).into_owned();
     let caller_nonce = &hello[MAGIC.len() + FINGERPRINT_BYTES..];
-    let peer_key = match key.peer_key() {
-        Some(k) if theirs == key.fingerprint() => k,
-        _ => return refuse(io, Refusal::KeyMismatch, mismatch(key.fingerprint(), &theirs)).await,
+    // The current key, or during a rotation the previous one (a member not switched yet).
+    let proved_with = std::iter::once(key).chain(key.previous()).find(|k| k.fingerprint() == theirs);
+    let peer_key = match proved_with.and_then(ClusterKey::peer_key) {
+        Some(k) => k,
+        None => return refuse(io, Refusal::KeyMismatch, mismatch(key.fingerprint(), &theirs)).await,
     };
     let member_nonce = nonce();
     let mut answer = Vec::with_capacity(1 + NONCE_BYTES);
@@ -505,6 +507,20 @@ mod tests {
         let (caller, member) = handshake(&k, &k).await;
         caller.unwrap();
         member.unwrap();
+    }
+
+    #[tokio::test]
+    async fn during_a_rotation_the_previous_key_is_still_admitted() {
+        let (old, new) = (key("the cluster key of this test"), key("the new cluster key of this test"));
+        let rotated = new.clone().with_previous(old.clone());
+        let (called, admitted) = handshake(&old, &rotated).await;
+        assert!(called.is_ok() && admitted.is_ok(), "{called:?} {admitted:?}");
+        let (called, admitted) = handshake(&new, &rotated).await;
+        assert!(called.is_ok() && admitted.is_ok(), "{called:?} {admitted:?}");
+        // A member that has not switched refuses the new key: the caller then tries its
+        // previous one (network.rs).
+        let (called, _) = handshake(&new, &old).await;
+        assert!(matches!(called, Err(HandshakeError::Refused(_))));
     }
 
     #[tokio::test]

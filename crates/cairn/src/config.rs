@@ -322,6 +322,16 @@ impl Config {
         });
         let cluster_key = self.cluster_key()?;
         let sealer = self.sealer(&cluster_key)?;
+        // During a key rotation peers may still prove the previous key (and are proved it).
+        let cluster_key = match &self.previous_encryption_key_file {
+            Some(path) => {
+                if cluster_key.is_none() {
+                    return Err("--previous-encryption-key-file needs the new cluster key too".into());
+                }
+                cluster_key.with_previous(key_from(Some(path), None, "--previous-encryption-key-file")?)
+            }
+            None => cluster_key,
+        };
         if self.heartbeat_interval == 0 {
             return Err("--heartbeat-interval must be positive".into());
         }
