@@ -106,10 +106,17 @@ pub(crate) fn write_snapshot_of(
     Ok((rows, meta))
 }
 
+/// One length-prefixed chunk. The length comes from the stream: the buffer grows only as
+/// bytes arrive (fuzzing found that allocating the length up front lets a few bytes ask for
+/// 4 GiB).
 fn read_chunk(input: &mut dyn Read) -> Result<Vec<u8>, MvccError> {
     let mut len = [0u8; 4];
     input.read_exact(&mut len).map_err(io)?;
-    let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
-    input.read_exact(&mut buf).map_err(io)?;
+    let len = u64::from(u32::from_be_bytes(len));
+    let mut buf = Vec::with_capacity(len.min(64 * 1024) as usize);
+    input.take(len).read_to_end(&mut buf).map_err(io)?;
+    if buf.len() as u64 != len {
+        return Err(io(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)));
+    }
     Ok(buf)
 }
