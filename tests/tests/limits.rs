@@ -190,3 +190,25 @@ async fn a_connection_gets_at_most_max_concurrent_streams() {
         .unwrap()
         .unwrap();
 }
+
+/// Request deadlines: with the quorum gone, a write does not wait forever — it fails with
+/// etcd's Unavailable error ("request timed out", or "no leader" once the member knows it has
+/// none) well before a patient client's own deadline. On Cairn and etcd alike.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_without_a_quorum_fails_within_the_request_timeout() {
+    let cluster = start(ClusterOptions::nodes(3)).await;
+    let survivor = 0;
+    let mut c = cluster.client(survivor).await.unwrap();
+    c.put("limits/deadline", "before", None).await.unwrap();
+    cluster.kill(1).unwrap();
+    cluster.kill(2).unwrap();
+    let started = Instant::now();
+    let put = tokio::time::timeout(Duration::from_secs(60), c.put("limits/deadline", "after", None))
+        .await
+        .expect("the member answers before the client gives up");
+    let took = started.elapsed();
+    let (code, message) = cairn_tests::grpc_code(&put.unwrap_err()).expect("a gRPC status");
+    eprintln!("a write without a quorum failed after {took:?}: {code:?} {message}");
+    assert_eq!(code, tonic::Code::Unavailable, "{message}");
+    assert!(message == "etcdserver: request timed out" || message == "etcdserver: no leader", "{message}");
+}
