@@ -11,9 +11,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use cairn_tls::rustls::ServerConfig;
-use cairn_tls::tokio_rustls::server::TlsStream;
+use cairn_tls::MaybeTls;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 /// The metadata that carries a verified client certificate's common name.
 pub const COMMON_NAME_HEADER: &str = "cairn-client-cert-cn";
@@ -31,69 +31,53 @@ pub struct ClientConnInfo {
     pub common_name: Option<String>,
 }
 
-/// One client connection.
-pub enum ClientStream {
-    Plain(TcpStream, ClientConnInfo),
-    Tls(Box<TlsStream<TcpStream>>, ClientConnInfo),
+/// One client connection: TCP, or TLS over it, and what the services know of it.
+pub struct ClientStream {
+    io: MaybeTls,
+    info: ClientConnInfo,
 }
 
 impl tonic::transport::server::Connected for ClientStream {
     type ConnectInfo = ClientConnInfo;
 
     fn connect_info(&self) -> ClientConnInfo {
-        match self {
-            ClientStream::Plain(_, info) | ClientStream::Tls(_, info) => info.clone(),
-        }
+        self.info.clone()
     }
 }
 
 impl AsyncRead for ClientStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s, _) => Pin::new(s).poll_read(cx, buf),
-            ClientStream::Tls(s, _) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for ClientStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientStream::Plain(s, _) => Pin::new(s).poll_write(cx, buf),
-            ClientStream::Tls(s, _) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s, _) => Pin::new(s).poll_flush(cx),
-            ClientStream::Tls(s, _) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s, _) => Pin::new(s).poll_shutdown(cx),
-            ClientStream::Tls(s, _) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientStream::Plain(s, _) => Pin::new(s).poll_write_vectored(cx, bufs),
-            ClientStream::Tls(s, _) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        match self {
-            ClientStream::Plain(s, _) => s.is_write_vectored(),
-            ClientStream::Tls(s, _) => s.is_write_vectored(),
-        }
+        self.io.is_write_vectored()
     }
 }
 
@@ -124,7 +108,7 @@ pub fn incoming(
             let _ = tcp.set_nodelay(true);
             let info = ClientConnInfo { remote: Some(remote), common_name: None };
             let Some(acceptor) = acceptor.clone() else {
-                if tx.send(Ok(ClientStream::Plain(tcp, info))).await.is_err() {
+                if tx.send(Ok(ClientStream { io: MaybeTls::Plain(tcp), info })).await.is_err() {
                     return;
                 }
                 continue;
@@ -142,7 +126,7 @@ pub fn incoming(
                             .and_then(|certs| certs.first())
                             .and_then(cairn_tls::common_name);
                         let info = ClientConnInfo { common_name, ..info };
-                        let _ = tx.send(Ok(ClientStream::Tls(Box::new(tls), info))).await;
+                        let _ = tx.send(Ok(ClientStream { io: MaybeTls::from(tls), info })).await;
                     }
                     Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),

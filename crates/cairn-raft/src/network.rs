@@ -30,6 +30,7 @@ use crate::pb::{RaftPayload, SnapshotChunk};
 use crate::peer_error::PeerError;
 use crate::state_machine::SnapshotFile;
 use crate::types::{NodeId, PeerNode, Snapshot, TypeConfig, Vote};
+use cairn_tls::MaybeTls;
 use tonic::service::interceptor::InterceptedService;
 
 const SNAPSHOT_CHUNK: usize = 1 << 20;
@@ -119,64 +120,12 @@ pub fn peer_message_limit(max_request_bytes: usize) -> usize {
     (MAX_PAYLOAD_ENTRIES as usize).saturating_mul(entry).max(16 << 20)
 }
 
-/// A connection to a peer: TCP, or TLS over it.
-pub enum PeerClientIo {
-    Tcp(tokio::net::TcpStream),
-    Tls(Box<cairn_tls::tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
-}
-
-impl tokio::io::AsyncRead for PeerClientIo {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        match self.get_mut() {
-            PeerClientIo::Tcp(s) => std::pin::Pin::new(s).poll_read(cx, buf),
-            PeerClientIo::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl tokio::io::AsyncWrite for PeerClientIo {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<io::Result<usize>> {
-        match self.get_mut() {
-            PeerClientIo::Tcp(s) => std::pin::Pin::new(s).poll_write(cx, buf),
-            PeerClientIo::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        match self.get_mut() {
-            PeerClientIo::Tcp(s) => std::pin::Pin::new(s).poll_flush(cx),
-            PeerClientIo::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        match self.get_mut() {
-            PeerClientIo::Tcp(s) => std::pin::Pin::new(s).poll_shutdown(cx),
-            PeerClientIo::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
-
 async fn connect(
     uri: Uri,
     local_ip: Option<IpAddr>,
     key: ClusterKey,
     tls: Option<Arc<cairn_tls::rustls::ClientConfig>>,
-) -> io::Result<TokioIo<PeerClientIo>> {
+) -> io::Result<TokioIo<MaybeTls>> {
     match connect_with(&uri, local_ip, &key, tls.clone()).await {
         // During a key rotation the member called may not have switched yet: prove the
         // previous key on a new connection.
@@ -213,7 +162,7 @@ async fn connect_with(
     local_ip: Option<IpAddr>,
     key: &ClusterKey,
     tls: Option<Arc<cairn_tls::rustls::ClientConfig>>,
-) -> Result<TokioIo<PeerClientIo>, ConnectError> {
+) -> Result<TokioIo<MaybeTls>, ConnectError> {
     let host = uri.host().ok_or_else(|| io::Error::other("peer address without host"))?;
     let port = uri.port_u16().ok_or_else(|| io::Error::other("peer address without port"))?;
     let mut last_err = io::Error::other(format!("{host}:{port} resolved to no address"));
@@ -227,13 +176,13 @@ async fn connect_with(
             Ok(stream) => {
                 stream.set_nodelay(true)?;
                 let mut stream = match &tls {
-                    None => PeerClientIo::Tcp(stream),
+                    None => MaybeTls::Plain(stream),
                     Some(tls) => {
                         let name = cairn_tls::server_name(host).map_err(io::Error::other)?;
                         let secured = cairn_tls::tokio_rustls::TlsConnector::from(tls.clone())
                             .connect(name, stream)
                             .await?;
-                        PeerClientIo::Tls(Box::new(secured))
+                        MaybeTls::from(secured)
                     }
                 };
                 if !key.is_none() {

@@ -39,6 +39,8 @@ use sha2::Sha256;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
+use cairn_tls::MaybeTls;
+
 use crate::cluster_key::ClusterKey;
 
 /// The first bytes of an authenticating connection (version 1 of the handshake).
@@ -314,16 +316,11 @@ pub struct PeerConnInfo {
     pub authenticated: bool,
 }
 
-/// A peer connection's bytes: TCP, or TLS over it (`--peer-cert-file`).
-pub enum PeerIo {
-    Tcp(TcpStream),
-    Tls(Box<cairn_tls::tokio_rustls::server::TlsStream<TcpStream>>),
-}
-
 /// An accepted peer connection, past its handshake if it made one. The first byte, read to
 /// tell a handshake from HTTP/2, is given back to whoever reads next.
 pub struct PeerStream {
-    io: PeerIo,
+    /// TCP, or TLS over it (`--peer-cert-file`).
+    io: MaybeTls,
     first: Option<u8>,
     info: PeerConnInfo,
 }
@@ -350,33 +347,21 @@ impl AsyncRead for PeerStream {
             self.first = None;
             return Poll::Ready(Ok(()));
         }
-        match &mut self.io {
-            PeerIo::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            PeerIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for PeerStream {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match &mut self.io {
-            PeerIo::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            PeerIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
+        Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.io {
-            PeerIo::Tcp(s) => Pin::new(s).poll_flush(cx),
-            PeerIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
+        Pin::new(&mut self.io).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.io {
-            PeerIo::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            PeerIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -384,23 +369,17 @@ impl AsyncWrite for PeerStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.io {
-            PeerIo::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            PeerIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        match &self.io {
-            PeerIo::Tcp(s) => s.is_write_vectored(),
-            PeerIo::Tls(s) => s.is_write_vectored(),
-        }
+        self.io.is_write_vectored()
     }
 }
 
 /// Sort one accepted connection (after TLS, if any): a handshake (authenticated, or refused
 /// and closed) or plain HTTP/2 (unauthenticated).
-async fn sort(io: PeerIo, remote: SocketAddr, key: &ClusterKey) -> Result<PeerStream, (Refusal, String)> {
+async fn sort(io: MaybeTls, remote: SocketAddr, key: &ClusterKey) -> Result<PeerStream, (Refusal, String)> {
     let mut stream =
         PeerStream { io, first: None, info: PeerConnInfo { remote: Some(remote), authenticated: false } };
     let mut first = [0u8; 1];
@@ -420,11 +399,11 @@ async fn sort(io: PeerIo, remote: SocketAddr, key: &ClusterKey) -> Result<PeerSt
 async fn secure(
     tcp: TcpStream,
     tls: Option<&cairn_tls::tokio_rustls::TlsAcceptor>,
-) -> Result<PeerIo, (Refusal, String)> {
+) -> Result<MaybeTls, (Refusal, String)> {
     match tls {
-        None => Ok(PeerIo::Tcp(tcp)),
+        None => Ok(MaybeTls::Plain(tcp)),
         Some(acceptor) => match acceptor.accept(tcp).await {
-            Ok(stream) => Ok(PeerIo::Tls(Box::new(stream))),
+            Ok(stream) => Ok(MaybeTls::from(stream)),
             Err(e) => Err((Refusal::Tls, format!("TLS handshake: {e}"))),
         },
     }

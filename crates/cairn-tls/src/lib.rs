@@ -21,7 +21,10 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
+mod stream;
+
 pub use rustls;
+pub use stream::MaybeTls;
 pub use tokio_rustls;
 
 /// One port's TLS files, as etcd's flags name them.
