@@ -5,7 +5,9 @@ use cairn_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use cairn_proto::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
 use cairn_proto::mvccpb::KeyValue;
 
-use crate::encoding::{decode_history_key, decode_kv, decode_version, history_key, history_prefix, Version};
+use crate::encoding::{
+    decode_history_key, decode_kv, decode_version, history_key, history_prefix, is_tombstone, Version,
+};
 use cairn_core::{KeyRange, RequestError};
 
 use crate::engine::Family;
@@ -78,31 +80,37 @@ fn raw_range(
         KeyRange::Span(start, end) => {
             let lower = history_prefix(start);
             let upper = end.map(history_prefix);
-            // Rows come grouped by key, revisions ascending: remember the last one ≤ rev.
+            // Rows come grouped by key, revisions ascending: remember the last one ≤ rev, and
+            // decode (and, sealed, open) only that one.
             let mut current_key: Option<Vec<u8>> = None;
-            let mut latest: Option<Version> = None;
-            let flush = |key: Option<Vec<u8>>, latest: Option<Version>, out: &mut RawRange| {
-                if let (Some(key), Some(Version::Put(mut kv))) = (key, latest) {
-                    if want(out.kvs.len()) {
+            let mut latest: Option<Vec<u8>> = None;
+            let flush = |key: Option<Vec<u8>>, latest: Option<Vec<u8>>, out: &mut RawRange| {
+                let (Some(key), Some(row)) = (key, latest) else { return Ok(()) };
+                if is_tombstone(&row)? {
+                    return Ok(());
+                }
+                if want(out.kvs.len()) {
+                    if let Version::Put(mut kv) = decode_version(&key, &row, view.sealer)? {
                         kv.key = key;
                         out.kvs.push(kv);
                     }
-                    out.count += 1;
                 }
+                out.count += 1;
+                Ok::<(), MvccError>(())
             };
             view.scan(Family::History, &lower, upper.as_deref(), &mut |k, v| {
                 let (key, row_rev) = decode_history_key(k)?;
                 if current_key.as_deref() != Some(key.as_slice()) {
-                    flush(current_key.take(), latest.take(), &mut out);
+                    flush(current_key.take(), latest.take(), &mut out)?;
                     current_key = Some(key);
                 }
                 if row_rev <= rev {
-                    latest =
-                        Some(decode_version(current_key.as_deref().unwrap_or_default(), v, view.sealer)?);
+                    is_tombstone(v)?; // every row's format is still checked
+                    latest = Some(v.to_vec());
                 }
                 Ok(true)
             })?;
-            flush(current_key, latest, &mut out);
+            flush(current_key, latest, &mut out)?;
         }
     }
     Ok(out)
