@@ -18,14 +18,13 @@ pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;
 
 /// Refuse a write that adds `cost` bytes if space is exhausted (see the module docs).
 pub(crate) async fn check<B: Backend>(backend: &B, quota: u64, cost: u64) -> Result<(), Status> {
-    let no_space = AlarmType::Nospace as i32;
-    if backend.alarms().iter().any(|a| a.alarm == no_space) {
+    if raised(backend, AlarmType::Nospace) {
         return Err(request_status(RequestError::NoSpace));
     }
     if backend.space_used().saturating_add(cost) <= quota {
         return Ok(());
     }
-    let alarm = Alarm { member_id: backend.status().member_id, alarm: no_space };
+    let alarm = Alarm { member_id: backend.status().member_id, alarm: AlarmType::Nospace as i32 };
     if let Err(e) = backend.set_alarm(alarm, true).await {
         tracing::warn!(error = %e, "could not raise the NOSPACE alarm");
     }
@@ -36,11 +35,15 @@ pub(crate) async fn check<B: Backend>(backend: &B, quota: u64, cost: u64) -> Res
 /// data diverged, and nothing more is written until an operator has looked (etcd's corrupt
 /// applier; reads go on, as in etcd).
 pub(crate) fn check_not_corrupt<B: Backend>(backend: &B) -> Result<(), Status> {
-    let corrupt = AlarmType::Corrupt as i32;
-    if backend.alarms().iter().any(|a| a.alarm == corrupt) {
+    if raised(backend, AlarmType::Corrupt) {
         return Err(request_status(RequestError::Corrupt));
     }
     Ok(())
+}
+
+/// Whether an alarm of type `alarm` is raised for any member.
+fn raised<B: Backend>(backend: &B, alarm: AlarmType) -> bool {
+    backend.alarms().iter().any(|a| a.alarm == alarm as i32)
 }
 
 /// The bytes a txn's puts (in either branch, nested txns included) would add.

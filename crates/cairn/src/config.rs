@@ -218,9 +218,24 @@ fn socket_addr(flag: &str, addr: &str) -> Result<SocketAddr, String> {
 }
 
 impl Config {
-    /// The cluster key from `encryption_key_file` or `encryption_key` (none without either).
+    /// The cluster key from `encryption_key_file` or `encryption_key` (none without either),
+    /// with the key before a rotation (`previous_encryption_key_file`) when given: peers may
+    /// still prove it, and what it sealed still opens.
     pub(crate) fn cluster_key(&self) -> Result<cairn_raft::ClusterKey, String> {
-        key_from(self.encryption_key_file.as_deref(), self.encryption_key.as_deref(), "--encryption-key-file")
+        let key = key_from(
+            self.encryption_key_file.as_deref(),
+            self.encryption_key.as_deref(),
+            "--encryption-key-file",
+        )?;
+        match &self.previous_encryption_key_file {
+            Some(_) if key.is_none() => {
+                Err("--previous-encryption-key-file needs the new cluster key too".into())
+            }
+            Some(path) => {
+                Ok(key.with_previous(key_from(Some(path), None, "--previous-encryption-key-file")?))
+            }
+            None => Ok(key),
+        }
     }
 
     /// What seals secrets at rest: the cluster key's data key (and the previous key's, to
@@ -235,14 +250,11 @@ impl Config {
         let Some(current) = key.data_key() else {
             return Err("--secret-prefix needs the cluster key (--encryption-key-file or CAIRN_ENCRYPTION_KEY): values are sealed with a key derived from it".into());
         };
-        let previous = match &self.previous_encryption_key_file {
-            Some(path) => {
-                let old = key_from(Some(path), None, "--previous-encryption-key-file")?;
-                if old.fingerprint() == key.fingerprint() {
-                    return Err("--previous-encryption-key-file holds the current cluster key".into());
-                }
-                old.data_key().into_iter().collect()
+        let previous = match key.previous() {
+            Some(old) if old.fingerprint() == key.fingerprint() => {
+                return Err("--previous-encryption-key-file holds the current cluster key".into());
             }
+            Some(old) => old.data_key().into_iter().collect(),
             None => Vec::new(),
         };
         let prefixes = self.secret_prefixes.iter().map(|p| p.as_bytes().to_vec()).collect();
@@ -322,16 +334,6 @@ impl Config {
         });
         let cluster_key = self.cluster_key()?;
         let sealer = self.sealer(&cluster_key)?;
-        // During a key rotation peers may still prove the previous key (and are proved it).
-        let cluster_key = match &self.previous_encryption_key_file {
-            Some(path) => {
-                if cluster_key.is_none() {
-                    return Err("--previous-encryption-key-file needs the new cluster key too".into());
-                }
-                cluster_key.with_previous(key_from(Some(path), None, "--previous-encryption-key-file")?)
-            }
-            None => cluster_key,
-        };
         if self.heartbeat_interval == 0 {
             return Err("--heartbeat-interval must be positive".into());
         }
