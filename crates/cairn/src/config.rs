@@ -523,6 +523,35 @@ mod tests {
             ),
             (Config { election_timeout: 200, ..Default::default() }, "at least 5 times"),
             (Config { snapshot_count: 0, ..Default::default() }, "--snapshot-count"),
+            (Config { max_watches_per_stream: 0, ..Default::default() }, "--max-watches-per-stream"),
+            (Config { max_concurrent_streams: 0, ..Default::default() }, "--max-concurrent-streams"),
+            (
+                Config { secret_prefixes: vec!["/secrets/".into()], ..Default::default() },
+                "--secret-prefix needs the cluster key",
+            ),
+            (
+                Config {
+                    secret_prefixes: vec![String::new()],
+                    encryption_key: Some("a cluster key of 32 bytes or so".into()),
+                    ..Default::default()
+                },
+                "--secret-prefix must not be empty",
+            ),
+            (
+                Config {
+                    previous_encryption_key_file: Some("/nonexistent/old.key".into()),
+                    ..Default::default()
+                },
+                "--previous-encryption-key-file needs the new cluster key too",
+            ),
+            (
+                Config {
+                    encryption_key: Some("a cluster key of 32 bytes or so".into()),
+                    previous_encryption_key_file: Some("/nonexistent/old.key".into()),
+                    ..Default::default()
+                },
+                "cannot read --previous-encryption-key-file",
+            ),
         ];
         for (cfg, want) in cases {
             let err = cfg.resolve().unwrap_err();
