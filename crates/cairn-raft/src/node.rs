@@ -554,6 +554,28 @@ impl RaftNode {
         let _ = rx.wait_for(|r| *r).await;
     }
 
+    /// Resolves with the error when this member's Raft stops by itself (a fatal storage
+    /// error, a panic in its core) rather than by [`RaftNode::shutdown`]: the member can
+    /// then no longer vote, replicate or apply, and should stop serving.
+    pub async fn failed(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            let fatal = match &metrics.borrow_and_update().running_state {
+                Err(fatal) => Some(fatal.to_string()),
+                Ok(()) => None,
+            };
+            let why = match fatal {
+                Some(why) => why,
+                None if metrics.changed().await.is_ok() => continue,
+                None => "the Raft core ended".to_string(),
+            };
+            if *self.stopping.borrow() {
+                std::future::pending::<()>().await;
+            }
+            return why;
+        }
+    }
+
     /// Tell the other members where clients reach this one (once; later calls are ignored).
     pub fn set_client_urls(&self, urls: Vec<String>) {
         let _ = self.client_urls.set(urls);

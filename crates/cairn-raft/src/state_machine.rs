@@ -36,12 +36,21 @@ pub struct SnapshotFile {
 #[derive(Debug, Clone)]
 pub struct SnapshotDir {
     dir: PathBuf,
+    /// Held while old snapshots are removed and while the current one is found and opened:
+    /// otherwise a reader can pick a snapshot that a newer build removes before the reader
+    /// opens it (a "not found" that openraft treats as a fatal storage error).
+    removing: Arc<std::sync::Mutex<()>>,
 }
 
 impl SnapshotDir {
     pub fn new(dir: PathBuf) -> io::Result<SnapshotDir> {
         std::fs::create_dir_all(&dir)?;
-        Ok(SnapshotDir { dir })
+        Ok(SnapshotDir { dir, removing: Arc::default() })
+    }
+
+    fn lock_removal(&self) -> std::sync::MutexGuard<'_, ()> {
+        // The guarded data is `()`: a panic elsewhere cannot leave it inconsistent.
+        self.removing.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A fresh temporary file for an incoming or outgoing snapshot.
@@ -53,8 +62,9 @@ impl SnapshotDir {
         format!("{:020}", meta.last_log_id.as_ref().map_or(0, |l| l.index))
     }
 
-    /// Make `tmp` the current snapshot with `meta`, durably, and drop older ones.
-    fn publish(&self, tmp: &Path, meta: &SnapshotMeta) -> io::Result<PathBuf> {
+    /// Make `tmp` the current snapshot with `meta`, durably, drop older ones, and open it.
+    fn publish(&self, tmp: &Path, meta: &SnapshotMeta) -> io::Result<SnapshotFile> {
+        let _removing = self.lock_removal();
         let stem = Self::stem(meta);
         let snap = self.dir.join(format!("{stem}.snap"));
         std::fs::rename(tmp, &snap)?;
@@ -64,6 +74,7 @@ impl SnapshotDir {
         f.sync_all()?;
         std::fs::rename(&meta_tmp, self.dir.join(format!("{stem}.meta")))?;
         File::open(&self.dir)?.sync_all()?;
+        let file = File::open(&snap)?;
         for entry in std::fs::read_dir(&self.dir)? {
             let path = entry?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
@@ -72,11 +83,12 @@ impl SnapshotDir {
                 let _ = std::fs::remove_file(&path);
             }
         }
-        Ok(snap)
+        Ok(SnapshotFile { path: snap, file })
     }
 
     /// The newest complete snapshot, if any.
     fn current(&self) -> io::Result<Option<(SnapshotMeta, SnapshotFile)>> {
+        let _removing = self.lock_removal();
         let mut best: Option<String> = None;
         for entry in std::fs::read_dir(&self.dir)? {
             let name = entry?.file_name().to_string_lossy().to_string();
@@ -314,12 +326,69 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 None => StoredMembership::default(),
             };
             let meta = SnapshotMeta { last_log_id, last_membership };
-            let path = snapshots.publish(&tmp, &meta)?;
+            let snapshot = snapshots.publish(&tmp, &meta)?;
             tracing::info!(last_log_id = ?meta.last_log_id, rows, "built snapshot");
-            let file = File::open(&path)?;
-            Ok(Snapshot { meta, snapshot: SnapshotFile { path, file } })
+            Ok(Snapshot { meta, snapshot })
         })
         .await
         .map_err(io::Error::other)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(index: u64) -> SnapshotMeta {
+        let leader =
+            <openraft::alias::LeaderIdOf<TypeConfig> as openraft::vote::RaftLeaderIdExt>::new_committed(1, 1);
+        SnapshotMeta { last_log_id: Some(LogId::new(leader, index)), last_membership: Default::default() }
+    }
+
+    /// A reader looking for the current snapshot while newer ones are published (each
+    /// removing the older) always gets one it can open: a "not found" here used to stop a
+    /// member's Raft with a fatal storage error.
+    #[test]
+    fn current_snapshot_is_openable_while_newer_ones_are_published() {
+        const PUBLISHED: u64 = 1000;
+        let dir = tempfile::tempdir().unwrap();
+        let snapshots = SnapshotDir::new(dir.path().to_path_buf()).unwrap();
+        let publisher_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let publisher = {
+            let snapshots = snapshots.clone();
+            let publisher_done = publisher_done.clone();
+            std::thread::spawn(move || {
+                for index in 1..=PUBLISHED {
+                    let tmp = snapshots.temp_path();
+                    std::fs::write(&tmp, index.to_le_bytes()).unwrap();
+                    snapshots.publish(&tmp, &meta(index)).unwrap();
+                }
+                publisher_done.store(true, std::sync::atomic::Ordering::Relaxed);
+            })
+        };
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let snapshots = snapshots.clone();
+                let publisher_done = publisher_done.clone();
+                std::thread::spawn(move || {
+                    let mut seen = 0;
+                    while !publisher_done.load(std::sync::atomic::Ordering::Relaxed) {
+                        if let Some((meta, SnapshotFile { mut file, .. })) = snapshots.current().unwrap() {
+                            let mut bytes = [0u8; 8];
+                            std::io::Read::read_exact(&mut file, &mut bytes).unwrap();
+                            assert_eq!(u64::from_le_bytes(bytes), meta.last_log_id.unwrap().index);
+                            seen += 1;
+                        }
+                    }
+                    seen
+                })
+            })
+            .collect();
+        publisher.join().unwrap();
+        for reader in readers {
+            assert!(reader.join().unwrap() > 0);
+        }
+        let (last, _) = snapshots.current().unwrap().unwrap();
+        assert_eq!(last.last_log_id.unwrap().index, PUBLISHED);
     }
 }

@@ -54,7 +54,8 @@ impl Error {
     /// 2: bad configuration (or the cluster refused to add this member); 3: data directory
     /// locked; 4: data directory corrupted; 5: an address is in use or not available; 6: data
     /// directory written by a newer version; 1: anything else (e.g. no member answered a join).
-    /// (The binary also exits 7 when the member is removed from the cluster while it runs.)
+    /// (The binary also exits 7 when the member is removed from the cluster while it runs,
+    /// and 8 when its Raft stops on a fatal error, see [`Node::failed`].)
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config(_) | Error::Start(StartError::Config(_) | StartError::JoinRefused(_)) => 2,
@@ -282,6 +283,13 @@ impl Node {
     /// binary exits with code 7).
     pub async fn removed(&self) {
         self.backend.node.removed().await
+    }
+
+    /// Resolves with the reason when this member's Raft stops on a fatal error (for
+    /// instance its disk failed): it can no longer take part in the cluster, and the
+    /// process should stop it and exit (the binary exits 8) so that a supervisor notices.
+    pub async fn failed(&self) -> String {
+        self.backend.node.failed().await
     }
 
     /// This member's view of the cluster, now.

@@ -385,15 +385,17 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(e.exit_code() as u8);
         }
     };
-    let removed = tokio::select! {
-        _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); false }
-        _ = int.recv() => { tracing::info!("SIGINT: shutting down"); false }
-        _ = node.removed() => true,
+    let ended = tokio::select! {
+        _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); None }
+        _ = int.recv() => { tracing::info!("SIGINT: shutting down"); None }
+        _ = node.removed() => Some((7, "the member has been permanently removed from the cluster".to_string())),
+        why = node.failed() => Some((8, format!("raft stopped on a fatal error: {why}"))),
     };
     node.stop().await;
-    if removed {
-        eprintln!("cairn: the member has been permanently removed from the cluster");
-        return ExitCode::from(7);
+    if let Some((code, why)) = ended {
+        tracing::error!("{why}");
+        eprintln!("cairn: {why}");
+        return ExitCode::from(code);
     }
     tracing::info!("stopped");
     ExitCode::SUCCESS

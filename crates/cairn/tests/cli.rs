@@ -287,3 +287,42 @@ fn a_data_directory_of_a_newer_format_is_refused_untouched() {
     assert!(stderr.contains("newer"), "{stderr}");
     assert_eq!(std::fs::read_dir(data.join("db")).unwrap().count(), before, "files changed");
 }
+
+/// A member whose Raft stops on a storage error (here: its snapshot directory vanished, so
+/// the next snapshot cannot be written) exits 8 naming the error, instead of lingering with
+/// its client port open and no Raft behind it.
+#[test]
+fn a_fatal_storage_error_while_running_exits_8() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("m");
+    let client = format!("127.0.0.1:{}", free_port());
+    let peer = format!("127.0.0.1:{}", free_port());
+    let mut child = cairn()
+        .args(["serve", "--data-dir", data.to_str().unwrap(), "--client-addr", &client, "--peer-addr", &peer])
+        .args(["--snapshot-count", "20"])
+        .stderr(std::fs::File::create(dir.path().join("m.log")).unwrap())
+        .spawn()
+        .unwrap();
+    wait_listening(&client, &mut child);
+    std::fs::remove_dir_all(data.join("snapshots")).unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut c = etcd_client::Client::connect([client.as_str()], None).await.unwrap();
+        // Puts fail once Raft has stopped; enough of them succeed to ask for a snapshot.
+        for i in 0..60 {
+            if c.put(format!("k{i:02}"), "v", None).await.is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the member did not exit after its Raft stopped");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = std::fs::read_to_string(dir.path().join("m.log")).unwrap();
+    assert_eq!(status.code(), Some(8), "stderr:\n{stderr}");
+    assert!(stderr.contains("cairn: raft stopped on a fatal error"), "stderr:\n{stderr}");
+}
