@@ -124,7 +124,10 @@ async fn secrets_are_sealed_on_disk_and_read_back_in_the_clear() {
 /// A rolling rotation of the cluster key: each member in turn restarts with the new key and
 /// the old one as previous. Members on either key keep talking (the peer handshake accepts
 /// the previous key, and a caller proves it to a member that has not switched), writes go on
-/// throughout, and what the old key sealed is still read back on every member.
+/// throughout, and what the old key sealed is still read back on every member. Each member
+/// then re-seals what it stores with the new key, online; once every member says so
+/// (`cairn_reseal_pending 0`), the old key is dropped from their starts and every value, old
+/// versions included, still reads back.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rolling_key_rotation_keeps_the_cluster_and_its_secrets() {
     let target = Target::from_env();
@@ -144,7 +147,12 @@ async fn a_rolling_key_rotation_keeps_the_cluster_and_its_secrets() {
     };
     let cluster = Cluster::start(target, opts).await.unwrap();
     let mut c = cluster.client_all().await.unwrap();
-    c.put("/secrets/before", "sealed with the old key", None).await.unwrap();
+    let put = c.put("/secrets/before", "sealed with the old key", None).await.unwrap();
+    let first_revision = put.header().unwrap().revision();
+    // Enough history that the re-sealing takes several steps.
+    for n in 0..1500 {
+        c.put(format!("/secrets/bulk/{:03}", n % 300), format!("bulk {n}"), None).await.unwrap();
+    }
     for i in 0..3 {
         cluster.terminate(i).await.unwrap();
         cluster.set_node_args(
@@ -179,11 +187,54 @@ async fn a_rolling_key_rotation_keeps_the_cluster_and_its_secrets() {
             .unwrap();
             let values: Vec<_> = got.kvs().iter().map(|kv| kv.value_str().unwrap().to_string()).collect();
             assert!(values.contains(&"sealed with the old key".to_string()), "member {j}: {values:?}");
-            assert_eq!(values.len(), i + 2, "member {j}: {values:?}");
+            assert_eq!(values.len(), 300 + i + 2, "member {j}: {values:?}");
             let _ = cj.status().await.unwrap();
         }
     }
     let mut c = cluster.client(0).await.unwrap();
     let members = c.member_list().await.unwrap();
     assert_eq!(members.members().len(), 3);
+
+    // The old version now lives in history only.
+    let mut c = cluster.client_all().await.unwrap();
+    c.put("/secrets/before", "written after the rotation", None).await.unwrap();
+    for i in 0..3 {
+        let cluster = &cluster;
+        cairn_tests::eventually(CONVERGE * 4, "the member re-sealed everything", || async move {
+            let pending = metric(cluster, i, "cairn_reseal_pending")?;
+            anyhow::ensure!(pending == 0.0, "member {i}: cairn_reseal_pending {pending}");
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert!(metric(cluster, i, "cairn_values_resealed_total").unwrap() > 0.0, "member {i}");
+    }
+    for i in 0..3 {
+        cluster.terminate(i).await.unwrap();
+        cluster.set_node_args(i, vec!["--encryption-key-file".into(), new.display().to_string()]);
+        cluster.restart(i).unwrap();
+        cluster.wait_node_ready(i, CONVERGE).await.unwrap();
+    }
+    for j in 0..3 {
+        let mut cj = cluster.client(j).await.unwrap();
+        let serializable = GetOptions::new().with_serializable();
+        let old = cj.get("/secrets/before", Some(serializable.clone().with_revision(first_revision))).await;
+        let old = old.unwrap_or_else(|e| panic!("member {j}, the old version without the old key: {e}"));
+        assert_eq!(old.kvs()[0].value_str().unwrap(), "sealed with the old key", "member {j}");
+        let all = cj.get("/secrets/", Some(serializable.with_prefix())).await.unwrap();
+        assert_eq!(all.kvs().len(), 300 + 4, "member {j}");
+    }
+    assert!(cluster.unexpected_exits().is_empty(), "crashed: {:?}", cluster.unexpected_exits());
+}
+
+/// A metric's value from a member's `/metrics`.
+fn metric(cluster: &Cluster, i: usize, name: &str) -> anyhow::Result<f64> {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .arg(format!("http://{}/metrics", cluster.client_addr(i)))
+        .output()?;
+    let text = String::from_utf8(out.stdout)?;
+    let prefix = format!("{name} ");
+    let value = text.lines().find_map(|l| l.strip_prefix(&prefix));
+    Ok(value.ok_or_else(|| anyhow::anyhow!("no {name} in member {i}'s /metrics"))?.trim().parse()?)
 }

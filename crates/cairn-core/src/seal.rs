@@ -102,6 +102,11 @@ impl Sealer {
         &self.prefixes
     }
 
+    /// Whether previous keys are kept to open what they sealed (a rotation under way).
+    pub fn has_previous(&self) -> bool {
+        !self.previous.is_empty()
+    }
+
     /// The id of the key that seals.
     pub fn current_key_id(&self) -> String {
         self.current.id()

@@ -51,6 +51,15 @@ pub fn encode_user_key(key: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&[0x00, 0x01]);
 }
 
+/// The start of the history rows of every key with `prefix`: the prefix escaped as in
+/// [`encode_user_key`], without the end marker (a key's escaped bytes start with it exactly
+/// when the key starts with `prefix`).
+pub fn encode_user_key_prefix(prefix: &[u8]) -> Vec<u8> {
+    let mut out = history_prefix(prefix);
+    out.truncate(out.len() - 2);
+    out
+}
+
 /// `memcomparable(key) ++ rev`.
 pub fn history_key(key: &[u8], rev: i64) -> Vec<u8> {
     let mut out = Vec::with_capacity(key.len() + 10);

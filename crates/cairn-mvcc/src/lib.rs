@@ -41,6 +41,7 @@ mod hash;
 mod lease;
 mod memory;
 mod range;
+mod reseal;
 #[cfg(feature = "rocksdb")]
 mod rocks;
 mod snapshot;
@@ -52,6 +53,7 @@ pub use backup::{verify_backup, DIGEST_LEN};
 pub use engine::{Batch, BatchOp, Durability, Engine, EngineRead, Family, Row, Visit};
 pub use error::MvccError;
 pub use memory::MemEngine;
+pub use reseal::{ResealCursor, ResealStep};
 #[cfg(feature = "rocksdb")]
 pub use rocks::RocksEngine;
 pub use store::{ApplyBatch, MetaRow, MvccStore};

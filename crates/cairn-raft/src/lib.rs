@@ -27,6 +27,7 @@ pub mod peer_auth;
 pub mod peer_error;
 pub mod reconfigure;
 pub mod recover;
+mod reseal;
 mod route;
 pub mod server;
 pub mod state_machine;

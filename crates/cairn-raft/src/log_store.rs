@@ -99,6 +99,19 @@ impl LogStore {
         LogStore { db, syncer: tx, sealer }
     }
 
+    /// Rewrite the log's files so that purged entries are gone from disk too (after a key
+    /// rotation: the entries sealed with the previous key). Blocking; errors are logged.
+    pub fn compact(&self) {
+        let mut opts = rocksdb::CompactOptions::default();
+        opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        for cf in [self.cf_log(), self.cf_meta()] {
+            if let Err(e) = self.db.flush_cf(cf) {
+                tracing::warn!(error = %e, "flushing the raft log");
+            }
+            self.db.compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &opts);
+        }
+    }
+
     fn cf_log(&self) -> &ColumnFamily {
         self.db.cf_handle(CF_LOG).expect("raft_log family")
     }

@@ -30,6 +30,7 @@ static FORWARDED_WRITES: LazyLock<Counter> = LazyLock::new(Counter::default);
 /// Registers the replication layer's metrics.
 pub fn register(registry: &mut Registry) {
     crate::peer_auth::register(registry);
+    crate::reseal::register(registry);
     registry.register(
         "etcd_disk_wal_fsync_duration_seconds",
         "The latency distributions of fsync called by WAL",

@@ -334,6 +334,7 @@ impl RaftNode {
             addresses: addresses.clone(),
         };
         let log = LogStore::new(db.clone(), cfg.sealer.clone());
+        let log_files = log.clone();
         let raft = Raft::new(id, config, network, log, sm).await.map_err(|e| StartError::Raft(e.into()))?;
 
         // Serve peers before initializing, so that the others can reach us.
@@ -461,6 +462,10 @@ impl RaftNode {
                 alarms.clone(),
                 interval,
             )));
+        }
+        if store.sealer().is_some() {
+            let compact_log = Arc::new(move || log_files.compact());
+            lease_tasks.push(tokio::spawn(crate::reseal::reseal(raft.clone(), store.clone(), compact_log)));
         }
         if cfg.cluster_key.is_none() {
             tracing::warn!("no cluster key (--encryption-key-file / CAIRN_ENCRYPTION_KEY): any node that reaches the peer port can take part");

@@ -132,6 +132,16 @@ impl StateMachine {
         Ok(StateMachine { store, snapshots, revision, lessor, alarms, auth })
     }
 
+    /// One step of re-sealing the stored values with the current key (run between applies:
+    /// see [`cairn_mvcc::MvccStore::reseal_step`]).
+    pub(crate) fn reseal_step(
+        &self,
+        cursor: &mut cairn_mvcc::ResealCursor,
+        limit: usize,
+    ) -> Result<cairn_mvcc::ResealStep, MvccError> {
+        self.store.reseal_step(cursor, limit)
+    }
+
     /// The auth state and tokens, kept current as entries and snapshots are applied.
     pub fn auth(&self) -> crate::auth::Auth {
         self.auth.clone()

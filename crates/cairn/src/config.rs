@@ -262,10 +262,12 @@ impl Config {
     }
 
     /// The sealer an offline tool needs to read a sealed Raft log (`cairn recover`): the
-    /// cluster key's, whatever the prefixes; `None` without a key.
+    /// cluster key's (and the previous key's, during a rotation), whatever the prefixes;
+    /// `None` without a key.
     pub fn log_sealer(&self) -> Result<Option<cairn_core::seal::Sealer>, String> {
         let key = self.cluster_key()?;
-        Ok(key.data_key().map(|k| cairn_core::seal::Sealer::new(k, Vec::new(), Vec::new())))
+        let previous = key.previous().and_then(cairn_raft::ClusterKey::data_key).into_iter().collect();
+        Ok(key.data_key().map(|k| cairn_core::seal::Sealer::new(k, previous, Vec::new())))
     }
 
     pub(crate) fn resolve(&self) -> Result<Resolved, String> {
