@@ -74,21 +74,26 @@ pub fn caller<P: Permissions + ?Sized>(
 }
 
 /// Run `check` for the request's caller when auth is enabled (and the service checks).
+/// Returns the auth revision it checked against (0: nothing checked), for a write to be
+/// refused at apply if the auth state changes before ([`KvBackend::write_checked`]).
+///
+/// [`KvBackend::write_checked`]: cairn_core::KvBackend::write_checked
 pub fn authorize<P: Permissions + ?Sized>(
     backend: &P,
     enforce: Enforce,
     metadata: &MetadataMap,
     check: impl FnOnce(&AuthState, Option<&str>) -> Result<(), RequestError>,
-) -> Result<(), Status> {
+) -> Result<u64, Status> {
     if enforce == Enforce::Trusted {
-        return Ok(());
+        return Ok(0);
     }
     let state = Permissions::auth_state(backend);
     if !state.enabled {
-        return Ok(());
+        return Ok(0);
     }
     let user = caller(backend, metadata)?;
-    check(&state, user.as_deref()).map_err(request_status)
+    check(&state, user.as_deref()).map_err(request_status)?;
+    Ok(state.revision)
 }
 
 /// The same check, refused as etcd's maintenance server refuses it: with the auth store's
@@ -120,7 +125,7 @@ pub fn authorize_admin<P: Permissions + ?Sized>(
     enforce: Enforce,
     metadata: &MetadataMap,
 ) -> Result<(), Status> {
-    authorize(backend, enforce, metadata, |state, user| state.check_admin(user))
+    authorize(backend, enforce, metadata, |state, user| state.check_admin(user)).map(|_| ())
 }
 
 pub struct AuthService<B> {

@@ -37,11 +37,12 @@ impl<B: Backend> KvService<B> {
         Ok(())
     }
 
-    async fn write(&self, req: WriteRequest) -> Result<WriteResponse, Status> {
+    /// `req`, whose permissions were checked at `auth_revision` (0: not checked).
+    async fn write(&self, req: WriteRequest, auth_revision: u64) -> Result<WriteResponse, Status> {
         if !matches!(&req, WriteRequest::Txn(t) if cairn_core::is_read_only(t)) {
             crate::quota::check_not_corrupt(&*self.backend)?;
         }
-        self.backend.write(req).await.map_err(backend_status)
+        self.backend.write_checked(req, auth_revision).await.map_err(backend_status)
     }
 }
 
@@ -67,7 +68,7 @@ impl<B: Backend> Kv for KvService<B> {
     }
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        authorize(&*self.backend, self.enforce, req.metadata(), |auth, user| {
+        let auth_revision = authorize(&*self.backend, self.enforce, req.metadata(), |auth, user| {
             auth.check_put(user, req.get_ref())
         })?;
         if req.get_ref().lease != 0 && crate::auth::Permissions::auth_state(&*self.backend).enabled {
@@ -87,7 +88,7 @@ impl<B: Backend> Kv for KvService<B> {
             crate::quota::put_cost(&req.key, &req.value),
         )
         .await?;
-        match self.write(WriteRequest::Put(req)).await? {
+        match self.write(WriteRequest::Put(req), auth_revision).await? {
             WriteResponse::Put(mut r) => {
                 fill_header(&mut r.header, &self.backend.status());
                 Ok(Response::new(r))
@@ -100,13 +101,13 @@ impl<B: Backend> Kv for KvService<B> {
         &self,
         req: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
-        authorize(&*self.backend, self.enforce, req.metadata(), |auth, user| {
+        let auth_revision = authorize(&*self.backend, self.enforce, req.metadata(), |auth, user| {
             auth.check_delete(user, req.get_ref())
         })?;
         let req = req.into_inner();
         validate::check_delete(&req).map_err(request_status)?;
         self.check_size(&req)?;
-        match self.write(WriteRequest::DeleteRange(req)).await? {
+        match self.write(WriteRequest::DeleteRange(req), auth_revision).await? {
             WriteResponse::DeleteRange(mut r) => {
                 fill_header(&mut r.header, &self.backend.status());
                 Ok(Response::new(r))
@@ -116,7 +117,7 @@ impl<B: Backend> Kv for KvService<B> {
     }
 
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        authorize(&*self.backend, self.enforce, req.metadata(), |auth, user| {
+        let auth_revision = authorize(&*self.backend, self.enforce, req.metadata(), |auth, user| {
             auth.check_txn(user, req.get_ref())
         })?;
         let req = req.into_inner();
@@ -126,7 +127,7 @@ impl<B: Backend> Kv for KvService<B> {
         if cost > 0 {
             crate::quota::check(&*self.backend, self.limits.quota_backend_bytes, cost).await?;
         }
-        match self.write(WriteRequest::Txn(req)).await? {
+        match self.write(WriteRequest::Txn(req), auth_revision).await? {
             WriteResponse::Txn(mut r) => {
                 fill_header(&mut r.header, &self.backend.status());
                 Ok(Response::new(r))
@@ -140,7 +141,7 @@ impl<B: Backend> Kv for KvService<B> {
         crate::auth::authorize_admin(&*self.backend, self.enforce, req.metadata())?;
         let req = req.into_inner();
         self.check_size(&req)?;
-        match self.write(WriteRequest::Compact(req)).await? {
+        match self.write(WriteRequest::Compact(req), 0).await? {
             WriteResponse::Compact(mut r) => {
                 fill_header(&mut r.header, &self.backend.status());
                 Ok(Response::new(r))

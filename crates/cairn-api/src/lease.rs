@@ -67,16 +67,19 @@ impl<B: Backend> Lease for LeaseService<B> {
         req: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
         // Revoking deletes the lease's keys: the caller must be allowed to write each (etcd).
+        let mut auth_revision = 0;
         if self.enforce == crate::auth::Enforce::Checked
             && crate::auth::Permissions::auth_state(&*self.backend).enabled
         {
             let keys = self.backend.lease_keys(req.get_ref().id).await.map_err(backend_status)?;
-            crate::auth::authorize(&*self.backend, self.enforce, req.metadata(), |auth, user| {
-                keys.iter().try_for_each(|k| auth.check(user, cairn_core::auth::Need::Write, k, b""))
-            })?;
+            auth_revision =
+                crate::auth::authorize(&*self.backend, self.enforce, req.metadata(), |auth, user| {
+                    keys.iter().try_for_each(|k| auth.check(user, cairn_core::auth::Need::Write, k, b""))
+                })?;
         }
         crate::quota::check_not_corrupt(&*self.backend)?;
-        match self.backend.write(WriteRequest::LeaseRevoke(req.into_inner())).await.map_err(backend_status)? {
+        let revoke = WriteRequest::LeaseRevoke(req.into_inner());
+        match self.backend.write_checked(revoke, auth_revision).await.map_err(backend_status)? {
             WriteResponse::LeaseRevoke(mut resp) => {
                 fill_header(&mut resp.header, &self.backend.status());
                 Ok(Response::new(resp))

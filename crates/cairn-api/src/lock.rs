@@ -40,6 +40,7 @@ pub(crate) fn authorize_keys(
     crate::auth::authorize(permissions, crate::auth::Enforce::Checked, metadata, |auth, user| {
         needs.iter().try_for_each(|need| auth.check(user, *need, key, range_end))
     })
+    .map(|_| ())
     .map_err(|s| Status::unknown(s.message()))
 }
 

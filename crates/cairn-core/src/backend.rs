@@ -44,6 +44,20 @@ pub trait KvBackend: Send + Sync + 'static {
     /// served like a Range, without a write.
     fn write(&self, req: WriteRequest) -> impl Future<Output = Result<WriteResponse, BackendError>> + Send;
 
+    /// [`KvBackend::write`] for a request whose permissions were checked against auth
+    /// revision `auth_revision` (0: not checked, auth was off). A backend that applies
+    /// writes later than it checks them refuses it with
+    /// [`RequestError::AuthOldRevision`](crate::RequestError::AuthOldRevision) when the auth
+    /// state changed in between (etcd's re-check at apply); by default it is a plain write.
+    fn write_checked(
+        &self,
+        req: WriteRequest,
+        auth_revision: u64,
+    ) -> impl Future<Output = Result<WriteResponse, BackendError>> + Send {
+        let _ = auth_revision;
+        self.write(req)
+    }
+
     /// Current and compacted revision of this member's readable state.
     fn revisions(&self) -> impl Future<Output = Result<Revisions, BackendError>> + Send;
 }

@@ -94,6 +94,16 @@ impl Pending {
         Ok(())
     }
 
+    /// Whether a write checked at auth revision `checked_at` must be refused at this point
+    /// of the batch: auth is on and has changed since (etcd's `isOpPermitted`).
+    pub(crate) fn changed_since(&self, mirror: &AuthMirror, checked_at: u64) -> bool {
+        let changed = |state: &AuthState| state.enabled && checked_at < state.revision;
+        match &self.working {
+            Some(working) => changed(working),
+            None => changed(&mirror.state()),
+        }
+    }
+
     /// The batch committed: make its changes visible.
     pub(crate) fn publish(self, mirror: &AuthMirror) {
         if let Some(state) = self.working {

@@ -20,9 +20,14 @@ pub struct Proposed {
     pub log_index: u64,
 }
 
-/// Propose `write` on this member and wait for its result once applied.
-pub async fn propose(raft: &Raft, write: WriteRequest) -> Result<Proposed, PeerError> {
-    let (result, log_index) = propose_command(raft, Command::Write(write)).await?;
+/// Propose `write` on this member and wait for its result once applied. `auth_revision`:
+/// the auth revision its permissions were checked at (0: not checked).
+pub async fn propose(raft: &Raft, write: WriteRequest, auth_revision: u64) -> Result<Proposed, PeerError> {
+    let command = match auth_revision {
+        0 => Command::Write(write),
+        auth_revision => Command::CheckedWrite { write, auth_revision },
+    };
+    let (result, log_index) = propose_command(raft, command).await?;
     let result =
         result.ok_or_else(|| PeerError::Unavailable("a write entry applied without a result".into()))?;
     Ok(Proposed { result, log_index })

@@ -16,7 +16,7 @@ impl From<cairn_core::WriteRequest> for WriteRequest {
             cairn_core::WriteRequest::LeaseGrant(g) => Request::LeaseGrant(g),
             cairn_core::WriteRequest::LeaseRevoke(r) => Request::LeaseRevoke(r),
         };
-        WriteRequest { request: Some(request) }
+        WriteRequest { request: Some(request), auth_revision: 0 }
     }
 }
 
@@ -38,23 +38,22 @@ impl TryFrom<WriteRequest> for cairn_core::WriteRequest {
 impl From<crate::types::Command> for Command {
     fn from(c: crate::types::Command) -> Self {
         use command::Command as C;
-        let command = match c {
-            crate::types::Command::Write(cairn_core::WriteRequest::Put(p)) => C::Put(p),
-            crate::types::Command::Write(cairn_core::WriteRequest::DeleteRange(d)) => C::DeleteRange(d),
-            crate::types::Command::Write(cairn_core::WriteRequest::Txn(t)) => C::Txn(t),
-            crate::types::Command::Write(cairn_core::WriteRequest::Compact(c)) => C::Compaction(c),
-            crate::types::Command::Write(cairn_core::WriteRequest::LeaseGrant(g)) => C::LeaseGrant(g),
-            crate::types::Command::Write(cairn_core::WriteRequest::LeaseRevoke(r)) => C::LeaseRevoke(r),
-            crate::types::Command::SetMember(m) => C::MemberAttributes(m),
-            crate::types::Command::SetAlarm(a) => C::Alarm(a),
-            crate::types::Command::Auth(a) => C::Auth(a.into()),
+        let write = |w| match w {
+            cairn_core::WriteRequest::Put(p) => C::Put(p),
+            cairn_core::WriteRequest::DeleteRange(d) => C::DeleteRange(d),
+            cairn_core::WriteRequest::Txn(t) => C::Txn(t),
+            cairn_core::WriteRequest::Compact(c) => C::Compaction(c),
+            cairn_core::WriteRequest::LeaseGrant(g) => C::LeaseGrant(g),
+            cairn_core::WriteRequest::LeaseRevoke(r) => C::LeaseRevoke(r),
         };
-        let format = match command {
-            C::Auth(_) => 3,
-            C::Alarm(_) => 2,
-            _ => 1,
+        let (command, format, auth_revision) = match c {
+            crate::types::Command::Write(w) => (write(w), 1, 0),
+            crate::types::Command::CheckedWrite { write: w, auth_revision } => (write(w), 4, auth_revision),
+            crate::types::Command::SetMember(m) => (C::MemberAttributes(m), 1, 0),
+            crate::types::Command::SetAlarm(a) => (C::Alarm(a), 2, 0),
+            crate::types::Command::Auth(a) => (C::Auth(a.into()), 3, 0),
         };
-        Command { command: Some(command), format }
+        Command { command: Some(command), format, auth_revision }
     }
 }
 
@@ -69,7 +68,13 @@ impl TryFrom<Command> for crate::types::Command {
                 c.format
             ));
         }
-        let write = |w| Ok(crate::types::Command::Write(w));
+        let auth_revision = c.auth_revision;
+        let write = |write| {
+            Ok(match auth_revision {
+                0 => crate::types::Command::Write(write),
+                auth_revision => crate::types::Command::CheckedWrite { write, auth_revision },
+            })
+        };
         match c.command.ok_or_else(|| "an empty command".to_string())? {
             C::Put(p) => write(cairn_core::WriteRequest::Put(p)),
             C::DeleteRange(d) => write(cairn_core::WriteRequest::DeleteRange(d)),

@@ -84,7 +84,18 @@ impl RaftNode {
 
     /// Replicate one write through the leader, wherever it is, and return its result.
     pub async fn write(&self, req: WriteRequest) -> Result<WriteResponse, BackendError> {
-        let result = self.replicate(req).await;
+        self.write_checked(req, 0).await
+    }
+
+    /// [`RaftNode::write`] for a write whose permissions were checked at auth revision
+    /// `auth_revision` (0: not checked): every member refuses it at apply, with etcd's
+    /// "revision of auth store is old", if the auth state changed in between.
+    pub async fn write_checked(
+        &self,
+        req: WriteRequest,
+        auth_revision: u64,
+    ) -> Result<WriteResponse, BackendError> {
+        let result = self.replicate(req, auth_revision).await;
         // etcd's "failed proposals": the write did not commit (a refusal after commit, e.g.
         // an unknown lease, is the write's result).
         if matches!(&result, Err(e) if !matches!(e, BackendError::Request(_))) {
@@ -93,7 +104,7 @@ impl RaftNode {
         result
     }
 
-    async fn replicate(&self, req: WriteRequest) -> Result<WriteResponse, BackendError> {
+    async fn replicate(&self, req: WriteRequest, auth_revision: u64) -> Result<WriteResponse, BackendError> {
         #[cfg(feature = "fault-injection")]
         if let Some(acked) = crate::fault::ack_before_commit(&self.raft, self.store(), &req) {
             return acked;
@@ -104,8 +115,10 @@ impl RaftNode {
             .on_leader(
                 Repeat::IfNotApplied,
                 // On the leader the write is applied here when the proposal returns.
-                |_| async { leader::propose(&self.raft, req.clone()).await.map(|p| (p.result, None)) },
-                |addr, remaining| self.forward(addr, req, remaining),
+                |_| async {
+                    leader::propose(&self.raft, req.clone(), auth_revision).await.map(|p| (p.result, None))
+                },
+                |addr, remaining| self.forward(addr, req, auth_revision, remaining),
             )
             .await?;
         // A write forwarded to the leader is answered once the leader applied it; like etcd,
@@ -124,14 +137,15 @@ impl RaftNode {
         &self,
         addr: String,
         req: &WriteRequest,
+        auth_revision: u64,
         remaining: Duration,
     ) -> Result<(Result<WriteResponse, RequestError>, Option<u64>), PeerError> {
         crate::metrics::record_forwarded_write();
-        let answer = match self.forwarder.forward(&addr, pb::WriteRequest::from(req.clone()), remaining).await
-        {
+        let write = pb::WriteRequest { auth_revision, ..pb::WriteRequest::from(req.clone()) };
+        let answer = match self.forwarder.forward(&addr, write.clone(), remaining).await {
             Err(s) if PeerError::from_status(&s) == PeerError::Unimplemented => {
                 let mut client = self.channels.client(&addr).map_err(|_| PeerError::NotDelivered)?;
-                let mut request = tonic::Request::new(pb::WriteRequest::from(req.clone()));
+                let mut request = tonic::Request::new(write);
                 request.set_timeout(remaining);
                 client.forward(request).await.map(tonic::Response::into_inner)
             }

@@ -63,9 +63,10 @@ impl PeerService {
 /// A forwarded write proposed on this member (which should lead), as the peer protocol
 /// answers it.
 async fn propose(raft: &Raft, write: WriteRequest) -> Result<WriteResponse, Status> {
+    let auth_revision = write.auth_revision;
     let write =
         cairn_core::WriteRequest::try_from(write).map_err(|e| PeerError::Refused(e.into()).into_status())?;
-    match leader::propose(raft, write).await {
+    match leader::propose(raft, write, auth_revision).await {
         Ok(proposed) => {
             Ok(WriteResponse { log_index: proposed.log_index, ..WriteResponse::from(proposed.result) })
         }

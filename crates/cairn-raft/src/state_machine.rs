@@ -213,7 +213,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         Err(refused) => CommandResult(Some(Err(refused))),
                     }
                 }
-                EntryPayload::Normal(Command::Write(write)) => {
+                EntryPayload::Normal(Command::CheckedWrite { auth_revision, .. })
+                    if auth.changed_since(&self.auth, auth_revision) =>
+                {
+                    CommandResult(Some(Err(cairn_core::RequestError::AuthOldRevision)))
+                }
+                EntryPayload::Normal(Command::Write(write) | Command::CheckedWrite { write, .. }) => {
                     // A refusal is the entry's deterministic result; any other failure means
                     // this replica cannot apply the log and must stop.
                     let result = match batch.apply(&write) {

@@ -57,8 +57,8 @@ pub fn node_id_of(name: &str) -> NodeId {
 /// The newest command format this version applies (`cairnpb.Command`'s `format`): 0 = the
 /// entries of 0.1, 1 = adds member attributes, 2 = adds alarms. Each entry carries the
 /// lowest format that knows its command, so members that apply format 1 still apply
-/// everything but alarms. 3 adds etcd's auth.
-pub const COMMAND_FORMAT: u32 = 3;
+/// everything but alarms. 3 adds etcd's auth, 4 writes checked at an auth revision.
+pub const COMMAND_FORMAT: u32 = 4;
 
 /// One replicated command: what a Raft log entry carries. Serialized as the protobuf
 /// `cairnpb.Command`, which reads 0.1's entries (a `cairnpb.WriteRequest`) as writes.
@@ -66,6 +66,10 @@ pub const COMMAND_FORMAT: u32 = 3;
 pub enum Command {
     /// An etcd write: the only command of 0.1.
     Write(WriteRequest),
+    /// An etcd write whose permissions were checked at auth revision `auth_revision`
+    /// (format 4; proposed only while auth is enabled, which needs every member at 0.2 or
+    /// later): refused at apply if the auth state changed since, as etcd re-checks.
+    CheckedWrite { write: WriteRequest, auth_revision: u64 },
     /// A member publishes its attributes (0.2+; proposed only once every member knows it).
     SetMember(pb::MemberAttributes),
     /// An alarm raised or cleared (format 2; proposed only once every member published).
@@ -88,18 +92,28 @@ pub enum AuthCommand {
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Command::Write(WriteRequest::Put(p)) => write!(f, "put({} bytes key)", p.key.len()),
-            Command::Write(WriteRequest::DeleteRange(_)) => write!(f, "delete_range"),
-            Command::Write(WriteRequest::Txn(t)) => write!(f, "txn({} compares)", t.compare.len()),
-            Command::Write(WriteRequest::Compact(c)) => write!(f, "compact({})", c.revision),
-            Command::Write(WriteRequest::LeaseGrant(g)) => write!(f, "lease_grant({:x}, {}s)", g.id, g.ttl),
-            Command::Write(WriteRequest::LeaseRevoke(r)) => write!(f, "lease_revoke({:x})", r.id),
+            Command::Write(w) => write_summary(f, w),
+            Command::CheckedWrite { write, auth_revision } => {
+                write_summary(f, write)?;
+                write!(f, " at auth revision {auth_revision}")
+            }
             Command::SetMember(m) => write!(f, "set_member({:x}, {})", m.id, m.name),
             Command::SetAlarm(a) => write!(f, "set_alarm({:x}, {}, {})", a.member_id, a.alarm, a.activate),
             // Never the token or a password hash.
             Command::Auth(AuthCommand::AssignToken { user, .. }) => write!(f, "auth_token({user})"),
             Command::Auth(AuthCommand::Change(c)) => write!(f, "auth({})", c.kind()),
         }
+    }
+}
+
+fn write_summary(f: &mut fmt::Formatter<'_>, write: &WriteRequest) -> fmt::Result {
+    match write {
+        WriteRequest::Put(p) => write!(f, "put({} bytes key)", p.key.len()),
+        WriteRequest::DeleteRange(_) => write!(f, "delete_range"),
+        WriteRequest::Txn(t) => write!(f, "txn({} compares)", t.compare.len()),
+        WriteRequest::Compact(c) => write!(f, "compact({})", c.revision),
+        WriteRequest::LeaseGrant(g) => write!(f, "lease_grant({:x}, {}s)", g.id, g.ttl),
+        WriteRequest::LeaseRevoke(r) => write!(f, "lease_revoke({:x})", r.id),
     }
 }
 

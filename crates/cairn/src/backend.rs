@@ -75,6 +75,14 @@ impl KvBackend for RaftBackend {
     }
 
     async fn write(&self, req: WriteRequest) -> Result<WriteResponse, BackendError> {
+        self.write_checked(req, 0).await
+    }
+
+    async fn write_checked(
+        &self,
+        req: WriteRequest,
+        auth_revision: u64,
+    ) -> Result<WriteResponse, BackendError> {
         if let WriteRequest::Txn(t) = req {
             if is_read_only(&t) {
                 if !is_serializable(&t) {
@@ -82,9 +90,9 @@ impl KvBackend for RaftBackend {
                 }
                 return self.node.read(move |store| store.read_txn(&t)).await.map(WriteResponse::Txn);
             }
-            return self.node.write(WriteRequest::Txn(t)).await;
+            return self.node.write_checked(WriteRequest::Txn(t), auth_revision).await;
         }
-        self.node.write(req).await
+        self.node.write_checked(req, auth_revision).await
     }
 
     async fn revisions(&self) -> Result<Revisions, BackendError> {

@@ -181,3 +181,81 @@ async fn built_members_report_their_roles() {
         n.shutdown().await;
     }
 }
+
+/// etcd re-checks permissions when a write applies: a write checked at an auth revision
+/// that is no longer current when it applies is refused with "revision of auth store is
+/// old" on every member (whether this member leads or forwards it), and changes nothing;
+/// one checked at the current revision applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_checked_before_an_auth_change_is_refused_at_apply() {
+    use cairn::core::auth::AuthChange;
+    use cairn::core::proto::etcdserverpb::PutRequest;
+    use cairn::core::{AuthBackend, BackendError, KvBackend, RequestError, WriteRequest};
+
+    let dir = tempfile::tempdir().unwrap();
+    let ips = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
+    let peers: Vec<(String, String)> =
+        ips.iter().enumerate().map(|(i, ip)| (format!("m{i}"), format!("{ip}:{}", free_port(ip)))).collect();
+    let mut starting = Vec::new();
+    for (i, ip) in ips.iter().enumerate() {
+        let builder = cairn::Node::builder()
+            .name(&peers[i].0)
+            .data_dir(dir.path().join(&peers[i].0))
+            .client_addr(format!("{ip}:0"))
+            .peer_addr(&peers[i].1)
+            .initial_cluster(peers.iter().map(|(n, a)| (n.as_str(), a.as_str())));
+        starting.push(tokio::spawn(builder.start()));
+    }
+    let mut nodes = Vec::new();
+    for n in starting {
+        nodes.push(n.await.unwrap().unwrap());
+    }
+    // Auth commands wait until every member has published its attributes.
+    let changes = [
+        AuthChange::UserAdd { name: "root".into(), password_hash: String::new(), no_password: true },
+        AuthChange::UserGrantRole { user: "root".into(), role: "root".into() },
+        AuthChange::Enable,
+    ];
+    for change in changes {
+        tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            loop {
+                match nodes[0].backend().auth_change(change.clone()).await {
+                    Ok(()) => return,
+                    Err(BackendError::Request(refused)) => panic!("{change:?} refused: {refused}"),
+                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{change:?} did not apply"));
+    }
+    let put = |key: &str| {
+        WriteRequest::Put(PutRequest { key: key.into(), value: b"v".to_vec(), ..Default::default() })
+    };
+    let current = nodes[0].backend().auth_state().revision;
+    for (i, node) in nodes.iter().enumerate() {
+        let backend = node.backend();
+        let stale = backend.write_checked(put(&format!("stale-{i}")), current - 1).await;
+        assert!(
+            matches!(stale, Err(BackendError::Request(RequestError::AuthOldRevision))),
+            "member {i} (leader: {:?}): {stale:?}",
+            node.status().role
+        );
+        backend.write_checked(put(&format!("fresh-{i}")), current).await.unwrap();
+    }
+    // The refused writes changed nothing, anywhere.
+    for node in &nodes {
+        let all = node.backend().range(cairn::core::proto::etcdserverpb::RangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            serializable: true,
+            ..Default::default()
+        });
+        let keys: Vec<String> =
+            all.await.unwrap().kvs.iter().map(|kv| String::from_utf8_lossy(&kv.key).into_owned()).collect();
+        assert!(keys.iter().all(|k| !k.starts_with("stale")), "{keys:?}");
+    }
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
