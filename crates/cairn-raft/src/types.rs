@@ -227,6 +227,21 @@ mod tests {
     }
 
     #[test]
+    fn checked_writes_are_format_4_and_keep_their_auth_revision() {
+        let put =
+            WriteRequest::Put(PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() });
+        let checked = Command::CheckedWrite { write: put.clone(), auth_revision: 7 };
+        let msg = pb::Command::from(checked.clone());
+        assert_eq!((msg.format, msg.auth_revision), (4, 7));
+        assert_eq!(Command::try_from(msg).unwrap(), checked);
+        let back: Command = crate::codec::decode(&crate::codec::encode(&checked).unwrap()).unwrap();
+        assert_eq!(back, checked);
+        // A member that knows only format 3 refuses it rather than apply it unchecked.
+        assert!(pb::Command::from(checked).format > 3);
+        assert_eq!(pb::Command::from(Command::Write(put)).format, 1);
+    }
+
+    #[test]
     fn a_newer_command_format_is_refused() {
         let mut msg =
             pb::Command::from(Command::SetMember(pb::MemberAttributes { id: 1, ..Default::default() }));
