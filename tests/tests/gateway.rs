@@ -378,4 +378,43 @@ async fn metrics_use_etcds_names_and_follow_the_cluster() {
         );
     }
     assert_eq!(leaders, 1.0, "exactly one member reports itself leader");
+
+    // Every member measures its round trips to the others (etcd records them every 30 s).
+    for i in 0..3 {
+        let mut others = Vec::new();
+        for j in (0..3).filter(|&j| j != i) {
+            others.push(format!("{:x}", cluster.member_id(j).await.unwrap()));
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(45);
+        loop {
+            let text = get(&cluster, i, "/metrics").unwrap().body;
+            let measured = others.iter().all(|to| {
+                let name = format!("etcd_network_peer_round_trip_time_seconds_count{{To=\"{to}\"}}");
+                sample(&text, &name).is_some_and(|n| n >= 1.0)
+            });
+            if measured {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node {i}: no round trips to {others:?} in\n{text}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
+    if !cluster.target().is_etcd() {
+        assert_eq!(post(&cluster, 0, "/v3/lease/grant", r#"{"TTL":"60"}"#).unwrap().status, 200);
+        for i in 0..3 {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let text = get(&cluster, i, "/metrics").unwrap().body;
+                let applied = sample(&text, "cairn_apply_duration_seconds_count").unwrap_or(0.0);
+                if applied >= 1.0 && sample(&text, "cairn_leases") == Some(1.0) {
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "node {i}: leases or apply latency in\n{text}");
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        }
+    }
 }

@@ -102,6 +102,11 @@ impl Lessor {
         self.min_ttl
     }
 
+    /// How many leases are live (granted and not yet revoked or expired).
+    pub fn count(&self) -> usize {
+        self.lock().leases.len()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Timers> {
         self.timers.lock().expect("lessor lock poisoned")
     }

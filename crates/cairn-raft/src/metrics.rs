@@ -7,6 +7,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -23,6 +24,10 @@ static WAL_FSYNC: LazyLock<Histogram> = LazyLock::new(disk_seconds);
 static BACKEND_COMMIT: LazyLock<Histogram> = LazyLock::new(disk_seconds);
 static APPENDS_PER_FSYNC: LazyLock<Histogram> = LazyLock::new(sizes);
 static ENTRIES_PER_APPLY: LazyLock<Histogram> = LazyLock::new(sizes);
+static APPLY: LazyLock<Histogram> = LazyLock::new(disk_seconds);
+/// etcd's buckets for peer round trips: 0.1 ms to 3.3 s.
+static PEER_RTT: LazyLock<Family<Vec<(String, String)>, Histogram>> =
+    LazyLock::new(|| Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 2.0, 16))));
 static LEADER_CHANGES: LazyLock<Counter> = LazyLock::new(Counter::default);
 static PROPOSALS_FAILED: LazyLock<Counter> = LazyLock::new(Counter::default);
 static FORWARDED_WRITES: LazyLock<Counter> = LazyLock::new(Counter::default);
@@ -40,6 +45,16 @@ pub fn register(registry: &mut Registry) {
         "etcd_disk_backend_commit_duration_seconds",
         "The latency distributions of commit called by backend (one applied batch)",
         BACKEND_COMMIT.clone(),
+    );
+    registry.register(
+        "cairn_apply_duration_seconds",
+        "Time to apply one batch of committed entries to the state machine, its commit included",
+        APPLY.clone(),
+    );
+    registry.register(
+        "etcd_network_peer_round_trip_time_seconds",
+        "Round-trip-time histogram between peers (a small peer request every 5 s)",
+        PEER_RTT.clone(),
     );
     registry.register(
         "etcd_server_leader_changes_seen",
@@ -68,6 +83,11 @@ pub fn register(registry: &mut Registry) {
     );
 }
 
+/// A round trip to member `to` (etcd labels it `To`, the member id in hex).
+pub(crate) fn record_peer_round_trip(to: u64, took: Duration) {
+    PEER_RTT.get_or_create(&vec![("To".to_string(), format!("{to:x}"))]).observe(took.as_secs_f64());
+}
+
 pub(crate) fn record_leader_change() {
     LEADER_CHANGES.inc();
 }
@@ -92,7 +112,8 @@ pub(crate) fn record_wal_sync(appends: usize, took: Duration) {
     APPENDS_SYNCED.fetch_add(appends as u64, Ordering::Relaxed);
 }
 
-pub(crate) fn record_apply(entries: usize, commit_took: Duration) {
+pub(crate) fn record_apply(entries: usize, apply_took: Duration, commit_took: Duration) {
+    APPLY.observe(apply_took.as_secs_f64());
     BACKEND_COMMIT.observe(commit_took.as_secs_f64());
     ENTRIES_PER_APPLY.observe(entries as f64);
     APPLY_BATCHES.fetch_add(1, Ordering::Relaxed);

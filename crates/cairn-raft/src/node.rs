@@ -431,6 +431,7 @@ impl RaftNode {
         let lease_tasks = vec![
             tokio::spawn(crate::network::follow_addresses(raft.clone(), addresses)),
             tokio::spawn(count_leader_changes(raft.clone())),
+            tokio::spawn(probe_peers(raft.clone(), channels.clone(), id)),
             tokio::spawn(crate::leases::track_leadership(raft.clone(), id, lessor.clone())),
             tokio::spawn(crate::leases::expire_leases(raft.clone(), lessor.clone())),
             tokio::spawn(crate::reconfigure::watch_removal(
@@ -547,6 +548,11 @@ impl RaftNode {
         let _ = metrics.changed().await;
     }
 
+    /// How many leases are live on this member's mirror of the applied state.
+    pub fn lease_count(&self) -> usize {
+        self.lessor.count()
+    }
+
     /// Whether this member found itself removed from the cluster.
     pub fn is_removed(&self) -> bool {
         *self.removed.borrow()
@@ -644,6 +650,39 @@ impl RaftNode {
         }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}
+
+/// How often each peer's round trip is measured (etcd's prober: every few seconds).
+const PROBE_EVERY: Duration = Duration::from_secs(5);
+
+/// Times a small request (`MemberInfo`) to every other member every [`PROBE_EVERY`], for
+/// `etcd_network_peer_round_trip_time_seconds`. A member that does not answer within its
+/// timeout is not recorded (etcd records only answered probes too).
+async fn probe_peers(raft: Raft, channels: PeerChannels, me: NodeId) {
+    let mut every = tokio::time::interval(PROBE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let peers: Vec<(NodeId, String)> = {
+            let m = raft.metrics();
+            let m = m.borrow_watched();
+            m.membership_config
+                .membership()
+                .nodes()
+                .filter(|(id, _)| **id != me)
+                .map(|(id, n)| (*id, n.peer_addr.clone()))
+                .collect()
+        };
+        for (id, addr) in peers {
+            let Ok(mut client) = channels.client(&addr) else { continue };
+            let mut request = tonic::Request::new(pb::MemberInfoRequest {});
+            request.set_timeout(Duration::from_secs(1));
+            let started = std::time::Instant::now();
+            if client.member_info(request).await.is_ok() {
+                crate::metrics::record_peer_round_trip(id, started.elapsed());
+            }
         }
     }
 }

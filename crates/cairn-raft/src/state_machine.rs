@@ -187,6 +187,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     where
         Strm: Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + OptionalSend,
     {
+        let apply_started = std::time::Instant::now();
         let mut batch = self.store.begin_apply().map_err(mvcc_io)?;
         let mut replies = Vec::new();
         let mut lease_changes = Vec::new();
@@ -265,7 +266,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
         }
         self.revision.send_if_modified(|r| std::mem::replace(r, revision) != revision);
-        crate::metrics::record_apply(replies.len(), commit_took);
+        crate::metrics::record_apply(replies.len(), apply_started.elapsed(), commit_took);
         for (responder, result) in replies {
             if let Some(r) = responder {
                 r.send(result);

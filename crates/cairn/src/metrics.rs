@@ -109,6 +109,12 @@ impl Collector for Live {
         )?;
         gauge(
             e,
+            "cairn_leases",
+            "Leases granted and not yet revoked or expired.",
+            node.lease_count() as i64,
+        )?;
+        gauge(
+            e,
             "etcd_debugging_mvcc_current_revision",
             "The current revision of store.",
             *node.revision_updates().borrow(),
