@@ -27,7 +27,7 @@ use cairn_proto::etcdserverpb::{
     Member, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest, MoveLeaderRequest, StatusRequest,
     StatusResponse,
 };
-use cairn_proto::headers;
+use cairn_proto::{headers, release_line};
 
 use crate::error::HttpError;
 
@@ -72,7 +72,7 @@ impl std::fmt::Debug for MemberChannels {
 }
 
 pub fn routes(local: Channel, timing: Timing, connect: Option<MemberChannels>) -> Router {
-    let view = ClusterView { local, timing, seen: Default::default(), channels: Default::default(), connect };
+    let view = ClusterView::new(local, timing, connect);
     let (v1, v2) = (view.clone(), view);
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
@@ -150,6 +150,13 @@ struct Answer {
 }
 
 impl ClusterView {
+    /// The view through `local` (a channel to the member that serves it, or to any member
+    /// for a one-off look such as `cairn status`): members are asked at their client URLs,
+    /// through `connect` when given.
+    pub fn new(local: Channel, timing: Timing, connect: Option<MemberChannels>) -> ClusterView {
+        ClusterView { local, timing, seen: Default::default(), channels: Default::default(), connect }
+    }
+
     fn channel(&self, url: &str) -> Result<Channel, String> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = channels.get(url) {
@@ -374,23 +381,5 @@ impl ClusterView {
             }
             other => Err(HttpError::NotFound(format!("/v1/cluster/members/{id:x}/{other}"))),
         }
-    }
-}
-
-/// "0.2" of "0.2.1" (members of one release line may run together).
-fn release_line(version: &str) -> &str {
-    match version.match_indices('.').nth(1) {
-        Some((i, _)) => &version[..i],
-        None => version,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn release_lines() {
-        assert_eq!(super::release_line("0.2.1"), "0.2");
-        assert_eq!(super::release_line("etcd 3.4.23"), "etcd 3.4");
-        assert_eq!(super::release_line("1"), "1");
     }
 }

@@ -66,6 +66,16 @@ pub mod headers {
     pub const OS: &str = "cairn-os";
 }
 
+/// A version's release line, `major.minor` ("0.2" of "0.2.13"): members of one line may
+/// run together (patch releases mix), members of two lines only during a rolling upgrade.
+/// Anything after the second dot is dropped ("etcd 3.4" of "etcd 3.4.23").
+pub fn release_line(version: &str) -> &str {
+    match version.match_indices('.').nth(1) {
+        Some((i, _)) => &version[..i],
+        None => version,
+    }
+}
+
 /// Encoded `google.protobuf.FileDescriptorSet` of all the `.proto` files above
 /// (for gRPC server reflection).
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cairn_descriptor.bin"));
@@ -76,6 +86,17 @@ mod tests {
         compare, request_op, CompactionRequest, Compare, PutRequest, RangeRequest, RequestOp, TxnRequest,
     };
     use prost::Message;
+
+    #[test]
+    fn release_lines_are_major_minor() {
+        use super::release_line;
+        assert_eq!(release_line("0.2.0"), "0.2");
+        assert_eq!(release_line("0.2.13"), "0.2");
+        assert_eq!(release_line("1.0.0-rc.1"), "1.0");
+        assert_eq!(release_line("etcd 3.4.23"), "etcd 3.4");
+        assert_eq!(release_line("2"), "2");
+        assert_ne!(release_line("0.3.0"), release_line("0.2.9"));
+    }
 
     #[test]
     fn range_request_round_trip() {

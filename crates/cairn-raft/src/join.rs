@@ -20,14 +20,7 @@ pub const MAX_LEARNERS: usize = 4;
 /// How long a joining node keeps asking before it gives up.
 pub const JOIN_PATIENCE: Duration = Duration::from_secs(60);
 
-/// This software's `major.minor`: members must agree on it (patch releases may mix).
-pub fn release_line(version: &str) -> &str {
-    let mut dots = version.match_indices('.');
-    match (dots.next(), dots.next()) {
-        (Some(_), Some((second, _))) => &version[..second],
-        _ => version,
-    }
-}
+pub use cairn_proto::release_line;
 
 /// On the leader: admit `req`'s node as a learner, and return its member id. Joining again
 /// with the same name and address is a no-op; anything that clashes with a member is
@@ -170,18 +163,4 @@ pub async fn join(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     Err(JoinFailure::Unreachable(last))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::release_line;
-
-    #[test]
-    fn release_lines_are_major_minor() {
-        assert_eq!(release_line("0.2.0"), "0.2");
-        assert_eq!(release_line("0.2.13"), "0.2");
-        assert_eq!(release_line("1.0.0-rc.1"), "1.0");
-        assert_eq!(release_line("2"), "2");
-        assert_ne!(release_line("0.3.0"), release_line("0.2.9"));
-    }
 }

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use cairn_http::cluster::MemberView;
 use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
 use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use cairn_proto::etcdserverpb::{
@@ -239,105 +240,59 @@ pub async fn snapshot_save(target: &Target, file: &std::path::Path) -> Result<St
 
 /// One member's status, or why it could not be had.
 async fn member_status(m: &Member) -> Result<StatusResponse, Failure> {
-    Ok(member_status_and_facts(m).await?.0)
-}
-
-/// What `Maintenance.Status` says of a member beyond etcd's fields: Cairn's version (from
-/// the `cairn-version` header; "etcd <api version>" for a member that does not send it) and
-/// its cluster key fingerprint (absent from etcd and Cairn 0.1).
-struct Facts {
-    version: String,
-    key: Option<String>,
-}
-
-async fn member_status_and_facts(m: &Member) -> Result<(StatusResponse, Facts), Failure> {
     let addr = m.client_ur_ls.first().ok_or_else(|| "no client URL published".to_string())?;
     let channel = connect(addr).await?;
-    let resp = MaintenanceClient::new(channel)
-        .status(StatusRequest {})
-        .await
-        .map_err(|s| s.message().to_string())?;
-    let header = |name: &str| resp.metadata().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let version = header(cairn_api::maintenance::SOFTWARE_VERSION_HEADER);
-    let key = header(cairn_api::maintenance::KEY_FINGERPRINT_HEADER);
-    let status = resp.into_inner();
-    let version = version.unwrap_or_else(|| format!("etcd {}", status.version));
-    Ok((status, Facts { version, key }))
+    let resp = MaintenanceClient::new(channel).status(StatusRequest {}).await;
+    Ok(resp.map_err(|s| s.message().to_string())?.into_inner())
 }
 
-/// Whether a member's key matches the cluster's: the fingerprint most members report.
-fn key_column(key: &Option<String>, common: Option<&str>) -> String {
-    match (key.as_deref(), common) {
-        (None, _) => "?".into(),
-        (Some("none"), Some("none")) => "none".into(),
-        (Some(k), Some(c)) if k == c => format!("{} in sync", &k[..k.len().min(8)]),
-        (Some(k), _) => format!("{} MISMATCH", &k[..k.len().min(8)]),
+/// The KEY column: the member's fingerprint (short) and whether most members share it.
+fn key_column(m: &MemberView) -> String {
+    match m.key_fingerprint.as_str() {
+        "" => "?".into(),
+        "none" if m.key_in_sync => "none".into(),
+        k if m.key_in_sync => format!("{} in sync", &k[..k.len().min(8)]),
+        k => format!("{} MISMATCH", &k[..k.len().min(8)]),
     }
 }
 
-/// `cairn status`: one table of every member. Lag is the leader's applied index minus the
-/// member's; KEY is the member's cluster key fingerprint and whether it matches the others'.
+/// `cairn status`: the cluster page's overview (`GET /v1/cluster`), asked once through any
+/// endpoint and printed as a table. Lag is the leader's applied index minus the member's;
+/// KEY is the member's cluster key fingerprint and whether it matches the others'.
 pub async fn status(target: &Target) -> Result<String, Failure> {
-    let members = members(any(target).await?).await?;
-    let statuses = futures::future::join_all(members.iter().map(member_status_and_facts)).await;
-    let leader_applied = statuses
-        .iter()
-        .flatten()
-        .map(|(s, _)| s)
-        .find(|s| s.header.as_ref().is_some_and(|h| h.member_id == s.leader))
-        .map(|s| s.raft_applied_index);
-    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
-    for (_, facts) in statuses.iter().flatten() {
-        if let Some(k) = facts.key.as_deref() {
-            *counts.entry(k).or_default() += 1;
-        }
-    }
-    let common = counts.iter().max_by_key(|(_, n)| **n).map(|(k, _)| *k);
-    let versions: std::collections::BTreeSet<&str> =
-        statuses.iter().flatten().map(|(_, f)| cairn_raft::join::release_line(&f.version)).collect();
+    let timing = cairn_http::cluster::Timing {
+        heartbeat_interval: Duration::ZERO,
+        election_timeout: Duration::ZERO,
+        // Each member gets a third of this (2 s) to answer; one that does not is unreachable.
+        stale_timeout: Duration::from_secs(6),
+    };
+    let view = cairn_http::cluster::ClusterView::new(any(target).await?, timing, None);
+    let overview = view.overview().await.map_err(|e| format!("cluster overview: {e}"))?;
     let mut rows =
         vec![row(&["NAME", "ID", "ROLE", "VERSION", "KEY", "TERM", "APPLIED", "LAG", "DB SIZE", "ERRORS"])];
-    for (m, s) in members.iter().zip(&statuses) {
-        let id = format!("{:x}", m.id);
-        match s {
-            Ok((s, facts)) => {
-                let is_leader = s.header.as_ref().is_some_and(|h| h.member_id == s.leader);
-                let role = if is_leader {
-                    "leader"
-                } else if s.is_learner || m.is_learner {
-                    "learner"
-                } else {
-                    "follower"
-                };
-                let lag = leader_applied
-                    .map_or("?".to_string(), |l| l.saturating_sub(s.raft_applied_index).to_string());
-                rows.push(row(&[
-                    &m.name,
-                    &id,
-                    role,
-                    &facts.version,
-                    &key_column(&facts.key, common),
-                    &s.raft_term.to_string(),
-                    &s.raft_applied_index.to_string(),
-                    &lag,
-                    &s.db_size.to_string(),
-                    &s.errors.join("; "),
-                ]));
-            }
-            Err(e) => rows.push(row(&[&m.name, &id, "unreachable", "", "", "", "", "", "", e])),
+    for m in &overview.members {
+        if !m.healthy {
+            rows.push(row(&[&m.name, &m.id, "unreachable", "", "", "", "", "", "", &m.error]));
+            continue;
         }
+        rows.push(row(&[
+            &m.name,
+            &m.id,
+            &m.role,
+            &m.version,
+            &key_column(m),
+            &m.term.to_string(),
+            &m.applied_index.to_string(),
+            &m.lag.map_or("?".to_string(), |l| l.to_string()),
+            &m.db_size.to_string(),
+            &m.error,
+        ]));
     }
     let mut out = table(&rows);
-    if common == Some("none") {
-        out.push_str(
-            "\nWARNING: the cluster runs without a cluster key: any node that reaches a peer port can join it. Give every member the same --encryption-key-file (docs/operations.md).\n",
-        );
-    }
-    if counts.len() > 1 {
-        out.push_str("\nWARNING: the members do not all run with the same cluster key.\n");
-    }
-    if versions.len() > 1 {
-        out.push_str("\nNOTE: the members run different releases (a rolling upgrade under way?).\n");
+    for warning in &overview.warnings {
+        let mut chars = warning.chars();
+        let first = chars.next().map(|c| c.to_lowercase().to_string()).unwrap_or_default();
+        out.push_str(&format!("\nWARNING: {first}{}\n", chars.as_str()));
     }
     Ok(out)
 }
