@@ -69,6 +69,9 @@ pub enum Error {
     Decode { key: String, source: serde_json::Error },
     #[error("cannot encode a value: {0}")]
     Encode(serde_json::Error),
+    /// A [`TypedKey`] value written with a newer schema version than this reader knows.
+    #[error("the value of {key:?} has schema version {found}, newer than this reader's {supported}: upgrade this replica")]
+    NewerSchema { key: String, found: u32, supported: u32 },
 }
 
 /// One handle to an etcd v3 API: cheap to clone, all clones share the connections.

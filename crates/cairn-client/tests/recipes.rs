@@ -193,7 +193,7 @@ async fn typed_key_get_put_compare_and_swap_and_watch() -> Result<()> {
         bail!("create-if-absent failed on an absent key");
     };
     match settings.compare_and_swap(None, &v2).await? {
-        CasOutcome::Conflict { current: Some(Versioned { value, mod_revision, version: 1 }) } => {
+        CasOutcome::Conflict { current: Some(Versioned { value, mod_revision, version: 1, schema: 1 }) } => {
             ensure!(value == v1 && mod_revision == revision);
         }
         other => bail!("create-if-absent on a present key: {other:?}"),
@@ -217,6 +217,53 @@ async fn typed_key_get_put_compare_and_swap_and_watch() -> Result<()> {
         Err(Error::Decode { .. }) => Ok(()),
         other => bail!("decoding garbage gave {other:?}"),
     }
+}
+
+/// The next shape of `Settings`: a field added (older values read with its default).
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
+struct SettingsV2 {
+    replicas: u32,
+    region: String,
+    #[serde(default)]
+    zones: Vec<String>,
+}
+
+/// Newer code writes schema 2; code that reads schema 1 refuses it clearly (a rolling
+/// upgrade of the product's replicas), while schema-2 code reads both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_values_carry_their_schema_and_older_readers_refuse_newer_ones() -> Result<()> {
+    let (_cluster, client) = start(1).await?;
+    let old: TypedKey<Settings> = TypedKey::new(&client, "config/schema");
+    let new: TypedKey<SettingsV2> = TypedKey::with_schema(&client, "config/schema", 2);
+
+    old.put(&Settings { replicas: 3, region: "eu".into() }).await?;
+    let raw = client.get("config/schema").await?.kvs[0].value.clone();
+    ensure!(raw == br#"{"replicas":3,"region":"eu"}"#, "schema 1 is plain JSON: {raw:?}");
+    let read = new.get().await?.context("absent")?;
+    ensure!(read.schema == 1 && read.value.zones.is_empty() && read.value.replicas == 3, "{read:?}");
+
+    let v2 = SettingsV2 { replicas: 5, region: "us".into(), zones: vec!["a".into(), "b".into()] };
+    let CasOutcome::Swapped { .. } = new.compare_and_swap(Some(read.mod_revision), &v2).await? else {
+        bail!("the schema-2 write lost its compare");
+    };
+    ensure!(new.get().await?.map(|v| (v.value, v.schema)) == Some((v2.clone(), 2)));
+    match old.get().await {
+        Err(e @ Error::NewerSchema { found: 2, supported: 1, .. }) => {
+            ensure!(e.to_string().contains("upgrade this replica"), "{e}");
+        }
+        other => bail!("a schema-1 reader of a schema-2 value got {other:?}"),
+    }
+    // Its watch says so too, instead of passing on a misread value.
+    let mut changes = Box::pin(old.watch());
+    match tokio::time::timeout(CONVERGE, changes.next()).await?.context("watch ended")? {
+        Err(Error::NewerSchema { .. }) => {}
+        other => bail!("the schema-1 watch gave {other:?}"),
+    }
+    // A value of a user type that happens to have the field name is still plain JSON.
+    let odd: TypedKey<serde_json::Value> = TypedKey::new(&client, "config/odd");
+    odd.put(&serde_json::json!({"cairn_schema": 9, "value": 1, "other": 2})).await?;
+    ensure!(odd.get().await?.context("absent")?.schema == 1);
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
