@@ -12,8 +12,8 @@ use libfuzzer_sys::fuzz_target;
 use tokio::io::AsyncWriteExt;
 
 static KEY: LazyLock<ClusterKey> = LazyLock::new(|| {
-    let previous = ClusterKey::from_secret(&[7; 32]).expect("a 32-byte secret is a key");
-    ClusterKey::from_secret(&[9; 32]).expect("a 32-byte secret is a key").with_previous(previous)
+    let previous = ClusterKey::from_secret(b"the previous key of the fuzzed member").expect("a key");
+    ClusterKey::from_secret(b"the current key of the fuzzed member!").expect("a key").with_previous(previous)
 });
 
 static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
