@@ -57,7 +57,12 @@ pub struct TypedKey<T> {
 
 impl<T> Clone for TypedKey<T> {
     fn clone(&self) -> Self {
-        TypedKey { client: self.client.clone(), key: self.key.clone(), schema: self.schema, _value: PhantomData }
+        TypedKey {
+            client: self.client.clone(),
+            key: self.key.clone(),
+            schema: self.schema,
+            _value: PhantomData,
+        }
     }
 }
 
@@ -179,7 +184,9 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> TypedKey<T> {
         let decode_error = |source| Error::Decode { key: key(), source };
         let stored: serde_json::Value = serde_json::from_slice(&kv.value).map_err(decode_error)?;
         let (schema, value) = match stored {
-            serde_json::Value::Object(mut fields) if fields.contains_key(SCHEMA_FIELD) && fields.len() == 2 => {
+            serde_json::Value::Object(mut fields)
+                if fields.contains_key(SCHEMA_FIELD) && fields.len() == 2 =>
+            {
                 let schema = fields.get(SCHEMA_FIELD).and_then(serde_json::Value::as_u64);
                 match (schema, fields.remove("value")) {
                     (Some(schema), Some(value)) => (u32::try_from(schema).unwrap_or(u32::MAX), value),

@@ -10,7 +10,9 @@
 //! - [`Lock`]: a mutex; its guard's [`LockGuard::fencing_token`] orders holders;
 //! - [`Election`]: campaign, proclaim, observe, resign (also on drop);
 //! - [`TypedKey`]: a serde value under a key, with compare-and-swap and watch.
-//! - [`Registry`]: the product's components per server, with version and heartbeat.
+//! - [`Registry`]: the product's components per server, with version and heartbeat;
+//! - [`SingleRunner`]: a scheduled job on exactly one server, with a fencing token;
+//! - [`Messenger`]: messages to one server or all, at least once, in lease-bound inboxes.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), cairn_client::Error> {
@@ -25,6 +27,7 @@
 
 pub mod concurrency;
 pub mod config;
+pub mod messenger;
 pub mod registry;
 mod watch;
 
@@ -39,6 +42,7 @@ use tonic::transport::{Channel, Endpoint};
 pub use cairn_proto as proto;
 pub use concurrency::{Election, Leadership, Lease, Lock, LockGuard, SingleRunner, Turn};
 pub use config::{CasOutcome, TypedKey, Versioned};
+pub use messenger::{Inbox, Message, Messenger};
 pub use registry::{ComponentStatus, Registered, Registration, Registry};
 pub use watch::{wait_deletes, WatchStream};
 
@@ -69,6 +73,9 @@ pub enum Error {
     Decode { key: String, source: serde_json::Error },
     #[error("cannot encode a value: {0}")]
     Encode(serde_json::Error),
+    /// A [`Messenger`] message to a server without an open inbox (down, or never started).
+    #[error("server {0:?} has no open inbox")]
+    NoInbox(String),
     /// A [`TypedKey`] value written with a newer schema version than this reader knows.
     #[error("the value of {key:?} has schema version {found}, newer than this reader's {supported}: upgrade this replica")]
     NewerSchema { key: String, found: u32, supported: u32 },

@@ -395,3 +395,81 @@ async fn a_single_runner_job_moves_and_fences_the_old_runner() -> Result<()> {
     ensure!(third.fencing_token() > first.fencing_token());
     Ok(())
 }
+
+/// The next message of an inbox's stream, within [`CONVERGE`].
+async fn next_message<S>(stream: &mut S) -> Result<cairn_client::Message>
+where
+    S: futures::Stream<Item = Result<cairn_client::Message, Error>> + Unpin,
+{
+    let next = tokio::time::timeout(CONVERGE, stream.next()).await.context("no message")?;
+    Ok(next.context("stream ended")??)
+}
+
+/// The service messenger: a message to one server reaches it (once acknowledged, never
+/// again), a broadcast reaches every open inbox, an unacknowledged message is delivered
+/// again to the server's next inbox, and a server without an inbox is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_reach_one_server_or_all_at_least_once() -> Result<()> {
+    use cairn_client::Messenger;
+    let (_cluster, client) = start(1).await?;
+    let prefix = "product/messages/";
+    let a = Messenger::new(&client, prefix, "a");
+    let b = Messenger::new(&client, prefix, "b");
+    let c = Messenger::new(&client, prefix, "c");
+    let inbox_a = a.open_inbox(10).await?;
+    // b's first inbox has a short lease: its unacknowledged message must outlive it.
+    let inbox_b = b.open_inbox(2).await?;
+    let mut to_a = Box::pin(inbox_a.messages());
+    let mut to_b = Box::pin(inbox_b.messages());
+
+    // One to one.
+    let id = c.send("a", "reload config").await?;
+    let got = next_message(&mut to_a).await?;
+    ensure!(got.id == id && got.from == "c" && got.to == "a" && got.body == "reload config", "{got:?}");
+    inbox_a.ack(&got.id).await?;
+
+    // To a server without an inbox.
+    match c.send("nobody", "hello").await {
+        Err(Error::NoInbox(server)) => ensure!(server == "nobody"),
+        other => bail!("a message to a server without an inbox gave {other:?}"),
+    }
+
+    // To all: a and b (c has no inbox).
+    let mut reached = c.broadcast("drop caches").await?;
+    reached.sort();
+    ensure!(reached == ["a", "b"], "broadcast reached {reached:?}");
+    let got_a = next_message(&mut to_a).await?;
+    ensure!(got_a.body == "drop caches", "{got_a:?}");
+    inbox_a.ack(&got_a.id).await?;
+    let got_b = next_message(&mut to_b).await?;
+    ensure!(got_b.body == "drop caches" && got_b.id != got_a.id, "{got_b:?}");
+
+    // b does not acknowledge it, and restarts: its next inbox gets it again, even after
+    // the first inbox's lease has expired.
+    drop(to_b);
+    let lease_b = inbox_b.lease().id();
+    drop(inbox_b);
+    let inbox_b = b.open_inbox(10).await?;
+    ensure!(inbox_b.lease().id() != lease_b);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut again = Box::pin(inbox_b.messages());
+    let redelivered = next_message(&mut again).await?;
+    ensure!(redelivered == got_b, "redelivered {redelivered:?}, first {got_b:?}");
+    inbox_b.ack(&redelivered.id).await?;
+
+    // a's acknowledged messages are gone; closing its inbox refuses new ones at once.
+    let left = client
+        .range(RangeRequest {
+            key: format!("{prefix}msg/a/").into_bytes(),
+            range_end: prefix_end(format!("{prefix}msg/a/").as_bytes()),
+            count_only: true,
+            ..Default::default()
+        })
+        .await?;
+    ensure!(left.count == 0, "{} acknowledged messages left", left.count);
+    drop(to_a);
+    inbox_a.close().await?;
+    ensure!(matches!(c.send("a", "late").await, Err(Error::NoInbox(_))));
+    ensure!(c.servers().await? == ["b"]);
+    Ok(())
+}

@@ -32,8 +32,8 @@ pub use backend::RaftBackend;
 pub use builder::NodeBuilder;
 pub use cairn_api::Limits;
 pub use cairn_client::{
-    CasOutcome, Client, ComponentStatus, Election, Leadership, Lease, Lock, LockGuard, Registered,
-    Registration, Registry, TypedKey, Versioned,
+    CasOutcome, Client, ComponentStatus, Election, Inbox, Leadership, Lease, Lock, LockGuard, Message,
+    Messenger, Registered, Registration, Registry, SingleRunner, Turn, TypedKey, Versioned,
 };
 pub use cairn_core as core;
 pub use cairn_proto as proto;
