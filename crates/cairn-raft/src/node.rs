@@ -130,6 +130,9 @@ pub struct NodeStatus {
     pub last_log_index: u64,
     pub committed_index: u64,
     pub applied_index: u64,
+    /// A leader that no quorum of voters has acknowledged for an election timeout: it is
+    /// cut off, cannot commit, and the others are electing (or have elected) another.
+    pub quorum_lost: bool,
 }
 
 pub struct RaftNode {
@@ -529,12 +532,20 @@ impl RaftNode {
     pub fn status(&self) -> NodeStatus {
         let m = self.raft.metrics();
         let m = m.borrow_watched();
+        let is_leader = m.state == ServerState::Leader;
+        let alone = m.membership_config.membership().voter_ids().count() <= 1;
+        let quorum_lost = is_leader
+            && !alone
+            && m.last_quorum_acked.as_ref().is_some_and(|acked| {
+                openraft::async_runtime::instant::Instant::elapsed(&**acked) > self.contact
+            });
         NodeStatus {
+            quorum_lost,
             member_id: self.id,
             cluster_id: self.cluster_id,
             leader: m.current_leader,
             term: m.current_term,
-            is_leader: m.state == ServerState::Leader,
+            is_leader,
             is_learner: m.state == ServerState::Learner,
             last_log_index: m.last_log_index.unwrap_or(0),
             committed_index: m.local_committed.as_ref().map_or(0, |l| l.index),

@@ -89,6 +89,10 @@ pub enum Role {
     Follower,
     /// A voter that knows no leader (an election is under way, or a quorum is lost).
     NoLeader,
+    /// A leader cut off from a quorum of voters for an election timeout: it cannot commit
+    /// (writes through it wait and fail), and the others elect another leader. Stop work
+    /// that must run on the leader only.
+    LostQuorum,
     /// A member that receives the log but does not vote (joined, not yet promoted).
     Learner,
     /// Removed from the cluster: stop it (the binary exits with code 7).
@@ -123,6 +127,8 @@ fn status_of(node: &RaftNode) -> NodeStatus {
         Role::Removed
     } else if s.is_learner {
         Role::Learner
+    } else if s.is_leader && s.quorum_lost {
+        Role::LostQuorum
     } else if s.is_leader {
         Role::Leader
     } else if s.leader.is_some() {
@@ -140,6 +146,9 @@ fn status_of(node: &RaftNode) -> NodeStatus {
     }
 }
 
+/// How often the role is looked at again when no Raft state changed.
+const ROLE_RECHECK: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Keeps `roles` up to date until the backend goes away.
 async fn follow_roles(backend: std::sync::Weak<RaftBackend>, roles: tokio::sync::watch::Sender<Role>) {
     loop {
@@ -149,9 +158,12 @@ async fn follow_roles(backend: std::sync::Weak<RaftBackend>, roles: tokio::sync:
         if role == Role::Removed {
             return;
         }
+        // A leader losing its quorum changes no Raft state (its acknowledgements just stop
+        // coming): look again after a while too.
         tokio::select! {
             _ = b.node.status_changed() => {}
             _ = b.node.removed() => {}
+            _ = tokio::time::sleep(ROLE_RECHECK) => {}
         }
     }
 }

@@ -259,3 +259,44 @@ async fn a_write_checked_before_an_auth_change_is_refused_at_apply() {
         n.shutdown().await;
     }
 }
+
+/// A leader whose followers are gone reports `LostQuorum` on its roles stream (it can no
+/// longer commit; a product stops its leader-only work).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_its_quorum_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let ips = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
+    let peers: Vec<(String, String)> =
+        ips.iter().enumerate().map(|(i, ip)| (format!("q{i}"), format!("{ip}:{}", free_port(ip)))).collect();
+    let mut starting = Vec::new();
+    for (i, ip) in ips.iter().enumerate() {
+        let builder = cairn::Node::builder()
+            .name(&peers[i].0)
+            .data_dir(dir.path().join(&peers[i].0))
+            .client_addr(format!("{ip}:0"))
+            .peer_addr(&peers[i].1)
+            .initial_cluster(peers.iter().map(|(n, a)| (n.as_str(), a.as_str())));
+        starting.push(tokio::spawn(builder.start()));
+    }
+    let mut nodes = Vec::new();
+    for n in starting {
+        nodes.push(n.await.unwrap().unwrap());
+    }
+    let leader = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            if let Some(l) = nodes.iter().position(|n| n.status().role == cairn::Role::Leader) {
+                return l;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap();
+    nodes[leader].client().put("k", "v").await.unwrap();
+    let leader = nodes.remove(leader);
+    for follower in nodes {
+        follower.stop().await;
+    }
+    role_becomes(&leader, cairn::Role::LostQuorum).await;
+    leader.stop().await;
+}
