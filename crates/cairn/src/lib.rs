@@ -31,6 +31,8 @@ use tokio::task::JoinHandle;
 pub use backend::RaftBackend;
 pub use builder::NodeBuilder;
 pub use cairn_api::Limits;
+/// What the client and its recipes fail with.
+pub use cairn_client::Error as ClientError;
 pub use cairn_client::{
     CasOutcome, Client, ComponentStatus, Election, Inbox, Leadership, Lease, Lock, LockGuard, Message,
     Messenger, Registered, Registration, Registry, SingleRunner, Turn, TypedKey, Versioned,
