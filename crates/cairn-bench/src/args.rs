@@ -95,6 +95,21 @@ pub struct BenchArgs {
     /// Write an SVG latency plot (percentile spectrum and per-second timeline) to this file.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Start one member in this process (a temporary data directory; --endpoints unused)
+    /// and load it through its in-process client (`inproc`) or over gRPC on loopback to its
+    /// client port (`grpc`): what an embedding product pays for each (`cairn` binary only).
+    #[arg(long, value_enum)]
+    pub embedded: Option<Embedded>,
+}
+
+/// How `--embedded` reaches the member in this process.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Embedded {
+    /// `Node::client()`: the same service code over an in-memory channel.
+    Inproc,
+    /// A gRPC client connected to the member's client port on loopback.
+    Grpc,
 }
 
 /// The workloads.
@@ -166,6 +181,9 @@ impl BenchArgs {
 
     /// Rejects combinations that cannot run.
     pub fn validate(&self) -> Result<()> {
+        if self.embedded.is_some() && (self.gateway || self.workload == Workload::Watch) {
+            bail!("--embedded runs the gRPC workloads other than watch");
+        }
         if self.endpoints.is_empty() {
             bail!("--endpoints: at least one endpoint");
         }

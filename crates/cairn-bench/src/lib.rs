@@ -30,8 +30,9 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Result;
+use tonic::transport::Channel;
 
-pub use args::{BenchArgs, Consistency, Workload};
+pub use args::{BenchArgs, Consistency, Embedded, Workload};
 pub use report::{Report, Second};
 pub use runner::endpoint_url;
 pub use workloads::key;
@@ -47,6 +48,15 @@ pub async fn run(args: &BenchArgs) -> Result<Report> {
     let endpoints = resolve_endpoints(args).await?;
     let connections = args.connection_count(endpoints.len());
     let channels = connect_all(&endpoints, connections).await?;
+    run_on(args, &endpoints, channels).await
+}
+
+/// [`run`] over channels made elsewhere (an in-process member's, `--embedded`);
+/// `endpoints` only names them in the report.
+pub async fn run_on(args: &BenchArgs, endpoints: &[String], channels: Vec<Channel>) -> Result<Report> {
+    args.validate()?;
+    let endpoints = endpoints.to_vec();
+    let connections = channels.len();
     let mut extra = BTreeMap::new();
     if args.workload.prefills() && !args.no_prefill {
         let shared = Shared::new(None, None);
@@ -106,7 +116,13 @@ pub async fn run(args: &BenchArgs) -> Result<Report> {
 /// `cairn bench`: runs, then prints the table (or with `--json` one JSON object) on stdout
 /// and writes the `--plot`. Exit code 1 when the run could not start or nothing succeeded.
 pub async fn main(args: BenchArgs) -> ExitCode {
-    let report = match run(&args).await {
+    let report = run(&args).await;
+    print_report(&args, report)
+}
+
+/// Prints `report` as [`main`] does (the table, or `--json`; the `--plot`); its exit code.
+pub fn print_report(args: &BenchArgs, report: Result<Report>) -> ExitCode {
+    let report = match report {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cairn bench: {e:#}");

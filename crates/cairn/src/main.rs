@@ -298,6 +298,37 @@ impl ServeArgs {
     }
 }
 
+/// `cairn bench --embedded inproc|grpc`: one member started in this process, loaded through
+/// its in-process client or over gRPC on loopback to its client port.
+async fn bench_embedded(args: cairn_bench::BenchArgs) -> ExitCode {
+    let report = async {
+        let dir = tempfile::tempdir()?;
+        let peer = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let node = cairn::Node::builder()
+            .name("bench")
+            .data_dir(dir.path().join("data"))
+            .client_addr("127.0.0.1:0")
+            .peer_addr(peer.to_string())
+            .start()
+            .await?;
+        let (endpoint, channel) = match args.embedded {
+            Some(cairn_bench::Embedded::Grpc) => {
+                let url = format!("http://{}", node.client_addr());
+                let channel =
+                    tonic::transport::Endpoint::from_shared(url.clone())?.tcp_nodelay(true).connect().await?;
+                (url, channel)
+            }
+            _ => ("in-process".to_string(), node.client().channel().clone()),
+        };
+        let connections = args.connections.unwrap_or(1);
+        let report = cairn_bench::run_on(&args, &[endpoint], vec![channel; connections]).await;
+        node.stop().await;
+        report
+    };
+    let report: anyhow::Result<cairn_bench::Report> = report.await;
+    cairn_bench::print_report(&args, report)
+}
+
 /// `pub(crate)`: `src/bin/cairn-faulty.rs` wraps this `main` (and arms the test-only faults).
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -317,6 +348,7 @@ pub(crate) fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Bench(args) if args.embedded.is_some() => runtime.block_on(bench_embedded(args)),
         Command::Bench(args) => runtime.block_on(cairn_bench::main(args)),
         Command::Status(target) => report(runtime.block_on(admin::status(&target))),
         Command::Member { target, command } => report(runtime.block_on(admin::member(&target, &command))),

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The in-process client against gRPC on loopback, on one member in the same process
+# (issue 15): `cairn bench --embedded inproc|grpc`, put and range, 1/16/64 clients, rounds
+# in alternation. Usage: benches/embedded.sh [path/to/release/cairn]
+set -u
+B=${1:-"$(cd "$(dirname "$0")/.." && pwd)/target/release/cairn"}
+run() { # workload clients mode
+  local out
+  out=$("$B" bench "$1" --embedded "$3" --clients "$2" --duration 5s --json 2>/dev/null \
+    | python3 -c "import json,sys; r=json.load(sys.stdin); print('%.0f ops/s p50 %.3f ms p99 %.3f ms client CPU %.1f us/op' % (r['ops_per_sec'], r['p50_ms'], r['p99_ms'], 1e6 * r['client_cpu_s'] / max(r['ops'], 1)))")
+  echo "$1 clients=$2 $3: $out"
+}
+for round in A B; do
+  for clients in 1 16 64; do
+    for wl in put range; do
+      run $wl $clients inproc
+      run $wl $clients grpc
+    done
+  done
+done
