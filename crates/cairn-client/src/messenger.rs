@@ -11,6 +11,21 @@
 //! (while the old lease lives) — and its id lets the receiver drop a duplicate.
 //!
 //! Values are JSON ([`Message`]), so `etcdctl get --prefix` shows the traffic.
+//!
+//! ```no_run
+//! # async fn demo(client: cairn_client::Client) -> Result<(), cairn_client::Error> {
+//! use futures::StreamExt;
+//! let messenger = cairn_client::Messenger::new(&client, "product/messages/", "server-1");
+//! let inbox = messenger.open_inbox(10).await?;
+//! messenger.broadcast("reload feeds").await?;
+//! let mut incoming = Box::pin(inbox.messages());
+//! while let Some(message) = incoming.next().await {
+//!     let message = message?;
+//!     println!("{} from {}: {}", message.id, message.from, message.body);
+//!     inbox.ack(&message.id).await?; // not delivered again
+//! }
+//! # Ok(()) }
+//! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -4,15 +4,36 @@
 //! [`Client`] (same validation, results and errors as the gRPC API) or with any etcd client
 //! over the network at [`Node::client_addr`].
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let node = cairn::Node::start(cairn::Config { data_dir: "cairn-data".into(), ..Default::default() }).await?;
-//! let client = node.client();
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # tokio::runtime::Runtime::new()?.block_on(async {
+//! # let dir = tempfile::tempdir()?;
+//! # let peer = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string();
+//! // One member, alone in its cluster (add others with `.initial_cluster(…)` or `.join(…)`).
+//! let node = cairn::Node::builder()
+//!     .name("n1")
+//!     .data_dir(dir.path().join("n1"))
+//!     .client_addr("127.0.0.1:0") // etcdctl and every etcd client can use it
+//!     .peer_addr(peer)
+//!     .start()
+//!     .await?;
+//! let client = node.client(); // in-process: no network hop
 //! client.put("greeting", "hello").await?;
 //! let kv = client.get("greeting").await?.kvs.pop().unwrap();
 //! assert_eq!(kv.value, b"hello");
-//! node.stop().await;
-//! # Ok(()) }
+//! assert_eq!(node.status().role, cairn::Role::Leader);
+//!
+//! // Typed configuration with a schema version, compare-and-swap and watch.
+//! #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+//! struct Limits { max_uploads: u32 }
+//! let limits: cairn::TypedKey<Limits> = cairn::TypedKey::new(&client, "config/limits");
+//! limits.put(&Limits { max_uploads: 10 }).await?;
+//! assert_eq!(limits.get().await?.unwrap().value, Limits { max_uploads: 10 });
+//!
+//! node.shutdown().await;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })
+//! # }
 //! ```
 
 mod backend;
