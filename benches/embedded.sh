@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The in-process client against gRPC on loopback, on one member in the same process
-# (issue 15): `cairn bench --embedded inproc|grpc`, put and range, 1/16/64 clients, rounds
-# in alternation. Usage: benches/embedded.sh [path/to/release/cairn]
+# (issue 15): `cairn bench --embedded inproc|grpc`, put, range and lock (etcd's Lock service:
+# lock + unlock of an uncontended name, the cost of the lock recipe's round trips),
+# 1/16/64 clients, rounds in alternation. Usage: benches/embedded.sh [path/to/release/cairn]
 set -u
 B=${1:-"$(cd "$(dirname "$0")/.." && pwd)/target/release/cairn"}
 run() { # workload clients mode
@@ -12,7 +13,7 @@ run() { # workload clients mode
 }
 for round in A B; do
   for clients in 1 16 64; do
-    for wl in put range; do
+    for wl in put range lock; do
       run $wl $clients inproc
       run $wl $clients grpc
     done

@@ -132,6 +132,10 @@ pub enum Workload {
     Mixed,
     /// Only write the key space (txns of --fill-batch puts) and report keys per second.
     Fill,
+    /// etcd's Lock service: Lock then Unlock of a name of this client's (uncontended; with
+    /// --key-space smaller than --clients, names are shared and clients queue), under a
+    /// lease granted per client beforehand; one operation is the pair.
+    Lock,
 }
 
 impl Workload {
@@ -145,6 +149,7 @@ impl Workload {
             Workload::Lease => "lease",
             Workload::Mixed => "mixed",
             Workload::Fill => "fill",
+            Workload::Lock => "lock",
         }
     }
 

@@ -14,6 +14,8 @@ use cairn_proto::etcdserverpb::{
     request_op, response_op, Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseKeepAliveRequest,
     LeaseKeepAliveResponse, LeaseRevokeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
+use cairn_proto::v3lockpb::lock_client::LockClient;
+use cairn_proto::v3lockpb::{LockRequest, UnlockRequest};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
@@ -179,6 +181,21 @@ impl Op for MixedOp {
         } else {
             self.put.call(seq).await
         }
+    }
+}
+
+/// Lock then unlock `name` under `lease` (granted before the run): one operation.
+pub struct LockOp {
+    lock: LockClient<Channel>,
+    name: Vec<u8>,
+    lease: i64,
+}
+
+impl Op for LockOp {
+    async fn call(&mut self, _seq: u64) -> Result<(), Status> {
+        let locked = self.lock.lock(LockRequest { name: self.name.clone(), lease: self.lease }).await?;
+        self.lock.unlock(UnlockRequest { key: locked.into_inner().key }).await?;
+        Ok(())
     }
 }
 
@@ -412,6 +429,16 @@ pub async fn run_ops(
             let churn = (counts[0].load(Ordering::Relaxed) + counts[1].load(Ordering::Relaxed)) as f64;
             extra.insert("grants_keepalives_per_sec".into(), churn / secs);
             r
+        }
+        Workload::Lock => {
+            let mut ops = Vec::with_capacity(args.clients);
+            for c in 0..args.clients {
+                let grant = LeaseGrantRequest { ttl: args.lease_ttl, id: 0 };
+                let lease = LeaseClient::new(chan(c)).lease_grant(grant).await?.into_inner().id;
+                let name = format!("bench/lock/{}", c as u64 % args.key_space).into_bytes();
+                ops.push(LockOp { lock: LockClient::new(chan(c)), name, lease });
+            }
+            run_clients(shared, ops, period, args.timeout).await?
         }
         Workload::Watch | Workload::Fill => unreachable!("run separately"),
     };
