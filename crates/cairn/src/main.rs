@@ -329,13 +329,17 @@ async fn bench_embedded(args: cairn_bench::BenchArgs) -> ExitCode {
     cairn_bench::print_report(&args, report)
 }
 
+/// openraft's warnings, but not its per-heartbeat and per-retry ones about an unreachable
+/// peer (many a second while a member is down; `/metrics` and the cluster page show it).
+const DEFAULT_LOG_FILTER: &str = "info,openraft=warn,openraft::core::heartbeat=error,openraft::replication=error,openraft::engine::handler::replication_handler=error";
+
 /// `pub(crate)`: `src/bin/cairn-faulty.rs` wraps this `main` (and arms the test-only faults).
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,openraft=warn".into()),
+                .unwrap_or_else(|_| DEFAULT_LOG_FILTER.into()),
         )
         .with_writer(std::io::stderr)
         .init();

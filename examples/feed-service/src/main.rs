@@ -96,7 +96,9 @@ const INDEX_KEY: &str = "feed/index/last";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter("info").init();
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(
+        "info,openraft=warn,openraft::core::heartbeat=error,openraft::replication=error,openraft::engine::handler::replication_handler=error",
+    ).init();
     let args = Args::parse();
     let mut builder = cairn::Node::builder()
         .name(&args.name)
