@@ -26,6 +26,7 @@ use crate::{Client, Error};
 /// A value and the revisions that identify this version of it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Versioned<T> {
+    /// The value, decoded.
     pub value: T,
     /// The key's mod revision: pass it to [`TypedKey::compare_and_swap`].
     pub mod_revision: i64,
@@ -42,9 +43,15 @@ const SCHEMA_FIELD: &str = "cairn_schema";
 #[derive(Clone, Debug, PartialEq)]
 pub enum CasOutcome<T> {
     /// The new value is stored, at this revision.
-    Swapped { revision: i64 },
+    Swapped {
+        /// The revision of the write.
+        revision: i64,
+    },
     /// Someone else changed the key first; this is what it holds now (`None`: absent).
-    Conflict { current: Option<Versioned<T>> },
+    Conflict {
+        /// The key's value now (`None`: absent).
+        current: Option<Versioned<T>>,
+    },
 }
 
 /// A serde value of type `T` under `key`, written with schema version `schema`.

@@ -1,3 +1,4 @@
+#![deny(missing_docs)]
 //! An etcd v3 client with coordination recipes, for Cairn and for etcd alike.
 //!
 //! [`Client`] wraps one gRPC channel: to remote members ([`Client::connect`]) or to a member
@@ -50,10 +51,13 @@ pub use watch::{wait_deletes, WatchStream};
 /// and text); the recipes' own errors carry etcd's texts too.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A call of the etcd API failed: its gRPC status, with etcd's code and text.
     #[error(transparent)]
     Status(#[from] tonic::Status),
+    /// No connection could be made.
     #[error("cannot connect: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// An endpoint that is not `host:port` or a URL (or none given).
     #[error("invalid endpoint {0:?}")]
     Endpoint(String),
     /// The lease under a lock or an election ended (expired or revoked) before it was won.
@@ -70,7 +74,13 @@ pub enum Error {
     WatchEnded(String),
     /// A [`TypedKey`] value that is not the expected JSON.
     #[error("cannot decode the value of {key:?}: {source}")]
-    Decode { key: String, source: serde_json::Error },
+    Decode {
+        /// The key whose value it is.
+        key: String,
+        /// What JSON said.
+        source: serde_json::Error,
+    },
+    /// A value that cannot be written as JSON.
     #[error("cannot encode a value: {0}")]
     Encode(serde_json::Error),
     /// A [`Messenger`] message to a server without an open inbox (down, or never started).
@@ -78,7 +88,14 @@ pub enum Error {
     NoInbox(String),
     /// A [`TypedKey`] value written with a newer schema version than this reader knows.
     #[error("the value of {key:?} has schema version {found}, newer than this reader's {supported}: upgrade this replica")]
-    NewerSchema { key: String, found: u32, supported: u32 },
+    NewerSchema {
+        /// The key whose value it is.
+        key: String,
+        /// The schema version the value was written with.
+        found: u32,
+        /// The newest schema version this reader reads.
+        supported: u32,
+    },
 }
 
 /// One handle to an etcd v3 API: cheap to clone, all clones share the connections.
@@ -114,6 +131,7 @@ impl Client {
         Client { channel }
     }
 
+    /// The channel the client sends on (to build other stubs on it).
     pub fn channel(&self) -> &Channel {
         &self.channel
     }
@@ -123,14 +141,17 @@ impl Client {
         KvClient::new(self.channel.clone()).max_decoding_message_size(usize::MAX)
     }
 
+    /// The raw Lease stub.
     pub fn lease(&self) -> LeaseClient<Channel> {
         LeaseClient::new(self.channel.clone())
     }
 
+    /// The raw Watch stub (see [`Client::watch`] for a stream of one watch).
     pub fn watch_client(&self) -> WatchClient<Channel> {
         WatchClient::new(self.channel.clone()).max_decoding_message_size(usize::MAX)
     }
 
+    /// etcd's Range, as given.
     pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, tonic::Status> {
         Ok(self.kv().range(req).await?.into_inner())
     }
@@ -140,6 +161,7 @@ impl Client {
         self.range(RangeRequest { key: key.into(), ..Default::default() }).await
     }
 
+    /// Puts `value` under `key` (no lease, no previous value).
     pub async fn put(
         &self,
         key: impl Into<Vec<u8>>,
@@ -148,18 +170,22 @@ impl Client {
         self.put_request(PutRequest { key: key.into(), value: value.into(), ..Default::default() }).await
     }
 
+    /// etcd's Put, as given (lease, `prev_kv`, `ignore_value`, …).
     pub async fn put_request(&self, req: PutRequest) -> Result<PutResponse, tonic::Status> {
         Ok(self.kv().put(req).await?.into_inner())
     }
 
+    /// etcd's DeleteRange, as given.
     pub async fn delete(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse, tonic::Status> {
         Ok(self.kv().delete_range(req).await?.into_inner())
     }
 
+    /// etcd's Txn, as given.
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, tonic::Status> {
         Ok(self.kv().txn(req).await?.into_inner())
     }
 
+    /// Compacts the history up to `revision` (physically: it returns once the history is gone).
     pub async fn compact(&self, revision: i64) -> Result<CompactionResponse, tonic::Status> {
         Ok(self.kv().compact(CompactionRequest { revision, physical: true }).await?.into_inner())
     }

@@ -44,7 +44,9 @@ pub struct Message {
     /// Unique per message (the sender's name, its clock, process and count): a receiver
     /// that may see a message twice remembers the ids it handled.
     pub id: String,
+    /// The sending server.
     pub from: String,
+    /// The receiving server.
     pub to: String,
     /// What the product sends (its own format; JSON, say).
     pub body: String,

@@ -22,8 +22,11 @@ use crate::{prefix_end, Client, Error};
 /// What one server says about one of its components.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registration {
+    /// What runs ("web", "service", …).
     pub component: String,
+    /// Where it runs.
     pub server: String,
+    /// The component's software version.
     pub version: String,
     /// Anything else the product shows (addresses, ports, OS, …).
     #[serde(default)]
@@ -35,6 +38,7 @@ pub struct Registration {
 /// One registration as [`Registry::list`] sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ComponentStatus {
+    /// What the server registered, with its last heartbeat.
     pub registration: Registration,
     /// How long ago the server last refreshed its heartbeat (by the reader's clock).
     pub heartbeat_age: Duration,

@@ -23,6 +23,8 @@ const DB_SIZE_REFRESH: Duration = Duration::from_secs(5);
 /// or a member of an older version in the cluster).
 const PUBLISH_RETRY: Duration = Duration::from_millis(200);
 
+/// The etcd API's backend traits ([`cairn_core::KvBackend`] and the others) on the embedded
+/// Raft member: what the gRPC services, the gateway and the in-process client run on.
 pub struct RaftBackend {
     pub(crate) node: RaftNode,
     /// The data directory's size in bytes, as last measured (see [`DB_SIZE_REFRESH`]).

@@ -17,6 +17,7 @@ use serde::Deserialize;
 pub struct Config {
     /// This member's name, unique in the cluster.
     pub name: String,
+    /// Where the member keeps its data (created if missing; one process at a time).
     pub data_dir: PathBuf,
     /// host:port for etcd clients (an `http://` prefix is accepted).
     pub client_addr: String,
@@ -81,6 +82,7 @@ pub struct Config {
     /// The client port's TLS certificate and key (PEM; etcd's `--cert-file`/`--key-file`):
     /// both set, the port serves TLS only (gRPC, the gateway and the pages alike).
     pub cert_file: Option<PathBuf>,
+    /// The client port's TLS private key (etcd's `--key-file`).
     pub key_file: Option<PathBuf>,
     /// The CA that signs client certificates (etcd's `--trusted-ca-file`).
     pub trusted_ca_file: Option<PathBuf>,
@@ -90,6 +92,7 @@ pub struct Config {
     /// The peer port's TLS certificate and key (etcd's `--peer-cert-file`/`--peer-key-file`),
     /// also this member's certificate towards the others; both set, peers speak TLS only.
     pub peer_cert_file: Option<PathBuf>,
+    /// The peer port's TLS private key (etcd's `--peer-key-file`).
     pub peer_key_file: Option<PathBuf>,
     /// The CA that signs every member's peer certificate (etcd's `--peer-trusted-ca-file`).
     pub peer_trusted_ca_file: Option<PathBuf>,

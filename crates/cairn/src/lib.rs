@@ -1,3 +1,4 @@
+#![deny(missing_docs)]
 //! Cairn: an embeddable, Raft-replicated key-value store that speaks the etcd v3 API.
 //!
 //! Run a member in your process with [`Node`], and talk to it with the in-process
@@ -65,10 +66,18 @@ pub use config::Config;
 /// Why a node could not start. [`Error::exit_code`] gives the binary's exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The member could not start: its data directory, its peer port, its cluster.
     #[error(transparent)]
     Start(#[from] StartError),
+    /// The client address could not be listened on.
     #[error("cannot listen on client address {addr}: {source}")]
-    ClientListen { addr: SocketAddr, source: std::io::Error },
+    ClientListen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why it could not be had.
+        source: std::io::Error,
+    },
+    /// A setting is invalid (the text says which and why).
     #[error("invalid configuration: {0}")]
     Config(String),
 }
@@ -125,12 +134,17 @@ pub enum Role {
 /// A member's view of its cluster, now (see [`Node::status`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeStatus {
+    /// This member's id (etcd's member id).
     pub member_id: u64,
+    /// The cluster's id.
     pub cluster_id: u64,
+    /// This member's role now.
     pub role: Role,
     /// The leader this member knows, if any.
     pub leader: Option<u64>,
+    /// The Raft term this member knows.
     pub term: u64,
+    /// The last log index this member applied.
     pub applied_index: u64,
 }
 

@@ -25,17 +25,22 @@ pub struct Election {
 /// The leader's key and its create revision (which orders leaderships: a fencing token).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Leader {
+    /// The leader's key, `<name>/<lease hex>`.
     pub key: Vec<u8>,
+    /// The key's create revision.
     pub revision: i64,
+    /// The lease the leadership lives under.
     pub lease: i64,
 }
 
 impl Election {
+    /// The election `name` (its candidates' keys are under `name/`).
     pub fn new(client: &Client, name: impl Into<Vec<u8>>) -> Election {
         let name = name.into();
         Election { client: client.clone(), prefix: prefix_of(name.clone()), name }
     }
 
+    /// The election's name.
     pub fn name(&self) -> &[u8] {
         &self.name
     }
@@ -80,10 +85,12 @@ pub struct Leadership {
 }
 
 impl Leadership {
+    /// This leadership's key, revision and lease.
     pub fn leader(&self) -> &Leader {
         &self.leader
     }
 
+    /// The name of the election this leadership won.
     pub fn name(&self) -> &[u8] {
         &self.name
     }

@@ -47,6 +47,7 @@ impl Lease {
         Lease { client: client.clone(), id, ttl, lost, keeper: Some(keeper) }
     }
 
+    /// The lease's id (attach keys to it with `PutRequest::lease`).
     pub fn id(&self) -> i64 {
         self.id
     }
@@ -56,10 +57,12 @@ impl Lease {
         self.ttl
     }
 
+    /// The client the lease was granted through.
     pub fn client(&self) -> &Client {
         &self.client
     }
 
+    /// Whether the lease is known to be gone (see [`Lease::lost`]).
     pub fn is_lost(&self) -> bool {
         *self.lost.borrow()
     }

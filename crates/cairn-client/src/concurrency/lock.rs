@@ -18,6 +18,7 @@ pub struct Lock {
 }
 
 impl Lock {
+    /// The lock `name` (its holders' and waiters' keys are under `name/`).
     pub fn new(client: &Client, name: impl Into<Vec<u8>>) -> Lock {
         Lock { client: client.clone(), prefix: prefix_of(name.into()) }
     }
@@ -67,6 +68,7 @@ impl LockGuard {
         &self.header
     }
 
+    /// Releases the lock (deletes its key): the next waiter gets it.
     pub async fn unlock(mut self) -> Result<(), Error> {
         self.held = false;
         let key = std::mem::take(&mut self.key);
@@ -85,9 +87,11 @@ impl Drop for LockGuard {
 
 /// A won lock.
 pub struct Acquired {
+    /// The holder's key, `<name>/<lease hex>`.
     pub key: Vec<u8>,
     /// The key's create revision (the fencing token).
     pub revision: i64,
+    /// The header of the read that saw the lock won.
     pub header: ResponseHeader,
 }
 
