@@ -198,6 +198,7 @@ impl<B: Backend> Auth for AuthService<B> {
         req: Request<AuthenticateRequest>,
     ) -> Result<Response<AuthenticateResponse>, Status> {
         let AuthenticateRequest { name, password } = req.into_inner();
+        self.backend.auth_read_point().await.map_err(backend_status)?;
         let state = Permissions::auth_state(&*self.backend);
         if !state.enabled {
             return Err(request_status(RequestError::AuthNotEnabled));

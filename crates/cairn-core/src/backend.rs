@@ -195,6 +195,15 @@ pub trait AuthBackend: Send + Sync + 'static {
 
     /// The user `token` stands for on this member, if any (using it keeps it alive).
     fn token_user(&self, token: &str) -> Option<String>;
+
+    /// Waits until this member has applied every change committed before the call (a
+    /// linearizable read point), so that [`AuthBackend::auth_state`] is current after it:
+    /// etcd's Authenticate does this first, so that a member behind the leader does not
+    /// answer "authentication is not enabled" just after auth was enabled elsewhere. A
+    /// backend that applies changes where it serves them has nothing to wait for.
+    fn auth_read_point(&self) -> impl Future<Output = Result<(), BackendError>> + Send {
+        std::future::ready(Ok(()))
+    }
 }
 
 /// Everything the etcd API needs: implemented for every type with all the capabilities.

@@ -252,6 +252,10 @@ impl cairn_core::AuthBackend for RaftBackend {
     fn token_user(&self, token: &str) -> Option<String> {
         self.node.token_user(token)
     }
+
+    async fn auth_read_point(&self) -> Result<(), BackendError> {
+        self.node.linearize().await
+    }
 }
 
 /// Measure the data directory every [`DB_SIZE_REFRESH`], off the async workers.
