@@ -12,7 +12,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{anyhow, ensure, Context, Result};
+use anyhow::{anyhow, ensure, Result};
 use cairn_tests::{eventually, Cluster, ClusterOptions, Target};
 use common::*;
 
@@ -62,20 +62,10 @@ fn refusal_text(tcp: &mut TcpStream) -> Result<String> {
     Ok(String::from_utf8(text)?)
 }
 
+/// Refusals counted for `reason` (0 before the first: the labelled sample appears then).
 fn refusals(cluster: &Cluster, node: usize, reason: &str) -> Result<u64> {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10"])
-        .arg(format!("http://{}/metrics", cluster.client_addr(node)))
-        .output()
-        .context("curl")?;
-    let text = String::from_utf8(out.stdout)?;
-    let line = format!("cairn_peer_refusals_total{{reason=\"{reason}\"}} ");
-    Ok(text
-        .lines()
-        .find_map(|l| l.strip_prefix(&line))
-        .map(|v| v.trim().parse::<u64>())
-        .transpose()?
-        .unwrap_or(0))
+    let sample = format!("cairn_peer_refusals_total{{reason=\"{reason}\"}}");
+    Ok(metric_sample(cluster, node, &sample)?.map_or(0, |n| n as u64))
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -227,14 +227,7 @@ async fn a_rolling_key_rotation_keeps_the_cluster_and_its_secrets() {
     assert!(cluster.unexpected_exits().is_empty(), "crashed: {:?}", cluster.unexpected_exits());
 }
 
-/// A metric's value from a member's `/metrics`.
+/// A metric's value from a member's `/metrics` (an error when it is not there).
 fn metric(cluster: &Cluster, i: usize, name: &str) -> anyhow::Result<f64> {
-    let out = std::process::Command::new("curl")
-        .args(["-sS", "--max-time", "10"])
-        .arg(format!("http://{}/metrics", cluster.client_addr(i)))
-        .output()?;
-    let text = String::from_utf8(out.stdout)?;
-    let prefix = format!("{name} ");
-    let value = text.lines().find_map(|l| l.strip_prefix(&prefix));
-    Ok(value.ok_or_else(|| anyhow::anyhow!("no {name} in member {i}'s /metrics"))?.trim().parse()?)
+    metric_sample(cluster, i, name)?.ok_or_else(|| anyhow::anyhow!("no {name} in member {i}'s /metrics"))
 }

@@ -95,25 +95,10 @@ impl Messenger {
                 ..Default::default()
             })
             .await?;
-        let prefix = self.messages_prefix(&self.server);
-        let pending = self
-            .client
-            .range(RangeRequest {
-                key: prefix.clone().into_bytes(),
-                range_end: prefix_end(prefix.as_bytes()),
-                keys_only: true,
-                ..Default::default()
-            })
-            .await?;
-        for kv in pending.kvs {
+        for key in self.keys_under(&self.messages_prefix(&self.server)).await? {
             // The same value, under the new lease (a message acknowledged meanwhile is gone:
             // the put would bring it back without its value, so it is skipped).
-            let moved = PutRequest {
-                key: kv.key.clone(),
-                lease: lease.id(),
-                ignore_value: true,
-                ..Default::default()
-            };
+            let moved = PutRequest { key, lease: lease.id(), ignore_value: true, ..Default::default() };
             if let Err(status) = self.client.put_request(moved).await {
                 if status.code() != tonic::Code::InvalidArgument {
                     return Err(status.into());
@@ -126,16 +111,19 @@ impl Messenger {
     /// The servers with an open inbox.
     pub async fn servers(&self) -> Result<Vec<String>, Error> {
         let prefix = format!("{}inbox/", self.prefix);
-        let resp = self
-            .client
-            .range(RangeRequest {
-                key: prefix.clone().into_bytes(),
-                range_end: prefix_end(prefix.as_bytes()),
-                keys_only: true,
-                ..Default::default()
-            })
-            .await?;
-        Ok(resp.kvs.iter().map(|kv| String::from_utf8_lossy(&kv.key[prefix.len()..]).into_owned()).collect())
+        let keys = self.keys_under(&prefix).await?;
+        Ok(keys.iter().map(|key| String::from_utf8_lossy(&key[prefix.len()..]).into_owned()).collect())
+    }
+
+    /// Every key under `prefix` (keys only, in key order).
+    async fn keys_under(&self, prefix: &str) -> Result<Vec<Vec<u8>>, Error> {
+        let range = RangeRequest {
+            key: prefix.as_bytes().to_vec(),
+            range_end: prefix_end(prefix.as_bytes()),
+            keys_only: true,
+            ..Default::default()
+        };
+        Ok(self.client.range(range).await?.kvs.into_iter().map(|kv| kv.key).collect())
     }
 
     /// Sends `body` to `server`; returns the message's id. Fails with [`Error::NoInbox`]

@@ -303,12 +303,11 @@ impl ServeArgs {
 async fn bench_embedded(args: cairn_bench::BenchArgs) -> ExitCode {
     let report = async {
         let dir = tempfile::tempdir()?;
-        let peer = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let node = cairn::Node::builder()
             .name("bench")
             .data_dir(dir.path().join("data"))
             .client_addr("127.0.0.1:0")
-            .peer_addr(peer.to_string())
+            .peer_addr("127.0.0.1:0")
             .start()
             .await?;
         let (endpoint, channel) = match args.embedded {

@@ -104,6 +104,47 @@ fn free_port(ip: &str) -> u16 {
     std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
 }
 
+/// Three members built in this process (named `<prefix>0..2`, on 127.0.0.1-3), one cluster;
+/// their data lives in the returned directory.
+async fn start_three(prefix: &str) -> (tempfile::TempDir, Vec<cairn::Node>) {
+    let dir = tempfile::tempdir().unwrap();
+    let ips = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
+    let peers: Vec<(String, String)> = ips
+        .iter()
+        .enumerate()
+        .map(|(i, ip)| (format!("{prefix}{i}"), format!("{ip}:{}", free_port(ip))))
+        .collect();
+    let mut starting = Vec::new();
+    for (i, ip) in ips.iter().enumerate() {
+        let builder = cairn::Node::builder()
+            .name(&peers[i].0)
+            .data_dir(dir.path().join(&peers[i].0))
+            .client_addr(format!("{ip}:0"))
+            .peer_addr(&peers[i].1)
+            .initial_cluster(peers.iter().map(|(n, a)| (n.as_str(), a.as_str())));
+        starting.push(tokio::spawn(builder.start()));
+    }
+    let mut nodes = Vec::new();
+    for n in starting {
+        nodes.push(n.await.unwrap().unwrap());
+    }
+    (dir, nodes)
+}
+
+/// The index of the member that leads, once one does (within 20 s).
+async fn leader_of(nodes: &[cairn::Node]) -> usize {
+    tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            if let Some(l) = nodes.iter().position(|n| n.status().role == cairn::Role::Leader) {
+                return l;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap()
+}
+
 /// Waits until `node`'s role is `want` (the roles stream, not polling).
 async fn role_becomes(node: &cairn::Node, want: cairn::Role) {
     let mut roles = node.roles();
@@ -119,34 +160,8 @@ async fn role_becomes(node: &cairn::Node, want: cairn::Role) {
 /// down (handing over), another reports `Leader` on its roles stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn built_members_report_their_roles() {
-    let dir = tempfile::tempdir().unwrap();
-    let ips = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
-    let peers: Vec<(String, String)> =
-        ips.iter().enumerate().map(|(i, ip)| (format!("m{i}"), format!("{ip}:{}", free_port(ip)))).collect();
-    let mut nodes = Vec::new();
-    for (i, ip) in ips.iter().enumerate() {
-        let builder = cairn::Node::builder()
-            .name(&peers[i].0)
-            .data_dir(dir.path().join(&peers[i].0))
-            .client_addr(format!("{ip}:0"))
-            .peer_addr(&peers[i].1)
-            .initial_cluster(peers.iter().map(|(n, a)| (n.as_str(), a.as_str())));
-        nodes.push(tokio::spawn(builder.start()));
-    }
-    let mut started = Vec::new();
-    for n in nodes {
-        started.push(n.await.unwrap().unwrap());
-    }
-    let leader = tokio::time::timeout(std::time::Duration::from_secs(20), async {
-        loop {
-            if let Some(l) = started.iter().position(|n| n.status().role == cairn::Role::Leader) {
-                return l;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .unwrap();
+    let (_dir, mut started) = start_three("m").await;
+    let leader = leader_of(&started).await;
     role_becomes(&started[leader], cairn::Role::Leader).await;
     let leader_id = started[leader].member_id();
     for (i, n) in started.iter().enumerate() {
@@ -192,24 +207,7 @@ async fn a_write_checked_before_an_auth_change_is_refused_at_apply() {
     use cairn::core::proto::etcdserverpb::PutRequest;
     use cairn::core::{AuthBackend, BackendError, KvBackend, RequestError, WriteRequest};
 
-    let dir = tempfile::tempdir().unwrap();
-    let ips = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
-    let peers: Vec<(String, String)> =
-        ips.iter().enumerate().map(|(i, ip)| (format!("m{i}"), format!("{ip}:{}", free_port(ip)))).collect();
-    let mut starting = Vec::new();
-    for (i, ip) in ips.iter().enumerate() {
-        let builder = cairn::Node::builder()
-            .name(&peers[i].0)
-            .data_dir(dir.path().join(&peers[i].0))
-            .client_addr(format!("{ip}:0"))
-            .peer_addr(&peers[i].1)
-            .initial_cluster(peers.iter().map(|(n, a)| (n.as_str(), a.as_str())));
-        starting.push(tokio::spawn(builder.start()));
-    }
-    let mut nodes = Vec::new();
-    for n in starting {
-        nodes.push(n.await.unwrap().unwrap());
-    }
+    let (_dir, nodes) = start_three("m").await;
     // Auth commands wait until every member has published its attributes.
     let changes = [
         AuthChange::UserAdd { name: "root".into(), password_hash: String::new(), no_password: true },
@@ -264,34 +262,8 @@ async fn a_write_checked_before_an_auth_change_is_refused_at_apply() {
 /// longer commit; a product stops its leader-only work).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_cut_off_from_its_quorum_says_so() {
-    let dir = tempfile::tempdir().unwrap();
-    let ips = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
-    let peers: Vec<(String, String)> =
-        ips.iter().enumerate().map(|(i, ip)| (format!("q{i}"), format!("{ip}:{}", free_port(ip)))).collect();
-    let mut starting = Vec::new();
-    for (i, ip) in ips.iter().enumerate() {
-        let builder = cairn::Node::builder()
-            .name(&peers[i].0)
-            .data_dir(dir.path().join(&peers[i].0))
-            .client_addr(format!("{ip}:0"))
-            .peer_addr(&peers[i].1)
-            .initial_cluster(peers.iter().map(|(n, a)| (n.as_str(), a.as_str())));
-        starting.push(tokio::spawn(builder.start()));
-    }
-    let mut nodes = Vec::new();
-    for n in starting {
-        nodes.push(n.await.unwrap().unwrap());
-    }
-    let leader = tokio::time::timeout(std::time::Duration::from_secs(20), async {
-        loop {
-            if let Some(l) = nodes.iter().position(|n| n.status().role == cairn::Role::Leader) {
-                return l;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .unwrap();
+    let (_dir, mut nodes) = start_three("q").await;
+    let leader = leader_of(&nodes).await;
     nodes[leader].client().put("k", "v").await.unwrap();
     let leader = nodes.remove(leader);
     for follower in nodes {

@@ -437,6 +437,21 @@ impl Writers {
 }
 
 /// Standard, padded base64 of a test key or value (the JSON gateway's encoding of bytes).
+/// The value of one sample of member `i`'s `/metrics` (`sample`: the name with its labels,
+/// e.g. `cairn_peer_refusals_total{reason="bad_proof"}`), `None` when it is not there.
+#[allow(dead_code)] // not every test binary reads metrics
+pub fn metric_sample(cluster: &Cluster, i: usize, sample: &str) -> Result<Option<f64>> {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .arg(format!("http://{}/metrics", cluster.client_addr(i)))
+        .output()
+        .context("curl")?;
+    let text = String::from_utf8(out.stdout)?;
+    let prefix = format!("{sample} ");
+    let value = text.lines().find_map(|l| l.strip_prefix(&prefix));
+    Ok(value.map(|v| v.trim().parse()).transpose()?)
+}
+
 pub fn b64(s: &str) -> String {
     // Enough base64 for test keys (standard alphabet, padded).
     const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
