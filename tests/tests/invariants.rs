@@ -84,6 +84,23 @@ fn the_unreplicated_backend_links_no_engine_transport_or_raft() {
 }
 
 #[test]
+fn the_sql_adapter_links_no_engine_transport_or_raft() {
+    assert_never_links(
+        "cairn-sql",
+        &[
+            "rocksdb",
+            "librocksdb-sys",
+            "tonic",
+            "hyper",
+            "openraft",
+            "cairn-raft",
+            "cairn-api",
+            "cairn-local",
+        ],
+    );
+}
+
+#[test]
 fn the_raft_layer_knows_no_client_api() {
     assert_never_links("cairn-raft", &["cairn-api", "cairn-client"]);
 }

@@ -92,6 +92,9 @@ pub fn backend_status(e: BackendError) -> Status {
     match e {
         BackendError::Request(r) => request_status(r),
         BackendError::NoLeader => Status::unavailable("etcdserver: no leader"),
+        BackendError::Unavailable(source) => {
+            Status::unavailable(format!("cairn: database unavailable: {source}"))
+        }
         BackendError::Timeout => Status::unavailable("etcdserver: request timed out"),
         BackendError::LeaderChanged => Status::unavailable("etcdserver: leader changed"),
         BackendError::Stopped => Status::unavailable("etcdserver: server stopped"),

@@ -316,6 +316,10 @@ pub enum BackendError {
     /// No leader is known: the cluster has no quorum right now. Nothing was proposed.
     #[error("no leader")]
     NoLeader,
+    /// The storage below cannot be reached right now (the SQL adapter's database is down or
+    /// unreachable); nothing was written. Retry later.
+    #[error("storage unavailable: {0}")]
+    Unavailable(StorageSource),
     /// The cluster did not answer in time; a write may or may not have happened.
     #[error("request timed out")]
     Timeout,
@@ -345,7 +349,7 @@ impl BackendError {
 
     /// Whether the operation certainly did not happen, so that retrying cannot repeat it.
     pub fn certainly_not_applied(&self) -> bool {
-        matches!(self, BackendError::Request(_) | BackendError::NoLeader)
+        matches!(self, BackendError::Request(_) | BackendError::NoLeader | BackendError::Unavailable(_))
     }
 }
 

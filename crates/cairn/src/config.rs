@@ -102,6 +102,18 @@ pub struct Config {
     /// `--experimental-corrupt-check-time`); a member that diverged gets the CORRUPT alarm.
     /// 0: never.
     pub corrupt_check_interval: u64,
+    /// Serve from a SQL database instead of the embedded Raft store: `postgres://…`,
+    /// `mysql://…`/`mariadb://…` or `sqlite:///path`. Every member points at the same one;
+    /// then no peer port and no data directory are used.
+    pub backend: Option<String>,
+    /// A file holding the database password (replaces the URL's; or CAIRN_BACKEND_PASSWORD).
+    pub backend_password_file: Option<PathBuf>,
+    /// The database password itself (from the environment only; never logged).
+    #[serde(skip)]
+    pub backend_password: Option<String>,
+    /// Milliseconds between looks for other members' writes on MySQL and SQLite
+    /// (PostgreSQL's NOTIFY wakes members at once; this is its fallback).
+    pub sql_poll_interval: u64,
 }
 
 impl Default for Config {
@@ -143,6 +155,10 @@ impl Default for Config {
             peer_trusted_ca_file: None,
             peer_client_cert_auth: false,
             corrupt_check_interval: 300,
+            backend: None,
+            backend_password_file: None,
+            backend_password: None,
+            sql_poll_interval: 50,
         }
     }
 }

@@ -41,6 +41,7 @@ mod backend;
 mod builder;
 pub mod config;
 mod metrics;
+mod sql_member;
 mod tls;
 
 use std::net::SocketAddr;
@@ -62,6 +63,7 @@ pub use cairn_client::{
 pub use cairn_core as core;
 pub use cairn_proto as proto;
 pub use config::Config;
+pub use sql_member::SqlMember;
 
 /// Why a node could not start. [`Error::exit_code`] gives the binary's exit code.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +79,10 @@ pub enum Error {
         /// Why it could not be had.
         source: std::io::Error,
     },
+    /// The SQL backend could not start (bad URL, database unreachable or refusing, a newer
+    /// schema).
+    #[error("SQL backend: {0}")]
+    Sql(#[from] cairn_sql::OpenError),
     /// A setting is invalid (the text says which and why).
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -85,7 +91,8 @@ pub enum Error {
 impl Error {
     /// 2: bad configuration (or the cluster refused to add this member); 3: data directory
     /// locked; 4: data directory corrupted; 5: an address is in use or not available; 6: data
-    /// directory written by a newer version; 1: anything else (e.g. no member answered a join).
+    /// directory (or SQL schema) written by a newer version; 9: the SQL database is
+    /// unreachable; 1: anything else (e.g. no member answered a join).
     /// (The binary also exits 7 when the member is removed from the cluster while it runs,
     /// and 8 when its Raft stops on a fatal error, see [`Node::failed`].)
     pub fn exit_code(&self) -> i32 {
@@ -95,6 +102,9 @@ impl Error {
             Error::Start(StartError::Open(cairn_raft::OpenError::Corrupt { .. })) => 4,
             Error::ClientListen { .. } | Error::Start(StartError::Listen { .. }) => 5,
             Error::Start(StartError::Open(cairn_raft::OpenError::NewerFormat { .. })) => 6,
+            Error::Sql(cairn_sql::OpenError::BadUrl(_)) => 2,
+            Error::Sql(cairn_sql::OpenError::NewerSchema { .. }) => 6,
+            Error::Sql(cairn_sql::OpenError::Unreachable(_)) => 9,
             _ => 1,
         }
     }

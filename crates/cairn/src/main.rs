@@ -154,6 +154,16 @@ struct ServeArgs {
     /// The fewest voters dead-member cleanup leaves [default: 3]
     #[arg(long, env = "CAIRN_MIN_VOTERS")]
     min_voters: Option<usize>,
+    /// Serve from a SQL database, shared by every member: postgres://…, mysql://…, mariadb://…
+    /// or sqlite:///path (unset: the embedded Raft store)
+    #[arg(long, env = "CAIRN_BACKEND")]
+    backend: Option<String>,
+    /// A file holding the database password (or CAIRN_BACKEND_PASSWORD: the password itself)
+    #[arg(long, env = "CAIRN_BACKEND_PASSWORD_FILE")]
+    backend_password_file: Option<PathBuf>,
+    /// Milliseconds between looks for other members' writes on MySQL/SQLite [default: 50]
+    #[arg(long, env = "CAIRN_SQL_POLL_INTERVAL")]
+    sql_poll_interval: Option<u64>,
     /// A file with the cluster key every member shares (or CAIRN_ENCRYPTION_KEY: the key itself)
     #[arg(long, env = "CAIRN_ENCRYPTION_KEY_FILE")]
     encryption_key_file: Option<PathBuf>,
@@ -261,8 +271,18 @@ impl ServeArgs {
             stale_timeout,
             client_cert_auth,
             peer_client_cert_auth,
-            corrupt_check_interval
+            corrupt_check_interval,
+            sql_poll_interval
         );
+        if self.backend.is_some() {
+            cfg.backend = self.backend;
+        }
+        if self.backend_password_file.is_some() {
+            cfg.backend_password_file = self.backend_password_file;
+        }
+        if let Ok(password) = std::env::var("CAIRN_BACKEND_PASSWORD") {
+            cfg.backend_password = Some(password);
+        }
         for (flag, value) in [
             (&mut cfg.cert_file, self.cert_file),
             (&mut cfg.key_file, self.key_file),
@@ -413,6 +433,9 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if config.backend.is_some() {
+        return serve_sql(config, term, int).await;
+    }
     let node = match cairn::NodeBuilder::from_config(config).start().await {
         Ok(n) => n,
         Err(e) => {
@@ -432,6 +455,28 @@ async fn serve(args: ServeArgs) -> ExitCode {
         eprintln!("cairn: {why}");
         return ExitCode::from(code);
     }
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+/// `cairn serve --backend URL`: a stateless member on a SQL database.
+async fn serve_sql(
+    config: cairn::Config,
+    mut term: tokio::signal::unix::Signal,
+    mut int: tokio::signal::unix::Signal,
+) -> ExitCode {
+    let member = match cairn::SqlMember::start(config).await {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("cairn: {e}");
+            return ExitCode::from(e.exit_code() as u8);
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    member.stop().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }

@@ -1,0 +1,337 @@
+//! The SQL each database is spoken to in, built once per backend: the tables (one per
+//! MVCC family, keys compared as bytes, each with its primary key index), the statements of
+//! the storage interface, and the few phrases that differ (placeholders, upserts, how a
+//! transaction takes the revision lock, the database's clock).
+
+use cairn_mvcc::Family;
+
+/// Which database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Postgres,
+    /// MySQL or MariaDB (a Galera cluster included).
+    MySql,
+    Sqlite,
+}
+
+/// The schema version this build writes and reads. A database with a newer one is refused.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// The statements of one family's table.
+#[derive(Debug, Clone)]
+pub struct FamilySql {
+    pub get: String,
+    /// `[lower, upper)`, from the start (`>=`) or after a key (`>`), at most `?` rows.
+    pub scan_from: String,
+    pub scan_after: String,
+    pub scan_from_to: String,
+    pub scan_after_to: String,
+    pub last_in: String,
+    pub put: String,
+    pub delete: String,
+    pub delete_range: String,
+    pub clear: String,
+}
+
+/// Everything the adapter says to one kind of database.
+#[derive(Debug, Clone)]
+pub struct Dialect {
+    pub kind: Kind,
+    families: Vec<FamilySql>,
+    /// Keys come back hex-encoded (MySQL reports `VARBINARY` as text to the driver).
+    pub hex_keys: bool,
+    /// Statements that open the single writer's transaction, in order; the last one takes
+    /// the revision lock.
+    pub begin_write: Vec<String>,
+    /// Statements that open a read-only transaction seeing one snapshot.
+    pub begin_snapshot: Vec<String>,
+    /// The database's clock in milliseconds since the Unix epoch, as an SQL expression.
+    pub now_ms: &'static str,
+    /// Upsert of a lease's deadline: (id, ttl seconds) → deadline now + ttl.
+    pub lease_deadline_put: String,
+    /// Renew a lease not yet expired: (ttl-from-row) … where id = ?.
+    pub lease_renew: String,
+    pub lease_deadline_get: String,
+    pub lease_deadline_lock: String,
+    pub lease_deadline_delete: String,
+    pub lease_expired: String,
+    /// Give every lease at least its full TTL from now (a cluster starting from nothing
+    /// alive, as etcd's leader extends leases when it takes over).
+    pub lease_extend_all: String,
+    pub member_heartbeat: String,
+    pub members_live: String,
+    pub members_forget: String,
+    pub member_leave: String,
+    pub token_put: String,
+    pub tokens_since: String,
+    pub tokens_forget: String,
+    pub alarm_put: String,
+    pub alarm_delete: String,
+    pub alarms_all: String,
+    /// Wakes the other members after a write commits (PostgreSQL only).
+    pub notify: Option<String>,
+    pub size: String,
+    pub defragment: Vec<String>,
+}
+
+/// PostgreSQL's LISTEN channel for new revisions.
+pub const NOTIFY_CHANNEL: &str = "cairn_revision";
+
+fn table(fam: Family) -> &'static str {
+    match fam {
+        Family::Kv => "cairn_kv",
+        Family::History => "cairn_history",
+        Family::Events => "cairn_events",
+        Family::Meta => "cairn_meta",
+        Family::Leases => "cairn_leases",
+        Family::LeaseKeys => "cairn_lease_keys",
+    }
+}
+
+impl Dialect {
+    pub fn new(kind: Kind) -> Dialect {
+        let key = if kind == Kind::MySql { "HEX(k)" } else { "k" };
+        let upsert = |t: &str, cols: &str, vals: &str, update: &str| match kind {
+            Kind::MySql => {
+                format!("INSERT INTO {t} ({cols}) VALUES ({vals}) ON DUPLICATE KEY UPDATE {update}")
+            }
+            _ => format!(
+                "INSERT INTO {t} ({cols}) VALUES ({vals}) ON CONFLICT ({}) DO UPDATE SET {update}",
+                cols.split(',').next().unwrap_or_default()
+            ),
+        };
+        let new_value = |col: &str| match kind {
+            Kind::MySql => format!("{col} = VALUES({col})"),
+            _ => format!("{col} = EXCLUDED.{col}"),
+        };
+        let families = Family::ALL
+            .iter()
+            .map(|&fam| {
+                let t = table(fam);
+                FamilySql {
+                    get: format!("SELECT v FROM {t} WHERE k = ?"),
+                    scan_from: format!("SELECT {key}, v FROM {t} WHERE k >= ? ORDER BY k LIMIT ?"),
+                    scan_after: format!("SELECT {key}, v FROM {t} WHERE k > ? ORDER BY k LIMIT ?"),
+                    scan_from_to: format!(
+                        "SELECT {key}, v FROM {t} WHERE k >= ? AND k < ? ORDER BY k LIMIT ?"
+                    ),
+                    scan_after_to: format!(
+                        "SELECT {key}, v FROM {t} WHERE k > ? AND k < ? ORDER BY k LIMIT ?"
+                    ),
+                    last_in: format!(
+                        "SELECT {key}, v FROM {t} WHERE k >= ? AND k < ? ORDER BY k DESC LIMIT 1"
+                    ),
+                    put: upsert(t, "k, v", "?, ?", &new_value("v")),
+                    delete: format!("DELETE FROM {t} WHERE k = ?"),
+                    delete_range: format!("DELETE FROM {t} WHERE k >= ? AND k < ?"),
+                    clear: format!("DELETE FROM {t}"),
+                }
+            })
+            .collect();
+        let now_ms = match kind {
+            Kind::Postgres => "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT",
+            // The session's time zone is UTC (set at connect).
+            Kind::MySql => "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)",
+            Kind::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+        };
+        let greatest = if kind == Kind::Sqlite { "MAX" } else { "GREATEST" };
+        let lock_row = "SELECT id FROM cairn_lock WHERE id = 1 FOR UPDATE".to_string();
+        let (begin_write, begin_snapshot) = match kind {
+            Kind::Postgres => (
+                vec!["BEGIN ISOLATION LEVEL READ COMMITTED".into(), lock_row],
+                vec!["BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY".into()],
+            ),
+            Kind::MySql => (
+                vec![
+                    "SET TRANSACTION ISOLATION LEVEL READ COMMITTED".into(),
+                    "START TRANSACTION".into(),
+                    lock_row,
+                ],
+                vec![
+                    "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ".into(),
+                    "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY".into(),
+                ],
+            ),
+            // IMMEDIATE takes the database's write lock at once: the one serialising lock.
+            // A deferred transaction sees one snapshot from its first read (WAL mode).
+            Kind::Sqlite => (vec!["BEGIN IMMEDIATE".into()], vec!["BEGIN DEFERRED".into()]),
+        };
+        let for_update = if kind == Kind::Sqlite { "" } else { " FOR UPDATE" };
+        let d = Dialect {
+            kind,
+            families,
+            hex_keys: kind == Kind::MySql,
+            begin_write,
+            begin_snapshot,
+            now_ms,
+            lease_deadline_put: upsert(
+                "cairn_lease_deadlines",
+                "id, ttl, expires_ms",
+                &format!("?, ?, {now_ms} + ? * 1000"),
+                &[new_value("ttl"), new_value("expires_ms")].join(", "),
+            ),
+            lease_renew: format!(
+                "UPDATE cairn_lease_deadlines SET expires_ms = {now_ms} + ttl * 1000 WHERE id = ? AND expires_ms >= {now_ms}"
+            ),
+            lease_deadline_get: format!(
+                "SELECT ttl, expires_ms - {now_ms} FROM cairn_lease_deadlines WHERE id = ?"
+            ),
+            lease_deadline_lock: format!(
+                "SELECT expires_ms - {now_ms} FROM cairn_lease_deadlines WHERE id = ?{for_update}"
+            ),
+            lease_deadline_delete: "DELETE FROM cairn_lease_deadlines WHERE id = ?".into(),
+            lease_expired: format!(
+                "SELECT id FROM cairn_lease_deadlines WHERE expires_ms < {now_ms} ORDER BY expires_ms LIMIT ?"
+            ),
+            lease_extend_all: format!(
+                "UPDATE cairn_lease_deadlines SET expires_ms = {greatest}(expires_ms, {now_ms} + ttl * 1000)"
+            ),
+            member_heartbeat: upsert(
+                "cairn_members",
+                "id, name, client_urls, version, heartbeat_ms",
+                &format!("?, ?, ?, ?, {now_ms}"),
+                &["name", "client_urls", "version", "heartbeat_ms"].map(new_value).join(", "),
+            ),
+            members_live: format!(
+                "SELECT id, name, client_urls FROM cairn_members WHERE heartbeat_ms >= {now_ms} - ? ORDER BY id"
+            ),
+            members_forget: format!("DELETE FROM cairn_members WHERE heartbeat_ms < {now_ms} - ?"),
+            member_leave: "DELETE FROM cairn_members WHERE id = ?".into(),
+            token_put: format!("INSERT INTO cairn_tokens (token, username, issued_ms) VALUES (?, ?, {now_ms})"),
+            tokens_since: format!(
+                "SELECT token, username FROM cairn_tokens WHERE issued_ms >= ? AND issued_ms >= {now_ms} - ?"
+            ),
+            tokens_forget: format!("DELETE FROM cairn_tokens WHERE issued_ms < {now_ms} - ?"),
+            alarm_put: match kind {
+                Kind::MySql => format!("INSERT IGNORE INTO cairn_alarms (member_id, alarm, raised_ms) VALUES (?, ?, {now_ms})"),
+                _ => format!(
+                    "INSERT INTO cairn_alarms (member_id, alarm, raised_ms) VALUES (?, ?, {now_ms}) \
+                     ON CONFLICT (member_id, alarm) DO NOTHING"
+                ),
+            },
+            alarm_delete: "DELETE FROM cairn_alarms WHERE member_id = ? AND alarm = ?".into(),
+            alarms_all: "SELECT member_id, alarm FROM cairn_alarms ORDER BY member_id, alarm".into(),
+            notify: (kind == Kind::Postgres).then(|| format!("SELECT pg_notify('{NOTIFY_CHANNEL}', '')")),
+            size: match kind {
+                Kind::Postgres => "SELECT CAST(COALESCE(SUM(pg_total_relation_size(c.oid)), 0) AS BIGINT) FROM pg_class c \
+                     WHERE c.relname LIKE 'cairn\\_%' AND c.relkind = 'r' AND pg_table_is_visible(c.oid)"
+                    .into(),
+                Kind::MySql => "SELECT CAST(COALESCE(SUM(data_length + index_length), 0) AS SIGNED) \
+                     FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name LIKE 'cairn\\_%'"
+                    .into(),
+                Kind::Sqlite => "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()".into(),
+            },
+            defragment: match kind {
+                Kind::Postgres => Family::ALL.iter().map(|&f| format!("VACUUM {}", table(f))).collect(),
+                Kind::MySql => Family::ALL.iter().map(|&f| format!("OPTIMIZE TABLE {}", table(f))).collect(),
+                Kind::Sqlite => vec!["VACUUM".into()],
+            },
+        };
+        d.with_placeholders()
+    }
+
+    pub fn family(&self, fam: Family) -> &FamilySql {
+        &self.families[fam as usize]
+    }
+
+    /// The tables, created when missing (version [`SCHEMA_VERSION`]).
+    pub fn create_tables(&self) -> Vec<String> {
+        let (key, blob, big, text, suffix) = match self.kind {
+            // InnoDB's longest index key is 3072 bytes; keys compare as bytes (binary).
+            Kind::MySql => ("VARBINARY(3072)", "LONGBLOB", "BIGINT", "VARCHAR(255)", " ENGINE=InnoDB"),
+            Kind::Postgres => ("BYTEA", "BYTEA", "BIGINT", "TEXT", ""),
+            Kind::Sqlite => ("BLOB", "BLOB", "INTEGER", "TEXT", ""),
+        };
+        let mut sql: Vec<String> = Family::ALL
+            .iter()
+            .map(|&f| {
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {} (k {key} NOT NULL PRIMARY KEY, v {blob} NOT NULL){suffix}",
+                    table(f)
+                )
+            })
+            .collect();
+        sql.extend([
+            format!("CREATE TABLE IF NOT EXISTS cairn_lock (id {big} NOT NULL PRIMARY KEY){suffix}"),
+            format!(
+                "CREATE TABLE IF NOT EXISTS cairn_lease_deadlines (id {big} NOT NULL PRIMARY KEY, ttl {big} NOT NULL, \
+                 expires_ms {big} NOT NULL){suffix}"
+            ),
+            "CREATE INDEX IF NOT EXISTS cairn_lease_deadlines_expiry ON cairn_lease_deadlines (expires_ms)".into(),
+            format!(
+                "CREATE TABLE IF NOT EXISTS cairn_members (id {big} NOT NULL PRIMARY KEY, name {text} NOT NULL, \
+                 client_urls {text} NOT NULL, version {text} NOT NULL, heartbeat_ms {big} NOT NULL){suffix}"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS cairn_tokens (token {text} NOT NULL PRIMARY KEY, username {text} NOT NULL, \
+                 issued_ms {big} NOT NULL){suffix}"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS cairn_alarms (member_id {big} NOT NULL, alarm {big} NOT NULL, \
+                 raised_ms {big} NOT NULL, PRIMARY KEY (member_id, alarm)){suffix}"
+            ),
+        ]);
+        sql
+    }
+
+    /// PostgreSQL numbers its placeholders.
+    fn with_placeholders(mut self) -> Dialect {
+        if self.kind != Kind::Postgres {
+            return self;
+        }
+        let number = |s: &mut String| *s = placeholders(Kind::Postgres, s);
+        for f in &mut self.families {
+            for s in [
+                &mut f.get,
+                &mut f.scan_from,
+                &mut f.scan_after,
+                &mut f.scan_from_to,
+                &mut f.scan_after_to,
+                &mut f.last_in,
+                &mut f.put,
+                &mut f.delete,
+                &mut f.delete_range,
+            ] {
+                number(s);
+            }
+        }
+        for s in [
+            &mut self.lease_deadline_put,
+            &mut self.lease_renew,
+            &mut self.lease_deadline_get,
+            &mut self.lease_deadline_lock,
+            &mut self.lease_deadline_delete,
+            &mut self.lease_expired,
+            &mut self.member_heartbeat,
+            &mut self.members_live,
+            &mut self.members_forget,
+            &mut self.member_leave,
+            &mut self.token_put,
+            &mut self.tokens_since,
+            &mut self.tokens_forget,
+            &mut self.alarm_put,
+            &mut self.alarm_delete,
+        ] {
+            number(s);
+        }
+        self
+    }
+}
+
+/// Turn `?` placeholders into the database's own (for statements made outside [`Dialect`]).
+pub fn placeholders(kind: Kind, sql: &str) -> String {
+    if kind != Kind::Postgres {
+        return sql.to_string();
+    }
+    let mut out = String::new();
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push_str(&format!("${n}"));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

@@ -1,0 +1,429 @@
+//! The MVCC storage interface ([`cairn_mvcc::Engine`]) on SQL tables: the six families are
+//! six tables of (key, value) rows. Every etcd rule stays in `cairn-mvcc`; this module only
+//! moves rows. Two engines:
+//! - [`SqlEngine`]: the shared reader. `snapshot()` is a read-only transaction that sees one
+//!   point in time (PostgreSQL and MySQL: repeatable read; SQLite: a deferred transaction in
+//!   WAL mode), `latest()` reads in autocommit.
+//! - [`Session`]: the writer. It opens a transaction that first takes the one serialising
+//!   lock (a row lock on `cairn_lock`, or SQLite's write lock), so that every read it makes
+//!   and every revision it writes follow the previous writer's commit, from any member.
+//!
+//! The storage interface is synchronous: its calls run on blocking threads and wait for the
+//! driver's futures there (`Handle::block_on`), never on the async workers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use cairn_mvcc::{Batch, BatchOp, Durability, Engine, EngineRead, Family, MvccError, Row, Visit};
+use futures::TryStreamExt;
+use sqlx::any::AnyRow;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Executor, Row as _};
+use tokio::runtime::Handle;
+
+use crate::dialect::Dialect;
+use crate::error::{Context, SqlError};
+
+/// A pool of connections to one database and how to speak to it.
+#[derive(Clone)]
+pub struct Database {
+    pub pool: AnyPool,
+    pub sql: Arc<Dialect>,
+    pub rt: Handle,
+    /// The tables' size, refreshed in the background (`Status` must not touch storage).
+    pub size: Arc<AtomicU64>,
+}
+
+type Conn = PoolConnection<Any>;
+
+impl Database {
+    /// Wait for `fut` on this (blocking) thread.
+    pub fn block_on<F: std::future::Future>(&self, fut: F) -> F::Output {
+        self.rt.block_on(fut)
+    }
+
+    fn key_of(&self, row: &AnyRow) -> Result<Vec<u8>, sqlx::Error> {
+        if self.sql.hex_keys {
+            let hex: String = row.try_get(0)?;
+            decode_hex(&hex)
+                .ok_or_else(|| sqlx::Error::Decode(format!("a key came back as {hex:?}, not hex").into()))
+        } else {
+            row.try_get(0)
+        }
+    }
+
+    async fn get(
+        &self,
+        conn: &mut AnyConnection,
+        fam: Family,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, sqlx::Error> {
+        let row = sqlx::query(&self.sql.family(fam).get).bind(key).fetch_optional(conn).await?;
+        row.map(|r| r.try_get::<Vec<u8>, _>(0)).transpose()
+    }
+
+    async fn page(
+        &self,
+        conn: &mut AnyConnection,
+        fam: Family,
+        from: &[u8],
+        inclusive: bool,
+        end: Option<&[u8]>,
+        limit: i64,
+    ) -> Result<Vec<Row>, sqlx::Error> {
+        let f = self.sql.family(fam);
+        let sql = match (inclusive, end.is_some()) {
+            (true, false) => &f.scan_from,
+            (false, false) => &f.scan_after,
+            (true, true) => &f.scan_from_to,
+            (false, true) => &f.scan_after_to,
+        };
+        let mut q = sqlx::query(sql).bind(from);
+        if let Some(end) = end {
+            q = q.bind(end);
+        }
+        let mut rows = q.bind(limit).fetch(conn);
+        let mut out = Vec::new();
+        while let Some(row) = rows.try_next().await? {
+            out.push((self.key_of(&row)?, row.try_get::<Vec<u8>, _>(1)?));
+        }
+        Ok(out)
+    }
+
+    async fn last_in(
+        &self,
+        conn: &mut AnyConnection,
+        fam: Family,
+        lower: &[u8],
+        upper: &[u8],
+    ) -> Result<Option<Row>, sqlx::Error> {
+        let row =
+            sqlx::query(&self.sql.family(fam).last_in).bind(lower).bind(upper).fetch_optional(conn).await?;
+        row.map(|r| Ok((self.key_of(&r)?, r.try_get::<Vec<u8>, _>(1)?))).transpose()
+    }
+
+    async fn write_ops(&self, conn: &mut AnyConnection, batch: &Batch) -> Result<(), sqlx::Error> {
+        for op in &batch.ops {
+            match op {
+                BatchOp::Put(fam, k, v) => {
+                    sqlx::query(&self.sql.family(*fam).put)
+                        .bind(&k[..])
+                        .bind(&v[..])
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                BatchOp::Delete(fam, k) => {
+                    sqlx::query(&self.sql.family(*fam).delete).bind(&k[..]).execute(&mut *conn).await?;
+                }
+                BatchOp::DeleteRange(fam, start, end) => {
+                    if end > start {
+                        sqlx::query(&self.sql.family(*fam).delete_range)
+                            .bind(&start[..])
+                            .bind(&end[..])
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                }
+                BatchOp::Clear(fam) => {
+                    conn.execute(sqlx::query(&self.sql.family(*fam).clear)).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn run_all(conn: &mut AnyConnection, statements: &[String]) -> Result<(), sqlx::Error> {
+        for s in statements {
+            conn.execute(&**s).await?;
+        }
+        Ok(())
+    }
+
+    /// Give a connection back to the pool once its open transaction is rolled back (in the
+    /// background: this may run anywhere, an async worker included).
+    fn release_rolled_back(&self, mut conn: Conn) {
+        self.rt.spawn(async move {
+            if conn.execute("ROLLBACK").await.is_err() {
+                // A connection in an unknown state is closed, not reused.
+                drop(conn.detach());
+            }
+        });
+    }
+}
+
+fn storage(e: SqlError) -> MvccError {
+    MvccError::storage(e)
+}
+
+/// How a reader holds its connection.
+enum Slot<'e> {
+    /// Its own, taken from the pool at the first read; `snapshot` opens a read-only
+    /// transaction on it first.
+    Own { conn: Mutex<Option<Conn>>, snapshot: bool },
+    /// A session's, inside its transaction.
+    Session(&'e Mutex<Option<Conn>>),
+}
+
+struct Reader<'e> {
+    db: &'e Database,
+    slot: Slot<'e>,
+}
+
+impl Reader<'_> {
+    /// Run `op` with the reader's connection.
+    fn with<T>(
+        &self,
+        what: &'static str,
+        op: impl FnOnce(&mut AnyConnection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, MvccError> {
+        let mut guard: MutexGuard<'_, Option<Conn>> = match &self.slot {
+            Slot::Own { conn, .. } => lock(conn),
+            Slot::Session(conn) => lock(conn),
+        };
+        if guard.is_none() {
+            let Slot::Own { snapshot, .. } = &self.slot else {
+                return Err(MvccError::Corrupt("a finished write session was read".into()));
+            };
+            let db = self.db;
+            let conn = db
+                .block_on(async {
+                    let mut conn = db.pool.acquire().await?;
+                    if *snapshot {
+                        Database::run_all(&mut conn, &db.sql.begin_snapshot).await?;
+                    }
+                    Ok::<_, sqlx::Error>(conn)
+                })
+                .during("opening a read transaction")
+                .map_err(storage)?;
+            *guard = Some(conn);
+        }
+        let conn = guard.as_mut().expect("connection just ensured");
+        op(conn).during(what).map_err(storage)
+    }
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        if let Slot::Own { conn, snapshot: true } = &mut self.slot {
+            if let Some(conn) = conn.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
+                self.db.release_rolled_back(conn);
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl EngineRead for Reader<'_> {
+    fn get(&self, fam: Family, key: &[u8]) -> Result<Option<Vec<u8>>, MvccError> {
+        self.with("reading a row", |conn| self.db.block_on(self.db.get(conn, fam, key)))
+    }
+
+    fn scan(
+        &self,
+        fam: Family,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut Visit<'_>,
+    ) -> Result<(), MvccError> {
+        // Pages that grow: a small range costs one small query, a large one few round trips.
+        let mut limit = 64i64;
+        let mut from = start.to_vec();
+        let mut inclusive = true;
+        loop {
+            let rows = self.with("scanning rows", |conn| {
+                self.db.block_on(self.db.page(conn, fam, &from, inclusive, end, limit))
+            })?;
+            let full = rows.len() as i64 == limit;
+            for (k, v) in rows {
+                if !visit(&k, &v)? {
+                    return Ok(());
+                }
+                from = k;
+            }
+            if !full {
+                return Ok(());
+            }
+            inclusive = false;
+            limit = (limit * 4).min(4096);
+        }
+    }
+
+    fn last_in(&self, fam: Family, lower: &[u8], upper: &[u8]) -> Result<Option<Row>, MvccError> {
+        if upper <= lower {
+            return Ok(None);
+        }
+        self.with("reading a row", |conn| self.db.block_on(self.db.last_in(conn, fam, lower, upper)))
+    }
+}
+
+/// The shared reader over the database (and a writer of standalone batches).
+pub struct SqlEngine {
+    pub db: Database,
+}
+
+impl Engine for SqlEngine {
+    fn snapshot(&self) -> Box<dyn EngineRead + '_> {
+        Box::new(Reader { db: &self.db, slot: Slot::Own { conn: Mutex::new(None), snapshot: true } })
+    }
+
+    fn latest(&self) -> Box<dyn EngineRead + '_> {
+        Box::new(Reader { db: &self.db, slot: Slot::Own { conn: Mutex::new(None), snapshot: false } })
+    }
+
+    /// A batch on its own, in a session of its own (it reads nothing first).
+    fn write(&self, batch: Batch, durability: Durability) -> Result<(), MvccError> {
+        let session = Session::begin(&self.db).map_err(storage)?;
+        session.write(batch, durability)?;
+        session.commit().map_err(|e| storage(e.into_error()))
+    }
+
+    fn approximate_size(&self) -> u64 {
+        self.db.size.load(Ordering::Relaxed)
+    }
+
+    fn compact_storage(&self) -> Result<(), MvccError> {
+        let db = &self.db;
+        db.block_on(async {
+            let mut conn = db.pool.acquire().await?;
+            Database::run_all(&mut conn, &db.sql.defragment).await
+        })
+        .during("defragmenting")
+        .map_err(storage)
+    }
+}
+
+/// How a commit ended when it did not succeed.
+#[derive(Debug)]
+pub enum CommitError {
+    /// The database said no: nothing was written.
+    NotCommitted(SqlError),
+    /// The connection failed while the commit was under way: it may or may not have
+    /// happened.
+    Unknown(SqlError),
+}
+
+impl CommitError {
+    pub fn into_error(self) -> SqlError {
+        match self {
+            CommitError::NotCommitted(e) | CommitError::Unknown(e) => e,
+        }
+    }
+}
+
+/// One write transaction holding the revision lock: reads see every earlier commit, by
+/// any member; nothing is visible to others before [`Session::commit`].
+pub struct Session {
+    db: Database,
+    conn: Mutex<Option<Conn>>,
+}
+
+impl Session {
+    /// Open the transaction and wait for the revision lock. Blocking.
+    pub fn begin(db: &Database) -> Result<Session, SqlError> {
+        let conn = db
+            .block_on(async {
+                let mut conn = db.pool.acquire().await?;
+                Database::run_all(&mut conn, &db.sql.begin_write).await?;
+                Ok::<_, sqlx::Error>(conn)
+            })
+            .during("taking the revision lock")?;
+        Ok(Session { db: db.clone(), conn: Mutex::new(Some(conn)) })
+    }
+
+    /// Run one statement with 64-bit integer and text parameters inside the transaction;
+    /// returns the rows it affected.
+    pub fn execute(&self, what: &'static str, sql: &str, ints: &[i64]) -> Result<u64, SqlError> {
+        let mut guard = lock(&self.conn);
+        let conn = guard.as_mut().ok_or_else(finished)?;
+        let mut q = sqlx::query(sql);
+        for i in ints {
+            q = q.bind(*i);
+        }
+        self.db.block_on(q.execute(&mut **conn)).map(|r| r.rows_affected()).during(what)
+    }
+
+    /// The first column (an integer) of the first row of a query inside the transaction.
+    pub fn query_int(&self, what: &'static str, sql: &str, ints: &[i64]) -> Result<Option<i64>, SqlError> {
+        let mut guard = lock(&self.conn);
+        let conn = guard.as_mut().ok_or_else(finished)?;
+        let mut q = sqlx::query(sql);
+        for i in ints {
+            q = q.bind(*i);
+        }
+        let row = self.db.block_on(q.fetch_optional(&mut **conn)).during(what)?;
+        row.map(|r| r.try_get::<i64, _>(0)).transpose().during(what)
+    }
+
+    /// Commit; the connection goes back to the pool.
+    pub fn commit(&self) -> Result<(), CommitError> {
+        let mut conn = lock(&self.conn).take().ok_or_else(|| CommitError::NotCommitted(finished()))?;
+        match self.db.block_on(conn.execute("COMMIT")) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = SqlError::new("committing", e);
+                drop(conn.detach());
+                match e.failure {
+                    crate::error::Failure::Unreachable => Err(CommitError::Unknown(e)),
+                    _ => Err(CommitError::NotCommitted(e)),
+                }
+            }
+        }
+    }
+}
+
+fn finished() -> SqlError {
+    SqlError::new("using a finished write session", sqlx::Error::PoolClosed)
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
+            self.db.release_rolled_back(conn);
+        }
+    }
+}
+
+impl Engine for Session {
+    fn snapshot(&self) -> Box<dyn EngineRead + '_> {
+        Box::new(Reader { db: &self.db, slot: Slot::Session(&self.conn) })
+    }
+
+    fn latest(&self) -> Box<dyn EngineRead + '_> {
+        Box::new(Reader { db: &self.db, slot: Slot::Session(&self.conn) })
+    }
+
+    /// Written inside the transaction; durable once [`Session::commit`] returns.
+    fn write(&self, batch: Batch, _durability: Durability) -> Result<(), MvccError> {
+        let reader = Reader { db: &self.db, slot: Slot::Session(&self.conn) };
+        reader.with("writing rows", |conn| self.db.block_on(self.db.write_ops(conn, &batch)))
+    }
+
+    fn approximate_size(&self) -> u64 {
+        self.db.size.load(Ordering::Relaxed)
+    }
+
+    fn compact_storage(&self) -> Result<(), MvccError> {
+        Ok(())
+    }
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_keys_decode() {
+        assert_eq!(super::decode_hex("00FF7a"), Some(vec![0, 255, 0x7a]));
+        assert_eq!(super::decode_hex(""), Some(vec![]));
+        assert_eq!(super::decode_hex("0"), None);
+        assert_eq!(super::decode_hex("zz"), None);
+    }
+}
