@@ -56,6 +56,7 @@ pub use memory::MemEngine;
 pub use reseal::{ResealCursor, ResealStep};
 #[cfg(feature = "rocksdb")]
 pub use rocks::RocksEngine;
+pub use snapshot::read_snapshot_rows;
 pub use store::{ApplyBatch, MetaRow, MvccStore};
 
 /// The etcd-semantics tests, once per engine.

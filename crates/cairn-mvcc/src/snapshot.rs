@@ -45,39 +45,54 @@ impl MvccStore {
         input: &mut dyn Read,
         keep: &dyn Fn(Family, &[u8]) -> bool,
     ) -> Result<u64, MvccError> {
-        let corrupt = |what: &str| MvccError::Corrupt(format!("snapshot: {what}"));
-        let mut magic = [0u8; 8];
-        input.read_exact(&mut magic).map_err(io)?;
-        if &magic != MAGIC {
-            return Err(corrupt("bad magic"));
-        }
         let mut batch = Batch::default();
         for fam in Family::ALL {
             batch.clear(fam);
         }
-        let mut rows = 0u64;
-        loop {
-            let mut tag = [0u8; 1];
-            input.read_exact(&mut tag).map_err(io)?;
-            let fam = match tag[0] {
-                END => break,
-                t => *Family::ALL.get(t as usize).ok_or_else(|| corrupt("unknown family"))?,
-            };
-            let key = read_chunk(input)?;
-            let value = read_chunk(input)?;
-            rows += 1;
+        let rows = read_snapshot_rows(input, &mut |fam, key, value| {
             if keep(fam, &key) {
                 batch.put(fam, key, value);
             }
-        }
-        let mut count = [0u8; 8];
-        input.read_exact(&mut count).map_err(io)?;
-        if u64::from_be_bytes(count) != rows {
-            return Err(corrupt("row count mismatch"));
-        }
+            Ok(())
+        })?;
         self.engine().write(batch, Durability::Synced)?;
         Ok(rows)
     }
+}
+
+/// Read a snapshot stream (as [`MvccStore::write_snapshot`] writes it) row by row, handing
+/// each to `visit`; checks the trailer (a truncated stream is an error, after the rows before
+/// the damage were visited: a caller that must not act on a partial stream buffers them, or
+/// verifies a backup's digest first). Returns the number of rows.
+pub fn read_snapshot_rows(
+    input: &mut dyn Read,
+    visit: &mut dyn FnMut(Family, Vec<u8>, Vec<u8>) -> Result<(), MvccError>,
+) -> Result<u64, MvccError> {
+    let corrupt = |what: &str| MvccError::Corrupt(format!("snapshot: {what}"));
+    let mut magic = [0u8; 8];
+    input.read_exact(&mut magic).map_err(io)?;
+    if &magic != MAGIC {
+        return Err(corrupt("bad magic"));
+    }
+    let mut rows = 0u64;
+    loop {
+        let mut tag = [0u8; 1];
+        input.read_exact(&mut tag).map_err(io)?;
+        let fam = match tag[0] {
+            END => break,
+            t => *Family::ALL.get(t as usize).ok_or_else(|| corrupt("unknown family"))?,
+        };
+        let key = read_chunk(input)?;
+        let value = read_chunk(input)?;
+        rows += 1;
+        visit(fam, key, value)?;
+    }
+    let mut count = [0u8; 8];
+    input.read_exact(&mut count).map_err(io)?;
+    if u64::from_be_bytes(count) != rows {
+        return Err(corrupt("row count mismatch"));
+    }
+    Ok(rows)
 }
 
 /// [`MvccStore::write_snapshot`] of a given engine snapshot.

@@ -39,7 +39,9 @@ pub use cluster_key::ClusterKey;
 pub use node::{NodeConfig, NodeStatus, PeerTls, RaftNode, StartError};
 pub use peer_error::PeerError;
 pub use reconfigure::MemberChange;
-pub use recover::{force_new_cluster, restore_backup, ForcedCluster, RecoverError, Restored};
+pub use recover::{
+    force_new_cluster, read_stopped_store, restore_backup, ForcedCluster, RecoverError, Restored,
+};
 pub use storage::OpenError;
 pub use types::{node_id_of, NodeId, PeerNode};
 

@@ -69,6 +69,20 @@ pub fn restore_backup(backup: &Path, data_dir: &Path) -> Result<Restored, Recove
     Ok(Restored { rows, revision, compacted })
 }
 
+/// Run `read` on the keyspace of a stopped member's data directory (which must exist and
+/// not be in use): for offline copies such as `cairn migrate`.
+pub fn read_stopped_store<T>(
+    data_dir: &Path,
+    read: impl FnOnce(&MvccStore) -> Result<T, MvccError>,
+) -> Result<T, RecoverError> {
+    if std::fs::read_dir(data_dir).map_or(true, |mut entries| entries.next().is_none()) {
+        return Err(RecoverError::Storage(format!("{} holds no data directory", data_dir.display())));
+    }
+    let dir = open_data_dir(data_dir)?;
+    let store = MvccStore::new(Arc::new(RocksEngine::new(dir.db.clone())));
+    read(&store).map_err(|source| RecoverError::Backup { path: data_dir.to_path_buf(), source })
+}
+
 /// What `force_new_cluster` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForcedCluster {

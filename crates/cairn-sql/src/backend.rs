@@ -100,35 +100,10 @@ enum Attempt<T> {
 impl SqlBackend {
     /// Connect, create or check the schema, register this member, and start its clocks.
     pub async fn open(config: SqlConfig) -> Result<SqlBackend, OpenError> {
-        sqlx::any::install_default_drivers();
-        let (kind, url) = parse_url(&config.url, config.password.as_deref())?;
-        let sql = Arc::new(Dialect::new(kind));
-        let pool = AnyPoolOptions::new()
-            .max_connections(config.max_connections)
-            .acquire_timeout(config.connect_timeout)
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    for s in session_settings(kind) {
-                        conn.execute(*s).await?;
-                    }
-                    if kind == Kind::MySql {
-                        // Galera: a read waits until this node has applied what the cluster
-                        // committed before it (causal reads). Not a Galera server: no such
-                        // variable, nothing to wait for.
-                        let _ = conn.execute("SET SESSION wsrep_sync_wait = 1").await;
-                    }
-                    Ok(())
-                })
-            })
-            .connect(&url)
-            .await
-            .during("connecting")
-            .map_err(|e| match e.failure {
-                Failure::Unreachable => OpenError::Unreachable(e),
-                _ => OpenError::Database(e),
-            })?;
-        tracing::info!(database = %redact(&config.url), "connected");
-        let db = Database { pool, sql, rt: tokio::runtime::Handle::current(), size: Default::default() };
+        let db =
+            connect(&config.url, config.password.as_deref(), config.max_connections, config.connect_timeout)
+                .await?;
+        let (_, url) = parse_url(&config.url, config.password.as_deref())?;
         let schema = crate::schema::migrate(&db).await?;
         tracing::info!(
             schema = schema.version,
@@ -206,6 +181,44 @@ impl Drop for SqlBackend {
             t.abort();
         }
     }
+}
+
+/// A pool of connections to the database `url` names, each set up for the adapter.
+pub(crate) async fn connect(
+    url: &str,
+    password: Option<&str>,
+    max_connections: u32,
+    connect_timeout: Duration,
+) -> Result<Database, OpenError> {
+    sqlx::any::install_default_drivers();
+    let (kind, driver_url) = parse_url(url, password)?;
+    let sql = Arc::new(Dialect::new(kind));
+    let pool = AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(connect_timeout)
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                for s in session_settings(kind) {
+                    conn.execute(*s).await?;
+                }
+                if kind == Kind::MySql {
+                    // Galera: a read waits until this node has applied what the cluster
+                    // committed before it (causal reads). Not a Galera server: no such
+                    // variable, nothing to wait for.
+                    let _ = conn.execute("SET SESSION wsrep_sync_wait = 1").await;
+                }
+                Ok(())
+            })
+        })
+        .connect(&driver_url)
+        .await
+        .during("connecting")
+        .map_err(|e| match e.failure {
+            Failure::Unreachable => OpenError::Unreachable(e),
+            _ => OpenError::Database(e),
+        })?;
+    tracing::info!(database = %redact(url), "connected");
+    Ok(Database { pool, sql, rt: tokio::runtime::Handle::current(), size: Default::default() })
 }
 
 /// Per-connection settings.

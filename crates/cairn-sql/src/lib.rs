@@ -21,6 +21,7 @@ mod backend;
 pub mod dialect;
 pub mod engine;
 pub mod error;
+pub mod migrate;
 mod schema;
 
 use std::time::Duration;

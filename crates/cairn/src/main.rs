@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod admin;
+mod migrate;
 
 /// glibc's malloc was 11 % of all CPU under a 256-client put load (many small, short-lived
 /// buffers across threads: h2 frames, protobuf messages, RocksDB batches); mimalloc's
@@ -50,6 +51,8 @@ enum Command {
     },
     /// Disaster recovery on a stopped member's data directory
     Recover(RecoverArgs),
+    /// Copy the whole keyspace between a SQL database and a stopped member's data directory
+    Migrate(migrate::MigrateArgs),
 }
 
 #[derive(Subcommand)]
@@ -383,6 +386,7 @@ pub(crate) fn main() -> ExitCode {
             report(restore(&file, &data_dir))
         }
         Command::Recover(args) => report(recover(&args)),
+        Command::Migrate(args) => report(runtime.block_on(migrate::run(args))),
     }
 }
 
