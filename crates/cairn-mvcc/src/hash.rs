@@ -25,14 +25,22 @@ impl MvccStore {
                 return Err(RequestError::Compacted.into());
             }
             let mut hasher = crc32fast::Hasher::new();
-            view.scan(Family::History, &[], None, &mut |k, v| {
+            // Rows the compaction made invisible but a deferred prune has not deleted yet
+            // are skipped: the hash is the same before and after pruning.
+            let mut survivors = crate::prune::Survivors::new(compacted);
+            let mut hash = |k: &[u8], v: &[u8]| {
                 let (key, row_rev) = decode_history_key(k)?;
                 if row_rev <= rev {
                     hasher.update(k);
                     hasher.update(&unsealed_history_row(&key, v, view.sealer)?);
                 }
+                Ok(())
+            };
+            view.scan(Family::History, &[], None, &mut |k, v| {
+                survivors.push(k, v, &mut hash)?;
                 Ok(true)
             })?;
+            survivors.flush(&mut hash)?;
             Ok(KvHash { hash: hasher.finalize(), compact_revision: compacted, revision: rev })
         })
     }

@@ -40,6 +40,7 @@ mod events;
 mod hash;
 mod lease;
 mod memory;
+mod prune;
 mod range;
 mod reseal;
 #[cfg(feature = "rocksdb")]
@@ -53,6 +54,7 @@ pub use backup::{verify_backup, DIGEST_LEN};
 pub use engine::{Batch, BatchOp, Durability, Engine, EngineRead, Family, Row, Visit};
 pub use error::MvccError;
 pub use memory::MemEngine;
+pub use prune::PruneCursor;
 pub use reseal::{ResealCursor, ResealStep};
 #[cfg(feature = "rocksdb")]
 pub use rocks::RocksEngine;

@@ -38,11 +38,20 @@ pub struct MvccStore {
     /// Seals the values of covered keys as they are written and opens them as they are
     /// read (secrets at rest, [`cairn_core::seal`]).
     sealer: Option<Arc<Sealer>>,
+    /// A Compaction writes the compaction point and drops events only; the history rows it
+    /// makes invisible are deleted later by [`MvccStore::prune_step`].
+    deferred_pruning: bool,
 }
 
 impl MvccStore {
     pub fn new(engine: Arc<dyn Engine>) -> Self {
-        MvccStore { engine, sealer: None }
+        MvccStore { engine, sealer: None, deferred_pruning: false }
+    }
+
+    /// The same store, leaving the deletion of compacted history rows to
+    /// [`MvccStore::prune_step`] (see `prune.rs`).
+    pub fn with_deferred_pruning(self) -> Self {
+        MvccStore { deferred_pruning: true, ..self }
     }
 
     /// The same store, sealing and opening values with `sealer`.
@@ -398,7 +407,7 @@ impl<'a> ApplyBatch<'a> {
         // Drop every version that no read at a revision ≥ `rev` can see: for each key, all
         // rows ≤ rev except the latest, and that one too if it is a tombstone.
         let mut doomed: Vec<Vec<u8>> = Vec::new();
-        {
+        if !self.store.deferred_pruning {
             let view = self.view();
             let mut group: Option<Vec<u8>> = None;
             let mut last: Option<(Vec<u8>, bool)> = None; // (row key, is tombstone)

@@ -142,6 +142,7 @@ impl SqlBackend {
             tokio::spawn(follow_revisions(Arc::downgrade(&inner), url)),
             tokio::spawn(expire_leases(Arc::downgrade(&inner))),
             tokio::spawn(housekeeping(Arc::downgrade(&inner))),
+            tokio::spawn(prune_history(Arc::downgrade(&inner))),
         ];
         Ok(SqlBackend { inner, tasks })
     }
@@ -276,7 +277,7 @@ impl Inner {
         expiring: bool,
     ) -> Result<Option<WriteResponse>, BackendError> {
         let outcome = self.in_session(|session| {
-            let store = MvccStore::new(session.clone());
+            let store = MvccStore::new(session.clone()).with_deferred_pruning();
             if expiring {
                 let WriteRequest::LeaseRevoke(r) = req else { unreachable!("only revokes expire") };
                 match session.query_int(
@@ -553,6 +554,60 @@ async fn expire_leases(inner: Weak<Inner>) {
         .await;
         if done.is_err() {
             return;
+        }
+    }
+}
+
+/// History rows per pruning step (each its own short transaction under the revision lock).
+const PRUNE_STEP_ROWS: usize = 1000;
+
+/// Delete the history rows compactions made invisible, in bounded steps between writes:
+/// after each compaction, and once at start (so a pass cut short by an outage or a restart
+/// is finished). Any member may do it; a second finds nothing left.
+async fn prune_history(inner: Weak<Inner>) {
+    let mut done_for = 0i64;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Some(strong) = inner.upgrade() else { return };
+        let pass = tokio::task::spawn_blocking(move || {
+            let (_, compacted) = strong.store.revisions().map_err(mvcc_error)?;
+            if compacted <= done_for {
+                return Ok(done_for);
+            }
+            let mut cursor = Vec::new();
+            let mut deleted = 0u64;
+            loop {
+                let (next, n) = strong.in_session(|session| {
+                    let store = MvccStore::new(session.clone());
+                    let step = match store.prune_step(&cursor, PRUNE_STEP_ROWS) {
+                        Ok(step) => step,
+                        Err(e) => return mvcc_conflict_or(e),
+                    };
+                    drop(store);
+                    match session.commit() {
+                        Ok(()) => Ok(Attempt::Done(step)),
+                        Err(CommitError::NotCommitted(e)) => conflict_or(e),
+                        Err(CommitError::Unknown(_)) => Err(BackendError::Timeout),
+                    }
+                })?;
+                deleted += n;
+                match next {
+                    Some(c) => cursor = c,
+                    None => break,
+                }
+                // Let waiting writers in between steps.
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if deleted > 0 {
+                tracing::info!(rows = deleted, compacted, "pruned compacted history");
+            }
+            Ok::<_, BackendError>(compacted)
+        })
+        .await;
+        match pass {
+            Ok(Ok(compacted)) => done_for = compacted,
+            Ok(Err(e)) => tracing::warn!(error = %e, "pruning compacted history failed; trying again"),
+            Err(_) => return,
         }
     }
 }

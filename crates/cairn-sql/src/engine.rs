@@ -204,9 +204,15 @@ impl Reader<'_> {
 
 impl Drop for Reader<'_> {
     fn drop(&mut self) {
-        if let Slot::Own { conn, snapshot: true } = &mut self.slot {
+        // A pooled connection goes back through the runtime, whichever thread drops it.
+        let _rt = self.db.rt.enter();
+        if let Slot::Own { conn, snapshot } = &mut self.slot {
             if let Some(conn) = conn.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
-                self.db.release_rolled_back(conn);
+                if *snapshot {
+                    self.db.release_rolled_back(conn);
+                } else {
+                    drop(conn);
+                }
             }
         }
     }
@@ -359,6 +365,7 @@ impl Session {
 
     /// Commit; the connection goes back to the pool.
     pub fn commit(&self) -> Result<(), CommitError> {
+        let _rt = self.db.rt.enter();
         let mut conn = lock(&self.conn).take().ok_or_else(|| CommitError::NotCommitted(finished()))?;
         match self.db.block_on(conn.execute("COMMIT")) {
             Ok(_) => Ok(()),

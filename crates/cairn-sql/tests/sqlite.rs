@@ -16,3 +16,69 @@ async fn sqlite_conforms() {
     let backend = SqlBackend::open(SqlConfig { url, ..Default::default() }).await.unwrap();
     report("sqlite", cairn_conformance::run_all(&backend, "conformance/sqlite/").await);
 }
+
+/// A compaction answers at once; the history rows it made invisible are deleted afterwards in
+/// bounded steps, and reads and HashKV are the same before and after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compacted_history_is_pruned_in_the_background() {
+    use cairn_core::proto::etcdserverpb::{CompactionRequest, PutRequest, RangeRequest};
+    use cairn_core::{KvBackend, MaintenanceBackend, WriteRequest};
+    use cairn_mvcc::Family;
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/prune.db", dir.path().display());
+    let backend = SqlBackend::open(SqlConfig { url, ..Default::default() }).await.unwrap();
+    for i in 0..3000 {
+        let put = PutRequest {
+            key: format!("k{}", i % 100).into_bytes(),
+            value: vec![1; 10],
+            ..Default::default()
+        };
+        backend.write(WriteRequest::Put(put)).await.unwrap();
+    }
+    let history_rows = |b: &SqlBackend| {
+        let store = b.store().clone();
+        std::thread::spawn(move || {
+            let mut n = 0;
+            store
+                .engine()
+                .latest()
+                .scan(Family::History, &[], None, &mut |_, _| {
+                    n += 1;
+                    Ok(true)
+                })
+                .unwrap();
+            n
+        })
+        .join()
+        .unwrap()
+    };
+    assert_eq!(history_rows(&backend), 3000);
+    let read =
+        RangeRequest { key: b"k".to_vec(), range_end: b"l".to_vec(), revision: 2900, ..Default::default() };
+    let before = backend.range(read.clone()).await.unwrap();
+    backend
+        .write(WriteRequest::Compact(CompactionRequest { revision: 2901, physical: false }))
+        .await
+        .unwrap();
+    let compacted_hash = backend.hash_kv(0).await.unwrap().hash;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    // Every key's newest row ≤ 2901 stays, and the 100 rows above it.
+    while history_rows(&backend) > 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "history never pruned: {} rows",
+            history_rows(&backend)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(history_rows(&backend), 200);
+    let after = RangeRequest { revision: 2950, ..read };
+    assert_eq!(backend.range(after).await.unwrap().kvs.len(), 100);
+    assert_eq!(before.kvs.len(), 100);
+    assert_eq!(
+        backend.hash_kv(0).await.unwrap().hash,
+        compacted_hash,
+        "the same hash before and after pruning"
+    );
+}
