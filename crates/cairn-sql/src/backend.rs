@@ -50,6 +50,8 @@ struct Inner {
     /// One local writer at a time: the others wait here rather than each holding a pooled
     /// connection while waiting for the database's lock.
     applier: Mutex<()>,
+    /// Writes waiting for the next group (see [`Inner::apply`]).
+    queue: Mutex<Vec<Queued>>,
     /// The newest revision known committed (all below it are readable: commits are ordered).
     revision: watch::Sender<i64>,
     config: SqlConfig,
@@ -90,6 +92,17 @@ fn mvcc_error(e: MvccError) -> BackendError {
     }
 }
 
+/// A write waiting for its group's commit.
+struct Queued {
+    req: WriteRequest,
+    auth_revision: u64,
+    expiring: bool,
+    answer: std::sync::mpsc::SyncSender<Result<Option<WriteResponse>, BackendError>>,
+}
+
+/// The most writes one transaction commits.
+const MAX_GROUP: usize = 256;
+
 /// How one attempt at a write ended.
 enum Attempt<T> {
     Done(T),
@@ -128,6 +141,7 @@ impl SqlBackend {
             db,
             store,
             applier: Mutex::new(()),
+            queue: Mutex::default(),
             revision: watch::Sender::new(current),
             member_id: (rand::random::<u64>() >> 1).max(1),
             cluster_id: schema.cluster_id,
@@ -239,12 +253,12 @@ fn session_settings(kind: Kind) -> &'static [&'static str] {
 }
 
 impl Inner {
-    /// Run `attempt` in a write session until it does not conflict.
+    /// Run `attempt` in a write session until it does not conflict. The caller holds the
+    /// applier.
     fn in_session<T>(
         &self,
         mut attempt: impl FnMut(&Arc<Session>) -> Result<Attempt<T>, BackendError>,
     ) -> Result<T, BackendError> {
-        let _one = lock(&self.applier);
         let mut tries = 0;
         loop {
             let session = match Session::begin(&self.db) {
@@ -268,64 +282,113 @@ impl Inner {
         }
     }
 
-    /// Apply one write in its own transaction. `expiring`: a lease expiry, done only if the
+    /// Apply one write. Writes that arrive while another group is being committed are
+    /// applied together in the next transaction (one commit, one fsync, for all of them:
+    /// the database's group commit, done here because every write holds the one lock). The
+    /// thread that gets the applier commits everything queued, its own write included; the
+    /// others find their answers waiting. `expiring`: a lease expiry, done only if the
     /// lease's deadline (read under the lock) has passed.
     fn apply(
         &self,
-        req: &WriteRequest,
+        req: WriteRequest,
         auth_revision: u64,
         expiring: bool,
     ) -> Result<Option<WriteResponse>, BackendError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        lock(&self.queue).push(Queued { req, auth_revision, expiring, answer: tx });
+        let _one = lock(&self.applier);
+        if let Ok(answer) = rx.try_recv() {
+            return answer;
+        }
+        // Ours is queued (before we took the applier, and nobody answered it since): commit
+        // groups, in arrival order, until it has been in one.
+        loop {
+            let group: Vec<Queued> = {
+                let mut queue = lock(&self.queue);
+                let n = queue.len().min(MAX_GROUP);
+                queue.drain(..n).collect()
+            };
+            if group.is_empty() {
+                return rx.try_recv().unwrap_or(Err(BackendError::Stopped));
+            }
+            let answers = self.apply_group(&group);
+            for (item, answer) in group.into_iter().zip(answers) {
+                let _ = item.answer.send(answer);
+            }
+            if let Ok(answer) = rx.try_recv() {
+                return answer;
+            }
+        }
+    }
+
+    /// Apply `group` in one transaction; an answer per write.
+    fn apply_group(&self, group: &[Queued]) -> Vec<Result<Option<WriteResponse>, BackendError>> {
+        let sql = &self.db.sql;
         let outcome = self.in_session(|session| {
             let store = MvccStore::new(session.clone()).with_deferred_pruning();
-            if expiring {
-                let WriteRequest::LeaseRevoke(r) = req else { unreachable!("only revokes expire") };
-                match session.query_int(
-                    "checking a lease's deadline",
-                    &self.db.sql.lease_deadline_lock,
-                    &[r.id],
-                ) {
-                    Ok(Some(left)) if left < 0 => {}
-                    Ok(_) => return Ok(Attempt::Done(None)),
-                    Err(e) => return conflict_or(e),
-                }
-            }
-            if auth_revision != 0 {
-                let now = match store.meta_with_prefix(ROW_PREFIX) {
+            let auth_now = if group.iter().any(|q| q.auth_revision != 0) {
+                match store.meta_with_prefix(ROW_PREFIX) {
                     Ok(rows) => AuthState::from_rows(rows).map_err(BackendError::Corrupt)?.revision,
                     Err(e) => return mvcc_conflict_or(e),
-                };
-                if now != auth_revision {
-                    return Err(RequestError::AuthOldRevision.into());
                 }
-            }
+            } else {
+                0
+            };
             let mut batch = match store.begin_apply() {
                 Ok(b) => b,
                 Err(e) => return mvcc_conflict_or(e),
             };
-            let response = match batch.apply(req) {
-                Ok(r) => Some(r),
-                // An expired lease another member revoked already: drop its deadline only.
-                Err(MvccError::Request(RequestError::LeaseNotFound)) if expiring => None,
-                Err(e) => return mvcc_conflict_or(e),
-            };
+            let mut answers = Vec::with_capacity(group.len());
+            // Rows beside the keyspace, written once the keyspace's rows are: (statement, ids).
+            let mut deadlines: Vec<(&str, [i64; 3], usize)> = Vec::new();
+            for q in group {
+                if q.expiring {
+                    let WriteRequest::LeaseRevoke(r) = &q.req else { unreachable!("only revokes expire") };
+                    match session.query_int("checking a lease's deadline", &sql.lease_deadline_lock, &[r.id])
+                    {
+                        Ok(Some(left)) if left < 0 => {}
+                        Ok(_) => {
+                            answers.push(Ok(None));
+                            continue;
+                        }
+                        Err(e) => return conflict_or(e),
+                    }
+                }
+                if q.auth_revision != 0 && q.auth_revision != auth_now {
+                    answers.push(Err(RequestError::AuthOldRevision.into()));
+                    continue;
+                }
+                let answer = match batch.apply(&q.req) {
+                    Ok(r) => Some(r),
+                    // An expired lease another member revoked already: drop its deadline only.
+                    Err(MvccError::Request(RequestError::LeaseNotFound)) if q.expiring => None,
+                    // Refused: nothing of it was applied; the others go on.
+                    Err(MvccError::Request(e)) => {
+                        answers.push(Err(e.into()));
+                        continue;
+                    }
+                    Err(e) => return mvcc_conflict_or(e),
+                };
+                match &q.req {
+                    WriteRequest::LeaseGrant(g) => {
+                        deadlines.push((&sql.lease_deadline_put, [g.id, g.ttl, g.ttl], 3))
+                    }
+                    WriteRequest::LeaseRevoke(r) => {
+                        deadlines.push((&sql.lease_deadline_delete, [r.id, 0, 0], 1))
+                    }
+                    _ => {}
+                }
+                answers.push(Ok(answer));
+            }
             let events = match batch.commit_synced() {
                 Ok(events) => events,
                 Err(e) => return mvcc_conflict_or(e),
             };
             drop(store);
-            let sql = &self.db.sql;
-            let extra = match req {
-                WriteRequest::LeaseGrant(g) if response.is_some() => session
-                    .execute("writing a lease's deadline", &sql.lease_deadline_put, &[g.id, g.ttl, g.ttl])
-                    .map(drop),
-                WriteRequest::LeaseRevoke(r) => session
-                    .execute("dropping a lease's deadline", &sql.lease_deadline_delete, &[r.id])
-                    .map(drop),
-                _ => Ok(()),
-            };
-            if let Err(e) = extra {
-                return conflict_or(e);
+            for (statement, ids, n) in &deadlines {
+                if let Err(e) = session.execute("writing a lease's deadline", statement, &ids[..*n]) {
+                    return conflict_or(e);
+                }
             }
             if let (Some(notify), false) = (&sql.notify, events.is_empty()) {
                 if let Err(e) = session.execute("notifying the other members", notify, &[]) {
@@ -333,7 +396,7 @@ impl Inner {
                 }
             }
             match session.commit() {
-                Ok(()) => Ok(Attempt::Done(Some((response, events)))),
+                Ok(()) => Ok(Attempt::Done((answers, events))),
                 Err(CommitError::NotCommitted(e)) => conflict_or(e),
                 // The commit may or may not have happened: say so, never retry it.
                 Err(CommitError::Unknown(e)) => {
@@ -341,10 +404,15 @@ impl Inner {
                     Err(BackendError::Timeout)
                 }
             }
-        })?;
-        let (response, events) = outcome.map_or((None, Vec::new()), |o| o);
-        self.published(&events);
-        Ok(response)
+        });
+        match outcome {
+            Ok((answers, events)) => {
+                self.published(&events);
+                answers
+            }
+            // The group failed as one: each of its writes gets the same error.
+            Err(e) => group.iter().map(|_| Err(e.clone())).collect(),
+        }
     }
 
     fn published(&self, events: &[RevisionEvents]) {
@@ -546,7 +614,7 @@ async fn expire_leases(inner: Weak<Inner>) {
         let done = tokio::task::spawn_blocking(move || {
             for id in expired {
                 let revoke = WriteRequest::LeaseRevoke(LeaseRevokeRequest { id });
-                if let Err(e) = strong.apply(&revoke, 0, true) {
+                if let Err(e) = strong.apply(revoke, 0, true) {
                     tracing::warn!(lease = format!("{id:x}"), error = %e, "revoking an expired lease failed");
                 }
             }
@@ -577,6 +645,7 @@ async fn prune_history(inner: Weak<Inner>) {
             let mut cursor = Vec::new();
             let mut deleted = 0u64;
             loop {
+                let _one = lock(&strong.applier);
                 let (next, n) = strong.in_session(|session| {
                     let store = MvccStore::new(session.clone());
                     let step = match store.prune_step(&cursor, PRUNE_STEP_ROWS) {
@@ -674,7 +743,7 @@ impl KvBackend for SqlBackend {
             req => {
                 self.blocking(move |inner| {
                     inner
-                        .apply(&req, auth_revision, false)?
+                        .apply(req, auth_revision, false)?
                         .ok_or_else(|| BackendError::Corrupt("a write answered nothing".into()))
                 })
                 .await
@@ -712,7 +781,7 @@ impl LeaseBackend for SqlBackend {
         cairn_core::lessor::grant(id, ttl, self.inner.min_ttl, |grant| {
             self.blocking(move |inner| {
                 inner
-                    .apply(&grant, 0, false)?
+                    .apply(grant, 0, false)?
                     .ok_or_else(|| BackendError::Corrupt("a grant answered nothing".into()))
             })
         })
@@ -887,6 +956,7 @@ impl cairn_core::AuthBackend for SqlBackend {
 
     async fn auth_change(&self, change: AuthChange) -> Result<(), BackendError> {
         self.blocking(move |inner| {
+            let _one = lock(&inner.applier);
             let (state, touched) = inner.in_session(|session| {
                 let store = MvccStore::new(session.clone());
                 let rows = match store.meta_with_prefix(ROW_PREFIX) {
