@@ -233,3 +233,53 @@ fn ack_before_commit_fault_is_caught() {
     assert!(ok, "lost acknowledged writes not caught (exit {code}): {:#}", r["checkers"]);
     assert!(r["checkers"][0]["details"]["anomalies"][0]["lost_count"].as_u64().unwrap() > 0);
 }
+
+#[path = "../../crates/cairn-sql/tests/common/mod.rs"]
+mod databases;
+
+#[test]
+fn register_and_append_on_postgres_with_kill_and_pause_are_valid() {
+    if std::env::var(cairn_tests::TARGET_ENV).is_ok_and(|t| t.trim().eq_ignore_ascii_case("etcd")) {
+        eprintln!("skipped: etcd has no SQL backend");
+        return;
+    }
+    // Three stateless members on one PostgreSQL; the nemesis kills and pauses members (the
+    // database stays up): every acknowledged write must stay, reads must be linearizable.
+    let pg = databases::Postgres::start();
+    for workload in ["register", "append"] {
+        let url = pg.database(&format!("jepsen_{workload}"));
+        let (code, r, dir) = harness(
+            &[
+                "--nodes",
+                "3",
+                "--time",
+                "20",
+                "--workload",
+                workload,
+                "--nemesis",
+                "kill,pause",
+                "--nemesis-quiet",
+                "3",
+                "--nemesis-fault",
+                "4",
+                "--server-env",
+                &format!("CAIRN_BACKEND={url}"),
+            ],
+            &server("cairn"),
+            &format!("postgres-{workload}"),
+        );
+        let served_from_sql = std::fs::read_to_string(dir.path().join("logs/n1.log"))
+            .unwrap_or_default()
+            .contains("from a SQL database");
+        let ok = code == 0 && r["valid"] == "valid" && served_from_sql;
+        keep_on_failure(dir, ok);
+        assert!(served_from_sql, "{workload}: the members did not run on PostgreSQL");
+        assert!(ok, "{workload} on PostgreSQL not valid (exit {code}): {:#}", r["checkers"]);
+        assert!(r["ops"]["ok"].as_u64().unwrap() > 100, "{workload}: too few ops: {}", r["ops"]);
+        assert!(
+            r["nemesis"].as_array().unwrap().len() >= 2,
+            "{workload}: nemesis did not run: {}",
+            r["nemesis"]
+        );
+    }
+}
