@@ -39,6 +39,10 @@ pub struct BenchArgs {
     /// Distinct keys the workload picks from (uniformly at random).
     #[arg(long, default_value_t = 10_000)]
     pub key_space: u64,
+    /// range: read this many consecutive keys from a random one (a prefix-style range, as
+    /// kine's list queries) instead of one key.
+    #[arg(long, default_value_t = 1)]
+    pub range_keys: u64,
     /// Stop after this many operations in all (instead of --duration).
     #[arg(long, conflicts_with = "duration")]
     pub total: Option<u64>,

@@ -63,19 +63,22 @@ impl Op for PutOp {
     }
 }
 
-/// Single-key range of a random key.
+/// Range of a random key, or of `keys` consecutive keys from a random one.
 pub struct RangeOp {
     kv: KvClient<Channel>,
     rng: SmallRng,
     key_space: u64,
     key_size: usize,
     serializable: bool,
+    keys: u64,
 }
 
 impl Op for RangeOp {
     async fn call(&mut self, _seq: u64) -> Result<(), Status> {
-        let k = key(self.rng.random_range(0..self.key_space), self.key_size);
-        let req = RangeRequest { key: k, serializable: self.serializable, ..Default::default() };
+        let first = self.rng.random_range(0..self.key_space.saturating_sub(self.keys - 1).max(1));
+        let k = key(first, self.key_size);
+        let range_end = if self.keys > 1 { key(first + self.keys, self.key_size) } else { Vec::new() };
+        let req = RangeRequest { key: k, range_end, serializable: self.serializable, ..Default::default() };
         self.kv.range(req).await.map(drop)
     }
 }
@@ -358,6 +361,7 @@ pub async fn run_ops(
                     key_space: args.key_space,
                     key_size: args.key_size,
                     serializable,
+                    keys: args.range_keys.max(1),
                 })
                 .collect();
             run_clients(shared, ops, period, args.timeout).await?
