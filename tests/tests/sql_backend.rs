@@ -45,9 +45,11 @@ async fn serve(bin: &std::path::Path, url: &str, name: &str) -> Member {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Owned at once: killed and reaped on every path, the panic below included.
+    let member = Member { child, addr };
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return Member { child, addr };
+            return member;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

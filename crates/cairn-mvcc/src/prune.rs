@@ -67,6 +67,9 @@ impl MvccStore {
     }
 }
 
+/// Receives a surviving history row (key, value).
+pub(crate) type Emit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), MvccError> + 'a;
+
 /// Whether a history row survives compaction at `compacted`, given the group's rows in
 /// order: HashKV's filter, so that a pruned and an unpruned store hash alike. Feed it every
 /// row of the history in key order; it hands back the surviving rows in the same order.
@@ -84,12 +87,7 @@ impl Survivors {
     }
 
     /// Take the next row; `emit` receives the rows known to survive.
-    pub(crate) fn push(
-        &mut self,
-        k: &[u8],
-        v: &[u8],
-        emit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), MvccError>,
-    ) -> Result<(), MvccError> {
+    pub(crate) fn push(&mut self, k: &[u8], v: &[u8], emit: &mut Emit<'_>) -> Result<(), MvccError> {
         let (key, row_rev) = decode_history_key(k)?;
         if self.group.as_deref() != Some(key.as_slice()) {
             self.flush(emit)?;
@@ -105,10 +103,7 @@ impl Survivors {
     }
 
     /// The end of the rows: hand back what was held.
-    pub(crate) fn flush(
-        &mut self,
-        emit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), MvccError>,
-    ) -> Result<(), MvccError> {
+    pub(crate) fn flush(&mut self, emit: &mut Emit<'_>) -> Result<(), MvccError> {
         if let Some((k, v)) = self.pending.take() {
             if !is_tombstone(&v)? {
                 emit(&k, &v)?;
