@@ -95,6 +95,18 @@ async fn members_on_one_postgres_serve_the_same_keyspace() {
     let got = cb.get("feed/", Some(GetOptions::new().with_prefix())).await.unwrap();
     assert_eq!(got.count(), 5);
 
+    // The HTTP side: health for load balancers, Prometheus metrics.
+    let curl = |path: &str| {
+        let out = Command::new("curl").args(["-s", &format!("http://{}{path}", b.addr)]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(curl("/health").contains("\"health\":\"true\""), "{}", curl("/health"));
+    let metrics = curl("/metrics");
+    assert!(
+        metrics.contains("etcd_debugging_mvcc_current_revision") && metrics.contains("kind=\"postgres\""),
+        "{metrics}"
+    );
+
     // etcdctl: both members listed; a lock taken through one is seen through the other.
     let members = ctl(a.addr, &["member", "list"]);
     assert!(members.contains(", a,") && members.contains(", b,"), "{members}");

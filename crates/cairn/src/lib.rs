@@ -112,7 +112,15 @@ impl Error {
 
 /// `/metrics`' renderer: the member's registry in the OpenMetrics text format.
 fn metrics_text(backend: &Arc<RaftBackend>) -> cairn_http::MetricsText {
-    let registry = metrics::registry(backend);
+    registry_text(metrics::registry(backend))
+}
+
+/// `/metrics`' renderer for a member on a SQL database.
+fn sql_metrics_text(backend: &Arc<cairn_sql::SqlBackend>) -> cairn_http::MetricsText {
+    registry_text(metrics::sql_registry(backend))
+}
+
+fn registry_text(registry: prometheus_client::registry::Registry) -> cairn_http::MetricsText {
     cairn_http::MetricsText(Arc::new(move || {
         let mut text = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &registry) {

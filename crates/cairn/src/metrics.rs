@@ -140,3 +140,81 @@ impl Collector for Live {
         Ok(())
     }
 }
+
+/// The registry of a member on a SQL database: the API's metrics and the member's gauges
+/// (no Raft: every member leads, the revision stands in for the log index).
+pub(crate) fn sql_registry(backend: &Arc<cairn_sql::SqlBackend>) -> Registry {
+    let mut registry = Registry::default();
+    cairn_api::metrics::register(&mut registry);
+    registry.register_collector(Box::new(SqlLive { backend: Arc::downgrade(backend) }));
+    registry
+}
+
+struct SqlLive {
+    backend: Weak<cairn_sql::SqlBackend>,
+}
+
+impl std::fmt::Debug for SqlLive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqlLive")
+    }
+}
+
+impl Collector for SqlLive {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use cairn_core::{ClusterBackend, WatchSource};
+        let Some(backend) = self.backend.upgrade() else { return Ok(()) };
+        let status = backend.status();
+        let e = &mut encoder;
+        gauge(e, "etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.", 1)?;
+        gauge(
+            e,
+            "etcd_server_is_leader",
+            "Whether or not this member is a leader. 1 if is, 0 otherwise.",
+            1,
+        )?;
+        gauge(
+            e,
+            "etcd_mvcc_db_total_size_in_bytes",
+            "Total size of the underlying database physically allocated in bytes.",
+            backend.db_size(),
+        )?;
+        gauge(
+            e,
+            "etcd_mvcc_db_total_size_in_use_in_bytes",
+            "Total size of the underlying database logically in use in bytes (what the quota counts).",
+            backend.space_used() as i64,
+        )?;
+        gauge(
+            e,
+            "etcd_debugging_mvcc_current_revision",
+            "The current revision of store.",
+            *backend.revision_updates().borrow(),
+        )?;
+        info(
+            e,
+            "etcd_server_id",
+            "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.",
+            ("server_id", format!("{:x}", status.member_id)),
+        )?;
+        info(
+            e,
+            "etcd_server_version",
+            "Which version of the etcd API is running. 1 for 'server_version' label with current version.",
+            ("server_version", cairn_api::maintenance::API_VERSION.to_string()),
+        )?;
+        info(
+            e,
+            "cairn_build_info",
+            "Cairn's version. 1 for 'version' label with current version.",
+            ("version", env!("CARGO_PKG_VERSION").to_string()),
+        )?;
+        info(
+            e,
+            "cairn_sql_backend_info",
+            "The database this member serves from. 1 for 'kind' label with its kind.",
+            ("kind", format!("{:?}", backend.kind()).to_lowercase()),
+        )?;
+        Ok(())
+    }
+}

@@ -74,7 +74,7 @@ impl SqlMember {
                 max_message_bytes: resolved.limits.max_grpc_message_bytes(),
                 health_timeout: resolved.request_timeout,
                 ready_when_learner: resolved.ready_when_learner,
-                metrics: None,
+                metrics: Some(crate::sql_metrics_text(&backend)),
                 timing: cairn_http::cluster::Timing {
                     heartbeat_interval: resolved.heartbeat_interval,
                     election_timeout: resolved.election_timeout,
