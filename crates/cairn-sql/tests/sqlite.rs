@@ -82,3 +82,41 @@ async fn compacted_history_is_pruned_in_the_background() {
         "the same hash before and after pruning"
     );
 }
+
+/// A lease granted through a member that then dies is kept alive through another, and does
+/// not expire early: its deadline is in the database, not in the dead member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_outlives_the_member_that_granted_it() {
+    use cairn_core::proto::etcdserverpb::{PutRequest, RangeRequest};
+    use cairn_core::{KvBackend, LeaseBackend, WriteRequest};
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/lease.db", dir.path().display());
+    let a = SqlBackend::open(SqlConfig { url: url.clone(), name: "a".into(), ..Default::default() })
+        .await
+        .unwrap();
+    let b = SqlBackend::open(SqlConfig { url, name: "b".into(), ..Default::default() }).await.unwrap();
+    let lease = a.lease_grant(0, 2).await.unwrap();
+    let put =
+        PutRequest { key: b"owned".to_vec(), value: b"v".to_vec(), lease: lease.id, ..Default::default() };
+    a.write(WriteRequest::Put(put)).await.unwrap();
+    drop(a);
+    for _ in 0..8 {
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        assert_eq!(b.lease_renew(lease.id).await.unwrap(), 2);
+    }
+    let got = b.range(RangeRequest { key: b"owned".to_vec(), ..Default::default() }).await.unwrap();
+    assert_eq!(got.kvs.len(), 1, "kept alive through b for twice its TTL after a died");
+    // Unrenewed, it expires through b.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !b
+        .range(RangeRequest { key: b"owned".to_vec(), ..Default::default() })
+        .await
+        .unwrap()
+        .kvs
+        .is_empty()
+    {
+        assert!(std::time::Instant::now() < deadline, "never expired");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
