@@ -410,7 +410,13 @@ impl Inner {
                 self.published(&events);
                 answers
             }
-            // The group failed as one: each of its writes gets the same error.
+            // The database refused something of the group (e.g. a key too long for its
+            // index) and rolled all of it back: apply each write alone, so that only the
+            // one it refuses fails.
+            Err(BackendError::Storage(_)) if group.len() > 1 => {
+                group.chunks(1).flat_map(|one| self.apply_group(one)).collect()
+            }
+            // Unreachable, or an unknown commit outcome: each of its writes gets the same.
             Err(e) => group.iter().map(|_| Err(e.clone())).collect(),
         }
     }

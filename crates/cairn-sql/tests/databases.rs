@@ -190,3 +190,41 @@ async fn a_database_outage_is_unavailable_then_heals() {
             .expect("no database, no backend");
     assert!(matches!(err, cairn_sql::OpenError::Unreachable(_)), "{err}");
 }
+
+/// A write the database refuses (a key longer than PostgreSQL's index allows) fails alone:
+/// writes committed in the same group succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_write_fails_alone_in_its_group() {
+    let pg = common::Postgres::start();
+    let backend = Arc::new(member(&pg.database("refused"), "a").await);
+    let mut writes = Vec::new();
+    for i in 0..32 {
+        let b = backend.clone();
+        writes.push(tokio::spawn(async move {
+            // Incompressible (PostgreSQL compresses index entries): letters from an LCG.
+            let mut x = 12345u64;
+            let long: String = (0..4000)
+                .map(|_| {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    (b'a' + (x >> 59) as u8 % 26) as char
+                })
+                .collect();
+            let key = if i == 7 { long } else { format!("ok/{i}") };
+            (i, b.write(put(&key, "v")).await)
+        }));
+    }
+    for w in writes {
+        let (i, result) = w.await.unwrap();
+        match (i, result) {
+            (7, Err(BackendError::Storage(_))) => {}
+            (7, other) => panic!("the long key answered {other:?}"),
+            (_, Err(e)) => panic!("write {i} failed with the long key's group: {e}"),
+            (_, Ok(_)) => {}
+        }
+    }
+    let got = backend
+        .range(RangeRequest { key: b"ok/".to_vec(), range_end: b"ok0".to_vec(), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(got.count, 31);
+}
