@@ -216,6 +216,7 @@ pub(crate) async fn connect(
                 for s in session_settings(kind) {
                     conn.execute(*s).await?;
                 }
+
                 if kind == Kind::MySql {
                     // Galera: a read waits until this node has applied what the cluster
                     // committed before it (causal reads). Not a Galera server: no such

@@ -332,6 +332,13 @@ impl Session {
         let conn = db
             .block_on(async {
                 let mut conn = db.pool.acquire().await?;
+                if db.sql.kind == crate::dialect::Kind::MySql {
+                    // Into the connection's statement cache before the transaction starts
+                    // (a lookup once cached; see `Dialect::write_statements`).
+                    for statement in db.sql.write_statements() {
+                        conn.prepare(statement).await?;
+                    }
+                }
                 Database::run_all(&mut conn, &db.sql.begin_write).await?;
                 Ok::<_, sqlx::Error>(conn)
             })

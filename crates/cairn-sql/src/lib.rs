@@ -108,6 +108,11 @@ pub fn parse_url(url: &str, password: Option<&str>) -> Result<(Kind, String), Op
     if let Some(password) = password {
         parsed.set_password(Some(password)).map_err(|_| bad())?;
     }
+    // Room for every statement the adapter prepares (MySQL prepares the write path's at
+    // connect and must not evict them: see `Dialect::write_statements`).
+    if !parsed.query_pairs().any(|(k, _)| k == "statement-cache-capacity") {
+        parsed.query_pairs_mut().append_pair("statement-cache-capacity", "512");
+    }
     Ok((kind, parsed.to_string()))
 }
 
@@ -134,7 +139,7 @@ mod tests {
         );
         let (kind, url) = parse_url("mariadb://cairn@127.0.0.1:3306/db", Some("s3cr:t")).unwrap();
         assert_eq!(kind, Kind::MySql);
-        assert_eq!(url, "mysql://cairn:s3cr%3At@127.0.0.1:3306/db");
+        assert_eq!(url, "mysql://cairn:s3cr%3At@127.0.0.1:3306/db?statement-cache-capacity=512");
         assert_eq!(parse_url("postgresql://u:p@h/db", None).unwrap().0, Kind::Postgres);
         assert!(matches!(parse_url("redis://h", None), Err(OpenError::BadUrl(_))));
         assert!(matches!(parse_url("nonsense", None), Err(OpenError::BadUrl(_))));

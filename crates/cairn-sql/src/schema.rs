@@ -71,7 +71,14 @@ async fn create_or_check(conn: &mut AnyConnection, db: &Database) -> Result<Sche
     for statement in db.sql.create_tables() {
         conn.execute(&*statement).await.during("creating the tables").map_err(ddl)?;
     }
-    conn.execute("INSERT INTO cairn_lock (id) VALUES (1)")
+    // Members starting together on different Galera nodes each hold only their node's
+    // GET_LOCK: both may get here. The rows are then inserted once, and everyone reads back
+    // the one that stayed.
+    let insert_once = |table_and_values: &str| match kind {
+        Kind::MySql => format!("INSERT IGNORE INTO {table_and_values}"),
+        _ => format!("INSERT INTO {table_and_values} ON CONFLICT DO NOTHING"),
+    };
+    conn.execute(&*insert_once("cairn_lock (id) VALUES (1)"))
         .await
         .during("creating the revision lock")
         .map_err(ddl)?;
@@ -79,7 +86,7 @@ async fn create_or_check(conn: &mut AnyConnection, db: &Database) -> Result<Sche
     conn.execute(
         sqlx::query(&placeholders(
             kind,
-            "INSERT INTO cairn_schema (id, version, cluster_id) VALUES (1, ?, ?)",
+            &insert_once("cairn_schema (id, version, cluster_id) VALUES (1, ?, ?)"),
         ))
         .bind(SCHEMA_VERSION)
         .bind(cluster_id),
@@ -87,6 +94,12 @@ async fn create_or_check(conn: &mut AnyConnection, db: &Database) -> Result<Sche
     .await
     .during("writing the schema version")
     .map_err(ddl)?;
+    let row = conn
+        .fetch_one("SELECT cluster_id FROM cairn_schema WHERE id = 1")
+        .await
+        .during("reading the cluster id")
+        .map_err(ddl)?;
+    let cluster_id: i64 = row.try_get(0).during("reading the cluster id").map_err(ddl)?;
     tracing::info!(version = SCHEMA_VERSION, "created Cairn's tables");
     Ok(SchemaInfo { version: SCHEMA_VERSION, cluster_id: cluster_id as u64 })
 }

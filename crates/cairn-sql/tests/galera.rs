@@ -216,11 +216,9 @@ async fn galera_conforms_keeps_revisions_dense_and_survives_a_node() {
                     match put(&m, &key).await {
                         Ok(rev) => break Some(rev),
                         Err(e) if node == 1 => {
-                            outcome
-                                .lock()
-                                .unwrap()
-                                .on_killed
-                                .push(format!("{key} (killed: {was_killed}): {e}"));
+                            let when = if was_killed { "after" } else { "before" };
+                            let text = format!("{key}, sent {when} the kill: {e}");
+                            outcome.lock().unwrap().on_killed.push(text);
                             break None;
                         }
                         Err(e) => {

@@ -308,14 +308,14 @@ impl Galera {
                     let install = std::panic::catch_unwind(|| run_as("mysql", "mariadb-install-db", &args));
                     if let Err(e) = install {
                         let log = std::fs::read_to_string(home.join("error.log")).unwrap_or_default();
-                        panic!("{}\nnode {n}'s error.log:\n{log}", panic_text(&e));
+                        panic!("{}\nnode {n}'s error.log:\n{log}", panic_text(&*e));
                     }
                 })
             })
             .collect();
         for i in installs {
             if let Err(e) = i.join() {
-                panic!("{}", panic_text(&e));
+                panic!("{}", panic_text(&*e));
             }
         }
         let galera = Galera { dir, port, nodes: std::sync::Mutex::new(Vec::new()) };
@@ -467,7 +467,7 @@ impl Galera {
     }
 }
 
-fn panic_text(e: &Box<dyn std::any::Any + Send>) -> String {
+fn panic_text(e: &(dyn std::any::Any + Send)) -> String {
     e.downcast_ref::<String>()
         .cloned()
         .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
