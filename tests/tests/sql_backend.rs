@@ -214,3 +214,24 @@ async fn migrate_moves_a_keyspace_both_ways() {
     assert_eq!(ctl(addr, &["get", "k3", "--rev=30"]), old_value);
     assert!(ctl(addr, &["lease", "list"]).contains(&lease));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_or_a_bad_url_stops_the_start_with_its_exit_code() {
+    let Some(bin) = cairn_bin() else { return };
+    let nobody = free_port(Ipv4Addr::LOCALHOST).unwrap();
+    let client = free_port(Ipv4Addr::LOCALHOST).unwrap();
+    let start = |url: String| {
+        Command::new(&bin)
+            .args(["serve", "--backend", &url, "--client-addr", &format!("127.0.0.1:{client}")])
+            .env("CAIRN_BACKEND_PASSWORD", "hunter2")
+            .output()
+            .unwrap()
+    };
+    let out = start(format!("postgres://cairn@127.0.0.1:{nobody}/cairn"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(9), "{stderr}");
+    assert!(stderr.contains("unreachable"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "the password was printed: {stderr}");
+    let out = start("redis://127.0.0.1/0".into());
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}

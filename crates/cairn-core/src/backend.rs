@@ -200,7 +200,8 @@ pub trait AuthBackend: Send + Sync + 'static {
     /// linearizable read point), so that [`AuthBackend::auth_state`] is current after it:
     /// etcd's Authenticate does this first, so that a member behind the leader does not
     /// answer "authentication is not enabled" just after auth was enabled elsewhere. A
-    /// backend that applies changes where it serves them has nothing to wait for.
+    /// backend that applies changes where it serves them has nothing to wait for. etcd's
+    /// Alarm requests wait the same way (they go through Raft).
     fn auth_read_point(&self) -> impl Future<Output = Result<(), BackendError>> + Send {
         std::future::ready(Ok(()))
     }

@@ -1021,8 +1021,11 @@ impl cairn_core::AuthBackend for SqlBackend {
         self.inner.tokens.user(token)
     }
 
-    /// Read the auth state from the database now: another member may have changed it.
+    /// Read the auth state and the alarms from the database now: another member may have
+    /// changed them.
     async fn auth_read_point(&self) -> Result<(), BackendError> {
+        let alarms = read_alarms(&self.inner.db).await.map_err(sql_error)?;
+        *self.inner.alarms.write().unwrap_or_else(|e| e.into_inner()) = alarms;
         self.blocking(|inner| inner.refresh_auth().map_err(mvcc_error)).await
     }
 }

@@ -120,3 +120,21 @@ async fn a_lease_outlives_the_member_that_granted_it() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// A database whose schema is newer than this build's is refused, naming both versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/newer.db", dir.path().display());
+    drop(SqlBackend::open(SqlConfig { url: url.clone(), ..Default::default() }).await.unwrap());
+    let (_, db) = cairn_sql::migrate::open_store(&url, None).await.unwrap();
+    sqlx::query("UPDATE cairn_schema SET version = 99").execute(&db.pool).await.unwrap();
+    drop(db);
+    match SqlBackend::open(SqlConfig { url, ..Default::default() }).await {
+        Err(cairn_sql::OpenError::NewerSchema { found: 99, supported }) => {
+            assert_eq!(supported, cairn_sql::SCHEMA_VERSION)
+        }
+        Err(e) => panic!("refused, but with {e}"),
+        Ok(_) => panic!("a newer schema was opened"),
+    }
+}
