@@ -170,7 +170,8 @@ pub trait MaintenanceBackend: Send + Sync + 'static {
     /// The alarms raised in the cluster. Cheap: called for every write.
     fn alarms(&self) -> Vec<Alarm>;
 
-    /// Raise (`activate`) or clear an alarm, for every member.
+    /// Raise (`activate`) or clear an alarm, for every member; once this returns,
+    /// [`MaintenanceBackend::alarms`] on this member shows the change.
     fn set_alarm(
         &self,
         alarm: Alarm,
@@ -200,8 +201,7 @@ pub trait AuthBackend: Send + Sync + 'static {
     /// linearizable read point), so that [`AuthBackend::auth_state`] is current after it:
     /// etcd's Authenticate does this first, so that a member behind the leader does not
     /// answer "authentication is not enabled" just after auth was enabled elsewhere. A
-    /// backend that applies changes where it serves them has nothing to wait for. etcd's
-    /// Alarm requests wait the same way (they go through Raft).
+    /// backend that applies changes where it serves them has nothing to wait for.
     fn auth_read_point(&self) -> impl Future<Output = Result<(), BackendError>> + Send {
         std::future::ready(Ok(()))
     }

@@ -219,7 +219,10 @@ impl MaintenanceBackend for RaftBackend {
     }
 
     async fn set_alarm(&self, alarm: Alarm, activate: bool) -> Result<(), BackendError> {
-        self.node.set_alarm(alarm.member_id, alarm.alarm, activate).await
+        self.node.set_alarm(alarm.member_id, alarm.alarm, activate).await?;
+        // Committed through the leader; this member lists it once it has applied that far
+        // (a NOSPACE raised here must show in this member's Alarm GET at once, as in etcd).
+        self.node.linearize().await
     }
 
     async fn defragment(&self) -> Result<(), BackendError> {
