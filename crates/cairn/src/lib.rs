@@ -39,6 +39,7 @@
 
 mod backend;
 mod builder;
+mod client_port;
 pub mod config;
 mod metrics;
 mod sql_member;
@@ -48,7 +49,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use cairn_raft::{NodeConfig, RaftNode, StartError};
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use backend::RaftBackend;
@@ -171,7 +171,7 @@ pub struct Node {
     backend: Arc<RaftBackend>,
     client: Client,
     client_addr: SocketAddr,
-    api: std::sync::Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
+    port: client_port::ClientPort,
     roles: tokio::sync::watch::Sender<Role>,
     follow_roles: JoinHandle<()>,
 }
@@ -279,53 +279,12 @@ impl Node {
         if tokio::time::timeout(bound, &mut publishing).await.is_err() {
             tracing::info!("serving before this member's attributes are published (no quorum yet?)");
         }
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        // In-process channels: `local` reaches every service without the learner gate (the
-        // library's client, the health checks); the JSON gateway calls the very services
-        // network clients reach, learner gate and metrics included.
-        let local = cairn_api::in_process_channel(cairn_api::routes(backend.clone(), resolved.limits));
-        let grpc = cairn_api::client_routes(backend.clone(), resolved.limits);
-        let gateway = cairn_api::in_process_channel(grpc.clone());
-        let http = cairn_http::router(
-            gateway,
-            local.clone(),
-            cairn_http::HttpOptions {
-                etcd_version: cairn_api::maintenance::API_VERSION.to_string(),
-                cairn_version: env!("CARGO_PKG_VERSION").to_string(),
-                max_message_bytes: resolved.limits.max_grpc_message_bytes(),
-                health_timeout: resolved.request_timeout,
-                ready_when_learner: resolved.ready_when_learner,
-                metrics: Some(metrics_text(&backend)),
-                timing: cairn_http::cluster::Timing {
-                    heartbeat_interval: resolved.heartbeat_interval,
-                    election_timeout: resolved.election_timeout,
-                    stale_timeout: resolved.stale_timeout,
-                },
-                member_channels: resolved.member_tls.clone().map(tls::member_channels),
-            },
-        );
-        let app = grpc.into_axum_router().merge(http).fallback(cairn_http::fallback);
-        let serve =
-            cairn_api::serve_router(app, listener, resolved.client_tls.clone(), resolved.limits, async {
-                let _ = stop_rx.await;
-            });
-        let api = tokio::spawn(async move {
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "client API server failed");
-            }
-        });
+        let (local, port) = client_port::serve(backend.clone(), &resolved, listener, metrics_text(&backend));
         tracing::info!(client = %client_addr, "serving the etcd v3 API (gRPC, and HTTP: the JSON gateway, /health, /readyz)");
         let client = local;
         let roles = tokio::sync::watch::Sender::new(status_of(&backend.node).role);
         let follow_roles = tokio::spawn(follow_roles(Arc::downgrade(&backend), roles.clone()));
-        Ok(Node {
-            backend,
-            client: Client::from_channel(client),
-            client_addr,
-            api: std::sync::Mutex::new(Some((stop_tx, api))),
-            roles,
-            follow_roles,
-        })
+        Ok(Node { backend, client: Client::from_channel(client), client_addr, port, roles, follow_roles })
     }
 
     /// Where etcd clients reach this member.
@@ -386,16 +345,7 @@ impl Node {
     /// process's replication counters (`cairn_raft::metrics`; the benchmark comparison reads
     /// group-commit efficiency from this line).
     pub async fn stop(&self) {
-        let api = self.api.lock().expect("api slot poisoned").take();
-        if let Some((stop, mut handle)) = api {
-            let _ = stop.send(());
-            // Requests under way finish; streams that never end by themselves (a client's
-            // watch) would hold the stop forever: they are cut after a short grace.
-            if tokio::time::timeout(API_DRAIN_GRACE, &mut handle).await.is_err() {
-                handle.abort();
-                tracing::info!("client streams still open after {API_DRAIN_GRACE:?}: closed");
-            }
-        }
+        self.port.stop().await;
         // A leader hands over first, so that the others need not wait an election timeout.
         self.backend.node.step_down().await;
         self.follow_roles.abort();
@@ -410,6 +360,3 @@ impl Node {
         );
     }
 }
-
-/// How long a stop waits for client requests and streams to end before closing them.
-const API_DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);

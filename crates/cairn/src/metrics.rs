@@ -51,6 +51,44 @@ fn info(
     g.encode(family.encode_family(&labels)?)
 }
 
+/// The store's sizes (etcd's names), whatever the backend.
+fn sizes(e: &mut DescriptorEncoder, db_size: i64, in_use: u64) -> Result<(), std::fmt::Error> {
+    gauge(
+        e,
+        "etcd_mvcc_db_total_size_in_bytes",
+        "Total size of the underlying database physically allocated in bytes.",
+        db_size,
+    )?;
+    gauge(
+        e,
+        "etcd_mvcc_db_total_size_in_use_in_bytes",
+        "Total size of the underlying database logically in use in bytes (what the quota counts).",
+        in_use as i64,
+    )
+}
+
+/// Who the member is and what it runs, whatever the backend.
+fn identity(e: &mut DescriptorEncoder, member_id: u64) -> Result<(), std::fmt::Error> {
+    info(
+        e,
+        "etcd_server_id",
+        "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.",
+        ("server_id", format!("{member_id:x}")),
+    )?;
+    info(
+        e,
+        "etcd_server_version",
+        "Which version of the etcd API is running. 1 for 'server_version' label with current version.",
+        ("server_version", cairn_api::maintenance::API_VERSION.to_string()),
+    )?;
+    info(
+        e,
+        "cairn_build_info",
+        "Cairn's version. 1 for 'version' label with current version.",
+        ("version", env!("CARGO_PKG_VERSION").to_string()),
+    )
+}
+
 impl Collector for Live {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let Some(backend) = self.backend.upgrade() else { return Ok(()) };
@@ -95,18 +133,7 @@ impl Collector for Live {
             status.last_log_index.saturating_sub(committed) as i64,
         )?;
         gauge(e, "etcd_server_term", "The raft term this member knows.", status.term as i64)?;
-        gauge(
-            e,
-            "etcd_mvcc_db_total_size_in_bytes",
-            "Total size of the underlying database physically allocated in bytes.",
-            backend.db_size(),
-        )?;
-        gauge(
-            e,
-            "etcd_mvcc_db_total_size_in_use_in_bytes",
-            "Total size of the underlying database logically in use in bytes (what the quota counts).",
-            backend.space_used() as i64,
-        )?;
+        sizes(e, backend.db_size(), backend.space_used())?;
         gauge(
             e,
             "cairn_leases",
@@ -119,24 +146,7 @@ impl Collector for Live {
             "The current revision of store.",
             *node.revision_updates().borrow(),
         )?;
-        info(
-            e,
-            "etcd_server_id",
-            "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.",
-            ("server_id", format!("{:x}", status.member_id)),
-        )?;
-        info(
-            e,
-            "etcd_server_version",
-            "Which version of the etcd API is running. 1 for 'server_version' label with current version.",
-            ("server_version", cairn_api::maintenance::API_VERSION.to_string()),
-        )?;
-        info(
-            e,
-            "cairn_build_info",
-            "Cairn's version. 1 for 'version' label with current version.",
-            ("version", env!("CARGO_PKG_VERSION").to_string()),
-        )?;
+        identity(e, status.member_id)?;
         Ok(())
     }
 }
@@ -173,42 +183,14 @@ impl Collector for SqlLive {
             "Whether or not this member is a leader. 1 if is, 0 otherwise.",
             1,
         )?;
-        gauge(
-            e,
-            "etcd_mvcc_db_total_size_in_bytes",
-            "Total size of the underlying database physically allocated in bytes.",
-            backend.db_size(),
-        )?;
-        gauge(
-            e,
-            "etcd_mvcc_db_total_size_in_use_in_bytes",
-            "Total size of the underlying database logically in use in bytes (what the quota counts).",
-            backend.space_used() as i64,
-        )?;
+        sizes(e, backend.db_size(), backend.space_used())?;
         gauge(
             e,
             "etcd_debugging_mvcc_current_revision",
             "The current revision of store.",
             *backend.revision_updates().borrow(),
         )?;
-        info(
-            e,
-            "etcd_server_id",
-            "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.",
-            ("server_id", format!("{:x}", status.member_id)),
-        )?;
-        info(
-            e,
-            "etcd_server_version",
-            "Which version of the etcd API is running. 1 for 'server_version' label with current version.",
-            ("server_version", cairn_api::maintenance::API_VERSION.to_string()),
-        )?;
-        info(
-            e,
-            "cairn_build_info",
-            "Cairn's version. 1 for 'version' label with current version.",
-            ("version", env!("CARGO_PKG_VERSION").to_string()),
-        )?;
+        identity(e, status.member_id)?;
         info(
             e,
             "cairn_sql_backend_info",

@@ -5,8 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use cairn_sql::{SqlBackend, SqlConfig};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use crate::{Client, Config, Error};
 
@@ -15,7 +13,7 @@ pub struct SqlMember {
     backend: Arc<SqlBackend>,
     client: Client,
     client_addr: SocketAddr,
-    api: std::sync::Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
+    port: crate::client_port::ClientPort,
 }
 
 impl SqlMember {
@@ -61,45 +59,10 @@ impl SqlMember {
             })
             .await?,
         );
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let local = cairn_api::in_process_channel(cairn_api::routes(backend.clone(), resolved.limits));
-        let grpc = cairn_api::client_routes(backend.clone(), resolved.limits);
-        let gateway = cairn_api::in_process_channel(grpc.clone());
-        let http = cairn_http::router(
-            gateway,
-            local.clone(),
-            cairn_http::HttpOptions {
-                etcd_version: cairn_api::maintenance::API_VERSION.to_string(),
-                cairn_version: env!("CARGO_PKG_VERSION").to_string(),
-                max_message_bytes: resolved.limits.max_grpc_message_bytes(),
-                health_timeout: resolved.request_timeout,
-                ready_when_learner: resolved.ready_when_learner,
-                metrics: Some(crate::sql_metrics_text(&backend)),
-                timing: cairn_http::cluster::Timing {
-                    heartbeat_interval: resolved.heartbeat_interval,
-                    election_timeout: resolved.election_timeout,
-                    stale_timeout: resolved.stale_timeout,
-                },
-                member_channels: resolved.member_tls.clone().map(crate::tls::member_channels),
-            },
-        );
-        let app = grpc.into_axum_router().merge(http).fallback(cairn_http::fallback);
-        let serve =
-            cairn_api::serve_router(app, listener, resolved.client_tls.clone(), resolved.limits, async {
-                let _ = stop_rx.await;
-            });
-        let api = tokio::spawn(async move {
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "client API server failed");
-            }
-        });
+        let metrics = crate::sql_metrics_text(&backend);
+        let (local, port) = crate::client_port::serve(backend.clone(), &resolved, listener, metrics);
         tracing::info!(client = %client_addr, backend = ?backend.kind(), "serving the etcd v3 API from a SQL database");
-        Ok(SqlMember {
-            backend,
-            client: Client::from_channel(local),
-            client_addr,
-            api: std::sync::Mutex::new(Some((stop_tx, api))),
-        })
+        Ok(SqlMember { backend, client: Client::from_channel(local), client_addr, port })
     }
 
     /// Where etcd clients reach this member.
@@ -119,13 +82,7 @@ impl SqlMember {
 
     /// Stop serving and leave the member list. Acknowledged writes are already committed.
     pub async fn stop(&self) {
-        let api = self.api.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some((stop, mut handle)) = api {
-            let _ = stop.send(());
-            if tokio::time::timeout(crate::API_DRAIN_GRACE, &mut handle).await.is_err() {
-                handle.abort();
-            }
-        }
+        self.port.stop().await;
         self.backend.leave().await;
     }
 }
