@@ -217,3 +217,16 @@ impl<T: KvBackend + WatchSource + LeaseBackend + ClusterBackend + MaintenanceBac
     for T
 {
 }
+
+/// Run `work` on tokio's blocking pool (the contract above: scans stay off the async
+/// workers). A task cancelled before it ran means the runtime is stopping
+/// ([`BackendError::Stopped`]); a panic in `work` stays a panic.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, BackendError> + Send + 'static,
+) -> Result<T, BackendError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(e) if e.is_cancelled() => Err(BackendError::Stopped),
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}

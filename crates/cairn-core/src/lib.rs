@@ -25,7 +25,7 @@ pub mod seal;
 pub mod validate;
 
 pub use backend::{
-    AuthBackend, Backend, ClusterBackend, KvBackend, LeaseBackend, MaintenanceBackend, WatchSource,
+    blocking, AuthBackend, Backend, ClusterBackend, KvBackend, LeaseBackend, MaintenanceBackend, WatchSource,
 };
 pub use cairn_proto as proto;
 pub use error::{BackendError, RequestError, StorageSource};

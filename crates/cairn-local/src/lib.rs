@@ -126,12 +126,7 @@ impl LocalBackend {
         work: impl FnOnce(&Inner) -> Result<T, BackendError> + Send + 'static,
     ) -> Result<T, BackendError> {
         let inner = self.inner.clone();
-        // As the Raft backend's reads: a cancelled task is a stopping runtime; a panic stays one.
-        match tokio::task::spawn_blocking(move || work(&inner)).await {
-            Ok(result) => result,
-            Err(e) if e.is_cancelled() => Err(BackendError::Stopped),
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
+        cairn_core::blocking(move || work(&inner)).await
     }
 }
 

@@ -45,11 +45,8 @@ pub(crate) async fn published_ids(
     store: &MvccStore,
 ) -> Result<std::collections::BTreeSet<u64>, BackendError> {
     let store = store.clone();
-    match tokio::task::spawn_blocking(move || published(&store)).await {
-        Ok(read) => Ok(read?.into_iter().map(|a| a.id).collect()),
-        Err(e) if e.is_cancelled() => Err(BackendError::Stopped),
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
+    let published = cairn_core::blocking(move || Ok(published(&store)?)).await?;
+    Ok(published.into_iter().map(|a| a.id).collect())
 }
 
 impl crate::RaftNode {

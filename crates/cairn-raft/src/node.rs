@@ -637,11 +637,7 @@ impl RaftNode {
         read: impl FnOnce(&MvccStore) -> Result<T, cairn_mvcc::MvccError> + Send + 'static,
     ) -> Result<T, cairn_core::BackendError> {
         let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || read(&store)).await {
-            Ok(result) => result.map_err(cairn_core::BackendError::from),
-            Err(e) if e.is_cancelled() => Err(cairn_core::BackendError::Stopped),
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
+        cairn_core::blocking(move || Ok(read(&store)?)).await
     }
 
     pub(crate) fn peer_addr(&self, id: NodeId) -> Option<String> {
