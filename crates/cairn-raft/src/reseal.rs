@@ -25,6 +25,8 @@ const ROWS_PER_STEP: usize = 1000;
 const PAUSE: Duration = Duration::from_millis(5);
 /// How long to wait for the snapshot and the purge that drop the old log entries.
 const SETTLE: Duration = Duration::from_secs(120);
+/// How long to wait for a requested snapshot before asking again.
+const RETRIGGER: Duration = Duration::from_secs(5);
 
 static RESEALED: LazyLock<Counter<u64, AtomicU64>> = LazyLock::new(Counter::default);
 static PENDING: LazyLock<Gauge<i64, AtomicI64>> = LazyLock::new(Gauge::default);
@@ -123,23 +125,39 @@ async fn pass(raft: &Raft) -> Result<u64, ResealError> {
 async fn drop_older_log(raft: &Raft, start_last_log: u64) -> Result<(), String> {
     let applied = raft.metrics().borrow_watched().last_applied.map_or(0, |l| l.index);
     let upto = applied.max(start_last_log);
-    raft.trigger().snapshot().await.map_err(|e| e.to_string())?;
-    let covered = wait_metrics(raft, |m| m.snapshot.filter(|s| s.index >= upto).map(|s| s.index))
+    // The log may hold entries not applied yet (e.g. the blank entry of a new leader): a
+    // snapshot built before they are applied would stop short of them, and with no more
+    // writes nothing would build the next one.
+    wait_metrics(raft, SETTLE, |m| m.last_applied.filter(|l| l.index >= upto).map(|_| ()))
         .await
-        .ok_or_else(|| format!("no snapshot reached log index {upto} within {SETTLE:?}"))?;
+        .ok_or_else(|| format!("log index {upto} was not applied within {SETTLE:?}"))?;
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    let covered = loop {
+        // A trigger while another snapshot is being built may be dropped: ask again.
+        raft.trigger().snapshot().await.map_err(|e| e.to_string())?;
+        let covered =
+            wait_metrics(raft, RETRIGGER, |m| m.snapshot.filter(|s| s.index >= upto).map(|s| s.index)).await;
+        if let Some(covered) = covered {
+            break covered;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!("no snapshot reached log index {upto} within {SETTLE:?}"));
+        }
+    };
     raft.trigger().purge_log(covered).await.map_err(|e| e.to_string())?;
-    wait_metrics(raft, |m| m.purged.filter(|p| p.index >= covered).map(|_| ()))
+    wait_metrics(raft, SETTLE, |m| m.purged.filter(|p| p.index >= covered).map(|_| ()))
         .await
         .ok_or_else(|| format!("the log was not purged up to {covered} within {SETTLE:?}"))
 }
 
-/// The first `Some` that `seen` makes of Raft's metrics within [`SETTLE`].
+/// The first `Some` that `seen` makes of Raft's metrics within `within`.
 async fn wait_metrics<T>(
     raft: &Raft,
+    within: Duration,
     seen: impl Fn(&openraft::RaftMetrics<TypeConfig>) -> Option<T>,
 ) -> Option<T> {
     let mut metrics = raft.metrics();
-    tokio::time::timeout(SETTLE, async {
+    tokio::time::timeout(within, async {
         loop {
             if let Some(found) = seen(&metrics.borrow_watched()) {
                 return Some(found);
