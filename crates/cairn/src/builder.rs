@@ -91,6 +91,60 @@ impl NodeBuilder {
         self
     }
 
+    /// Serve from a SQL database rather than the embedded replicated store:
+    /// `postgres://user@host/db`, `mysql://…`/`mariadb://…` or `sqlite:///path` (every
+    /// member points at the same one; no data directory and no peer port are used). The
+    /// password may be in the URL or given with [`NodeBuilder::backend_password`] or
+    /// [`NodeBuilder::backend_password_file`]; it is never logged.
+    pub fn backend(mut self, url: impl Into<String>) -> Self {
+        self.config.backend = Some(url.into());
+        self
+    }
+
+    /// The SQL database's password (replaces the URL's).
+    pub fn backend_password(mut self, password: impl Into<String>) -> Self {
+        self.config.backend_password = Some(password.into());
+        self.config.backend_password_file = None;
+        self
+    }
+
+    /// A file holding the SQL database's password (replaces the URL's).
+    pub fn backend_password_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.backend_password_file = Some(path.into());
+        self.config.backend_password = None;
+        self
+    }
+
+    /// Serve clients over TLS only, with this certificate and private key (PEM files).
+    pub fn client_tls(mut self, cert_file: impl Into<PathBuf>, key_file: impl Into<PathBuf>) -> Self {
+        self.config.cert_file = Some(cert_file.into());
+        self.config.key_file = Some(key_file.into());
+        self
+    }
+
+    /// Require client certificates signed by this CA (PEM) on the client port; a
+    /// certificate's common name is the user when a request carries no token.
+    pub fn client_cert_auth(mut self, trusted_ca_file: impl Into<PathBuf>) -> Self {
+        self.config.trusted_ca_file = Some(trusted_ca_file.into());
+        self.config.client_cert_auth = true;
+        self
+    }
+
+    /// Speak TLS only between members: this member's certificate and key, and the CA that
+    /// signs every member's certificate (PEM files); each side checks the other's.
+    pub fn peer_tls(
+        mut self,
+        cert_file: impl Into<PathBuf>,
+        key_file: impl Into<PathBuf>,
+        trusted_ca_file: impl Into<PathBuf>,
+    ) -> Self {
+        self.config.peer_cert_file = Some(cert_file.into());
+        self.config.peer_key_file = Some(key_file.into());
+        self.config.peer_trusted_ca_file = Some(trusted_ca_file.into());
+        self.config.peer_client_cert_auth = true;
+        self
+    }
+
     /// Any other setting, on the [`Config`] being built.
     pub fn configure(mut self, f: impl FnOnce(&mut Config)) -> Self {
         f(&mut self.config);
@@ -127,6 +181,17 @@ mod tests {
         assert_eq!(c.join.as_deref(), Some("127.0.0.1:2380,127.0.0.3:2380"));
         assert_eq!(c.encryption_key.as_deref(), Some("0123456789abcdef0123"));
         assert_eq!(c.election_timeout, 2000);
+        let sql = NodeBuilder::default()
+            .backend("postgres://cairn@db/cairn")
+            .backend_password_file("/run/secrets/db")
+            .client_tls("c.pem", "k.pem")
+            .client_cert_auth("ca.pem")
+            .peer_tls("p.pem", "pk.pem", "ca.pem");
+        let c = sql.config();
+        assert_eq!(c.backend.as_deref(), Some("postgres://cairn@db/cairn"));
+        assert_eq!(c.backend_password_file.as_deref(), Some(std::path::Path::new("/run/secrets/db")));
+        assert!(c.client_cert_auth && c.peer_client_cert_auth);
+        assert_eq!(c.peer_trusted_ca_file.as_deref(), Some(std::path::Path::new("ca.pem")));
         let founders = NodeBuilder::default().name("a").initial_cluster([("a", "h1:1"), ("b", "h2:2")]);
         assert_eq!(founders.config().initial_cluster.as_deref(), Some("a=h1:1,b=h2:2"));
         assert!(founders.config().resolve().is_ok());

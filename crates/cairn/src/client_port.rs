@@ -1,7 +1,6 @@
 //! The client port, whatever the backend: every etcd service (gRPC) and the HTTP side (JSON
 //! gateway, health, metrics, the cluster page) on one listener, and its graceful stop. The
-//! Raft member ([`crate::Node`]) and the SQL member ([`crate::SqlMember`]) both serve
-//! through it.
+//! Raft member and the SQL member (both a [`crate::Node`]) serve through it.
 
 use std::sync::{Arc, Mutex};
 

@@ -62,8 +62,8 @@ pub use cairn_client::{
 };
 pub use cairn_core as core;
 pub use cairn_proto as proto;
+pub use cairn_sql::SqlBackend;
 pub use config::Config;
-pub use sql_member::SqlMember;
 
 /// Why a node could not start. [`Error::exit_code`] gives the binary's exit code.
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +147,10 @@ pub enum Role {
     Learner,
     /// Removed from the cluster: stop it (the binary exits with code 7).
     Removed,
+    /// A member on a shared SQL database ([`NodeBuilder::backend`]): there is no leader,
+    /// every member writes through the database, so no member is "the one" — use
+    /// [`Election`] or [`SingleRunner`] for work that must run on one server at a time.
+    SharedDatabase,
 }
 
 /// A member's view of its cluster, now (see [`Node::status`]).
@@ -158,22 +162,30 @@ pub struct NodeStatus {
     pub cluster_id: u64,
     /// This member's role now.
     pub role: Role,
-    /// The leader this member knows, if any.
+    /// The leader this member knows, if any (none on a SQL database).
     pub leader: Option<u64>,
-    /// The Raft term this member knows.
+    /// The Raft term this member knows (0 on a SQL database).
     pub term: u64,
-    /// The last log index this member applied.
+    /// The last log index this member applied (on a SQL database: the newest revision it
+    /// knows committed).
     pub applied_index: u64,
 }
 
-/// A running Cairn member: the replicated store, the peer server and the etcd API server.
+/// A running Cairn member: the etcd API server and the store behind it — the replicated
+/// store with its peer server (the default), or a shared SQL database
+/// ([`NodeBuilder::backend`]).
 pub struct Node {
-    backend: Arc<RaftBackend>,
+    member: Member,
     client: Client,
     client_addr: SocketAddr,
     port: client_port::ClientPort,
     roles: tokio::sync::watch::Sender<Role>,
-    follow_roles: JoinHandle<()>,
+}
+
+/// The store a [`Node`] serves from.
+enum Member {
+    Raft { backend: Arc<RaftBackend>, follow_roles: JoinHandle<()> },
+    Sql(Arc<cairn_sql::SqlBackend>),
 }
 
 fn status_of(node: &RaftNode) -> NodeStatus {
@@ -230,8 +242,20 @@ impl Node {
     }
 
     /// Starts a member with `config`: opens (or creates) its data directory, founds, joins or
-    /// rejoins its cluster, and serves clients on `config.client_addr`.
+    /// rejoins its cluster, and serves clients on `config.client_addr`. With
+    /// `config.backend` set, it connects to that SQL database instead (creating or checking
+    /// Cairn's tables) and needs no data directory and no peer port.
     pub async fn start(config: Config) -> Result<Node, Error> {
+        if config.backend.is_some() {
+            let started = sql_member::start(config).await?;
+            return Ok(Node {
+                member: Member::Sql(started.backend),
+                client: started.client,
+                client_addr: started.client_addr,
+                port: started.port,
+                roles: tokio::sync::watch::Sender::new(Role::SharedDatabase),
+            });
+        }
         let resolved = config.resolve().map_err(Error::Config)?;
         let node = RaftNode::start(NodeConfig {
             name: resolved.name.clone(),
@@ -281,10 +305,15 @@ impl Node {
         }
         let (local, port) = client_port::serve(backend.clone(), &resolved, listener, metrics_text(&backend));
         tracing::info!(client = %client_addr, "serving the etcd v3 API (gRPC, and HTTP: the JSON gateway, /health, /readyz)");
-        let client = local;
         let roles = tokio::sync::watch::Sender::new(status_of(&backend.node).role);
         let follow_roles = tokio::spawn(follow_roles(Arc::downgrade(&backend), roles.clone()));
-        Ok(Node { backend, client: Client::from_channel(client), client_addr, port, roles, follow_roles })
+        Ok(Node {
+            member: Member::Raft { backend, follow_roles },
+            client: Client::from_channel(local),
+            client_addr,
+            port,
+            roles,
+        })
     }
 
     /// Where etcd clients reach this member.
@@ -299,33 +328,64 @@ impl Node {
         self.client.clone()
     }
 
-    /// The backend this member serves the etcd API from: the `cairn_core` backend traits
-    /// on the replicated store (what the conformance suite runs against).
-    pub fn backend(&self) -> &RaftBackend {
-        &self.backend
+    /// The replicated store this member serves the etcd API from (the `cairn_core` backend
+    /// traits, what the conformance suite runs against); `None` on a SQL database.
+    pub fn raft_backend(&self) -> Option<&RaftBackend> {
+        match &self.member {
+            Member::Raft { backend, .. } => Some(backend),
+            Member::Sql(_) => None,
+        }
+    }
+
+    /// The SQL database backend this member serves from, if it was started with one.
+    pub fn sql_backend(&self) -> Option<&cairn_sql::SqlBackend> {
+        match &self.member {
+            Member::Sql(backend) => Some(backend),
+            Member::Raft { .. } => None,
+        }
     }
 
     /// Resolves when this member finds itself removed from the cluster; stop it then (the
-    /// binary exits with code 7).
+    /// binary exits with code 7). Never, on a SQL database (members only come and go).
     pub async fn removed(&self) {
-        self.backend.node.removed().await
+        match &self.member {
+            Member::Raft { backend, .. } => backend.node.removed().await,
+            Member::Sql(_) => std::future::pending().await,
+        }
     }
 
     /// Resolves with the reason when this member's Raft stops on a fatal error (for
     /// instance its disk failed): it can no longer take part in the cluster, and the
     /// process should stop it and exit (the binary exits 8) so that a supervisor notices.
+    /// Never, on a SQL database (an outage fails requests with Unavailable until it ends).
     pub async fn failed(&self) -> String {
-        self.backend.node.failed().await
+        match &self.member {
+            Member::Raft { backend, .. } => backend.node.failed().await,
+            Member::Sql(_) => std::future::pending().await,
+        }
     }
 
     /// This member's view of the cluster, now.
     pub fn status(&self) -> NodeStatus {
-        status_of(&self.backend.node)
+        match &self.member {
+            Member::Raft { backend, .. } => status_of(&backend.node),
+            Member::Sql(backend) => {
+                let s = cairn_core::ClusterBackend::status(&**backend);
+                NodeStatus {
+                    member_id: s.member_id,
+                    cluster_id: s.cluster_id,
+                    role: Role::SharedDatabase,
+                    leader: None,
+                    term: 0,
+                    applied_index: s.raft_applied_index,
+                }
+            }
+        }
     }
 
     /// This member's role, updated as it changes (became leader, follower, learner, lost its
     /// leader, removed): `roles().changed().await`, then `borrow()`. Ends (`changed` fails)
-    /// when the node stops.
+    /// when the node stops. Always [`Role::SharedDatabase`] on a SQL database.
     pub fn roles(&self) -> tokio::sync::watch::Receiver<Role> {
         self.roles.subscribe()
     }
@@ -338,18 +398,23 @@ impl Node {
 
     /// This member's id (as in response headers).
     pub fn member_id(&self) -> u64 {
-        self.backend.node.id()
+        self.status().member_id
     }
 
     /// Stop serving clients and peers. Acknowledged writes are already durable. Logs the
     /// process's replication counters (`cairn_raft::metrics`; the benchmark comparison reads
-    /// group-commit efficiency from this line).
+    /// group-commit efficiency from this line). On a SQL database: stop serving and leave
+    /// the member list.
     pub async fn stop(&self) {
         self.port.stop().await;
+        let (backend, follow_roles) = match &self.member {
+            Member::Raft { backend, follow_roles } => (backend, follow_roles),
+            Member::Sql(backend) => return backend.leave().await,
+        };
         // A leader hands over first, so that the others need not wait an election timeout.
-        self.backend.node.step_down().await;
-        self.follow_roles.abort();
-        self.backend.node.shutdown().await;
+        backend.node.step_down().await;
+        follow_roles.abort();
+        backend.node.shutdown().await;
         let c = cairn_raft::metrics::counters();
         tracing::info!(
             wal_syncs = c.wal_syncs,

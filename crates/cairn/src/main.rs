@@ -437,9 +437,6 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if config.backend.is_some() {
-        return serve_sql(config, term, int).await;
-    }
     let node = match cairn::NodeBuilder::from_config(config).start().await {
         Ok(n) => n,
         Err(e) => {
@@ -459,28 +456,6 @@ async fn serve(args: ServeArgs) -> ExitCode {
         eprintln!("cairn: {why}");
         return ExitCode::from(code);
     }
-    tracing::info!("stopped");
-    ExitCode::SUCCESS
-}
-
-/// `cairn serve --backend URL`: a stateless member on a SQL database.
-async fn serve_sql(
-    config: cairn::Config,
-    mut term: tokio::signal::unix::Signal,
-    mut int: tokio::signal::unix::Signal,
-) -> ExitCode {
-    let member = match cairn::SqlMember::start(config).await {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("cairn: {e}");
-            return ExitCode::from(e.exit_code() as u8);
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-    }
-    member.stop().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }

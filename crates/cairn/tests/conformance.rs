@@ -38,7 +38,7 @@ async fn one_member_conforms() {
     .await
     .unwrap();
     wait_for_leader(&[&node]).await;
-    report("one member", cairn_conformance::run_all(node.backend(), "conformance/one/").await);
+    report("one member", cairn_conformance::run_all(node.raft_backend().unwrap(), "conformance/one/").await);
     node.stop().await;
 }
 
@@ -71,9 +71,12 @@ async fn three_members_conform_on_leader_and_follower() {
     let follower = nodes.iter().find(|n| n.member_id() != leader_id).unwrap();
     report(
         "follower of three",
-        cairn_conformance::run_all(follower.backend(), "conformance/follower/").await,
+        cairn_conformance::run_all(follower.raft_backend().unwrap(), "conformance/follower/").await,
     );
-    report("leader of three", cairn_conformance::run_all(leader.backend(), "conformance/leader/").await);
+    report(
+        "leader of three",
+        cairn_conformance::run_all(leader.raft_backend().unwrap(), "conformance/leader/").await,
+    );
     for node in &nodes {
         node.stop().await;
     }
@@ -83,7 +86,7 @@ async fn three_members_conform_on_leader_and_follower() {
 async fn wait_for_leader(nodes: &[&cairn::Node]) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let leaders: Vec<u64> = nodes.iter().map(|n| n.backend().status().leader).collect();
+        let leaders: Vec<u64> = nodes.iter().map(|n| n.raft_backend().unwrap().status().leader).collect();
         if leaders[0] != 0 && leaders.iter().all(|l| *l == leaders[0]) {
             return leaders[0];
         }

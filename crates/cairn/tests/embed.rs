@@ -217,7 +217,7 @@ async fn a_write_checked_before_an_auth_change_is_refused_at_apply() {
     for change in changes {
         tokio::time::timeout(std::time::Duration::from_secs(30), async {
             loop {
-                match nodes[0].backend().auth_change(change.clone()).await {
+                match nodes[0].raft_backend().unwrap().auth_change(change.clone()).await {
                     Ok(()) => return,
                     Err(BackendError::Request(refused)) => panic!("{change:?} refused: {refused}"),
                     Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
@@ -230,9 +230,9 @@ async fn a_write_checked_before_an_auth_change_is_refused_at_apply() {
     let put = |key: &str| {
         WriteRequest::Put(PutRequest { key: key.into(), value: b"v".to_vec(), ..Default::default() })
     };
-    let current = nodes[0].backend().auth_state().revision;
+    let current = nodes[0].raft_backend().unwrap().auth_state().revision;
     for (i, node) in nodes.iter().enumerate() {
-        let backend = node.backend();
+        let backend = node.raft_backend().unwrap();
         let stale = backend.write_checked(put(&format!("stale-{i}")), current - 1).await;
         assert!(
             matches!(stale, Err(BackendError::Request(RequestError::AuthOldRevision))),
@@ -243,7 +243,7 @@ async fn a_write_checked_before_an_auth_change_is_refused_at_apply() {
     }
     // The refused writes changed nothing, anywhere.
     for node in &nodes {
-        let all = node.backend().range(cairn::core::proto::etcdserverpb::RangeRequest {
+        let all = node.raft_backend().unwrap().range(cairn::core::proto::etcdserverpb::RangeRequest {
             key: vec![0],
             range_end: vec![0],
             serializable: true,
@@ -271,4 +271,68 @@ async fn a_leader_cut_off_from_its_quorum_says_so() {
     }
     role_becomes(&leader, cairn::Role::LostQuorum).await;
     leader.stop().await;
+}
+
+/// The builder's SQL choice: two members built on one SQLite database serve the same data,
+/// the recipes run on their in-process clients, and their status says there is no leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn built_members_share_a_sql_database() {
+    use cairn::proto::etcdserverpb::{cluster_client::ClusterClient, MemberListRequest, WatchCreateRequest};
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("cairn.db").display());
+    let build = |name: &str| {
+        cairn::Node::builder()
+            .name(name)
+            .client_addr("127.0.0.1:0")
+            .backend(url.clone())
+            .configure(|c| c.sql_poll_interval = 10)
+            .start()
+    };
+    let a = build("a").await.unwrap();
+    let b = build("b").await.unwrap();
+    for node in [&a, &b] {
+        let status = node.status();
+        assert_eq!((status.role, status.leader), (cairn::Role::SharedDatabase, None));
+        assert_eq!(*node.roles().borrow(), cairn::Role::SharedDatabase);
+        assert!(node.raft_backend().is_none() && node.sql_backend().is_some());
+    }
+    assert_eq!(a.status().cluster_id, b.status().cluster_id);
+    assert_ne!(a.member_id(), b.member_id());
+
+    // A write through one is read and watched through the other.
+    let (ca, cb) = (a.client(), b.client());
+    let prefix =
+        WatchCreateRequest { key: b"config/".to_vec(), range_end: b"config0".to_vec(), ..Default::default() };
+    let mut watch = cb.watch(prefix).await.unwrap();
+    let put = ca.put("config/x", "1").await.unwrap().header.unwrap();
+    assert_eq!(cb.get("config/x").await.unwrap().kvs[0].value, b"1");
+    let events = watch.next_events().await.unwrap();
+    assert_eq!(events.events[0].kv.as_ref().unwrap().mod_revision, put.revision);
+    assert!(b.status().applied_index >= put.revision as u64);
+
+    // A lock held through one member keeps the other waiting until it is released.
+    let lease_a = cairn::Lease::grant(&ca, 10).await.unwrap();
+    let lease_b = cairn::Lease::grant(&cb, 10).await.unwrap();
+    let held = cairn::Lock::new(&ca, "job").lock(&lease_a).await.unwrap();
+    let waiting = tokio::spawn({
+        let cb = cb.clone();
+        async move { cairn::Lock::new(&cb, "job").lock(&lease_b).await.map(|g| g.fencing_token()) }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "the lock is held through the other member");
+    let token = held.fencing_token();
+    held.unlock().await.unwrap();
+    let next = tokio::time::timeout(std::time::Duration::from_secs(10), waiting).await.unwrap().unwrap();
+    assert!(next.unwrap() > token);
+
+    // Both are listed while they run; one that stops leaves the list.
+    let listed = || async {
+        let mut cluster = ClusterClient::new(ca.channel().clone());
+        cluster.member_list(MemberListRequest::default()).await.unwrap().into_inner().members.len()
+    };
+    assert_eq!(listed().await, 2);
+    b.shutdown().await;
+    assert_eq!(listed().await, 1);
+    a.shutdown().await;
 }
