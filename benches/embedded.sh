@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The in-process client against gRPC on loopback, on one member in the same process
-# (issue 15): `cairn bench --embedded inproc|grpc`, put, range and lock (etcd's Lock service:
+# (issue 15): `cairn bench --embedded inproc|inproc-channel|grpc` (the client calling the
+# services directly; the same services over HTTP/2 on in-memory pipes, as before 0.3), put, range and lock (etcd's Lock service:
 # lock + unlock of an uncontended name, the cost of the lock recipe's round trips),
 # 1/16/64 clients, rounds in alternation. Usage: benches/embedded.sh [path/to/release/cairn]
 set -u
@@ -15,6 +16,7 @@ for round in A B; do
   for clients in 1 16 64; do
     for wl in put range lock; do
       run $wl $clients inproc
+      run $wl $clients inproc-channel
       run $wl $clients grpc
     done
   done

@@ -20,6 +20,8 @@ pub mod watch;
 
 use std::sync::Arc;
 
+use tower::Layer;
+
 pub use cairn_core::{
     Backend, BackendError, ClusterBackend, KvBackend, LeaseBackend, LeaseTime, MaintenanceBackend, Member,
     MemberStatus, WatchSource,
@@ -124,7 +126,7 @@ fn store_routes<B: Backend>(backend: Arc<B>, limits: Limits, enforce: auth::Enfo
 /// The in-process channel reaches services that check no permissions (it cannot be reached
 /// from outside the process): Lock and Election check the caller's themselves.
 pub fn routes<B: Backend>(backend: Arc<B>, limits: Limits) -> Routes {
-    let internal = cairn_client::Client::from_channel(in_process_channel(store_routes(
+    let internal = cairn_client::Client::from_transport(in_process_transport(store_routes(
         backend.clone(),
         limits,
         auth::Enforce::Trusted,
@@ -163,6 +165,18 @@ pub fn in_process_channel(routes: Routes) -> tonic::transport::Channel {
     });
     tonic::transport::Endpoint::from_static("http://in-process.invalid")
         .connect_with_connector_lazy(connector)
+}
+
+/// A client transport that calls `routes` directly in this process: the same service code,
+/// message encoding, limits and errors as over the network, without HTTP/2 framing, a pipe
+/// or a connection task (each call runs the service in the caller's task).
+pub fn in_process_transport(routes: Routes) -> cairn_client::Transport {
+    cairn_client::Transport::new(
+        tower::util::MapErrLayer::new(|never: std::convert::Infallible| -> cairn_client::TransportError {
+            match never {}
+        })
+        .layer(routes),
+    )
 }
 
 /// Buffer of one direction of an in-process connection.

@@ -110,8 +110,13 @@ pub struct BenchArgs {
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Embedded {
-    /// `Node::client()`: the same service code over an in-memory channel.
+    /// `Node::client()`: the member's services called directly in this process.
     Inproc,
+    /// The member's services over an HTTP/2 channel on in-memory pipes (what `Node::client()`
+    /// was before 0.3; kept to measure the direct path against it).
+    #[value(name = "inproc-channel")]
+    #[serde(rename = "inproc-channel")]
+    InprocChannel,
     /// A gRPC client connected to the member's client port on loopback.
     Grpc,
 }

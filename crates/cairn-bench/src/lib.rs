@@ -30,7 +30,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Result;
-use tonic::transport::Channel;
+use cairn_client::Transport;
 
 pub use args::{BenchArgs, Consistency, Embedded, Workload};
 pub use report::{Report, Second};
@@ -53,7 +53,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report> {
 
 /// [`run`] over channels made elsewhere (an in-process member's, `--embedded`);
 /// `endpoints` only names them in the report.
-pub async fn run_on(args: &BenchArgs, endpoints: &[String], channels: Vec<Channel>) -> Result<Report> {
+pub async fn run_on(args: &BenchArgs, endpoints: &[String], channels: Vec<Transport>) -> Result<Report> {
     args.validate()?;
     let endpoints = endpoints.to_vec();
     let connections = channels.len();

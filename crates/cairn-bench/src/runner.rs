@@ -10,11 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
+use cairn_client::Transport;
 use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use cairn_proto::etcdserverpb::StatusRequest;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tonic::Status;
 
 use crate::args::BenchArgs;
@@ -31,18 +32,19 @@ pub fn endpoint_url(e: &str) -> String {
 }
 
 /// One HTTP/2 connection to `url`.
-pub async fn connect(url: &str) -> Result<Channel> {
-    Endpoint::from_shared(url.to_string())
+pub async fn connect(url: &str) -> Result<Transport> {
+    let channel = Endpoint::from_shared(url.to_string())
         .with_context(|| format!("bad endpoint {url}"))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .connect()
         .await
-        .with_context(|| format!("connecting to {url}"))
+        .with_context(|| format!("connecting to {url}"))?;
+    Ok(cairn_client::channel_transport(channel))
 }
 
 /// `count` connections, round-robin over `urls`.
-pub async fn connect_all(urls: &[String], count: usize) -> Result<Vec<Channel>> {
+pub async fn connect_all(urls: &[String], count: usize) -> Result<Vec<Transport>> {
     let mut out = Vec::with_capacity(count);
     for i in 0..count {
         out.push(connect(&urls[i % urls.len()]).await?);

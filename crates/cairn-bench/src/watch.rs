@@ -11,12 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use cairn_client::Transport;
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::watch_client::WatchClient;
 use cairn_proto::etcdserverpb::{watch_request, PutRequest, WatchCreateRequest, WatchRequest};
 use hdrhistogram::Histogram;
 use tokio::sync::mpsc;
-use tonic::transport::Channel;
 use tonic::Status;
 
 use crate::args::BenchArgs;
@@ -70,7 +70,7 @@ impl Acks {
 
 /// Puts of the watched key, each value carrying a run-wide sequence number.
 struct WatchPut {
-    kv: KvClient<Channel>,
+    kv: KvClient<Transport>,
     next_seq: Arc<AtomicU64>,
     acks: Arc<Acks>,
     value_size: usize,
@@ -90,7 +90,7 @@ impl Op for WatchPut {
 /// Opens one stream with `count` watchers on the watched key; returns when all are created,
 /// with the task that then receives events into its histogram.
 async fn open_stream(
-    channel: Channel,
+    channel: Transport,
     count: usize,
     acks: Arc<Acks>,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -159,7 +159,7 @@ pub fn rss_bytes(pid: u32) -> Result<u64> {
 pub async fn run_watch(
     args: &BenchArgs,
     endpoints: &[String],
-    channels: &[Channel],
+    channels: &[Transport],
     shared: &Arc<Shared>,
     period: Option<Duration>,
 ) -> Result<(ClientResult, BTreeMap<String, f64>)> {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
+use cairn_client::Transport;
 use cairn_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::lease_client::LeaseClient;
@@ -19,7 +20,6 @@ use cairn_proto::v3lockpb::{LockRequest, UnlockRequest};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
-use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
 use crate::args::{BenchArgs, Consistency};
@@ -49,7 +49,7 @@ fn put_op(key: Vec<u8>, value: Vec<u8>) -> RequestOp {
 
 /// Put of a random key.
 pub struct PutOp {
-    kv: KvClient<Channel>,
+    kv: KvClient<Transport>,
     rng: SmallRng,
     key_space: u64,
     key_size: usize,
@@ -65,7 +65,7 @@ impl Op for PutOp {
 
 /// Range of a random key, or of `keys` consecutive keys from a random one.
 pub struct RangeOp {
-    kv: KvClient<Channel>,
+    kv: KvClient<Transport>,
     rng: SmallRng,
     key_space: u64,
     key_size: usize,
@@ -86,7 +86,7 @@ impl Op for RangeOp {
 /// Compare-and-swap on a random key: `if mod_revision(k) == last seen then put else get`;
 /// the else branch tells the current mod revision for the next attempt on that key.
 pub struct TxnOp {
-    kv: KvClient<Channel>,
+    kv: KvClient<Transport>,
     rng: SmallRng,
     key_space: u64,
     key_size: usize,
@@ -143,7 +143,7 @@ impl Op for TxnOp {
 
 /// Deletes the key space in order, each key once (a shared cursor).
 pub struct DeleteOp {
-    kv: KvClient<Channel>,
+    kv: KvClient<Transport>,
     cursor: Arc<AtomicU64>,
     key_space: u64,
     key_size: usize,
@@ -189,7 +189,7 @@ impl Op for MixedOp {
 
 /// Lock then unlock `name` under `lease` (granted before the run): one operation.
 pub struct LockOp {
-    lock: LockClient<Channel>,
+    lock: LockClient<Transport>,
     name: Vec<u8>,
     lease: i64,
 }
@@ -205,7 +205,7 @@ impl Op for LockOp {
 /// Lease life cycle, one request per call: grant, `keepalives` keepalives on this client's
 /// keepalive stream, revoke.
 pub struct LeaseOp {
-    lease: LeaseClient<Channel>,
+    lease: LeaseClient<Transport>,
     ttl: i64,
     keepalives: u32,
     /// The current lease and how many keepalives it has had.
@@ -283,7 +283,7 @@ impl Op for LeaseOp {
 
 /// Writes keys `0..key_space` with txns of `fill_batch` puts over `clients` concurrent
 /// writers; returns keys per second.
-pub async fn prefill(args: &BenchArgs, channels: &[Channel]) -> Result<f64> {
+pub async fn prefill(args: &BenchArgs, channels: &[Transport]) -> Result<f64> {
     let start = Instant::now();
     let batch = args.fill_batch as u64;
     let batches = args.key_space.div_ceil(batch);
@@ -333,7 +333,7 @@ fn warn(msg: &str) {
 /// the workload's extra figures.
 pub async fn run_ops(
     args: &BenchArgs,
-    channels: &[Channel],
+    channels: &[Transport],
     shared: &Arc<Shared>,
     period: Option<Duration>,
 ) -> Result<(crate::runner::ClientResult, BTreeMap<String, f64>)> {

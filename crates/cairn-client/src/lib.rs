@@ -1,9 +1,9 @@
 #![deny(missing_docs)]
 //! An etcd v3 client with coordination recipes, for Cairn and for etcd alike.
 //!
-//! [`Client`] wraps one gRPC channel: to remote members ([`Client::connect`]) or to a member
-//! in the same process (`cairn::Node::client`, an in-memory channel into the same service
-//! code). On it sit the recipes that etcd's `clientv3/concurrency` package offers, with the
+//! [`Client`] wraps one [`Transport`]: a gRPC channel to remote members
+//! ([`Client::connect`]), or a member's services called in the same process
+//! (`cairn::Node::client`: the same service code, without HTTP/2 or a socket). On it sit the recipes that etcd's `clientv3/concurrency` package offers, with the
 //! same keys and the same waiting discipline, so a Cairn lock and an etcd lock interoperate
 //! with `etcdctl lock` and `etcdctl elect`:
 //!
@@ -39,6 +39,7 @@ use cairn_proto::etcdserverpb::response_op::Response as OpResponse;
 use cairn_proto::etcdserverpb::watch_client::WatchClient;
 use cairn_proto::etcdserverpb::*;
 use tonic::transport::{Channel, Endpoint};
+use tower::Layer;
 
 pub use cairn_proto as proto;
 pub use concurrency::{Election, Leadership, Lease, Lock, LockGuard, SingleRunner, Turn};
@@ -98,10 +99,48 @@ pub enum Error {
     },
 }
 
+/// What a [`Client`] sends its gRPC requests through: a tonic [`Channel`] to remote members,
+/// or any other service taking gRPC's HTTP requests (e.g. a member's services called
+/// directly in the same process). Cheap to clone.
+pub type Transport = tower::util::BoxCloneSyncService<
+    http::Request<tonic::body::Body>,
+    http::Response<tonic::body::Body>,
+    TransportError,
+>;
+
+/// Why a [`Transport`] could not carry a request (tonic turns it into a `Status`: e.g.
+/// Unavailable when no member could be connected to). A type of its own rather than a boxed
+/// error: the compiler cannot prove the tasks that hold a boxed-error service `Send`.
+#[derive(Debug)]
+pub struct TransportError(pub tower::BoxError);
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+/// A tonic channel as a [`Transport`].
+pub fn channel_transport(channel: Channel) -> Transport {
+    Transport::new(tower::util::MapErrLayer::new(|e| TransportError(Box::new(e))).layer(channel))
+}
+
 /// One handle to an etcd v3 API: cheap to clone, all clones share the connections.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Client {
-    channel: Channel,
+    transport: Transport,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").finish_non_exhaustive()
+    }
 }
 
 impl Client {
@@ -121,34 +160,39 @@ impl Client {
         }
         match list.len() {
             0 => Err(Error::Endpoint(String::new())),
-            1 => Ok(Client { channel: list.pop().expect("one endpoint").connect_lazy() }),
-            _ => Ok(Client { channel: Channel::balance_list(list.into_iter()) }),
+            1 => Ok(Client::from_channel(list.pop().expect("one endpoint").connect_lazy())),
+            _ => Ok(Client::from_channel(Channel::balance_list(list.into_iter()))),
         }
     }
 
-    /// A client over a channel made elsewhere (e.g. an in-process one).
+    /// A client over a channel made elsewhere (e.g. with TLS settings of its own).
     pub fn from_channel(channel: Channel) -> Client {
-        Client { channel }
+        Client::from_transport(channel_transport(channel))
     }
 
-    /// The channel the client sends on (to build other stubs on it).
-    pub fn channel(&self) -> &Channel {
-        &self.channel
+    /// A client over any [`Transport`] (e.g. a member's services in the same process).
+    pub fn from_transport(transport: Transport) -> Client {
+        Client { transport }
+    }
+
+    /// What the client sends on (to build other stubs on it: `XxxClient::new(t.clone())`).
+    pub fn transport(&self) -> &Transport {
+        &self.transport
     }
 
     /// The raw KV stub (etcd's messages, no conversion).
-    pub fn kv(&self) -> KvClient<Channel> {
-        KvClient::new(self.channel.clone()).max_decoding_message_size(usize::MAX)
+    pub fn kv(&self) -> KvClient<Transport> {
+        KvClient::new(self.transport.clone()).max_decoding_message_size(usize::MAX)
     }
 
     /// The raw Lease stub.
-    pub fn lease(&self) -> LeaseClient<Channel> {
-        LeaseClient::new(self.channel.clone())
+    pub fn lease(&self) -> LeaseClient<Transport> {
+        LeaseClient::new(self.transport.clone())
     }
 
     /// The raw Watch stub (see [`Client::watch`] for a stream of one watch).
-    pub fn watch_client(&self) -> WatchClient<Channel> {
-        WatchClient::new(self.channel.clone()).max_decoding_message_size(usize::MAX)
+    pub fn watch_client(&self) -> WatchClient<Transport> {
+        WatchClient::new(self.transport.clone()).max_decoding_message_size(usize::MAX)
     }
 
     /// etcd's Range, as given.

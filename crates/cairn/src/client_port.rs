@@ -17,24 +17,26 @@ pub(crate) struct ClientPort {
     running: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
 }
 
-/// Serve `backend` on `listener`; returns the in-process channel to every service (without
-/// the learner gate: the library's client, the health checks) and the running port.
+/// Serve `backend` on `listener`; returns the in-process client of every service (without
+/// the learner gate: the library's client) and the running port.
 pub(crate) fn serve<B: cairn_core::Backend>(
     backend: Arc<B>,
     resolved: &Resolved,
     listener: tokio::net::TcpListener,
     metrics: cairn_http::MetricsText,
-) -> (tonic::transport::Channel, ClientPort) {
+) -> (cairn_client::Client, ClientPort) {
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    // In-process channels: `local` reaches every service without the learner gate; the JSON
-    // gateway calls the very services network clients reach, learner gate and metrics
-    // included.
-    let local = cairn_api::in_process_channel(cairn_api::routes(backend.clone(), resolved.limits));
+    // In-process: `local` reaches every service without the learner gate (the library's
+    // client calls them directly; the health checks and the cluster page, which also talk to
+    // other members, through a channel); the JSON gateway calls the very services network
+    // clients reach, learner gate and metrics included.
+    let local = cairn_api::routes(backend.clone(), resolved.limits);
+    let client = cairn_client::Client::from_transport(cairn_api::in_process_transport(local.clone()));
     let grpc = cairn_api::client_routes(backend, resolved.limits);
     let gateway = cairn_api::in_process_channel(grpc.clone());
     let http = cairn_http::router(
         gateway,
-        local.clone(),
+        cairn_api::in_process_channel(local),
         cairn_http::HttpOptions {
             etcd_version: cairn_api::maintenance::API_VERSION.to_string(),
             cairn_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -59,7 +61,7 @@ pub(crate) fn serve<B: cairn_core::Backend>(
             tracing::error!(error = %e, "client API server failed");
         }
     });
-    (local, ClientPort { running: Mutex::new(Some((stop_tx, api))) })
+    (client, ClientPort { running: Mutex::new(Some((stop_tx, api))) })
 }
 
 impl ClientPort {

@@ -307,13 +307,7 @@ impl Node {
         tracing::info!(client = %client_addr, "serving the etcd v3 API (gRPC, and HTTP: the JSON gateway, /health, /readyz)");
         let roles = tokio::sync::watch::Sender::new(status_of(&backend.node).role);
         let follow_roles = tokio::spawn(follow_roles(Arc::downgrade(&backend), roles.clone()));
-        Ok(Node {
-            member: Member::Raft { backend, follow_roles },
-            client: Client::from_channel(local),
-            client_addr,
-            port,
-            roles,
-        })
+        Ok(Node { member: Member::Raft { backend, follow_roles }, client: local, client_addr, port, roles })
     }
 
     /// Where etcd clients reach this member.
@@ -326,6 +320,18 @@ impl Node {
     /// [`cairn_client`] ([`Lease`], [`Lock`], [`Election`], [`TypedKey`]) run on it.
     pub fn client(&self) -> Client {
         self.client.clone()
+    }
+
+    /// Every service of this member over an HTTP/2 channel on in-memory pipes: what
+    /// [`Node::client`] was before it called the services directly (`cairn bench --embedded
+    /// inproc-channel` measures one against the other).
+    #[doc(hidden)]
+    pub fn in_process_channel(&self) -> tonic::transport::Channel {
+        let routes = match &self.member {
+            Member::Raft { backend, .. } => cairn_api::routes(backend.clone(), Limits::default()),
+            Member::Sql(backend) => cairn_api::routes(backend.clone(), Limits::default()),
+        };
+        cairn_api::in_process_channel(routes)
     }
 
     /// The replicated store this member serves the etcd API from (the `cairn_core` backend

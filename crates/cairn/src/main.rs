@@ -338,9 +338,12 @@ async fn bench_embedded(args: cairn_bench::BenchArgs) -> ExitCode {
                 let url = format!("http://{}", node.client_addr());
                 let channel =
                     tonic::transport::Endpoint::from_shared(url.clone())?.tcp_nodelay(true).connect().await?;
-                (url, channel)
+                (url, cairn_client::channel_transport(channel))
             }
-            _ => ("in-process".to_string(), node.client().channel().clone()),
+            Some(cairn_bench::Embedded::InprocChannel) => {
+                ("in-process channel".to_string(), cairn_client::channel_transport(node.in_process_channel()))
+            }
+            _ => ("in-process".to_string(), node.client().transport().clone()),
         };
         let connections = args.connections.unwrap_or(1);
         let report = cairn_bench::run_on(&args, &[endpoint], vec![channel; connections]).await;

@@ -60,5 +60,5 @@ pub(crate) async fn start(config: Config) -> Result<Started, Error> {
     let metrics = crate::sql_metrics_text(&backend);
     let (local, port) = crate::client_port::serve(backend.clone(), &resolved, listener, metrics);
     tracing::info!(client = %client_addr, backend = ?backend.kind(), "serving the etcd v3 API from a SQL database");
-    Ok(Started { backend, client: Client::from_channel(local), client_addr, port })
+    Ok(Started { backend, client: local, client_addr, port })
 }

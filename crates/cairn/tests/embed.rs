@@ -328,7 +328,7 @@ async fn built_members_share_a_sql_database() {
 
     // Both are listed while they run; one that stops leaves the list.
     let listed = || async {
-        let mut cluster = ClusterClient::new(ca.channel().clone());
+        let mut cluster = ClusterClient::new(ca.transport().clone());
         cluster.member_list(MemberListRequest::default()).await.unwrap().into_inner().members.len()
     };
     assert_eq!(listed().await, 2);
