@@ -13,7 +13,10 @@ use cairn_core::{
     WatchSource, WriteRequest, WriteResponse,
 };
 use cairn_mvcc::{MvccError, MvccStore};
-use cairn_proto::etcdserverpb::{LeaseGrantResponse, LeaseRevokeRequest, RangeRequest, RangeResponse};
+use cairn_proto::etcdserverpb::request_op::Request as Op;
+use cairn_proto::etcdserverpb::{
+    LeaseGrantResponse, LeaseRevokeRequest, RangeRequest, RangeResponse, RequestOp, TxnRequest,
+};
 use sqlx::any::AnyPoolOptions;
 use sqlx::{Executor, Row};
 use tokio::sync::watch;
@@ -98,6 +101,36 @@ struct Queued {
     auth_revision: u64,
     expiring: bool,
     answer: std::sync::mpsc::SyncSender<Result<Option<WriteResponse>, BackendError>>,
+}
+
+/// The single keys `group` reads the latest value of when applied (puts, deletes and
+/// compares of one key, in a Txn too): read ahead in one statement rather than one by one.
+fn keys_written(group: &[Queued]) -> Vec<&[u8]> {
+    fn of_op<'a>(op: &'a RequestOp, keys: &mut Vec<&'a [u8]>) {
+        match &op.request {
+            Some(Op::RequestPut(p)) => keys.push(&p.key),
+            Some(Op::RequestDeleteRange(d)) if d.range_end.is_empty() => keys.push(&d.key),
+            Some(Op::RequestRange(r)) if r.range_end.is_empty() => keys.push(&r.key),
+            Some(Op::RequestTxn(t)) => of_txn(t, keys),
+            _ => {}
+        }
+    }
+    fn of_txn<'a>(t: &'a TxnRequest, keys: &mut Vec<&'a [u8]>) {
+        keys.extend(t.compare.iter().filter(|c| c.range_end.is_empty()).map(|c| &c.key[..]));
+        for op in t.success.iter().chain(&t.failure) {
+            of_op(op, keys);
+        }
+    }
+    let mut keys = Vec::new();
+    for q in group {
+        match &q.req {
+            WriteRequest::Put(p) => keys.push(&p.key[..]),
+            WriteRequest::DeleteRange(d) if d.range_end.is_empty() => keys.push(&d.key[..]),
+            WriteRequest::Txn(t) => of_txn(t, &mut keys),
+            _ => {}
+        }
+    }
+    keys
 }
 
 /// The most writes one transaction commits.
@@ -331,6 +364,9 @@ impl Inner {
             } else {
                 0
             };
+            if let Err(e) = session.prefetch(&keys_written(group)) {
+                return conflict_or(e);
+            }
             let mut batch = match store.begin_apply() {
                 Ok(b) => b,
                 Err(e) => return mvcc_conflict_or(e),

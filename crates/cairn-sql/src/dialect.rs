@@ -31,6 +31,27 @@ pub struct FamilySql {
     pub delete: String,
     pub delete_range: String,
     pub clear: String,
+    /// Multi-row forms, `[i]` for 2^i rows (i ≤ [`MAX_ROWS_LOG2`]): few distinct statements
+    /// to prepare, few round trips per write transaction.
+    pub put_many: Vec<String>,
+    pub delete_many: Vec<String>,
+    pub get_many: Vec<String>,
+}
+
+/// The largest multi-row statement has 2^this rows.
+pub const MAX_ROWS_LOG2: usize = 7;
+
+/// How `n` rows are split into multi-row statements: the sizes' log2, largest first.
+pub fn row_chunks(mut n: usize) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        if n == 0 {
+            return None;
+        }
+        let log = (usize::BITS - 1 - n.leading_zeros()) as usize;
+        let log = log.min(MAX_ROWS_LOG2);
+        n -= 1 << log;
+        Some(log)
+    })
 }
 
 /// Everything the adapter says to one kind of database.
@@ -108,7 +129,18 @@ impl Dialect {
             .iter()
             .map(|&fam| {
                 let t = table(fam);
+                let list = |n: usize| vec!["?"; n].join(", ");
+                let sizes = || (0..=MAX_ROWS_LOG2).map(|i| 1usize << i);
                 FamilySql {
+                    put_many: sizes()
+                        .map(|n| upsert(t, "k, v", &vec!["?, ?"; n].join("), ("), &new_value("v")))
+                        .collect(),
+                    delete_many: sizes()
+                        .map(|n| format!("DELETE FROM {t} WHERE k IN ({})", list(n)))
+                        .collect(),
+                    get_many: sizes()
+                        .map(|n| format!("SELECT {key}, v FROM {t} WHERE k IN ({})", list(n)))
+                        .collect(),
                     get: format!("SELECT v FROM {t} WHERE k = ?"),
                     scan_from: format!("SELECT {key}, v FROM {t} WHERE k >= ? ORDER BY k LIMIT ?"),
                     scan_after: format!("SELECT {key}, v FROM {t} WHERE k > ? ORDER BY k LIMIT ?"),
@@ -255,7 +287,9 @@ impl Dialect {
                 ]
                 .map(|s| s.as_str()),
             );
+            out.extend(f.put_many.iter().chain(&f.delete_many).map(String::as_str));
         }
+        out.extend(self.family(Family::Kv).get_many.iter().map(String::as_str));
         out.extend(
             [&self.lease_deadline_put, &self.lease_deadline_lock, &self.lease_deadline_delete]
                 .map(|s| s.as_str()),
@@ -327,6 +361,9 @@ impl Dialect {
             ] {
                 number(s);
             }
+            for s in f.put_many.iter_mut().chain(&mut f.delete_many).chain(&mut f.get_many) {
+                number(s);
+            }
         }
         for s in [
             &mut self.lease_deadline_put,
@@ -367,4 +404,41 @@ pub fn placeholders(kind: Kind, sql: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_split_into_powers_of_two() {
+        let split = |n| row_chunks(n).map(|log| 1usize << log).collect::<Vec<_>>();
+        assert_eq!(split(0), Vec::<usize>::new());
+        assert_eq!(split(1), [1]);
+        assert_eq!(split(7), [4, 2, 1]);
+        assert_eq!(split(128), [128]);
+        assert_eq!(split(300), [128, 128, 32, 8, 4]);
+        for n in 0..1000 {
+            assert_eq!(split(n).iter().sum::<usize>(), n);
+        }
+    }
+
+    #[test]
+    fn multi_row_statements_number_their_placeholders() {
+        let pg = Dialect::new(Kind::Postgres);
+        let kv = pg.family(Family::Kv);
+        assert_eq!(
+            kv.put_many[1],
+            "INSERT INTO cairn_kv (k, v) VALUES ($1, $2), ($3, $4) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
+        );
+        assert_eq!(kv.delete_many[2], "DELETE FROM cairn_kv WHERE k IN ($1, $2, $3, $4)");
+        assert_eq!(kv.get_many[0], "SELECT k, v FROM cairn_kv WHERE k IN ($1)");
+        assert_eq!(kv.put_many.len(), MAX_ROWS_LOG2 + 1);
+        let my = Dialect::new(Kind::MySql);
+        assert_eq!(
+            my.family(Family::History).put_many[1],
+            "INSERT INTO cairn_history (k, v) VALUES (?, ?), (?, ?) ON DUPLICATE KEY UPDATE v = VALUES(v)"
+        );
+        assert_eq!(my.family(Family::Kv).get_many[0], "SELECT HEX(k), v FROM cairn_kv WHERE k IN (?)");
+    }
 }

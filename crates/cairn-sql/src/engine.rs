@@ -11,6 +11,7 @@
 //! The storage interface is synchronous: its calls run on blocking threads and wait for the
 //! driver's futures there (`Handle::block_on`), never on the async workers.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -21,7 +22,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Row as _};
 use tokio::runtime::Handle;
 
-use crate::dialect::Dialect;
+use crate::dialect::{row_chunks, Dialect, MAX_ROWS_LOG2};
 use crate::error::{Context, SqlError};
 
 /// A pool of connections to one database and how to speak to it.
@@ -102,20 +103,20 @@ impl Database {
         row.map(|r| Ok((self.key_of(&r)?, r.try_get::<Vec<u8>, _>(1)?))).transpose()
     }
 
+    /// Write `batch`: each key's last operation per table, in multi-row statements (a
+    /// range delete or a clear first writes what came before it, which it may remove).
     async fn write_ops(&self, conn: &mut AnyConnection, batch: &Batch) -> Result<(), sqlx::Error> {
+        let mut pending: Vec<BTreeMap<&[u8], Option<&[u8]>>> = vec![BTreeMap::new(); Family::ALL.len()];
         for op in &batch.ops {
             match op {
                 BatchOp::Put(fam, k, v) => {
-                    sqlx::query(&self.sql.family(*fam).put)
-                        .bind(&k[..])
-                        .bind(&v[..])
-                        .execute(&mut *conn)
-                        .await?;
+                    pending[*fam as usize].insert(k, Some(v));
                 }
                 BatchOp::Delete(fam, k) => {
-                    sqlx::query(&self.sql.family(*fam).delete).bind(&k[..]).execute(&mut *conn).await?;
+                    pending[*fam as usize].insert(k, None);
                 }
                 BatchOp::DeleteRange(fam, start, end) => {
+                    self.flush(conn, &mut pending).await?;
                     if end > start {
                         sqlx::query(&self.sql.family(*fam).delete_range)
                             .bind(&start[..])
@@ -125,11 +126,67 @@ impl Database {
                     }
                 }
                 BatchOp::Clear(fam) => {
+                    self.flush(conn, &mut pending).await?;
                     conn.execute(sqlx::query(&self.sql.family(*fam).clear)).await?;
                 }
             }
         }
+        self.flush(conn, &mut pending).await
+    }
+
+    /// Write and forget the rows `write_ops` gathered: one key appears once per table, so
+    /// deletes and upserts may go in any order.
+    async fn flush(
+        &self,
+        conn: &mut AnyConnection,
+        pending: &mut [BTreeMap<&[u8], Option<&[u8]>>],
+    ) -> Result<(), sqlx::Error> {
+        for (fam, rows) in Family::ALL.iter().zip(pending.iter_mut()) {
+            let sql = self.sql.family(*fam);
+            let rows = std::mem::take(rows);
+            let (deletes, puts): (Vec<_>, Vec<_>) = rows.into_iter().partition(|(_, v)| v.is_none());
+            let mut at = 0;
+            for log in row_chunks(deletes.len()) {
+                let mut q = sqlx::query(&sql.delete_many[log]);
+                for (k, _) in &deletes[at..at + (1 << log)] {
+                    q = q.bind(*k);
+                }
+                q.execute(&mut *conn).await?;
+                at += 1 << log;
+            }
+            let mut at = 0;
+            for log in row_chunks(puts.len()) {
+                let mut q = sqlx::query(&sql.put_many[log]);
+                for (k, v) in &puts[at..at + (1 << log)] {
+                    q = q.bind(*k).bind(v.unwrap_or_default());
+                }
+                q.execute(&mut *conn).await?;
+                at += 1 << log;
+            }
+        }
         Ok(())
+    }
+
+    /// The `keys` of `fam` that exist, with their values, in few statements (a statement's
+    /// key list is padded with its last key to a power of two: duplicates are harmless).
+    async fn get_many(
+        &self,
+        conn: &mut AnyConnection,
+        fam: Family,
+        keys: &[&[u8]],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, sqlx::Error> {
+        let mut found = Vec::new();
+        for chunk in keys.chunks(1 << MAX_ROWS_LOG2) {
+            let log = chunk.len().next_power_of_two().trailing_zeros() as usize;
+            let mut q = sqlx::query(&self.sql.family(fam).get_many[log]);
+            for i in 0..(1usize << log) {
+                q = q.bind(chunk[i.min(chunk.len() - 1)]);
+            }
+            for row in q.fetch_all(&mut *conn).await? {
+                found.push((self.key_of(&row)?, row.try_get::<Vec<u8>, _>(1)?));
+            }
+        }
+        Ok(found)
     }
 
     async fn run_all(conn: &mut AnyConnection, statements: &[String]) -> Result<(), sqlx::Error> {
@@ -161,7 +218,7 @@ enum Slot<'e> {
     /// transaction on it first.
     Own { conn: Mutex<Option<Conn>>, snapshot: bool },
     /// A session's, inside its transaction.
-    Session(&'e Mutex<Option<Conn>>),
+    Session(&'e Session),
 }
 
 struct Reader<'e> {
@@ -178,7 +235,7 @@ impl Reader<'_> {
     ) -> Result<T, MvccError> {
         let mut guard: MutexGuard<'_, Option<Conn>> = match &self.slot {
             Slot::Own { conn, .. } => lock(conn),
-            Slot::Session(conn) => lock(conn),
+            Slot::Session(session) => lock(&session.conn),
         };
         if guard.is_none() {
             let Slot::Own { snapshot, .. } = &self.slot else {
@@ -224,6 +281,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl EngineRead for Reader<'_> {
     fn get(&self, fam: Family, key: &[u8]) -> Result<Option<Vec<u8>>, MvccError> {
+        if let (Slot::Session(session), Family::Kv) = (&self.slot, fam) {
+            if let Some(known) = lock(&session.prefetched).get(key) {
+                return Ok(known.clone());
+            }
+        }
         self.with("reading a row", |conn| self.db.block_on(self.db.get(conn, fam, key)))
     }
 
@@ -324,6 +386,9 @@ impl CommitError {
 pub struct Session {
     db: Database,
     conn: Mutex<Option<Conn>>,
+    /// Latest-value rows read ahead for the writes to apply ([`Session::prefetch`]), absent
+    /// ones as `None`; forgotten when the session writes.
+    prefetched: Mutex<HashMap<Vec<u8>, Option<Vec<u8>>>>,
 }
 
 impl Session {
@@ -343,7 +408,26 @@ impl Session {
                 Ok::<_, sqlx::Error>(conn)
             })
             .during("taking the revision lock")?;
-        Ok(Session { db: db.clone(), conn: Mutex::new(Some(conn)) })
+        Ok(Session { db: db.clone(), conn: Mutex::new(Some(conn)), prefetched: Mutex::default() })
+    }
+
+    /// Read the latest-value rows of `keys` in a few statements, so that applying writes to
+    /// them reads none one by one.
+    pub fn prefetch(&self, keys: &[&[u8]]) -> Result<(), SqlError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut keys = keys.to_vec();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut guard = lock(&self.conn);
+        let conn = guard.as_mut().ok_or_else(finished)?;
+        let found =
+            self.db.block_on(self.db.get_many(conn, Family::Kv, &keys)).during("reading rows ahead")?;
+        let mut prefetched = lock(&self.prefetched);
+        prefetched.extend(keys.iter().map(|k| (k.to_vec(), None)));
+        prefetched.extend(found.into_iter().map(|(k, v)| (k, Some(v))));
+        Ok(())
     }
 
     /// Run one statement with 64-bit integer and text parameters inside the transaction;
@@ -402,16 +486,17 @@ impl Drop for Session {
 
 impl Engine for Session {
     fn snapshot(&self) -> Box<dyn EngineRead + '_> {
-        Box::new(Reader { db: &self.db, slot: Slot::Session(&self.conn) })
+        Box::new(Reader { db: &self.db, slot: Slot::Session(self) })
     }
 
     fn latest(&self) -> Box<dyn EngineRead + '_> {
-        Box::new(Reader { db: &self.db, slot: Slot::Session(&self.conn) })
+        Box::new(Reader { db: &self.db, slot: Slot::Session(self) })
     }
 
     /// Written inside the transaction; durable once [`Session::commit`] returns.
     fn write(&self, batch: Batch, _durability: Durability) -> Result<(), MvccError> {
-        let reader = Reader { db: &self.db, slot: Slot::Session(&self.conn) };
+        lock(&self.prefetched).clear();
+        let reader = Reader { db: &self.db, slot: Slot::Session(self) };
         reader.with("writing rows", |conn| self.db.block_on(self.db.write_ops(conn, &batch)))
     }
 
