@@ -96,6 +96,17 @@ impl NodeBuilder {
     /// member points at the same one; no data directory and no peer port are used). The
     /// password may be in the URL or given with [`NodeBuilder::backend_password`] or
     /// [`NodeBuilder::backend_password_file`]; it is never logged.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let url = format!("sqlite://{}", dir.path().join("cairn.db").display());
+    /// let node = cairn::Node::builder().name("web-1").backend(url).client_addr("127.0.0.1:0").start().await.unwrap();
+    /// assert_eq!(node.status().role, cairn::Role::SharedDatabase);
+    /// node.client().put("greeting", "hello").await.unwrap();
+    /// node.shutdown().await;
+    /// # });
+    /// ```
     pub fn backend(mut self, url: impl Into<String>) -> Self {
         self.config.backend = Some(url.into());
         self

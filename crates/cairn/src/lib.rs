@@ -3,7 +3,10 @@
 //!
 //! Run a member in your process with [`Node`], and talk to it with the in-process
 //! [`Client`] (same validation, results and errors as the gRPC API) or with any etcd client
-//! over the network at [`Node::client_addr`].
+//! over the network at [`Node::client_addr`]. The coordination recipes a product needs
+//! (typed configuration, a component registry, single-runner jobs, a messenger, locks and
+//! elections) are in [`recipes`], each with an example. A member serves from its own
+//! replicated store, or from a shared SQL database ([`NodeBuilder::backend`]).
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -42,6 +45,7 @@ mod builder;
 mod client_port;
 pub mod config;
 mod metrics;
+pub mod recipes;
 mod sql_member;
 mod tls;
 
