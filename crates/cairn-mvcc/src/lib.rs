@@ -59,7 +59,7 @@ pub use reseal::{ResealCursor, ResealStep};
 #[cfg(feature = "rocksdb")]
 pub use rocks::RocksEngine;
 pub use snapshot::read_snapshot_rows;
-pub use store::{ApplyBatch, MetaRow, MvccStore};
+pub use store::{ApplyBatch, MetaRow, MvccStore, APPLY_META_KEYS};
 
 /// The etcd-semantics tests, once per engine.
 #[cfg(test)]

@@ -27,6 +27,9 @@ use cairn_core::KeyRange;
 
 const META_CURRENT_REVISION: &[u8] = b"mvcc/current_revision";
 const META_COMPACT_REVISION: &[u8] = b"mvcc/compact_revision";
+/// The meta rows every [`MvccStore::begin_apply`] reads first: an engine whose reads are
+/// round trips may read them ahead, with the keys the writes touch.
+pub const APPLY_META_KEYS: [&[u8]; 2] = [META_CURRENT_REVISION, META_COMPACT_REVISION];
 
 /// A metadata row: (key, value).
 pub type MetaRow = (Vec<u8>, Vec<u8>);

@@ -423,12 +423,8 @@ impl Inner {
                     return conflict_or(e);
                 }
             }
-            if let (Some(notify), false) = (&sql.notify, events.is_empty()) {
-                if let Err(e) = session.execute("notifying the other members", notify, &[]) {
-                    return conflict_or(e);
-                }
-            }
-            match session.commit() {
+            let notify = sql.notify.as_deref().filter(|_| !events.is_empty());
+            match session.commit_after(notify) {
                 Ok(()) => Ok(Attempt::Done((answers, events))),
                 Err(CommitError::NotCommitted(e)) => conflict_or(e),
                 // The commit may or may not have happened: say so, never retry it.

@@ -38,6 +38,68 @@ pub struct FamilySql {
     pub get_many: Vec<String>,
 }
 
+/// The most rows one statement writes or reads by key.
+const MAX_ROWS: usize = 256;
+
+impl Dialect {
+    /// How `n` rows are split into statements, each `(rows, statement)`. MySQL prepares
+    /// every statement of a write transaction beforehand (see [`Dialect::write_statements`]),
+    /// so it gets a few fixed sizes (2^i rows); the others prepare on first use and get one
+    /// statement of exactly the rows (up to [`MAX_ROWS`]).
+    pub fn rows_statements(
+        &self,
+        fam: Family,
+        op: RowsOp,
+        n: usize,
+    ) -> Vec<(usize, std::borrow::Cow<'_, str>)> {
+        let f = self.family(fam);
+        let fixed = match op {
+            RowsOp::Put => &f.put_many,
+            RowsOp::Delete => &f.delete_many,
+        };
+        if self.kind == Kind::MySql {
+            return row_chunks(n).map(|log| (1 << log, fixed[log].as_str().into())).collect();
+        }
+        let t = table(fam);
+        let mut out = Vec::new();
+        let mut left = n;
+        while left > 0 {
+            let rows = left.min(MAX_ROWS);
+            left -= rows;
+            let sql = if rows.is_power_of_two() && rows.trailing_zeros() as usize <= MAX_ROWS_LOG2 {
+                fixed[rows.trailing_zeros() as usize].as_str().into()
+            } else {
+                let text = match op {
+                    RowsOp::Put => self.upsert_rows(t, rows),
+                    RowsOp::Delete => format!("DELETE FROM {t} WHERE k IN ({})", vec!["?"; rows].join(", ")),
+                };
+                placeholders(self.kind, &text).into()
+            };
+            out.push((rows, sql));
+        }
+        out
+    }
+
+    fn upsert_rows(&self, t: &str, rows: usize) -> String {
+        let values = vec!["(?, ?)"; rows].join(", ");
+        match self.kind {
+            Kind::MySql => {
+                format!("INSERT INTO {t} (k, v) VALUES {values} ON DUPLICATE KEY UPDATE v = VALUES(v)")
+            }
+            _ => {
+                format!("INSERT INTO {t} (k, v) VALUES {values} ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v")
+            }
+        }
+    }
+}
+
+/// What a multi-row statement does.
+#[derive(Debug, Clone, Copy)]
+pub enum RowsOp {
+    Put,
+    Delete,
+}
+
 /// The largest multi-row statement has 2^this rows.
 pub const MAX_ROWS_LOG2: usize = 7;
 
@@ -289,7 +351,9 @@ impl Dialect {
             );
             out.extend(f.put_many.iter().chain(&f.delete_many).map(String::as_str));
         }
-        out.extend(self.family(Family::Kv).get_many.iter().map(String::as_str));
+        for fam in [Family::Kv, Family::Meta] {
+            out.extend(self.family(fam).get_many.iter().map(String::as_str));
+        }
         out.extend(
             [&self.lease_deadline_put, &self.lease_deadline_lock, &self.lease_deadline_delete]
                 .map(|s| s.as_str()),
@@ -421,6 +485,24 @@ mod tests {
         for n in 0..1000 {
             assert_eq!(split(n).iter().sum::<usize>(), n);
         }
+    }
+
+    #[test]
+    fn rows_go_in_exact_statements_except_on_mysql() {
+        let pg = Dialect::new(Kind::Postgres);
+        let split = pg.rows_statements(Family::Kv, RowsOp::Put, 300);
+        assert_eq!(split.iter().map(|(n, _)| *n).collect::<Vec<_>>(), [256, 44]);
+        assert!(
+            split[1].1.ends_with("($87, $88) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"),
+            "{}",
+            split[1].1
+        );
+        let delete = pg.rows_statements(Family::History, RowsOp::Delete, 3);
+        assert_eq!(delete[0].1, "DELETE FROM cairn_history WHERE k IN ($1, $2, $3)");
+        let my = Dialect::new(Kind::MySql);
+        let split = my.rows_statements(Family::Kv, RowsOp::Put, 7);
+        assert_eq!(split.iter().map(|(n, _)| *n).collect::<Vec<_>>(), [4, 2, 1]);
+        assert_eq!(split[2].1, my.family(Family::Kv).put_many[0]);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Row as _};
 use tokio::runtime::Handle;
 
-use crate::dialect::{row_chunks, Dialect, MAX_ROWS_LOG2};
+use crate::dialect::{Dialect, RowsOp, MAX_ROWS_LOG2};
 use crate::error::{Context, SqlError};
 
 /// A pool of connections to one database and how to speak to it.
@@ -142,26 +142,25 @@ impl Database {
         pending: &mut [BTreeMap<&[u8], Option<&[u8]>>],
     ) -> Result<(), sqlx::Error> {
         for (fam, rows) in Family::ALL.iter().zip(pending.iter_mut()) {
-            let sql = self.sql.family(*fam);
             let rows = std::mem::take(rows);
             let (deletes, puts): (Vec<_>, Vec<_>) = rows.into_iter().partition(|(_, v)| v.is_none());
             let mut at = 0;
-            for log in row_chunks(deletes.len()) {
-                let mut q = sqlx::query(&sql.delete_many[log]);
-                for (k, _) in &deletes[at..at + (1 << log)] {
+            for (n, sql) in self.sql.rows_statements(*fam, RowsOp::Delete, deletes.len()) {
+                let mut q = sqlx::query(&sql);
+                for (k, _) in &deletes[at..at + n] {
                     q = q.bind(*k);
                 }
                 q.execute(&mut *conn).await?;
-                at += 1 << log;
+                at += n;
             }
             let mut at = 0;
-            for log in row_chunks(puts.len()) {
-                let mut q = sqlx::query(&sql.put_many[log]);
-                for (k, v) in &puts[at..at + (1 << log)] {
+            for (n, sql) in self.sql.rows_statements(*fam, RowsOp::Put, puts.len()) {
+                let mut q = sqlx::query(&sql);
+                for (k, v) in &puts[at..at + n] {
                     q = q.bind(*k).bind(v.unwrap_or_default());
                 }
                 q.execute(&mut *conn).await?;
-                at += 1 << log;
+                at += n;
             }
         }
         Ok(())
@@ -281,8 +280,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl EngineRead for Reader<'_> {
     fn get(&self, fam: Family, key: &[u8]) -> Result<Option<Vec<u8>>, MvccError> {
-        if let (Slot::Session(session), Family::Kv) = (&self.slot, fam) {
-            if let Some(known) = lock(&session.prefetched).get(key) {
+        if let Slot::Session(session) = &self.slot {
+            if let Some(known) = lock(&session.prefetched).get(&(fam, key.to_vec())) {
                 return Ok(known.clone());
             }
         }
@@ -388,7 +387,7 @@ pub struct Session {
     conn: Mutex<Option<Conn>>,
     /// Latest-value rows read ahead for the writes to apply ([`Session::prefetch`]), absent
     /// ones as `None`; forgotten when the session writes.
-    prefetched: Mutex<HashMap<Vec<u8>, Option<Vec<u8>>>>,
+    prefetched: Mutex<HashMap<(Family, Vec<u8>), Option<Vec<u8>>>>,
 }
 
 impl Session {
@@ -404,29 +403,35 @@ impl Session {
                         conn.prepare(statement).await?;
                     }
                 }
-                Database::run_all(&mut conn, &db.sql.begin_write).await?;
+                if db.sql.kind == crate::dialect::Kind::Postgres {
+                    // One round trip (the simple query protocol runs several statements).
+                    conn.execute(&*db.sql.begin_write.join("; ")).await?;
+                } else {
+                    Database::run_all(&mut conn, &db.sql.begin_write).await?;
+                }
                 Ok::<_, sqlx::Error>(conn)
             })
             .during("taking the revision lock")?;
         Ok(Session { db: db.clone(), conn: Mutex::new(Some(conn)), prefetched: Mutex::default() })
     }
 
-    /// Read the latest-value rows of `keys` in a few statements, so that applying writes to
-    /// them reads none one by one.
+    /// Read the latest-value rows of `keys`, and the meta rows every apply starts with, in
+    /// a few statements, so that applying writes to them reads none of them one by one.
     pub fn prefetch(&self, keys: &[&[u8]]) -> Result<(), SqlError> {
-        if keys.is_empty() {
-            return Ok(());
-        }
         let mut keys = keys.to_vec();
         keys.sort_unstable();
         keys.dedup();
         let mut guard = lock(&self.conn);
         let conn = guard.as_mut().ok_or_else(finished)?;
-        let found =
-            self.db.block_on(self.db.get_many(conn, Family::Kv, &keys)).during("reading rows ahead")?;
         let mut prefetched = lock(&self.prefetched);
-        prefetched.extend(keys.iter().map(|k| (k.to_vec(), None)));
-        prefetched.extend(found.into_iter().map(|(k, v)| (k, Some(v))));
+        for (fam, keys) in [(Family::Kv, &keys[..]), (Family::Meta, &cairn_mvcc::APPLY_META_KEYS[..])] {
+            if keys.is_empty() {
+                continue;
+            }
+            let found = self.db.block_on(self.db.get_many(conn, fam, keys)).during("reading rows ahead")?;
+            prefetched.extend(keys.iter().map(|k| ((fam, k.to_vec()), None)));
+            prefetched.extend(found.into_iter().map(|(k, v)| ((fam, k), Some(v))));
+        }
         Ok(())
     }
 
@@ -456,9 +461,27 @@ impl Session {
 
     /// Commit; the connection goes back to the pool.
     pub fn commit(&self) -> Result<(), CommitError> {
+        self.commit_after(None)
+    }
+
+    /// Run `last` (a statement without parameters, e.g. PostgreSQL's NOTIFY) and commit, in
+    /// one round trip where the database allows it.
+    pub fn commit_after(&self, last: Option<&str>) -> Result<(), CommitError> {
         let _rt = self.db.rt.enter();
         let mut conn = lock(&self.conn).take().ok_or_else(|| CommitError::NotCommitted(finished()))?;
-        match self.db.block_on(conn.execute("COMMIT")) {
+        let commit = match (last, self.db.sql.kind) {
+            (Some(last), crate::dialect::Kind::Postgres) => format!("{last}; COMMIT"),
+            (Some(last), _) => {
+                if let Err(e) = self.db.block_on(conn.execute(last)) {
+                    let e = SqlError::new("committing", e);
+                    self.db.release_rolled_back(conn);
+                    return Err(CommitError::NotCommitted(e));
+                }
+                "COMMIT".to_string()
+            }
+            (None, _) => "COMMIT".to_string(),
+        };
+        match self.db.block_on(conn.execute(&*commit)) {
             Ok(_) => Ok(()),
             Err(e) => {
                 let e = SqlError::new("committing", e);
