@@ -380,6 +380,9 @@ impl CommitError {
     }
 }
 
+/// Rows read ahead by a session: `None` for a key known absent.
+type Prefetched = HashMap<(Family, Vec<u8>), Option<Vec<u8>>>;
+
 /// One write transaction holding the revision lock: reads see every earlier commit, by
 /// any member; nothing is visible to others before [`Session::commit`].
 pub struct Session {
@@ -387,7 +390,7 @@ pub struct Session {
     conn: Mutex<Option<Conn>>,
     /// Latest-value rows read ahead for the writes to apply ([`Session::prefetch`]), absent
     /// ones as `None`; forgotten when the session writes.
-    prefetched: Mutex<HashMap<(Family, Vec<u8>), Option<Vec<u8>>>>,
+    prefetched: Mutex<Prefetched>,
 }
 
 impl Session {

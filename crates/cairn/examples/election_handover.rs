@@ -10,6 +10,8 @@
 //! expire before anyone else may lead, and nothing can tell a slow leader from a dead one
 //! sooner.
 
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a measuring tool: printing is its output
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
