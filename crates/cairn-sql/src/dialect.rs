@@ -27,8 +27,6 @@ pub struct FamilySql {
     pub scan_from_to: String,
     pub scan_after_to: String,
     pub last_in: String,
-    pub put: String,
-    pub delete: String,
     pub delete_range: String,
     pub clear: String,
     /// Multi-row forms, `[i]` for 2^i rows (i ≤ [`MAX_ROWS_LOG2`]): few distinct statements
@@ -69,27 +67,11 @@ impl Dialect {
             let sql = if rows.is_power_of_two() && rows.trailing_zeros() as usize <= MAX_ROWS_LOG2 {
                 fixed[rows.trailing_zeros() as usize].as_str().into()
             } else {
-                let text = match op {
-                    RowsOp::Put => self.upsert_rows(t, rows),
-                    RowsOp::Delete => format!("DELETE FROM {t} WHERE k IN ({})", vec!["?"; rows].join(", ")),
-                };
-                placeholders(self.kind, &text).into()
+                placeholders(self.kind, &op.sql(self.kind, t, rows)).into()
             };
             out.push((rows, sql));
         }
         out
-    }
-
-    fn upsert_rows(&self, t: &str, rows: usize) -> String {
-        let values = vec!["(?, ?)"; rows].join(", ");
-        match self.kind {
-            Kind::MySql => {
-                format!("INSERT INTO {t} (k, v) VALUES {values} ON DUPLICATE KEY UPDATE v = VALUES(v)")
-            }
-            _ => {
-                format!("INSERT INTO {t} (k, v) VALUES {values} ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v")
-            }
-        }
     }
 }
 
@@ -98,6 +80,30 @@ impl Dialect {
 pub enum RowsOp {
     Put,
     Delete,
+}
+
+impl RowsOp {
+    /// The statement for `rows` rows of table `t`, with `?` placeholders.
+    fn sql(self, kind: Kind, t: &str, rows: usize) -> String {
+        match self {
+            RowsOp::Put => {
+                let values = vec!["(?, ?)"; rows].join(", ");
+                match kind {
+                    Kind::MySql => format!(
+                        "INSERT INTO {t} (k, v) VALUES {values} ON DUPLICATE KEY UPDATE v = VALUES(v)"
+                    ),
+                    _ => format!(
+                        "INSERT INTO {t} (k, v) VALUES {values} ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
+                    ),
+                }
+            }
+            RowsOp::Delete => format!("DELETE FROM {t} WHERE k IN ({})", key_list(rows)),
+        }
+    }
+}
+
+fn key_list(rows: usize) -> String {
+    vec!["?"; rows].join(", ")
 }
 
 /// The largest multi-row statement has 2^this rows.
@@ -191,17 +197,12 @@ impl Dialect {
             .iter()
             .map(|&fam| {
                 let t = table(fam);
-                let list = |n: usize| vec!["?"; n].join(", ");
                 let sizes = || (0..=MAX_ROWS_LOG2).map(|i| 1usize << i);
                 FamilySql {
-                    put_many: sizes()
-                        .map(|n| upsert(t, "k, v", &vec!["?, ?"; n].join("), ("), &new_value("v")))
-                        .collect(),
-                    delete_many: sizes()
-                        .map(|n| format!("DELETE FROM {t} WHERE k IN ({})", list(n)))
-                        .collect(),
+                    put_many: sizes().map(|n| RowsOp::Put.sql(kind, t, n)).collect(),
+                    delete_many: sizes().map(|n| RowsOp::Delete.sql(kind, t, n)).collect(),
                     get_many: sizes()
-                        .map(|n| format!("SELECT {key}, v FROM {t} WHERE k IN ({})", list(n)))
+                        .map(|n| format!("SELECT {key}, v FROM {t} WHERE k IN ({})", key_list(n)))
                         .collect(),
                     get: format!("SELECT v FROM {t} WHERE k = ?"),
                     scan_from: format!("SELECT {key}, v FROM {t} WHERE k >= ? ORDER BY k LIMIT ?"),
@@ -215,8 +216,6 @@ impl Dialect {
                     last_in: format!(
                         "SELECT {key}, v FROM {t} WHERE k >= ? AND k < ? ORDER BY k DESC LIMIT 1"
                     ),
-                    put: upsert(t, "k, v", "?, ?", &new_value("v")),
-                    delete: format!("DELETE FROM {t} WHERE k = ?"),
                     delete_range: format!("DELETE FROM {t} WHERE k >= ? AND k < ?"),
                     clear: format!("DELETE FROM {t}"),
                 }
@@ -343,8 +342,6 @@ impl Dialect {
                     &f.scan_from_to,
                     &f.scan_after_to,
                     &f.last_in,
-                    &f.put,
-                    &f.delete,
                     &f.delete_range,
                 ]
                 .map(|s| s.as_str()),
@@ -419,8 +416,6 @@ impl Dialect {
                 &mut f.scan_from_to,
                 &mut f.scan_after_to,
                 &mut f.last_in,
-                &mut f.put,
-                &mut f.delete,
                 &mut f.delete_range,
             ] {
                 number(s);

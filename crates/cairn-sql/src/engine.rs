@@ -281,7 +281,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl EngineRead for Reader<'_> {
     fn get(&self, fam: Family, key: &[u8]) -> Result<Option<Vec<u8>>, MvccError> {
         if let Slot::Session(session) = &self.slot {
-            if let Some(known) = lock(&session.prefetched).get(&(fam, key.to_vec())) {
+            if let Some(known) = lock(&session.prefetched).get(&fam).and_then(|rows| rows.get(key)) {
                 return Ok(known.clone());
             }
         }
@@ -380,8 +380,8 @@ impl CommitError {
     }
 }
 
-/// Rows read ahead by a session: `None` for a key known absent.
-type Prefetched = HashMap<(Family, Vec<u8>), Option<Vec<u8>>>;
+/// Rows read ahead by a session, per family: `None` for a key known absent.
+type Prefetched = HashMap<Family, HashMap<Vec<u8>, Option<Vec<u8>>>>;
 
 /// One write transaction holding the revision lock: reads see every earlier commit, by
 /// any member; nothing is visible to others before [`Session::commit`].
@@ -432,8 +432,9 @@ impl Session {
                 continue;
             }
             let found = self.db.block_on(self.db.get_many(conn, fam, keys)).during("reading rows ahead")?;
-            prefetched.extend(keys.iter().map(|k| ((fam, k.to_vec()), None)));
-            prefetched.extend(found.into_iter().map(|(k, v)| ((fam, k), Some(v))));
+            let rows = prefetched.entry(fam).or_default();
+            rows.extend(keys.iter().map(|k| (k.to_vec(), None)));
+            rows.extend(found.into_iter().map(|(k, v)| (k, Some(v))));
         }
         Ok(())
     }
