@@ -23,37 +23,19 @@ impl MvccStore {
         let base = self.engine().latest();
         let view = View::of(&*base);
         let (_, compacted) = revisions(&view)?;
-        let mut doomed: Vec<Vec<u8>> = Vec::new();
+        let mut doomed = Doomed::new(compacted);
         let mut seen = 0usize;
-        let mut group: Option<Vec<u8>> = None;
-        let mut last: Option<(Vec<u8>, bool)> = None; // the group's newest row ≤ compacted so far
         let mut next: Option<Vec<u8>> = None;
         view.scan(Family::History, cursor, None, &mut |k, v| {
-            let (key, row_rev) = decode_history_key(k)?;
-            if group.as_deref() != Some(key.as_slice()) {
-                if let Some((row, true)) = last.take() {
-                    doomed.push(row);
-                }
-                if seen >= limit {
-                    next = Some(k.to_vec());
-                    return Ok(false);
-                }
-                group = Some(key);
+            if !doomed.push(k, v, seen >= limit)? {
+                next = Some(k.to_vec());
+                return Ok(false);
             }
             seen += 1;
-            if row_rev <= compacted {
-                if let Some((row, _)) = last.take() {
-                    doomed.push(row);
-                }
-                last = Some((k.to_vec(), is_tombstone(v)?));
-            }
             Ok(true)
         })?;
-        if next.is_none() {
-            if let Some((row, true)) = last {
-                doomed.push(row);
-            }
-        }
+        // Stopped at a key's first row, the last key's group was complete too.
+        let doomed = doomed.finish();
         drop(base);
         let deleted = doomed.len() as u64;
         if !doomed.is_empty() {
@@ -64,6 +46,53 @@ impl MvccStore {
             self.engine().write(batch, Durability::Synced)?;
         }
         Ok((next, deleted))
+    }
+}
+
+/// The history rows a compaction at `compacted` makes invisible, from the history's rows
+/// fed in key order: for each key, every row ≤ `compacted` but its newest, and that one too
+/// if it is a tombstone (no read at or after the compaction point can see them).
+pub(crate) struct Doomed {
+    compacted: i64,
+    group: Option<Vec<u8>>,
+    /// The group's newest row ≤ compacted so far (row key, is tombstone).
+    last: Option<(Vec<u8>, bool)>,
+    rows: Vec<Vec<u8>>,
+}
+
+impl Doomed {
+    pub(crate) fn new(compacted: i64) -> Doomed {
+        Doomed { compacted, group: None, last: None, rows: Vec::new() }
+    }
+
+    /// Take the next row, unless it starts a new key and `stop_at_new_key`: then the rows
+    /// fed so far are complete, and it returns false without taking this one.
+    pub(crate) fn push(&mut self, k: &[u8], v: &[u8], stop_at_new_key: bool) -> Result<bool, MvccError> {
+        let (key, row_rev) = decode_history_key(k)?;
+        if self.group.as_deref() != Some(key.as_slice()) {
+            if let Some((row, true)) = self.last.take() {
+                self.rows.push(row);
+            }
+            if stop_at_new_key {
+                return Ok(false);
+            }
+            self.group = Some(key);
+        }
+        if row_rev <= self.compacted {
+            if let Some((row, _)) = self.last.take() {
+                self.rows.push(row);
+            }
+            self.last = Some((k.to_vec(), is_tombstone(v)?));
+        }
+        Ok(true)
+    }
+
+    /// The rows to delete, the last key's group taken as complete.
+    pub(crate) fn finish(mut self) -> Vec<Vec<u8>> {
+        if let Some((row, true)) = self.last.take() {
+            self.rows.push(row);
+        }
+        self.rows
     }
 }
 

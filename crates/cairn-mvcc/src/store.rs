@@ -12,8 +12,8 @@ use cairn_proto::etcdserverpb::{
 use cairn_proto::mvccpb::{event::EventType, Event, KeyValue};
 
 use crate::encoding::{
-    decode_history_key, decode_revision, encode_events, encode_kv, encode_revision, encode_version,
-    history_key, is_tombstone, EventKey, Version,
+    decode_revision, encode_events, encode_kv, encode_revision, encode_version, history_key, EventKey,
+    Version,
 };
 use cairn_core::seal::Sealer;
 use cairn_core::{is_read_only, RequestError, RevisionEvents, WriteRequest, WriteResponse, INITIAL_REVISION};
@@ -409,31 +409,13 @@ impl<'a> ApplyBatch<'a> {
         }
         // Drop every version that no read at a revision ≥ `rev` can see: for each key, all
         // rows ≤ rev except the latest, and that one too if it is a tombstone.
-        let mut doomed: Vec<Vec<u8>> = Vec::new();
-        if !self.store.deferred_pruning {
-            let view = self.view();
-            let mut group: Option<Vec<u8>> = None;
-            let mut last: Option<(Vec<u8>, bool)> = None; // (row key, is tombstone)
-            view.scan(Family::History, &[], None, &mut |k, v| {
-                let (key, row_rev) = decode_history_key(k)?;
-                if group.as_deref() != Some(key.as_slice()) {
-                    if let Some((row, true)) = last.take() {
-                        doomed.push(row);
-                    }
-                    group = Some(key);
-                }
-                if row_rev <= rev {
-                    if let Some((row, _)) = last.take() {
-                        doomed.push(row);
-                    }
-                    last = Some((k.to_vec(), is_tombstone(v)?));
-                }
-                Ok(true)
-            })?;
-            if let Some((row, true)) = last {
-                doomed.push(row);
-            }
-        }
+        let doomed = if self.store.deferred_pruning {
+            Vec::new()
+        } else {
+            let mut rows = crate::prune::Doomed::new(rev);
+            self.view().scan(Family::History, &[], None, &mut |k, v| rows.push(k, v, false))?;
+            rows.finish()
+        };
         for row in doomed {
             self.write(Family::History, row, None);
         }
