@@ -123,7 +123,7 @@ fn store_routes<B: Backend>(backend: Arc<B>, limits: Limits, enforce: auth::Enfo
 /// Every etcd service for `backend`. Lock and Election are, as in etcd, clients of the
 /// others: they run `cairn-client`'s recipes over an in-process channel.
 ///
-/// The in-process channel reaches services that check no permissions (it cannot be reached
+/// Their in-process client reaches services that check no permissions (it cannot be reached
 /// from outside the process): Lock and Election check the caller's themselves.
 pub fn routes<B: Backend>(backend: Arc<B>, limits: Limits) -> Routes {
     let internal = cairn_client::Client::from_transport(in_process_transport(store_routes(

@@ -3,8 +3,9 @@
 //!
 //! [`Client`] wraps one [`Transport`]: a gRPC channel to remote members
 //! ([`Client::connect`]), or a member's services called in the same process
-//! (`cairn::Node::client`: the same service code, without HTTP/2 or a socket). On it sit the recipes that etcd's `clientv3/concurrency` package offers, with the
-//! same keys and the same waiting discipline, so a Cairn lock and an etcd lock interoperate
+//! (`cairn::Node::client`: the same service code, without HTTP/2 or a socket). On it sit
+//! the recipes that etcd's `clientv3/concurrency` package offers, with the same keys and
+//! the same waiting discipline, so a Cairn lock and an etcd lock interoperate
 //! with `etcdctl lock` and `etcdctl elect`:
 //!
 //! - [`Lease`]: a lease kept alive in the background, with a loss signal;
