@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::dialect::{Dialect, Kind, NOTIFY_CHANNEL};
-use crate::engine::{CommitError, Database, Session, SqlEngine};
+use crate::engine::{CommitError, Database, Exec, Session, SqlEngine};
 use crate::error::{Context, Failure, SqlError};
 use crate::{parse_url, redact, OpenError, SqlConfig};
 
@@ -50,11 +50,12 @@ pub struct SqlBackend {
 struct Inner {
     db: Database,
     store: MvccStore,
-    /// One local writer at a time: the others wait here rather than each holding a pooled
-    /// connection while waiting for the database's lock.
+    /// One local writer at a time (the applier thread, pruning, auth changes): the others
+    /// wait here rather than each holding a pooled connection while waiting for the
+    /// database's lock.
     applier: Mutex<()>,
-    /// Writes waiting for the next group (see [`Inner::apply`]).
-    queue: Mutex<Vec<Queued>>,
+    /// Writes for the applier thread (see [`run_applier`]).
+    writes: std::sync::mpsc::Sender<Queued>,
     /// The newest revision known committed (all below it are readable: commits are ordered).
     revision: watch::Sender<i64>,
     config: SqlConfig,
@@ -100,7 +101,7 @@ struct Queued {
     req: WriteRequest,
     auth_revision: u64,
     expiring: bool,
-    answer: std::sync::mpsc::SyncSender<Result<Option<WriteResponse>, BackendError>>,
+    answer: tokio::sync::oneshot::Sender<Result<Option<WriteResponse>, BackendError>>,
 }
 
 /// The single keys `group` reads the latest value of when applied (puts, deletes and
@@ -170,11 +171,12 @@ impl SqlBackend {
             OpenError::Database(SqlError::new("reading the store", sqlx::Error::Protocol(e.to_string())))
         })?;
         let min_ttl = Lessor::new(config.heartbeat, config.election_timeout).min_ttl();
+        let (writes, queue) = std::sync::mpsc::channel();
         let inner = Arc::new(Inner {
             db,
             store,
             applier: Mutex::new(()),
-            queue: Mutex::default(),
+            writes,
             revision: watch::Sender::new(current),
             member_id: (rand::random::<u64>() >> 1).max(1),
             cluster_id: schema.cluster_id,
@@ -185,6 +187,7 @@ impl SqlBackend {
             config,
         });
         inner.join().await.map_err(OpenError::Database)?;
+        start_applier(Arc::downgrade(&inner), queue).await?;
         let tasks = vec![
             tokio::spawn(follow_revisions(Arc::downgrade(&inner), url)),
             tokio::spawn(expire_leases(Arc::downgrade(&inner))),
@@ -237,10 +240,22 @@ pub(crate) async fn connect(
     sqlx::any::install_default_drivers();
     let (kind, driver_url) = parse_url(url, password)?;
     let sql = Arc::new(Dialect::new(kind));
-    let pool = AnyPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(connect_timeout)
-        .after_connect(move |conn, _meta| {
+    let pool = pool_options(kind, max_connections, connect_timeout)
+        .connect(&driver_url)
+        .await
+        .during("connecting")
+        .map_err(|e| match e.failure {
+            Failure::Unreachable => OpenError::Unreachable(e),
+            _ => OpenError::Database(e),
+        })?;
+    tracing::info!(database = %redact(url), "connected");
+    Ok(Database { pool, sql, rt: Exec::Shared(tokio::runtime::Handle::current()), size: Default::default() })
+}
+
+/// How every connection is made: the per-connection settings first.
+fn pool_options(kind: Kind, max_connections: u32, connect_timeout: Duration) -> AnyPoolOptions {
+    AnyPoolOptions::new().max_connections(max_connections).acquire_timeout(connect_timeout).after_connect(
+        move |conn, _meta| {
             Box::pin(async move {
                 for s in session_settings(kind) {
                     conn.execute(*s).await?;
@@ -254,16 +269,8 @@ pub(crate) async fn connect(
                 }
                 Ok(())
             })
-        })
-        .connect(&driver_url)
-        .await
-        .during("connecting")
-        .map_err(|e| match e.failure {
-            Failure::Unreachable => OpenError::Unreachable(e),
-            _ => OpenError::Database(e),
-        })?;
-    tracing::info!(database = %redact(url), "connected");
-    Ok(Database { pool, sql, rt: tokio::runtime::Handle::current(), size: Default::default() })
+        },
+    )
 }
 
 /// Per-connection settings.
@@ -287,11 +294,12 @@ impl Inner {
     /// applier.
     fn in_session<T>(
         &self,
+        db: &Database,
         mut attempt: impl FnMut(&Arc<Session>) -> Result<Attempt<T>, BackendError>,
     ) -> Result<T, BackendError> {
         let mut tries = 0;
         loop {
-            let session = match Session::begin(&self.db) {
+            let session = match Session::begin(db) {
                 Ok(s) => Arc::new(s),
                 Err(e) if e.failure == Failure::Conflict && tries < MAX_CONFLICT_RETRIES => {
                     tries += 1;
@@ -312,49 +320,29 @@ impl Inner {
         }
     }
 
-    /// Apply one write. Writes that arrive while another group is being committed are
-    /// applied together in the next transaction (one commit, one fsync, for all of them:
-    /// the database's group commit, done here because every write holds the one lock). The
-    /// thread that gets the applier commits everything queued, its own write included; the
-    /// others find their answers waiting. `expiring`: a lease expiry, done only if the
-    /// lease's deadline (read under the lock) has passed.
-    fn apply(
+    /// Apply one write, in the next group the applier thread commits. `expiring`: a lease
+    /// expiry, done only if the lease's deadline (read under the lock) has passed.
+    async fn apply(
         &self,
         req: WriteRequest,
         auth_revision: u64,
         expiring: bool,
     ) -> Result<Option<WriteResponse>, BackendError> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        lock(&self.queue).push(Queued { req, auth_revision, expiring, answer: tx });
-        let _one = lock(&self.applier);
-        if let Ok(answer) = rx.try_recv() {
-            return answer;
-        }
-        // Ours is queued (before we took the applier, and nobody answered it since): commit
-        // groups, in arrival order, until it has been in one.
-        loop {
-            let group: Vec<Queued> = {
-                let mut queue = lock(&self.queue);
-                let n = queue.len().min(MAX_GROUP);
-                queue.drain(..n).collect()
-            };
-            if group.is_empty() {
-                return rx.try_recv().unwrap_or(Err(BackendError::Stopped));
-            }
-            let answers = self.apply_group(&group);
-            for (item, answer) in group.into_iter().zip(answers) {
-                let _ = item.answer.send(answer);
-            }
-            if let Ok(answer) = rx.try_recv() {
-                return answer;
-            }
-        }
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.writes
+            .send(Queued { req, auth_revision, expiring, answer })
+            .map_err(|_| BackendError::Stopped)?;
+        answered.await.unwrap_or(Err(BackendError::Stopped))
     }
 
     /// Apply `group` in one transaction; an answer per write.
-    fn apply_group(&self, group: &[Queued]) -> Vec<Result<Option<WriteResponse>, BackendError>> {
+    fn apply_group(
+        &self,
+        db: &Database,
+        group: &[Queued],
+    ) -> Vec<Result<Option<WriteResponse>, BackendError>> {
         let sql = &self.db.sql;
-        let outcome = self.in_session(|session| {
+        let outcome = self.in_session(db, |session| {
             let store = MvccStore::new(session.clone()).with_deferred_pruning();
             let auth_now = if group.iter().any(|q| q.auth_revision != 0) {
                 match store.meta_with_prefix(ROW_PREFIX) {
@@ -443,7 +431,7 @@ impl Inner {
             // index) and rolled all of it back: apply each write alone, so that only the
             // one it refuses fails.
             Err(BackendError::Storage(_)) if group.len() > 1 => {
-                group.chunks(1).flat_map(|one| self.apply_group(one)).collect()
+                group.chunks(1).flat_map(|one| self.apply_group(db, one)).collect()
             }
             // Unreachable, or an unknown commit outcome: each of its writes gets the same.
             Err(e) => group.iter().map(|_| Err(e.clone())).collect(),
@@ -514,6 +502,64 @@ impl Inner {
         self.tokens.invalidate(&touched);
         *self.auth.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
         Ok(())
+    }
+}
+
+/// Connections the applier keeps: one transaction at a time, and one spare while a
+/// rolled-back one goes back to the pool.
+const APPLIER_CONNECTIONS: u32 = 2;
+
+/// Start the thread that commits this member's writes. It owns a current-thread runtime
+/// and its own connections, so the replies to its statements wake no other thread, and
+/// the writers wait for it as tasks rather than each on a blocking thread.
+async fn start_applier(
+    inner: Weak<Inner>,
+    queue: std::sync::mpsc::Receiver<Queued>,
+) -> Result<(), OpenError> {
+    let Some(strong) = inner.upgrade() else { return Ok(()) };
+    let (_, driver_url) = parse_url(&strong.config.url, strong.config.password.as_deref())?;
+    let (sql, size, timeout) = (strong.db.sql.clone(), strong.db.size.clone(), strong.config.connect_timeout);
+    drop(strong);
+    let failed =
+        |e: std::io::Error| OpenError::Database(SqlError::new("starting the applier", sqlx::Error::Io(e)));
+    let (ready, started) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("cairn-sql-applier".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => Arc::new(rt),
+                Err(e) => return drop(ready.send(Err(failed(e)))),
+            };
+            // Pooled connections go back through this runtime, from wherever they are dropped here.
+            let _context = rt.enter();
+            let pool = match pool_options(sql.kind, APPLIER_CONNECTIONS, timeout).connect_lazy(&driver_url) {
+                Ok(pool) => pool,
+                Err(e) => return drop(ready.send(Err(OpenError::Database(SqlError::new("connecting", e))))),
+            };
+            let db = Database { pool, sql, rt: Exec::Own(rt.clone()), size };
+            let _ = ready.send(Ok(()));
+            run_applier(&inner, &db, &queue);
+        })
+        .map_err(failed)?;
+    started.await.unwrap_or_else(|_| Err(failed(std::io::Error::other("the applier thread ended"))))
+}
+
+/// Commit the queued writes in groups: the writes that arrive while one group is being
+/// committed go together in the next transaction (one commit, one fsync, for all of them:
+/// the database's group commit, done here because every write holds the one lock). Ends
+/// when the member is dropped.
+fn run_applier(inner: &Weak<Inner>, db: &Database, queue: &std::sync::mpsc::Receiver<Queued>) {
+    while let Ok(first) = queue.recv() {
+        let mut group = vec![first];
+        group.extend(queue.try_iter().take(MAX_GROUP - 1));
+        let Some(inner) = inner.upgrade() else { return };
+        let answers = {
+            let _one = lock(&inner.applier);
+            inner.apply_group(db, &group)
+        };
+        for (item, answer) in group.into_iter().zip(answers) {
+            let _ = item.answer.send(answer);
+        }
     }
 }
 
@@ -646,17 +692,15 @@ async fn expire_leases(inner: Weak<Inner>) {
         if expired.is_empty() {
             continue;
         }
-        let done = tokio::task::spawn_blocking(move || {
-            for id in expired {
-                let revoke = WriteRequest::LeaseRevoke(LeaseRevokeRequest { id });
-                if let Err(e) = strong.apply(revoke, 0, true) {
-                    tracing::warn!(lease = format!("{id:x}"), error = %e, "revoking an expired lease failed");
+        for id in expired {
+            let revoke = WriteRequest::LeaseRevoke(LeaseRevokeRequest { id });
+            match strong.apply(revoke, 0, true).await {
+                Ok(_) => {}
+                Err(BackendError::Stopped) => return,
+                Err(e) => {
+                    tracing::warn!(lease = format!("{id:x}"), error = %e, "revoking an expired lease failed")
                 }
             }
-        })
-        .await;
-        if done.is_err() {
-            return;
         }
     }
 }
@@ -681,7 +725,7 @@ async fn prune_history(inner: Weak<Inner>) {
             let mut deleted = 0u64;
             loop {
                 let _one = lock(&strong.applier);
-                let (next, n) = strong.in_session(|session| {
+                let (next, n) = strong.in_session(&strong.db, |session| {
                     let store = MvccStore::new(session.clone());
                     let step = match store.prune_step(&cursor, PRUNE_STEP_ROWS) {
                         Ok(step) => step,
@@ -775,14 +819,11 @@ impl KvBackend for SqlBackend {
                 })
                 .await
             }
-            req => {
-                self.blocking(move |inner| {
-                    inner
-                        .apply(req, auth_revision, false)?
-                        .ok_or_else(|| BackendError::Corrupt("a write answered nothing".into()))
-                })
-                .await
-            }
+            req => self
+                .inner
+                .apply(req, auth_revision, false)
+                .await?
+                .ok_or_else(|| BackendError::Corrupt("a write answered nothing".into())),
         }
     }
 
@@ -813,12 +854,11 @@ impl WatchSource for SqlBackend {
 
 impl LeaseBackend for SqlBackend {
     async fn lease_grant(&self, id: i64, ttl: i64) -> Result<LeaseGrantResponse, BackendError> {
-        cairn_core::lessor::grant(id, ttl, self.inner.min_ttl, |grant| {
-            self.blocking(move |inner| {
-                inner
-                    .apply(grant, 0, false)?
-                    .ok_or_else(|| BackendError::Corrupt("a grant answered nothing".into()))
-            })
+        cairn_core::lessor::grant(id, ttl, self.inner.min_ttl, |grant| async move {
+            self.inner
+                .apply(grant, 0, false)
+                .await?
+                .ok_or_else(|| BackendError::Corrupt("a grant answered nothing".into()))
         })
         .await
     }
@@ -992,7 +1032,7 @@ impl cairn_core::AuthBackend for SqlBackend {
     async fn auth_change(&self, change: AuthChange) -> Result<(), BackendError> {
         self.blocking(move |inner| {
             let _one = lock(&inner.applier);
-            let (state, touched) = inner.in_session(|session| {
+            let (state, touched) = inner.in_session(&inner.db, |session| {
                 let store = MvccStore::new(session.clone());
                 let rows = match store.meta_with_prefix(ROW_PREFIX) {
                     Ok(rows) => rows,

@@ -30,12 +30,46 @@ use crate::error::{Context, SqlError};
 pub struct Database {
     pub pool: AnyPool,
     pub sql: Arc<Dialect>,
-    pub rt: Handle,
+    pub rt: Exec,
     /// The tables' size, refreshed in the background (`Status` must not touch storage).
     pub size: Arc<AtomicU64>,
 }
 
 type Conn = PoolConnection<Any>;
+
+/// Where a database's driver futures run.
+#[derive(Clone)]
+pub enum Exec {
+    /// The member's runtime: waited for on blocking threads, I/O driven by its workers.
+    Shared(Handle),
+    /// A current-thread runtime of one thread's own (the applier's): its I/O is driven by
+    /// the thread that waits, so a reply needs no wake-up from another thread.
+    Own(Arc<tokio::runtime::Runtime>),
+}
+
+impl Exec {
+    fn block_on<F: std::future::Future>(&self, fut: F) -> F::Output {
+        match self {
+            Exec::Shared(handle) => handle.block_on(fut),
+            Exec::Own(rt) => rt.block_on(fut),
+        }
+    }
+
+    /// Enter the runtime's context (a pooled connection dropped here goes back through it).
+    pub fn enter(&self) -> tokio::runtime::EnterGuard<'_> {
+        match self {
+            Exec::Shared(handle) => handle.enter(),
+            Exec::Own(rt) => rt.enter(),
+        }
+    }
+
+    fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(&self, fut: F) {
+        match self {
+            Exec::Shared(handle) => drop(handle.spawn(fut)),
+            Exec::Own(rt) => drop(rt.spawn(fut)),
+        }
+    }
+}
 
 impl Database {
     /// Wait for `fut` on this (blocking) thread.
