@@ -40,23 +40,34 @@ pub struct FamilySql {
 const MAX_ROWS: usize = 256;
 
 impl Dialect {
-    /// How `n` rows are split into statements, each `(rows, statement)`. MySQL prepares
-    /// every statement of a write transaction beforehand (see [`Dialect::write_statements`]),
-    /// so it gets a few fixed sizes (2^i rows); the others prepare on first use and get one
-    /// statement of exactly the rows (up to [`MAX_ROWS`]).
+    /// How `n` rows are split into statements, each `(rows, placeholders, statement)`: the
+    /// statement takes the next `rows` rows and has room for `placeholders` rows; the room
+    /// left repeats the last row (writing or deleting a row twice in one statement is the
+    /// same as once). MySQL prepares every statement of a write transaction beforehand (see
+    /// [`Dialect::write_statements`]), so it gets a few fixed sizes (2^i rows, padded); the
+    /// others prepare on first use and get one statement of exactly the rows (up to
+    /// [`MAX_ROWS`]).
     pub fn rows_statements(
         &self,
         fam: Family,
         op: RowsOp,
         n: usize,
-    ) -> Vec<(usize, std::borrow::Cow<'_, str>)> {
+    ) -> Vec<(usize, usize, std::borrow::Cow<'_, str>)> {
         let f = self.family(fam);
         let fixed = match op {
             RowsOp::Put => &f.put_many,
             RowsOp::Delete => &f.delete_many,
         };
         if self.kind == Kind::MySql {
-            return row_chunks(n).map(|log| (1 << log, fixed[log].as_str().into())).collect();
+            // One round trip per 2^MAX_ROWS_LOG2 rows costs less than the padding.
+            return (0..n)
+                .step_by(1 << MAX_ROWS_LOG2)
+                .map(|at| {
+                    let rows = (n - at).min(1 << MAX_ROWS_LOG2);
+                    let log = rows.next_power_of_two().trailing_zeros() as usize;
+                    (rows, 1 << log, fixed[log].as_str().into())
+                })
+                .collect();
         }
         let t = table(fam);
         let mut out = Vec::new();
@@ -69,7 +80,7 @@ impl Dialect {
             } else {
                 placeholders(self.kind, &op.sql(self.kind, t, rows)).into()
             };
-            out.push((rows, sql));
+            out.push((rows, rows, sql));
         }
         out
     }
@@ -108,19 +119,6 @@ fn key_list(rows: usize) -> String {
 
 /// The largest multi-row statement has 2^this rows.
 pub const MAX_ROWS_LOG2: usize = 7;
-
-/// How `n` rows are split into multi-row statements: the sizes' log2, largest first.
-pub fn row_chunks(mut n: usize) -> impl Iterator<Item = usize> {
-    std::iter::from_fn(move || {
-        if n == 0 {
-            return None;
-        }
-        let log = (usize::BITS - 1 - n.leading_zeros()) as usize;
-        let log = log.min(MAX_ROWS_LOG2);
-        n -= 1 << log;
-        Some(log)
-    })
-}
 
 /// Everything the adapter says to one kind of database.
 #[derive(Debug, Clone)]
@@ -470,34 +468,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rows_split_into_powers_of_two() {
-        let split = |n| row_chunks(n).map(|log| 1usize << log).collect::<Vec<_>>();
-        assert_eq!(split(0), Vec::<usize>::new());
-        assert_eq!(split(1), [1]);
-        assert_eq!(split(7), [4, 2, 1]);
-        assert_eq!(split(128), [128]);
-        assert_eq!(split(300), [128, 128, 32, 8, 4]);
-        for n in 0..1000 {
-            assert_eq!(split(n).iter().sum::<usize>(), n);
-        }
-    }
-
-    #[test]
     fn rows_go_in_exact_statements_except_on_mysql() {
         let pg = Dialect::new(Kind::Postgres);
         let split = pg.rows_statements(Family::Kv, RowsOp::Put, 300);
-        assert_eq!(split.iter().map(|(n, _)| *n).collect::<Vec<_>>(), [256, 44]);
+        assert_eq!(split.iter().map(|(n, room, _)| (*n, *room)).collect::<Vec<_>>(), [(256, 256), (44, 44)]);
         assert!(
-            split[1].1.ends_with("($87, $88) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"),
+            split[1].2.ends_with("($87, $88) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"),
             "{}",
-            split[1].1
+            split[1].2
         );
         let delete = pg.rows_statements(Family::History, RowsOp::Delete, 3);
-        assert_eq!(delete[0].1, "DELETE FROM cairn_history WHERE k IN ($1, $2, $3)");
+        assert_eq!(delete[0].2, "DELETE FROM cairn_history WHERE k IN ($1, $2, $3)");
         let my = Dialect::new(Kind::MySql);
-        let split = my.rows_statements(Family::Kv, RowsOp::Put, 7);
-        assert_eq!(split.iter().map(|(n, _)| *n).collect::<Vec<_>>(), [4, 2, 1]);
-        assert_eq!(split[2].1, my.family(Family::Kv).put_many[0]);
+        let rooms = |n| {
+            my.rows_statements(Family::Kv, RowsOp::Put, n)
+                .iter()
+                .map(|(rows, room, _)| (*rows, *room))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(rooms(0), []);
+        assert_eq!(rooms(1), [(1, 1)]);
+        assert_eq!(rooms(7), [(7, 8)]);
+        assert_eq!(rooms(128), [(128, 128)]);
+        assert_eq!(rooms(300), [(128, 128), (128, 128), (44, 64)]);
+        let split = my.rows_statements(Family::Kv, RowsOp::Put, 5);
+        assert_eq!(split[0].2, my.family(Family::Kv).put_many[3]);
     }
 
     #[test]

@@ -179,19 +179,20 @@ impl Database {
             let rows = std::mem::take(rows);
             let (deletes, puts): (Vec<_>, Vec<_>) = rows.into_iter().partition(|(_, v)| v.is_none());
             let mut at = 0;
-            for (n, sql) in self.sql.rows_statements(*fam, RowsOp::Delete, deletes.len()) {
+            for (n, room, sql) in self.sql.rows_statements(*fam, RowsOp::Delete, deletes.len()) {
                 let mut q = sqlx::query(&sql);
-                for (k, _) in &deletes[at..at + n] {
-                    q = q.bind(*k);
+                for i in 0..room {
+                    q = q.bind(deletes[at + i.min(n - 1)].0);
                 }
                 q.execute(&mut *conn).await?;
                 at += n;
             }
             let mut at = 0;
-            for (n, sql) in self.sql.rows_statements(*fam, RowsOp::Put, puts.len()) {
+            for (n, room, sql) in self.sql.rows_statements(*fam, RowsOp::Put, puts.len()) {
                 let mut q = sqlx::query(&sql);
-                for (k, v) in &puts[at..at + n] {
-                    q = q.bind(*k).bind(v.unwrap_or_default());
+                for i in 0..room {
+                    let (k, v) = puts[at + i.min(n - 1)];
+                    q = q.bind(k).bind(v.unwrap_or_default());
                 }
                 q.execute(&mut *conn).await?;
                 at += n;
@@ -440,8 +441,8 @@ impl Session {
                         conn.prepare(statement).await?;
                     }
                 }
-                if db.sql.kind == crate::dialect::Kind::Postgres {
-                    // One round trip (the simple query protocol runs several statements).
+                if db.sql.kind != crate::dialect::Kind::Sqlite {
+                    // One round trip (both servers run several statements sent as one text).
                     conn.execute(&*db.sql.begin_write.join("; ")).await?;
                 } else {
                     Database::run_all(&mut conn, &db.sql.begin_write).await?;
