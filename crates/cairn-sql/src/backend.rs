@@ -248,8 +248,22 @@ pub(crate) async fn connect(
             Failure::Unreachable => OpenError::Unreachable(e),
             _ => OpenError::Database(e),
         })?;
-    tracing::info!(database = %redact(url), "connected");
-    Ok(Database { pool, sql, rt: Exec::Shared(tokio::runtime::Handle::current()), size: Default::default() })
+    let one_text = match kind {
+        Kind::Postgres => true,
+        // Not a Galera node: no such variable (MySQL), or off (MariaDB).
+        Kind::MySql => {
+            !sqlx::query_scalar::<_, i64>("SELECT @@wsrep_on").fetch_one(&pool).await.is_ok_and(|on| on != 0)
+        }
+        Kind::Sqlite => false,
+    };
+    tracing::info!(database = %redact(url), one_text, "connected");
+    Ok(Database {
+        pool,
+        sql,
+        rt: Exec::Shared(tokio::runtime::Handle::current()),
+        size: Default::default(),
+        one_text,
+    })
 }
 
 /// How every connection is made: the per-connection settings first.
@@ -290,16 +304,22 @@ fn session_settings(kind: Kind) -> &'static [&'static str] {
 }
 
 impl Inner {
-    /// Run `attempt` in a write session until it does not conflict. The caller holds the
+    /// Run `attempt` in a write session until it does not conflict; the session reads
+    /// ahead the rows of `prefetch` ([`Session::begin_prefetching`]). The caller holds the
     /// applier.
     fn in_session<T>(
         &self,
         db: &Database,
+        prefetch: Option<&[&[u8]]>,
         mut attempt: impl FnMut(&Arc<Session>) -> Result<Attempt<T>, BackendError>,
     ) -> Result<T, BackendError> {
         let mut tries = 0;
         loop {
-            let session = match Session::begin(db) {
+            let begun = match prefetch {
+                Some(keys) => Session::begin_prefetching(db, keys),
+                None => Session::begin(db),
+            };
+            let session = match begun {
                 Ok(s) => Arc::new(s),
                 Err(e) if e.failure == Failure::Conflict && tries < MAX_CONFLICT_RETRIES => {
                     tries += 1;
@@ -342,7 +362,8 @@ impl Inner {
         group: &[Queued],
     ) -> Vec<Result<Option<WriteResponse>, BackendError>> {
         let sql = &self.db.sql;
-        let outcome = self.in_session(db, |session| {
+        let keys = keys_written(group);
+        let outcome = self.in_session(db, Some(&keys), |session| {
             let store = MvccStore::new(session.clone()).with_deferred_pruning();
             let auth_now = if group.iter().any(|q| q.auth_revision != 0) {
                 match store.meta_with_prefix(ROW_PREFIX) {
@@ -352,9 +373,6 @@ impl Inner {
             } else {
                 0
             };
-            if let Err(e) = session.prefetch(&keys_written(group)) {
-                return conflict_or(e);
-            }
             let mut batch = match store.begin_apply() {
                 Ok(b) => b,
                 Err(e) => return mvcc_conflict_or(e),
@@ -518,7 +536,8 @@ async fn start_applier(
 ) -> Result<(), OpenError> {
     let Some(strong) = inner.upgrade() else { return Ok(()) };
     let (_, driver_url) = parse_url(&strong.config.url, strong.config.password.as_deref())?;
-    let (sql, size, timeout) = (strong.db.sql.clone(), strong.db.size.clone(), strong.config.connect_timeout);
+    let (sql, size, one_text) = (strong.db.sql.clone(), strong.db.size.clone(), strong.db.one_text);
+    let timeout = strong.config.connect_timeout;
     drop(strong);
     let failed =
         |e: std::io::Error| OpenError::Database(SqlError::new("starting the applier", sqlx::Error::Io(e)));
@@ -536,7 +555,7 @@ async fn start_applier(
                 Ok(pool) => pool,
                 Err(e) => return drop(ready.send(Err(OpenError::Database(SqlError::new("connecting", e))))),
             };
-            let db = Database { pool, sql, rt: Exec::Own(rt.clone()), size };
+            let db = Database { pool, sql, rt: Exec::Own(rt.clone()), size, one_text };
             let _ = ready.send(Ok(()));
             run_applier(&inner, &db, &queue);
         })
@@ -725,7 +744,7 @@ async fn prune_history(inner: Weak<Inner>) {
             let mut deleted = 0u64;
             loop {
                 let _one = lock(&strong.applier);
-                let (next, n) = strong.in_session(&strong.db, |session| {
+                let (next, n) = strong.in_session(&strong.db, None, |session| {
                     let store = MvccStore::new(session.clone());
                     let step = match store.prune_step(&cursor, PRUNE_STEP_ROWS) {
                         Ok(step) => step,
@@ -1032,7 +1051,7 @@ impl cairn_core::AuthBackend for SqlBackend {
     async fn auth_change(&self, change: AuthChange) -> Result<(), BackendError> {
         self.blocking(move |inner| {
             let _one = lock(&inner.applier);
-            let (state, touched) = inner.in_session(&inner.db, |session| {
+            let (state, touched) = inner.in_session(&inner.db, None, |session| {
                 let store = MvccStore::new(session.clone());
                 let rows = match store.meta_with_prefix(ROW_PREFIX) {
                     Ok(rows) => rows,

@@ -96,20 +96,94 @@ pub enum RowsOp {
 impl RowsOp {
     /// The statement for `rows` rows of table `t`, with `?` placeholders.
     fn sql(self, kind: Kind, t: &str, rows: usize) -> String {
+        let values = match self {
+            RowsOp::Put => vec!["(?, ?)"; rows].join(", "),
+            RowsOp::Delete => key_list(rows),
+        };
+        self.with_values(kind, t, &values)
+    }
+
+    /// The statement with its rows written out: `values` is `(k, v), …` for a put, `k, …`
+    /// for a delete.
+    fn with_values(self, kind: Kind, t: &str, values: &str) -> String {
         match self {
-            RowsOp::Put => {
-                let values = vec!["(?, ?)"; rows].join(", ");
-                match kind {
-                    Kind::MySql => format!(
-                        "INSERT INTO {t} (k, v) VALUES {values} ON DUPLICATE KEY UPDATE v = VALUES(v)"
-                    ),
-                    _ => format!(
-                        "INSERT INTO {t} (k, v) VALUES {values} ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
-                    ),
+            RowsOp::Put => match kind {
+                Kind::MySql => {
+                    format!("INSERT INTO {t} (k, v) VALUES {values} ON DUPLICATE KEY UPDATE v = VALUES(v)")
                 }
-            }
-            RowsOp::Delete => format!("DELETE FROM {t} WHERE k IN ({})", key_list(rows)),
+                _ => format!(
+                    "INSERT INTO {t} (k, v) VALUES {values} ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
+                ),
+            },
+            RowsOp::Delete => format!("DELETE FROM {t} WHERE k IN ({values})"),
         }
+    }
+}
+
+impl Dialect {
+    /// Append `bytes` as a literal of the key and value columns' type. Hex digits only, so
+    /// nothing in it is ever read as SQL (and PostgreSQL's `E''` reads the same whatever
+    /// `standard_conforming_strings` says).
+    pub fn push_literal(&self, out: &mut String, bytes: &[u8]) {
+        let (open, close) = match self.kind {
+            Kind::Postgres => ("E'\\\\x", "'::bytea"),
+            Kind::MySql | Kind::Sqlite => ("X'", "'"),
+        };
+        out.reserve(open.len() + 2 * bytes.len() + close.len());
+        out.push_str(open);
+        out.push_str(&hex::encode(bytes));
+        out.push_str(close);
+    }
+
+    /// A multi-row statement of `fam` with its rows written out as literals (sent as text,
+    /// several statements in one round trip). `rows`: key and value (a put) or key only.
+    pub fn rows_text<'a>(
+        &self,
+        fam: Family,
+        op: RowsOp,
+        rows: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+    ) -> String {
+        let mut values = String::new();
+        for (i, (k, v)) in rows.into_iter().enumerate() {
+            if i > 0 {
+                values.push_str(", ");
+            }
+            match op {
+                RowsOp::Put => {
+                    values.push('(');
+                    self.push_literal(&mut values, k);
+                    values.push_str(", ");
+                    self.push_literal(&mut values, v.unwrap_or_default());
+                    values.push(')');
+                }
+                RowsOp::Delete => self.push_literal(&mut values, k),
+            }
+        }
+        op.with_values(self.kind, table(fam), &values)
+    }
+
+    /// The rows of `fam` whose keys are in `keys`, written out as literals, each row
+    /// `(tag, key, value)`: several such reads go in one round trip and the tag tells them
+    /// apart.
+    pub fn get_many_text(&self, fam: Family, tag: &str, keys: &[&[u8]]) -> String {
+        let mut list = String::new();
+        for (i, k) in keys.iter().enumerate() {
+            if i > 0 {
+                list.push_str(", ");
+            }
+            self.push_literal(&mut list, k);
+        }
+        let key = if self.hex_keys { "HEX(k)" } else { "k" };
+        format!("SELECT '{tag}', {key}, v FROM {} WHERE k IN ({list})", table(fam))
+    }
+
+    /// Delete the rows of `fam` from `start` (inclusive) to `end` (exclusive), as text.
+    pub fn delete_range_text(&self, fam: Family, start: &[u8], end: &[u8]) -> String {
+        let mut out = format!("DELETE FROM {} WHERE k >= ", table(fam));
+        self.push_literal(&mut out, start);
+        out.push_str(" AND k < ");
+        self.push_literal(&mut out, end);
+        out
     }
 }
 

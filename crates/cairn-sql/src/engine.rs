@@ -33,6 +33,10 @@ pub struct Database {
     pub rt: Exec,
     /// The tables' size, refreshed in the background (`Status` must not touch storage).
     pub size: Arc<AtomicU64>,
+    /// Whether a write session sends several statements as one text (one round trip):
+    /// PostgreSQL, and MySQL unless the server is a Galera node, which can abort a
+    /// transaction between the statements of one text and then run the rest in autocommit.
+    pub one_text: bool,
 }
 
 type Conn = PoolConnection<Any>;
@@ -78,12 +82,17 @@ impl Database {
     }
 
     fn key_of(&self, row: &AnyRow) -> Result<Vec<u8>, sqlx::Error> {
+        self.key_at(row, 0)
+    }
+
+    /// The key in column `i` (hex-encoded by MySQL's statements).
+    fn key_at(&self, row: &AnyRow, i: usize) -> Result<Vec<u8>, sqlx::Error> {
         if self.sql.hex_keys {
-            let hex: String = row.try_get(0)?;
-            decode_hex(&hex)
-                .ok_or_else(|| sqlx::Error::Decode(format!("a key came back as {hex:?}, not hex").into()))
+            let text: String = row.try_get(i)?;
+            hex::decode(&text)
+                .map_err(|_| sqlx::Error::Decode(format!("a key came back as {text:?}, not hex").into()))
         } else {
-            row.try_get(0)
+            row.try_get(i)
         }
     }
 
@@ -137,68 +146,50 @@ impl Database {
         row.map(|r| Ok((self.key_of(&r)?, r.try_get::<Vec<u8>, _>(1)?))).transpose()
     }
 
-    /// Write `batch`: each key's last operation per table, in multi-row statements (a
-    /// range delete or a clear first writes what came before it, which it may remove).
+    /// Write `batch` now, in prepared statements (see [`plan`]).
     async fn write_ops(&self, conn: &mut AnyConnection, batch: &Batch) -> Result<(), sqlx::Error> {
-        let mut pending: Vec<BTreeMap<&[u8], Option<&[u8]>>> = vec![BTreeMap::new(); Family::ALL.len()];
-        for op in &batch.ops {
-            match op {
-                BatchOp::Put(fam, k, v) => {
-                    pending[*fam as usize].insert(k, Some(v));
-                }
-                BatchOp::Delete(fam, k) => {
-                    pending[*fam as usize].insert(k, None);
-                }
-                BatchOp::DeleteRange(fam, start, end) => {
-                    self.flush(conn, &mut pending).await?;
-                    if end > start {
-                        sqlx::query(&self.sql.family(*fam).delete_range)
-                            .bind(&start[..])
-                            .bind(&end[..])
-                            .execute(&mut *conn)
-                            .await?;
+        for step in plan(batch) {
+            match step {
+                Step::Rows { fam, op, rows } => {
+                    let mut at = 0;
+                    for (n, room, sql) in self.sql.rows_statements(fam, op, rows.len()) {
+                        let mut q = sqlx::query(&sql);
+                        for i in 0..room {
+                            let (k, v) = rows[at + i.min(n - 1)];
+                            q = q.bind(k);
+                            if let RowsOp::Put = op {
+                                q = q.bind(v.unwrap_or_default());
+                            }
+                        }
+                        q.execute(&mut *conn).await?;
+                        at += n;
                     }
                 }
-                BatchOp::Clear(fam) => {
-                    self.flush(conn, &mut pending).await?;
-                    conn.execute(sqlx::query(&self.sql.family(*fam).clear)).await?;
+                Step::DeleteRange { fam, start, end } => {
+                    sqlx::query(&self.sql.family(fam).delete_range)
+                        .bind(start)
+                        .bind(end)
+                        .execute(&mut *conn)
+                        .await?;
                 }
-            }
-        }
-        self.flush(conn, &mut pending).await
-    }
-
-    /// Write and forget the rows `write_ops` gathered: one key appears once per table, so
-    /// deletes and upserts may go in any order.
-    async fn flush(
-        &self,
-        conn: &mut AnyConnection,
-        pending: &mut [BTreeMap<&[u8], Option<&[u8]>>],
-    ) -> Result<(), sqlx::Error> {
-        for (fam, rows) in Family::ALL.iter().zip(pending.iter_mut()) {
-            let rows = std::mem::take(rows);
-            let (deletes, puts): (Vec<_>, Vec<_>) = rows.into_iter().partition(|(_, v)| v.is_none());
-            let mut at = 0;
-            for (n, room, sql) in self.sql.rows_statements(*fam, RowsOp::Delete, deletes.len()) {
-                let mut q = sqlx::query(&sql);
-                for i in 0..room {
-                    q = q.bind(deletes[at + i.min(n - 1)].0);
+                Step::Clear(fam) => {
+                    conn.execute(sqlx::query(&self.sql.family(fam).clear)).await?;
                 }
-                q.execute(&mut *conn).await?;
-                at += n;
-            }
-            let mut at = 0;
-            for (n, room, sql) in self.sql.rows_statements(*fam, RowsOp::Put, puts.len()) {
-                let mut q = sqlx::query(&sql);
-                for i in 0..room {
-                    let (k, v) = puts[at + i.min(n - 1)];
-                    q = q.bind(k).bind(v.unwrap_or_default());
-                }
-                q.execute(&mut *conn).await?;
-                at += n;
             }
         }
         Ok(())
+    }
+
+    /// `batch` as statements with their rows written out (see [`plan`]), to send later as
+    /// one text with others.
+    fn write_text(&self, batch: &Batch, out: &mut Vec<String>) {
+        for step in plan(batch) {
+            out.push(match step {
+                Step::Rows { fam, op, rows } => self.sql.rows_text(fam, op, rows),
+                Step::DeleteRange { fam, start, end } => self.sql.delete_range_text(fam, start, end),
+                Step::Clear(fam) => self.sql.family(fam).clear.clone(),
+            });
+        }
     }
 
     /// The `keys` of `fam` that exist, with their values, in few statements (a statement's
@@ -246,6 +237,65 @@ fn storage(e: SqlError) -> MvccError {
     MvccError::storage(e)
 }
 
+/// One statement's worth of a batch.
+enum Step<'b> {
+    /// Puts or deletes of distinct keys.
+    Rows {
+        fam: Family,
+        op: RowsOp,
+        rows: Vec<(&'b [u8], Option<&'b [u8]>)>,
+    },
+    DeleteRange {
+        fam: Family,
+        start: &'b [u8],
+        end: &'b [u8],
+    },
+    Clear(Family),
+}
+
+/// What `batch` writes: each key's last operation per table, in multi-row steps (a range
+/// delete or a clear comes after what came before it, which it may remove). One key
+/// appears once per table between two range steps, so its deletes and puts may go in any
+/// order.
+fn plan(batch: &Batch) -> Vec<Step<'_>> {
+    let mut steps = Vec::new();
+    let mut pending: Vec<BTreeMap<&[u8], Option<&[u8]>>> = vec![BTreeMap::new(); Family::ALL.len()];
+    fn gather<'b>(pending: &mut [BTreeMap<&'b [u8], Option<&'b [u8]>>], steps: &mut Vec<Step<'b>>) {
+        for (fam, rows) in Family::ALL.iter().zip(pending.iter_mut()) {
+            let (deletes, puts): (Vec<_>, Vec<_>) =
+                std::mem::take(rows).into_iter().partition(|(_, v)| v.is_none());
+            if !deletes.is_empty() {
+                steps.push(Step::Rows { fam: *fam, op: RowsOp::Delete, rows: deletes });
+            }
+            if !puts.is_empty() {
+                steps.push(Step::Rows { fam: *fam, op: RowsOp::Put, rows: puts });
+            }
+        }
+    }
+    for op in &batch.ops {
+        match op {
+            BatchOp::Put(fam, k, v) => {
+                pending[*fam as usize].insert(k, Some(v));
+            }
+            BatchOp::Delete(fam, k) => {
+                pending[*fam as usize].insert(k, None);
+            }
+            BatchOp::DeleteRange(fam, start, end) => {
+                gather(&mut pending, &mut steps);
+                if end > start {
+                    steps.push(Step::DeleteRange { fam: *fam, start, end });
+                }
+            }
+            BatchOp::Clear(fam) => {
+                gather(&mut pending, &mut steps);
+                steps.push(Step::Clear(*fam));
+            }
+        }
+    }
+    gather(&mut pending, &mut steps);
+    steps
+}
+
 /// How a reader holds its connection.
 enum Slot<'e> {
     /// Its own, taken from the pool at the first read; `snapshot` opens a read-only
@@ -289,6 +339,9 @@ impl Reader<'_> {
             *guard = Some(conn);
         }
         let conn = guard.as_mut().expect("connection just ensured");
+        if let Slot::Session(session) = &self.slot {
+            session.send_pending(conn).map_err(storage)?;
+        }
         op(conn).during(what).map_err(storage)
     }
 }
@@ -426,7 +479,15 @@ pub struct Session {
     /// Latest-value rows read ahead for the writes to apply ([`Session::prefetch`]), absent
     /// ones as `None`; forgotten when the session writes.
     prefetched: Mutex<Prefetched>,
+    /// Writes not sent yet, as text: sent before the session's next read, or with the
+    /// commit in one round trip.
+    pending: Mutex<Vec<String>>,
 }
+
+/// Written out as text, a batch or a read-ahead up to this many bytes goes with others in
+/// one round trip; a larger one goes in prepared statements (it is not worth a statement
+/// twice its size, nor a risk for the server's largest packet).
+const TEXT_BYTES: usize = 256 * 1024;
 
 impl Session {
     /// Open the transaction and wait for the revision lock. Blocking.
@@ -441,8 +502,7 @@ impl Session {
                         conn.prepare(statement).await?;
                     }
                 }
-                if db.sql.kind != crate::dialect::Kind::Sqlite {
-                    // One round trip (both servers run several statements sent as one text).
+                if db.one_text {
                     conn.execute(&*db.sql.begin_write.join("; ")).await?;
                 } else {
                     Database::run_all(&mut conn, &db.sql.begin_write).await?;
@@ -450,7 +510,83 @@ impl Session {
                 Ok::<_, sqlx::Error>(conn)
             })
             .during("taking the revision lock")?;
-        Ok(Session { db: db.clone(), conn: Mutex::new(Some(conn)), prefetched: Mutex::default() })
+        Ok(Session {
+            db: db.clone(),
+            conn: Mutex::new(Some(conn)),
+            prefetched: Mutex::default(),
+            pending: Mutex::default(),
+        })
+    }
+
+    /// [`Session::begin`], then [`Session::prefetch`]: on PostgreSQL and MySQL both in one
+    /// round trip.
+    pub fn begin_prefetching(db: &Database, keys: &[&[u8]]) -> Result<Session, SqlError> {
+        let mut keys = keys.to_vec();
+        keys.sort_unstable();
+        keys.dedup();
+        let bytes: usize = keys.iter().map(|k| k.len()).sum();
+        if !db.one_text || bytes > TEXT_BYTES {
+            let session = Session::begin(db)?;
+            session.prefetch(&keys)?;
+            return Ok(session);
+        }
+        let mut text = db.sql.begin_write.join("; ");
+        let reads = [(Family::Kv, "k", &keys[..]), (Family::Meta, "m", &cairn_mvcc::APPLY_META_KEYS[..])];
+        for (fam, tag, keys) in reads {
+            if !keys.is_empty() {
+                text.push_str("; ");
+                text.push_str(&db.sql.get_many_text(fam, tag, keys));
+            }
+        }
+        let (conn, rows) = db
+            .block_on(async {
+                let mut conn = db.pool.acquire().await?;
+                if db.sql.kind == crate::dialect::Kind::MySql {
+                    for statement in db.sql.write_statements() {
+                        conn.prepare(statement).await?;
+                    }
+                }
+                let rows = conn.fetch_all(&*text).await?;
+                Ok::<_, sqlx::Error>((conn, rows))
+            })
+            .during("taking the revision lock")?;
+        let session = Session {
+            db: db.clone(),
+            conn: Mutex::new(Some(conn)),
+            prefetched: Mutex::default(),
+            pending: Mutex::default(),
+        };
+        {
+            let mut prefetched = lock(&session.prefetched);
+            for (fam, _, keys) in reads {
+                prefetched.entry(fam).or_default().extend(keys.iter().map(|k| (k.to_vec(), None)));
+            }
+            for row in rows {
+                let read = || -> Result<_, sqlx::Error> {
+                    let tag: String = row.try_get(0)?;
+                    let key = db.key_at(&row, 1)?;
+                    Ok((
+                        if tag == "m" { Family::Meta } else { Family::Kv },
+                        key,
+                        row.try_get::<Vec<u8>, _>(2)?,
+                    ))
+                };
+                let (fam, key, value) = read().during("reading rows ahead")?;
+                prefetched.entry(fam).or_default().insert(key, Some(value));
+            }
+        }
+        Ok(session)
+    }
+
+    /// Send the writes held as text, if any.
+    fn send_pending(&self, conn: &mut Conn) -> Result<(), SqlError> {
+        let mut pending = lock(&self.pending);
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let text = pending.join("; ");
+        pending.clear();
+        self.db.block_on(conn.execute(&*text)).map(drop).during("writing rows")
     }
 
     /// Read the latest-value rows of `keys`, and the meta rows every apply starts with, in
@@ -461,6 +597,7 @@ impl Session {
         keys.dedup();
         let mut guard = lock(&self.conn);
         let conn = guard.as_mut().ok_or_else(finished)?;
+        self.send_pending(conn)?;
         let mut prefetched = lock(&self.prefetched);
         for (fam, keys) in [(Family::Kv, &keys[..]), (Family::Meta, &cairn_mvcc::APPLY_META_KEYS[..])] {
             if keys.is_empty() {
@@ -479,6 +616,7 @@ impl Session {
     pub fn execute(&self, what: &'static str, sql: &str, ints: &[i64]) -> Result<u64, SqlError> {
         let mut guard = lock(&self.conn);
         let conn = guard.as_mut().ok_or_else(finished)?;
+        self.send_pending(conn)?;
         let mut q = sqlx::query(sql);
         for i in ints {
             q = q.bind(*i);
@@ -490,6 +628,7 @@ impl Session {
     pub fn query_int(&self, what: &'static str, sql: &str, ints: &[i64]) -> Result<Option<i64>, SqlError> {
         let mut guard = lock(&self.conn);
         let conn = guard.as_mut().ok_or_else(finished)?;
+        self.send_pending(conn)?;
         let mut q = sqlx::query(sql);
         for i in ints {
             q = q.bind(*i);
@@ -503,25 +642,25 @@ impl Session {
         self.commit_after(None)
     }
 
-    /// Run `last` (a statement without parameters, e.g. PostgreSQL's NOTIFY) and commit, in
-    /// one round trip where the database allows it.
+    /// Send the writes held as text, run `last` (a statement without parameters, e.g.
+    /// PostgreSQL's NOTIFY) and commit, in one round trip where the database allows it.
     pub fn commit_after(&self, last: Option<&str>) -> Result<(), CommitError> {
         let _rt = self.db.rt.enter();
         let mut conn = lock(&self.conn).take().ok_or_else(|| CommitError::NotCommitted(finished()))?;
-        let commit = match (last, self.db.sql.kind) {
-            (Some(last), crate::dialect::Kind::Postgres) => format!("{last}; COMMIT"),
-            (Some(last), _) => {
-                if let Err(e) = self.db.block_on(conn.execute(last)) {
-                    let e = SqlError::new("committing", e);
-                    self.db.release_rolled_back(conn);
-                    return Err(CommitError::NotCommitted(e));
-                }
-                "COMMIT".to_string()
+        let mut text = std::mem::take(&mut *lock(&self.pending));
+        text.extend(last.map(str::to_string));
+        text.push("COMMIT".to_string());
+        let one_text = self.db.one_text;
+        let sent = self.db.block_on(async {
+            if !one_text {
+                // Nothing was held as text.
+                Database::run_all(&mut conn, &text).await
+            } else {
+                conn.execute(&*text.join("; ")).await.map(drop)
             }
-            (None, _) => "COMMIT".to_string(),
-        };
-        match self.db.block_on(conn.execute(&*commit)) {
-            Ok(_) => Ok(()),
+        });
+        match sent {
+            Ok(()) => Ok(()),
             Err(e) => {
                 let e = SqlError::new("committing", e);
                 drop(conn.detach());
@@ -555,9 +694,15 @@ impl Engine for Session {
         Box::new(Reader { db: &self.db, slot: Slot::Session(self) })
     }
 
-    /// Written inside the transaction; durable once [`Session::commit`] returns.
+    /// Written inside the transaction; durable once [`Session::commit`] returns. A small
+    /// batch is held as text and sent with the commit (or before the next read).
     fn write(&self, batch: Batch, _durability: Durability) -> Result<(), MvccError> {
         lock(&self.prefetched).clear();
+        let bytes: usize = batch.ops.iter().map(batch_op_bytes).sum();
+        if self.db.one_text && bytes <= TEXT_BYTES {
+            self.db.write_text(&batch, &mut lock(&self.pending));
+            return Ok(());
+        }
         let reader = Reader { db: &self.db, slot: Slot::Session(self) };
         reader.with("writing rows", |conn| self.db.block_on(self.db.write_ops(conn, &batch)))
     }
@@ -571,20 +716,11 @@ impl Engine for Session {
     }
 }
 
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn hex_keys_decode() {
-        assert_eq!(super::decode_hex("00FF7a"), Some(vec![0, 255, 0x7a]));
-        assert_eq!(super::decode_hex(""), Some(vec![]));
-        assert_eq!(super::decode_hex("0"), None);
-        assert_eq!(super::decode_hex("zz"), None);
+fn batch_op_bytes(op: &BatchOp) -> usize {
+    match op {
+        BatchOp::Put(_, k, v) => k.len() + v.len(),
+        BatchOp::Delete(_, k) => k.len(),
+        BatchOp::DeleteRange(_, start, end) => start.len() + end.len(),
+        BatchOp::Clear(_) => 0,
     }
 }
