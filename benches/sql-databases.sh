@@ -7,7 +7,9 @@ start_databases() {
   cd "$D" || exit 1
   mkdir pg && chown postgres pg
   runuser -u postgres -- "$PG/initdb" -D "$D/pg/data" -U cairn --auth=trust >/dev/null
-  runuser -u postgres -- "$PG/pg_ctl" -D "$D/pg/data" -o "-p 35432 -k $D/pg -c listen_addresses=127.0.0.1 -c max_connections=300" -l "$D/pg/log" -w start >/dev/null
+  # A server left running by an earlier run would be measured instead: refuse.
+  if ss -ltn | grep -qE ':(35432|33306) '; then echo "port 35432 or 33306 is taken: stop the old server first" >&2; exit 1; fi
+  runuser -u postgres -- "$PG/pg_ctl" -D "$D/pg/data" -o "-p 35432 -k $D/pg -c listen_addresses=127.0.0.1 -c max_connections=300" -l "$D/pg/log" -w start >/dev/null || exit 1
   mkdir my && chown mysql my
   runuser -u mysql -- mariadb-install-db --no-defaults --datadir="$D/my/data" --auth-root-authentication-method=normal --skip-test-db >/dev/null
   runuser -u mysql -- mariadbd --no-defaults --datadir="$D/my/data" --port=33306 --bind-address=127.0.0.1 --socket="$D/my/sock" --pid-file="$D/my/pid" --log-error="$D/my/err" --innodb-flush-log-at-trx-commit=1 --max-connections=300 &
@@ -28,7 +30,7 @@ commit_rates() {
     echo "postgres pgbench clients=$c: $tps tps"
   done
   for c in 1 16 64; do
-    q=$((c * 300))
+    q=$((c * 2000))
     secs=$(mysqlslap -h 127.0.0.1 -P 33306 -u root --create-schema=bench --query="INSERT INTO one (v) VALUES ('x')" --concurrency=$c --number-of-queries=$q 2>/dev/null | awk '/Average number of seconds/ {print $9}')
     echo "mariadb mysqlslap clients=$c: $(python3 -c "print('%.0f' % ($q / $secs))" 2>/dev/null) tps ($q inserts in $secs s)"
   done

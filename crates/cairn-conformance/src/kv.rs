@@ -235,3 +235,29 @@ pub(crate) async fn put_ignore_value<B: Backend>(b: &B, base: &str) -> Outcome {
     ensure!(get(b, &missing).await?.is_none(), "a refused put created its key");
     Ok(())
 }
+
+/// Keys and values of every byte value, and a value of 1 MiB, come back byte for byte (a
+/// SQL store writes small batches as text literals and large ones as parameters).
+pub(crate) async fn binary_and_large_values<B: Backend>(b: &B, base: &str) -> Outcome {
+    let sp = Space::new(base);
+    clear(b, &sp).await?;
+    let every_byte: Vec<u8> = (0..=255u8).collect();
+    let mut key = sp.key("bin/");
+    key.extend(&every_byte);
+    let value: Vec<u8> = every_byte.iter().rev().copied().cycle().take(1000).collect();
+    put(b, PutRequest { key: key.clone(), value: value.clone(), ..Default::default() }, "put every byte")
+        .await?;
+    let kv = get_some(b, &key, "after putting every byte").await?;
+    ensure!(kv.key == key && kv.value == value, "a key and value of every byte came back changed");
+
+    let large_key = sp.key("large");
+    let large: Vec<u8> = (0..1 << 20).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    put(b, PutRequest { key: large_key.clone(), value: large.clone(), ..Default::default() }, "put 1 MiB")
+        .await?;
+    let kv = get_some(b, &large_key, "after putting 1 MiB").await?;
+    ensure!(kv.value == large, "a 1 MiB value came back changed ({} bytes)", kv.value.len());
+    let d = delete(b, delete_req(&large_key, b"", false), "delete the 1 MiB value").await?;
+    ensure_eq!(d.deleted, 1, "keys deleted with the 1 MiB value");
+    ensure!(get(b, &key).await?.is_some(), "the key of every byte went with the 1 MiB value");
+    Ok(())
+}

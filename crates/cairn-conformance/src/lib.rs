@@ -127,6 +127,7 @@ suite!(
     kv::revisions_are_dense,
     kv::delete_range,
     kv::put_ignore_value,
+    kv::binary_and_large_values,
     range::single_key_and_spans,
     range::limit_more_and_count,
     range::sort_orders_and_targets,

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cairn_core::auth::{AuthChange, AuthState, Tokens, ROW_PREFIX};
 use cairn_core::lessor::Lessor;
@@ -572,10 +572,16 @@ fn run_applier(inner: &Weak<Inner>, db: &Database, queue: &std::sync::mpsc::Rece
         let mut group = vec![first];
         group.extend(queue.try_iter().take(MAX_GROUP - 1));
         let Some(inner) = inner.upgrade() else { return };
+        let started = Instant::now();
         let answers = {
             let _one = lock(&inner.applier);
             inner.apply_group(db, &group)
         };
+        tracing::trace!(
+            writes = group.len(),
+            took_us = started.elapsed().as_micros() as u64,
+            "group committed"
+        );
         for (item, answer) in group.into_iter().zip(answers) {
             let _ = item.answer.send(answer);
         }

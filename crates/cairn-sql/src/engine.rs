@@ -700,7 +700,16 @@ impl Engine for Session {
         lock(&self.prefetched).clear();
         let bytes: usize = batch.ops.iter().map(batch_op_bytes).sum();
         if self.db.one_text && bytes <= TEXT_BYTES {
-            self.db.write_text(&batch, &mut lock(&self.pending));
+            let mut conn = lock(&self.conn);
+            let mut pending = lock(&self.pending);
+            self.db.write_text(&batch, &mut pending);
+            let held: usize = pending.iter().map(String::len).sum();
+            drop(pending);
+            // Many batches in one session (an import): send them as they add up.
+            if held > 2 * TEXT_BYTES {
+                let conn = conn.as_mut().ok_or_else(finished).map_err(storage)?;
+                self.send_pending(conn).map_err(storage)?;
+            }
             return Ok(());
         }
         let reader = Reader { db: &self.db, slot: Slot::Session(self) };

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_core::proto::etcdserverpb::{PutRequest, RangeRequest};
-use cairn_core::{BackendError, KvBackend, WatchSource, WriteRequest, WriteResponse};
+use cairn_core::{BackendError, ClusterBackend, KvBackend, WatchSource, WriteRequest, WriteResponse};
 use cairn_sql::{SqlBackend, SqlConfig};
 
 fn report(where_: &str, failures: Vec<cairn_conformance::Failure>) {
@@ -141,10 +141,19 @@ async fn galera_conforms_keeps_revisions_dense_and_survives_a_node() {
     // (b) One member per node, writers through all three at once: every revision used once.
     let phase = Instant::now();
     galera.database("dense");
-    let mut members = Vec::new();
-    for n in 1..=common::Galera::NODES {
-        members.push(Arc::new(member(&galera.url(n, "dense"), &format!("node{n}")).await));
-    }
+    // Started together on the empty database: each creates the schema on its own node.
+    let urls: Vec<String> = (1..=common::Galera::NODES).map(|n| galera.url(n, "dense")).collect();
+    let members: Vec<Arc<SqlBackend>> = futures::future::join_all(
+        urls.iter()
+            .enumerate()
+            .map(|(i, url)| async move { Arc::new(member(url, &format!("node{}", i + 1)).await) }),
+    )
+    .await;
+    let clusters: Vec<u64> = members.iter().map(|m| m.status().cluster_id).collect();
+    assert!(
+        clusters.iter().all(|c| *c == clusters[0]),
+        "members started together disagree on the cluster: {clusters:x?}"
+    );
     let start = members[0].revisions().await.unwrap().current;
     const WRITERS: usize = 9;
     const PUTS: usize = 20;
