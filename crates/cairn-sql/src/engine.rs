@@ -502,12 +502,19 @@ impl Session {
                         conn.prepare(statement).await?;
                     }
                 }
-                if db.one_text {
-                    conn.execute(&*db.sql.begin_write.join("; ")).await?;
+                let begun = if db.one_text {
+                    conn.execute(&*db.sql.begin_write.join("; ")).await.map(drop)
                 } else {
-                    Database::run_all(&mut conn, &db.sql.begin_write).await?;
+                    Database::run_all(&mut conn, &db.sql.begin_write).await
+                };
+                match begun {
+                    Ok(()) => Ok::<_, sqlx::Error>(conn),
+                    Err(e) => {
+                        // Its transaction may be open (a lock wait timed out): never reused.
+                        drop(conn.detach());
+                        Err(e)
+                    }
                 }
-                Ok::<_, sqlx::Error>(conn)
             })
             .during("taking the revision lock")?;
         Ok(Session {
@@ -546,8 +553,14 @@ impl Session {
                         conn.prepare(statement).await?;
                     }
                 }
-                let rows = conn.fetch_all(&*text).await?;
-                Ok::<_, sqlx::Error>((conn, rows))
+                match conn.fetch_all(&*text).await {
+                    Ok(rows) => Ok((conn, rows)),
+                    Err(e) => {
+                        // Its transaction may be open (a lock wait timed out): never reused.
+                        drop(conn.detach());
+                        Err(e)
+                    }
+                }
             })
             .during("taking the revision lock")?;
         let session = Session {
