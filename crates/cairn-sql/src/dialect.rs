@@ -143,6 +143,16 @@ impl Dialect {
         op: RowsOp,
         rows: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>)>,
     ) -> String {
+        op.with_values(self.kind, table(fam), &self.values_text(op, rows))
+    }
+
+    /// The rows written out as literals, as `op`'s statement lists them: `(k, v), …` for a
+    /// put, `k, …` for a delete (and for a key list).
+    fn values_text<'a>(
+        &self,
+        op: RowsOp,
+        rows: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+    ) -> String {
         let mut values = String::new();
         for (i, (k, v)) in rows.into_iter().enumerate() {
             if i > 0 {
@@ -159,20 +169,14 @@ impl Dialect {
                 RowsOp::Delete => self.push_literal(&mut values, k),
             }
         }
-        op.with_values(self.kind, table(fam), &values)
+        values
     }
 
     /// The rows of `fam` whose keys are in `keys`, written out as literals, each row
     /// `(tag, key, value)`: several such reads go in one round trip and the tag tells them
     /// apart.
     pub fn get_many_text(&self, fam: Family, tag: &str, keys: &[&[u8]]) -> String {
-        let mut list = String::new();
-        for (i, k) in keys.iter().enumerate() {
-            if i > 0 {
-                list.push_str(", ");
-            }
-            self.push_literal(&mut list, k);
-        }
+        let list = self.values_text(RowsOp::Delete, keys.iter().map(|k| (*k, None)));
         let key = if self.hex_keys { "HEX(k)" } else { "k" };
         format!("SELECT '{tag}', {key}, v FROM {} WHERE k IN ({list})", table(fam))
     }

@@ -490,105 +490,92 @@ pub struct Session {
 const TEXT_BYTES: usize = 256 * 1024;
 
 impl Session {
-    /// Open the transaction and wait for the revision lock. Blocking.
-    pub fn begin(db: &Database) -> Result<Session, SqlError> {
-        let conn = db
-            .block_on(async {
-                let mut conn = db.pool.acquire().await?;
-                if db.sql.kind == crate::dialect::Kind::MySql {
-                    // Into the connection's statement cache before the transaction starts
-                    // (a lookup once cached; see `Dialect::write_statements`).
-                    for statement in db.sql.write_statements() {
-                        conn.prepare(statement).await?;
-                    }
-                }
-                let begun = if db.one_text {
-                    conn.execute(&*db.sql.begin_write.join("; ")).await.map(drop)
-                } else {
-                    Database::run_all(&mut conn, &db.sql.begin_write).await
-                };
-                match begun {
-                    Ok(()) => Ok::<_, sqlx::Error>(conn),
-                    Err(e) => {
-                        // Its transaction may be open (a lock wait timed out): never reused.
-                        drop(conn.detach());
-                        Err(e)
-                    }
-                }
-            })
-            .during("taking the revision lock")?;
-        Ok(Session {
+    fn new(db: &Database, conn: Conn) -> Session {
+        Session {
             db: db.clone(),
             conn: Mutex::new(Some(conn)),
             prefetched: Mutex::default(),
             pending: Mutex::default(),
+        }
+    }
+
+    /// Open the transaction and wait for the revision lock. Blocking.
+    pub fn begin(db: &Database) -> Result<Session, SqlError> {
+        let (conn, _) = Session::open(db, "")?;
+        Ok(Session::new(db, conn))
+    }
+
+    /// Take a connection, open the transaction and take the revision lock; `reads` (more
+    /// statements, each led by "; ") go in the same text and their rows come back. Only
+    /// where the database runs one text (`Database::one_text`) may `reads` be given.
+    fn open(db: &Database, reads: &str) -> Result<(Conn, Vec<AnyRow>), SqlError> {
+        db.block_on(async {
+            let mut conn = db.pool.acquire().await?;
+            if db.sql.kind == crate::dialect::Kind::MySql {
+                // Into the connection's statement cache before the transaction starts
+                // (a lookup once cached; see `Dialect::write_statements`).
+                for statement in db.sql.write_statements() {
+                    conn.prepare(statement).await?;
+                }
+            }
+            let begun = if db.one_text {
+                conn.fetch_all(&*format!("{}{reads}", db.sql.begin_write.join("; "))).await
+            } else {
+                Database::run_all(&mut conn, &db.sql.begin_write).await.map(|()| Vec::new())
+            };
+            match begun {
+                Ok(rows) => Ok((conn, rows)),
+                Err(e) => {
+                    // Its transaction may be open (a lock wait timed out): never reused.
+                    drop(conn.detach());
+                    Err(e)
+                }
+            }
         })
+        .during("taking the revision lock")
     }
 
     /// [`Session::begin`], then [`Session::prefetch`]: on PostgreSQL and MySQL both in one
     /// round trip.
     pub fn begin_prefetching(db: &Database, keys: &[&[u8]]) -> Result<Session, SqlError> {
-        let mut keys = keys.to_vec();
-        keys.sort_unstable();
-        keys.dedup();
         let bytes: usize = keys.iter().map(|k| k.len()).sum();
         if !db.one_text || bytes > TEXT_BYTES {
             let session = Session::begin(db)?;
-            session.prefetch(&keys)?;
+            session.prefetch(keys)?;
             return Ok(session);
         }
-        let mut text = db.sql.begin_write.join("; ");
+        let mut keys = keys.to_vec();
+        keys.sort_unstable();
+        keys.dedup();
         let reads = [(Family::Kv, "k", &keys[..]), (Family::Meta, "m", &cairn_mvcc::APPLY_META_KEYS[..])];
+        let mut text = String::new();
         for (fam, tag, keys) in reads {
             if !keys.is_empty() {
                 text.push_str("; ");
                 text.push_str(&db.sql.get_many_text(fam, tag, keys));
             }
         }
-        let (conn, rows) = db
-            .block_on(async {
-                let mut conn = db.pool.acquire().await?;
-                if db.sql.kind == crate::dialect::Kind::MySql {
-                    for statement in db.sql.write_statements() {
-                        conn.prepare(statement).await?;
-                    }
-                }
-                match conn.fetch_all(&*text).await {
-                    Ok(rows) => Ok((conn, rows)),
-                    Err(e) => {
-                        // Its transaction may be open (a lock wait timed out): never reused.
-                        drop(conn.detach());
-                        Err(e)
-                    }
-                }
-            })
-            .during("taking the revision lock")?;
-        let session = Session {
-            db: db.clone(),
-            conn: Mutex::new(Some(conn)),
-            prefetched: Mutex::default(),
-            pending: Mutex::default(),
-        };
-        {
-            let mut prefetched = lock(&session.prefetched);
-            for (fam, _, keys) in reads {
-                prefetched.entry(fam).or_default().extend(keys.iter().map(|k| (k.to_vec(), None)));
-            }
-            for row in rows {
-                let read = || -> Result<_, sqlx::Error> {
-                    let tag: String = row.try_get(0)?;
-                    let key = db.key_at(&row, 1)?;
-                    Ok((
-                        if tag == "m" { Family::Meta } else { Family::Kv },
-                        key,
-                        row.try_get::<Vec<u8>, _>(2)?,
-                    ))
-                };
-                let (fam, key, value) = read().during("reading rows ahead")?;
-                prefetched.entry(fam).or_default().insert(key, Some(value));
-            }
+        let (conn, rows) = Session::open(db, &text)?;
+        let session = Session::new(db, conn);
+        let mut found: [Vec<(Vec<u8>, Vec<u8>)>; 2] = Default::default();
+        for row in rows {
+            let tag: String = row.try_get(0).during("reading rows ahead")?;
+            let key = db.key_at(&row, 1).during("reading rows ahead")?;
+            let value = row.try_get::<Vec<u8>, _>(2).during("reading rows ahead")?;
+            found[usize::from(tag == "m")].push((key, value));
+        }
+        for ((fam, _, keys), found) in reads.into_iter().zip(found) {
+            session.remember(fam, keys, found);
         }
         Ok(session)
+    }
+
+    /// Note the rows of `keys` read ahead: those in `found`, the others absent.
+    fn remember(&self, fam: Family, keys: &[&[u8]], found: Vec<(Vec<u8>, Vec<u8>)>) {
+        let mut prefetched = lock(&self.prefetched);
+        let rows = prefetched.entry(fam).or_default();
+        rows.extend(keys.iter().map(|k| (k.to_vec(), None)));
+        rows.extend(found.into_iter().map(|(k, v)| (k, Some(v))));
     }
 
     /// Send the writes held as text, if any.
@@ -611,15 +598,12 @@ impl Session {
         let mut guard = lock(&self.conn);
         let conn = guard.as_mut().ok_or_else(finished)?;
         self.send_pending(conn)?;
-        let mut prefetched = lock(&self.prefetched);
         for (fam, keys) in [(Family::Kv, &keys[..]), (Family::Meta, &cairn_mvcc::APPLY_META_KEYS[..])] {
             if keys.is_empty() {
                 continue;
             }
             let found = self.db.block_on(self.db.get_many(conn, fam, keys)).during("reading rows ahead")?;
-            let rows = prefetched.entry(fam).or_default();
-            rows.extend(keys.iter().map(|k| (k.to_vec(), None)));
-            rows.extend(found.into_iter().map(|(k, v)| (k, Some(v))));
+            self.remember(fam, keys, found);
         }
         Ok(())
     }
