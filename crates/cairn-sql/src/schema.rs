@@ -5,7 +5,7 @@ use sqlx::{AnyConnection, Executor, Row};
 
 use crate::dialect::{placeholders, Kind, SCHEMA_VERSION};
 use crate::engine::Database;
-use crate::error::{Context, SqlError};
+use crate::error::{Context, Failure, SqlError};
 use crate::OpenError;
 
 /// What the schema row says about this database.
@@ -15,6 +15,9 @@ pub struct SchemaInfo {
     /// Made at creation: the cluster id every member reports.
     pub cluster_id: u64,
 }
+
+/// Conflicting schema creations are tried again this many times.
+const MAX_SCHEMA_TRIES: u32 = 10;
 
 const MIGRATION_LOCK: i64 = 0x6361_6972_6e00; // "cairn\0"
 
@@ -29,7 +32,20 @@ pub async fn migrate(db: &Database) -> Result<SchemaInfo, OpenError> {
     }
     .during("locking the schema")
     .map_err(OpenError::Database)?;
-    let result = create_or_check(&mut conn, db).await;
+    // Members starting together on different Galera nodes each hold only their node's
+    // GET_LOCK: their inserts of the schema rows can conflict in certification (1213).
+    // The loser tries again and finds the winner's rows.
+    let mut tries = 0;
+    let result = loop {
+        match create_or_check(&mut conn, db).await {
+            Err(OpenError::Database(e)) if e.failure == Failure::Conflict && tries < MAX_SCHEMA_TRIES => {
+                tries += 1;
+                tracing::debug!(error = %e, "creating the schema conflicted; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(50 * u64::from(tries))).await;
+            }
+            other => break other,
+        }
+    };
     let unlock = match kind {
         Kind::Postgres => "SELECT pg_advisory_unlock_all()",
         Kind::MySql => "SELECT RELEASE_LOCK('cairn_schema')",
