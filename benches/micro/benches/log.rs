@@ -26,7 +26,10 @@ fn append(c: &mut Criterion) {
         group.bench_function(format!("{batch} entries of 256 B"), |b| {
             let dir = tempfile::tempdir().expect("temp dir");
             let data = cairn_raft::storage::open_data_dir(dir.path()).expect("open");
-            let log = LogStore::new(data.db.clone(), None);
+            let log = LogStore::new(
+                std::sync::Arc::new(cairn_raft::disk::RocksLogDisk::new(data.db.clone())),
+                None,
+            );
             let mut next = 1u64;
             b.to_async(&runtime).iter(|| {
                 let batch_entries = entries(next, batch);

@@ -8,7 +8,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use cairn_proto::authpb::{permission::Type as PermType, Permission, Role, User, UserAddOptions};
 use cairn_proto::etcdserverpb::{request_op, DeleteRangeRequest, PutRequest, RangeRequest, TxnRequest};
@@ -486,7 +488,7 @@ impl Tokens {
     /// log index of the assignment, which makes it unique across members).
     pub fn mint(index: u64) -> String {
         use rand::distr::{Alphabetic, SampleString};
-        format!("{}.{index}", Alphabetic.sample_string(&mut rand::rng(), 16))
+        format!("{}.{index}", Alphabetic.sample_string(&mut crate::sim::rng(), 16))
     }
 
     pub fn assign(&self, token: String, user: String) {

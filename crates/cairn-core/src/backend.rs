@@ -219,11 +219,15 @@ impl<T: KvBackend + WatchSource + LeaseBackend + ClusterBackend + MaintenanceBac
 }
 
 /// Run `work` on tokio's blocking pool (the contract above: scans stay off the async
-/// workers). A task cancelled before it ran means the runtime is stopping
-/// ([`BackendError::Stopped`]); a panic in `work` stays a panic.
+/// workers); inline in a deterministic simulation ([`crate::sim`]). A task cancelled before
+/// it ran means the runtime is stopping ([`BackendError::Stopped`]); a panic in `work` stays
+/// a panic.
 pub async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, BackendError> + Send + 'static,
 ) -> Result<T, BackendError> {
+    if crate::sim::is_simulated() {
+        return work();
+    }
     match tokio::task::spawn_blocking(work).await {
         Ok(result) => result,
         Err(e) if e.is_cancelled() => Err(BackendError::Stopped),

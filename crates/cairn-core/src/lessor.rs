@@ -11,7 +11,10 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock: the real one in a process, the virtual one in a simulation.
+use tokio::time::Instant;
 
 use cairn_proto::etcdserverpb::{LeaseGrantRequest, LeaseGrantResponse};
 
@@ -34,7 +37,7 @@ where
     let ttl = ttl.max(min_ttl);
     let chosen_here = id == 0;
     for _ in 0..5 {
-        let id = if chosen_here { (rand::random::<u64>() >> 1).max(1) as i64 } else { id };
+        let id = if chosen_here { (crate::sim::random_u64() >> 1).max(1) as i64 } else { id };
         match write(WriteRequest::LeaseGrant(LeaseGrantRequest { ttl, id })).await {
             Ok(WriteResponse::LeaseGrant(r)) => return Ok(r),
             Ok(other) => return Err(BackendError::Corrupt(format!("a lease grant answered {other:?}"))),

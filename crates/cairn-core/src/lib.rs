@@ -22,6 +22,7 @@ pub mod key_range;
 pub mod lessor;
 pub mod request;
 pub mod seal;
+pub mod sim;
 pub mod validate;
 
 pub use backend::{

@@ -46,6 +46,13 @@ impl MemEngine {
         MemEngine { state: Arc::new(RwLock::new(State { latest: durable.clone(), bytes, durable })) }
     }
 
+    /// Make everything written so far durable, as a sync of a write-ahead log that other
+    /// writers share does (the Raft log's sync covers the state machine's earlier batches).
+    pub fn sync(&self) {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        state.durable = state.latest.clone();
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
         // A writer that panicked left the maps whole (each op is one map call).
         self.state.read().unwrap_or_else(|e| e.into_inner())

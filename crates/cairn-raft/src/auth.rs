@@ -138,7 +138,7 @@ impl crate::RaftNode {
             return Err(BackendError::NoLeader);
         }
         let command = &command;
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let (result, log_index) = self
             .on_leader(
                 crate::route::Repeat::IfNotApplied,
@@ -163,7 +163,7 @@ impl crate::RaftNode {
             )
             .await?;
         let deadline = started + self.request_timeout;
-        let timeout = deadline.saturating_duration_since(std::time::Instant::now());
+        let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
         let _ = self.raft.wait(Some(timeout)).applied_index_at_least(Some(log_index), "auth command").await;
         result.map_err(BackendError::Request)
     }

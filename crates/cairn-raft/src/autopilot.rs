@@ -5,7 +5,10 @@
 //! time, through Raft's joint consensus.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock: the real one in a process, the virtual one in a simulation.
+use tokio::time::Instant;
 
 use cairn_mvcc::MvccStore;
 use openraft::async_runtime::watch::WatchReceiver;
@@ -93,7 +96,7 @@ pub(crate) async fn promote_learners(raft: Raft, store: MvccStore, policy: Promo
         }
         let published = {
             let store = store.clone();
-            match tokio::task::spawn_blocking(move || crate::members::published(&store)).await {
+            match cairn_core::sim::run_blocking(move || crate::members::published(&store)).await {
                 Ok(Ok(published)) => published,
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "autopilot: reading member attributes failed");

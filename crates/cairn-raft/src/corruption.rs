@@ -38,7 +38,7 @@ pub(crate) async fn hash_at(
         }
     }
     let store = store.clone();
-    let hashed = tokio::task::spawn_blocking(move || store.hash_kv(revision))
+    let hashed = cairn_core::sim::run_blocking(move || store.hash_kv(revision))
         .await
         .map_err(|e| Status::unavailable(format!("hashing stopped: {e}")))?
         .map_err(|e| Status::failed_precondition(e.to_string()))?;
@@ -92,7 +92,7 @@ async fn check_once(
 ) -> Result<Vec<NodeId>, String> {
     let own = {
         let store = store.clone();
-        tokio::task::spawn_blocking(move || store.hash_kv(0))
+        cairn_core::sim::run_blocking(move || store.hash_kv(0))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?

@@ -3,7 +3,10 @@
 //! which then catches up by log or snapshot. Promotion to voter is the autopilot's
 //! (`autopilot.rs`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock: the real one in a process, the virtual one in a simulation.
+use tokio::time::Instant;
 
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};

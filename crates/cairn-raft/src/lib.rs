@@ -11,6 +11,7 @@ pub mod autopilot;
 pub mod cluster_key;
 pub mod codec;
 mod corruption;
+pub mod disk;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod forward;
@@ -29,9 +30,11 @@ pub mod reconfigure;
 pub mod recover;
 mod reseal;
 mod route;
+pub mod runtime;
 pub mod server;
 pub mod state_machine;
 pub mod storage;
+pub mod transport;
 pub mod types;
 
 pub use autopilot::{DeadMembers, Promotion};

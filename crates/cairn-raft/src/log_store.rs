@@ -1,9 +1,11 @@
-//! The Raft log on RocksDB (`raft_log`, `raft_meta` column families), with group commit.
+//! The Raft log on a [`LogDisk`] (RocksDB's `raft_log`, `raft_meta` column families; in a
+//! simulation, a [`crate::disk::MemoryDisk`]), with group commit.
 //!
 //! Durability rules (openraft's contract, and the reason for this shape):
 //! - `append` writes the entries (visible to readers at once, not yet synced), then hands
 //!   the flush callback to the syncer thread. The syncer takes every callback waiting, syncs
-//!   the WAL once, and completes them all: many concurrent proposals share one fsync.
+//!   the WAL once, and completes them all: many concurrent proposals share one fsync. (On a
+//!   simulated disk the syncer is a task, and a sync takes the disk's simulated time.)
 //! - RocksDB has one WAL for all column families, written in order; one sync makes every
 //!   earlier write durable. So vote, log and state machine writes are never reordered, and
 //!   a synced append also covers the state machine batches written before it.
@@ -20,9 +22,9 @@ use std::sync::{Arc, Weak};
 
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
-use rocksdb::{ColumnFamily, Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 
 use crate::codec;
+use crate::disk::{LogDisk, LogWrite};
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 use cairn_core::seal::Sealer;
 
@@ -32,14 +34,6 @@ pub const CF_META: &str = "raft_meta";
 pub(crate) const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 pub(crate) const KEY_LAST_PURGED: &[u8] = b"last_purged";
-
-fn index_key(index: u64) -> [u8; 8] {
-    index.to_be_bytes()
-}
-
-fn io_err(e: rocksdb::Error) -> io::Error {
-    io::Error::other(e.into_string())
-}
 
 /// The first byte of a sealed entry (the codec's own formats start at 1).
 const SEALED_ENTRY: u8 = 0x80;
@@ -75,70 +69,94 @@ pub fn decode_entry(index: u64, stored: &[u8], sealer: Option<&Sealer>) -> io::R
     }
 }
 
-/// The log store. Clones share the database and the syncer.
+/// The log store. Clones share the disk and the syncer.
 #[derive(Clone)]
 pub struct LogStore {
-    db: Arc<DB>,
-    syncer: mpsc::Sender<IOFlushed<TypeConfig>>,
+    disk: Arc<dyn LogDisk>,
+    syncer: Syncer,
     /// Seals entries at rest (`None`: stored in the clear).
     sealer: Option<Arc<Sealer>>,
 }
 
+/// Where flush callbacks go: the syncer thread (a real disk) or task (a simulated one).
+#[derive(Clone)]
+enum Syncer {
+    Thread(mpsc::Sender<IOFlushed<TypeConfig>>),
+    Task(tokio::sync::mpsc::UnboundedSender<IOFlushed<TypeConfig>>),
+}
+
 impl LogStore {
-    /// Wrap a database opened with the [`CF_LOG`] and [`CF_META`] families; entries are
-    /// sealed with `sealer` when set.
-    pub fn new(db: Arc<DB>, sealer: Option<Arc<Sealer>>) -> LogStore {
-        let (tx, rx) = mpsc::channel::<IOFlushed<TypeConfig>>();
-        // Weak: the syncer must never be what keeps the database open. A DB still open in a
-        // detached thread when the process exits races RocksDB's static destructors (abort).
-        let sync_db = Arc::downgrade(&db);
-        std::thread::Builder::new()
-            .name("cairn-log-sync".into())
-            .spawn(move || group_commit_loop(sync_db, rx))
-            .expect("spawn the log syncer thread");
-        LogStore { db, syncer: tx, sealer }
+    /// The log on `disk`; entries are sealed with `sealer` when set.
+    pub fn new(disk: Arc<dyn LogDisk>, sealer: Option<Arc<Sealer>>) -> LogStore {
+        // Weak: the syncer must never be what keeps the disk open. A database still open in
+        // a detached thread when the process exits races RocksDB's static destructors (abort).
+        let sync_disk = Arc::downgrade(&disk);
+        let syncer = if disk.sync_blocks() {
+            let (tx, rx) = mpsc::channel::<IOFlushed<TypeConfig>>();
+            std::thread::Builder::new()
+                .name("cairn-log-sync".into())
+                .spawn(move || group_commit_loop(sync_disk, rx))
+                .expect("spawn the log syncer thread");
+            Syncer::Thread(tx)
+        } else {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(simulated_group_commit(sync_disk, rx));
+            Syncer::Task(tx)
+        };
+        LogStore { disk, syncer, sealer }
     }
 
     /// Rewrite the log's files so that purged entries are gone from disk too (after a key
     /// rotation: the entries sealed with the previous key). Blocking; errors are logged.
     pub fn compact(&self) {
-        let mut opts = rocksdb::CompactOptions::default();
-        opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
-        for cf in [self.cf_log(), self.cf_meta()] {
-            if let Err(e) = self.db.flush_cf(cf) {
-                tracing::warn!(error = %e, "flushing the raft log");
-            }
-            self.db.compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &opts);
-        }
-    }
-
-    fn cf_log(&self) -> &ColumnFamily {
-        self.db.cf_handle(CF_LOG).expect("raft_log family")
-    }
-
-    fn cf_meta(&self) -> &ColumnFamily {
-        self.db.cf_handle(CF_META).expect("raft_meta family")
+        self.disk.compact()
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
-        match self.db.get_cf(self.cf_meta(), key).map_err(io_err)? {
+        match self.disk.get_meta(key)? {
             Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
             None => Ok(None),
         }
     }
 }
 
+fn sync_once(disk: &Weak<dyn LogDisk>) -> Result<(), String> {
+    match disk.upgrade() {
+        Some(disk) => disk.sync().map_err(|e| e.to_string()),
+        None => Err("the database is closed".to_string()),
+    }
+}
+
 /// Complete every waiting flush callback with one WAL sync.
-fn group_commit_loop(db: Weak<DB>, rx: mpsc::Receiver<IOFlushed<TypeConfig>>) {
+fn group_commit_loop(disk: Weak<dyn LogDisk>, rx: mpsc::Receiver<IOFlushed<TypeConfig>>) {
     while let Ok(first) = rx.recv() {
         let mut waiting = vec![first];
         waiting.extend(rx.try_iter());
         let started = std::time::Instant::now();
-        let result = match db.upgrade() {
-            Some(db) => db.flush_wal(true).map_err(|e| e.into_string()),
-            None => Err("the database is closed".to_string()),
-        };
+        let result = sync_once(&disk);
         crate::metrics::record_wal_sync(waiting.len(), started.elapsed());
+        for cb in waiting {
+            cb.io_completed(result.clone().map_err(io::Error::other));
+        }
+    }
+}
+
+/// The same on a simulated disk: a task, and each sync takes the disk's simulated time
+/// (what was appended meanwhile waits for the next one, as it would behind a real fsync).
+async fn simulated_group_commit(
+    disk: Weak<dyn LogDisk>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<IOFlushed<TypeConfig>>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut waiting = vec![first];
+        while let Ok(cb) = rx.try_recv() {
+            waiting.push(cb);
+        }
+        let delay = disk.upgrade().map(|d| d.sync_delay()).unwrap_or_default();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let result = sync_once(&disk);
         for cb in waiting {
             cb.io_completed(result.clone().map_err(io::Error::other));
         }
@@ -156,19 +174,16 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Unbounded => 0,
         };
         let mut out = Vec::new();
-        for item in
-            self.db.iterator_cf(self.cf_log(), IteratorMode::From(&index_key(start), Direction::Forward))
-        {
-            let (k, v) = item.map_err(io_err)?;
-            let index =
-                u64::from_be_bytes(k.as_ref().try_into().map_err(|_| io::Error::other("bad log key"))?);
+        let sealer = self.sealer.clone();
+        self.disk.entries_from(start, &mut |index, stored| {
             if !range.contains(&index) {
-                break;
+                return Ok(false);
             }
-            let entry = decode_entry(index, &v, self.sealer.as_deref())?;
+            let entry = decode_entry(index, stored, sealer.as_deref())?;
             debug_assert_eq!(entry.log_id.index, index);
             out.push(entry);
-        }
+            Ok(true)
+        })?;
         Ok(out)
     }
 
@@ -182,13 +197,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> io::Result<LogState<TypeConfig>> {
         let last_purged: Option<LogId> = self.get_meta(KEY_LAST_PURGED)?;
-        let last = match self.db.iterator_cf(self.cf_log(), IteratorMode::End).next() {
-            Some(item) => {
-                let (k, v) = item.map_err(io_err)?;
-                let index =
-                    u64::from_be_bytes(k.as_ref().try_into().map_err(|_| io::Error::other("bad log key"))?);
-                Some(decode_entry(index, &v, self.sealer.as_deref())?.log_id)
-            }
+        let last = match self.disk.last_entry()? {
+            Some((index, stored)) => Some(decode_entry(index, &stored, self.sealer.as_deref())?.log_id),
             None => None,
         };
         Ok(LogState { last_purged_log_id: last_purged, last_log_id: last.or(last_purged) })
@@ -199,14 +209,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
-        let mut opts = WriteOptions::default();
-        opts.set_sync(true);
-        self.db.put_cf_opt(self.cf_meta(), KEY_VOTE, codec::encode(vote)?, &opts).map_err(io_err)
+        self.disk.write(vec![LogWrite::Meta(KEY_VOTE, codec::encode(vote)?)], true)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
         // Not synced: on a crash it may lag, which only delays re-apply (openraft re-derives it).
-        self.db.put_cf(self.cf_meta(), KEY_COMMITTED, codec::encode(&committed)?).map_err(io_err)
+        self.disk.write(vec![LogWrite::Meta(KEY_COMMITTED, codec::encode(&committed)?)], false)
     }
 
     async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
@@ -218,29 +226,32 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = WriteBatch::default();
+        let mut writes = Vec::new();
         for entry in entries {
             let stored = encode_entry(&entry, self.sealer.as_deref())?;
-            batch.put_cf(self.cf_log(), index_key(entry.log_id.index), stored);
+            writes.push(LogWrite::Entry(entry.log_id.index, stored));
         }
-        let mut opts = WriteOptions::default();
-        opts.set_sync(false);
-        self.db.write_opt(batch, &opts).map_err(io_err)?;
+        self.disk.write(writes, false)?;
         // Readable now; durable when the syncer calls back.
-        self.syncer.send(callback).map_err(|_| io::Error::other("log syncer stopped"))?;
+        let sent = match &self.syncer {
+            Syncer::Thread(tx) => tx.send(callback).is_ok(),
+            Syncer::Task(tx) => tx.send(callback).is_ok(),
+        };
+        if !sent {
+            return Err(io::Error::other("log syncer stopped"));
+        }
         Ok(())
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
         let from = last_log_id.map_or(0, |l| l.index + 1);
         // Ordered in the WAL before any later append, whose sync makes it durable.
-        self.db.delete_range_cf(self.cf_log(), index_key(from), index_key(u64::MAX)).map_err(io_err)?;
-        self.db.delete_cf(self.cf_log(), index_key(u64::MAX)).map_err(io_err)
+        self.disk.write(vec![LogWrite::DeleteEntries { from, to: u64::MAX }], false)
     }
 
     async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
         // Record the purge point first: entries at or below it are ignored from then on.
-        self.db.put_cf(self.cf_meta(), KEY_LAST_PURGED, codec::encode(&log_id)?).map_err(io_err)?;
-        self.db.delete_range_cf(self.cf_log(), index_key(0), index_key(log_id.index + 1)).map_err(io_err)
+        self.disk.write(vec![LogWrite::Meta(KEY_LAST_PURGED, codec::encode(&log_id)?)], false)?;
+        self.disk.write(vec![LogWrite::DeleteEntries { from: 0, to: log_id.index + 1 }], false)
     }
 }

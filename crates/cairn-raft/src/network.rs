@@ -9,7 +9,10 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock: the real one in a process, the virtual one in a simulation.
+use tokio::time::Instant;
 
 use futures::{FutureExt, Stream, StreamExt};
 use hyper_util::rt::TokioIo;
@@ -48,6 +51,8 @@ pub struct PeerChannels {
     max_message: usize,
     /// TLS towards the other members (`--peer-cert-file`), under the key handshake.
     tls: Option<Arc<cairn_tls::rustls::ClientConfig>>,
+    /// The network, when not the operating system's TCP (a simulation's).
+    transport: Option<Arc<dyn crate::transport::PeerTransport>>,
 }
 
 /// A client of a peer's `cairnpb.Peer` service, its requests stamped with the key fingerprint.
@@ -65,7 +70,17 @@ impl PeerChannels {
             key: key.clone(),
             max_message: peer_message_limit(DEFAULT_MAX_REQUEST_BYTES),
             tls: None,
+            transport: None,
         }
+    }
+
+    /// The same channels over another network than TCP (`None`: TCP).
+    pub fn with_transport(
+        mut self,
+        transport: Option<Arc<dyn crate::transport::PeerTransport>>,
+    ) -> PeerChannels {
+        self.transport = transport;
+        self
     }
 
     /// The same channels through TLS.
@@ -92,8 +107,10 @@ impl PeerChannels {
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5));
         let local_ip = self.local_ip;
-        let (key, tls) = (self.key.clone(), self.tls.clone());
-        let connector = tower::service_fn(move |uri: Uri| connect(uri, local_ip, key.clone(), tls.clone()));
+        let (key, tls, transport) = (self.key.clone(), self.tls.clone(), self.transport.clone());
+        let connector = tower::service_fn(move |uri: Uri| {
+            connect(uri, local_ip, key.clone(), tls.clone(), transport.clone())
+        });
         let channel = endpoint.connect_with_connector_lazy(connector);
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
@@ -125,15 +142,36 @@ async fn connect(
     local_ip: Option<IpAddr>,
     key: ClusterKey,
     tls: Option<Arc<cairn_tls::rustls::ClientConfig>>,
+    transport: Option<Arc<dyn crate::transport::PeerTransport>>,
 ) -> io::Result<TokioIo<MaybeTls>> {
-    match connect_with(&uri, local_ip, &key, tls.clone()).await {
+    match connect_with(&uri, local_ip, &key, tls.clone(), transport.as_deref()).await {
         // During a key rotation the member called may not have switched yet: prove the
         // previous key on a new connection.
         Err(ConnectError::Refused(_)) if key.previous().is_some() => {
             let previous = key.previous().expect("checked").clone();
-            connect_with(&uri, local_ip, &previous, tls).await.map_err(ConnectError::into_io)
+            connect_with(&uri, local_ip, &previous, tls, transport.as_deref())
+                .await
+                .map_err(ConnectError::into_io)
         }
         other => other.map_err(ConnectError::into_io),
+    }
+}
+
+/// Prove the cluster key on a new connection (nothing to prove without one).
+async fn prove_key(stream: &mut MaybeTls, key: &ClusterKey) -> Result<(), ConnectError> {
+    if key.is_none() {
+        return Ok(());
+    }
+    let proved = tokio::time::timeout(
+        crate::peer_auth::HANDSHAKE_TIMEOUT,
+        crate::peer_auth::authenticate(stream, key),
+    )
+    .await;
+    match proved {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e @ crate::peer_auth::HandshakeError::Refused(_))) => Err(ConnectError::Refused(e.into_io())),
+        Ok(Err(e)) => Err(ConnectError::Other(e.into_io())),
+        Err(_) => Err(crate::peer_auth::HandshakeError::Timeout.into_io().into()),
     }
 }
 
@@ -162,9 +200,18 @@ async fn connect_with(
     local_ip: Option<IpAddr>,
     key: &ClusterKey,
     tls: Option<Arc<cairn_tls::rustls::ClientConfig>>,
+    transport: Option<&dyn crate::transport::PeerTransport>,
 ) -> Result<TokioIo<MaybeTls>, ConnectError> {
     let host = uri.host().ok_or_else(|| io::Error::other("peer address without host"))?;
     let port = uri.port_u16().ok_or_else(|| io::Error::other("peer address without port"))?;
+    if let Some(transport) = transport {
+        if tls.is_some() {
+            return Err(io::Error::other("TLS is not available on a simulated network").into());
+        }
+        let mut stream = MaybeTls::Other(transport.connect(host.to_string(), port).await?);
+        prove_key(&mut stream, key).await?;
+        return Ok(TokioIo::new(stream));
+    }
     let mut last_err = io::Error::other(format!("{host}:{port} resolved to no address"));
     for addr in tokio::net::lookup_host((host, port)).await? {
         let socket =
@@ -185,21 +232,7 @@ async fn connect_with(
                         MaybeTls::from(secured)
                     }
                 };
-                if !key.is_none() {
-                    let proved = tokio::time::timeout(
-                        crate::peer_auth::HANDSHAKE_TIMEOUT,
-                        crate::peer_auth::authenticate(&mut stream, key),
-                    )
-                    .await;
-                    match proved {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e @ crate::peer_auth::HandshakeError::Refused(_))) => {
-                            return Err(ConnectError::Refused(e.into_io()))
-                        }
-                        Ok(Err(e)) => return Err(ConnectError::Other(e.into_io())),
-                        Err(_) => return Err(crate::peer_auth::HandshakeError::Timeout.into_io().into()),
-                    }
-                }
+                prove_key(&mut stream, key).await?;
                 return Ok(TokioIo::new(stream));
             }
             Err(e) => last_err = e,
@@ -518,26 +551,42 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         let vote = codec::encode(&vote).map_err(|e| net(&e))?;
         let meta = codec::encode(&snapshot.meta).map_err(|e| net(&e))?;
         let file = snapshot.snapshot.file;
-        // Read the file in chunks on a blocking thread and stream them.
+        // Read the file in chunks on a blocking thread (in a simulation: in a task) and
+        // stream them.
         let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(4);
-        let reader = tokio::task::spawn_blocking(move || -> io::Result<()> {
+        let mut offset = 0u64;
+        let mut first = Some((vote, meta));
+        // The next chunk to send, `None` once everything was.
+        let mut next_chunk = move || -> io::Result<Option<SnapshotChunk>> {
             use std::os::unix::fs::FileExt;
-            let mut offset = 0u64;
-            let mut first = Some((vote, meta));
-            loop {
-                let mut buf = vec![0u8; SNAPSHOT_CHUNK];
-                let n = file.read_at(&mut buf, offset)?;
-                buf.truncate(n);
-                let (vote, meta) = first.take().unwrap_or_default();
-                if n == 0 && vote.is_empty() {
-                    return Ok(());
+            let mut buf = vec![0u8; SNAPSHOT_CHUNK];
+            let n = file.read_at(&mut buf, offset)?;
+            buf.truncate(n);
+            offset += n as u64;
+            let (vote, meta) = first.take().unwrap_or_default();
+            Ok((n > 0 || !vote.is_empty()).then_some(SnapshotChunk { vote, meta, data: buf }))
+        };
+        let reader = if cairn_core::sim::is_simulated() {
+            tokio::spawn(async move {
+                while let Some(chunk) = next_chunk()? {
+                    let last = chunk.data.is_empty();
+                    if tx.send(chunk).await.is_err() || last {
+                        break;
+                    }
                 }
-                if tx.blocking_send(SnapshotChunk { vote, meta, data: buf }).is_err() || n == 0 {
-                    return Ok(());
+                Ok(())
+            })
+        } else {
+            tokio::task::spawn_blocking(move || -> io::Result<()> {
+                while let Some(chunk) = next_chunk()? {
+                    let last = chunk.data.is_empty();
+                    if tx.blocking_send(chunk).is_err() || last {
+                        break;
+                    }
                 }
-                offset += n as u64;
-            }
-        });
+                Ok(())
+            })
+        };
         let send = client.install_snapshot(tokio_stream::wrappers::ReceiverStream::new(rx));
         let resp = tokio::select! {
             r = send => r.map_err(|s| to_streaming(status_to_rpc(s)))?,

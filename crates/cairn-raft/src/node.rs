@@ -16,8 +16,9 @@ use openraft::{Config, ServerState, SnapshotPolicy};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::disk::{LogDisk, LogWrite, RocksLogDisk};
 use crate::forward::Forwarder;
-use crate::log_store::{LogStore, CF_META};
+use crate::log_store::LogStore;
 use crate::network::{PeerChannels, PeerNetwork};
 use crate::pb;
 use crate::server::PeerService;
@@ -72,6 +73,11 @@ pub struct NodeConfig {
     /// Secrets at rest: seals the values of covered keys and every Raft log entry (`None`:
     /// everything is stored in the clear). Built from the cluster key by the caller.
     pub sealer: Option<Arc<cairn_core::seal::Sealer>>,
+    /// A simulated disk to keep the log and the state machine on instead of RocksDB in
+    /// `data_dir` (deterministic simulation; snapshots stay files in `data_dir`).
+    pub memory: Option<crate::disk::MemoryDisk>,
+    /// The network to the other members when not TCP (deterministic simulation).
+    pub transport: Option<Arc<dyn crate::transport::PeerTransport>>,
 }
 
 /// Peer TLS: how this member serves its peer port, and how it calls the others'.
@@ -166,8 +172,8 @@ pub struct RaftNode {
     /// The auth state and tokens (likewise).
     pub(crate) auth: crate::auth::Auth,
     key_fingerprint: String,
-    /// Holds the data directory's lock while the node lives.
-    _data_dir: DataDir,
+    /// Holds the data directory's lock while the node lives (none on a simulated disk).
+    _data_dir: Option<DataDir>,
 }
 
 const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
@@ -220,16 +226,25 @@ impl RaftNode {
         if cfg.join.is_empty() {
             check_initial_cluster(&cfg)?;
         }
-        let data_dir = open_data_dir(&cfg.data_dir)?;
-        let db = data_dir.db.clone();
-        let store = MvccStore::new(Arc::new(cairn_mvcc::RocksEngine::new(db.clone())))
-            .with_sealer(cfg.sealer.clone());
+        let (data_dir, disk, engine): (Option<DataDir>, Arc<dyn LogDisk>, Arc<dyn cairn_mvcc::Engine>) =
+            match &cfg.memory {
+                Some(memory) => (None, Arc::new(memory.clone()), Arc::new(memory.engine())),
+                None => {
+                    let data_dir = open_data_dir(&cfg.data_dir)?;
+                    let db = data_dir.db.clone();
+                    (
+                        Some(data_dir),
+                        Arc::new(RocksLogDisk::new(db.clone())),
+                        Arc::new(cairn_mvcc::RocksEngine::new(db)),
+                    )
+                }
+            };
+        let store = MvccStore::new(engine).with_sealer(cfg.sealer.clone());
 
         // The cluster id and this member's id are fixed when the member first starts (a
         // founder), joins or is added; later flags cannot change them.
-        let meta = db.cf_handle(CF_META).expect("raft_meta family");
         let read_u64 = |key: &[u8], what: &'static str| -> Result<Option<u64>, StartError> {
-            match db.get_cf(meta, key).map_err(storage(what))? {
+            match disk.get_meta(key).map_err(storage(what))? {
                 None => Ok(None),
                 Some(b) => Ok(Some(u64::from_be_bytes(
                     b.as_slice().try_into().map_err(|_| storage(what)("not 8 bytes"))?,
@@ -237,21 +252,21 @@ impl RaftNode {
             }
         };
         let store_ids = |cluster_id: u64, member_id: u64, origin: Option<&[u8]>| {
-            let mut batch = rocksdb::WriteBatch::default();
-            batch.put_cf(meta, KEY_CLUSTER_ID, cluster_id.to_be_bytes());
-            batch.put_cf(meta, KEY_MEMBER_ID, member_id.to_be_bytes());
+            let mut writes = vec![
+                LogWrite::Meta(KEY_CLUSTER_ID, cluster_id.to_be_bytes().to_vec()),
+                LogWrite::Meta(KEY_MEMBER_ID, member_id.to_be_bytes().to_vec()),
+            ];
             if let Some(origin) = origin {
-                batch.put_cf(meta, KEY_ORIGIN, origin);
+                writes.push(LogWrite::Meta(KEY_ORIGIN, origin.to_vec()));
             }
-            let mut opts = rocksdb::WriteOptions::default();
-            opts.set_sync(true);
-            db.write_opt(batch, &opts).map_err(storage("cluster id"))
+            disk.write(writes, true).map_err(storage("cluster id"))
         };
-        let origin = db.get_cf(meta, KEY_ORIGIN).map_err(storage("origin"))?;
+        let origin = disk.get_meta(KEY_ORIGIN).map_err(storage("origin"))?;
         let max_message = crate::network::peer_message_limit(cfg.max_request_bytes);
         let channels = PeerChannels::new(Some(cfg.peer_listen.ip()), &cfg.cluster_key)
             .with_max_message(max_message)
-            .with_tls(cfg.peer_tls.as_ref().map(|t| t.client.clone()));
+            .with_tls(cfg.peer_tls.as_ref().map(|t| t.client.clone()))
+            .with_transport(cfg.transport.clone());
         let cluster_id: Arc<OnceLock<u64>> = Arc::default();
         let id = match read_u64(KEY_CLUSTER_ID, "cluster id")? {
             Some(cid) => {
@@ -336,13 +351,21 @@ impl RaftNode {
             removed: removed.clone(),
             addresses: addresses.clone(),
         };
-        let log = LogStore::new(db.clone(), cfg.sealer.clone());
+        let log = LogStore::new(disk.clone(), cfg.sealer.clone());
         let log_files = log.clone();
         let raft = Raft::new(id, config, network, log, sm).await.map_err(|e| StartError::Raft(e.into()))?;
 
         // Serve peers before initializing, so that the others can reach us.
         let client_urls: Arc<OnceLock<Vec<String>>> = Arc::default();
-        let listener = match tokio::net::TcpListener::bind(cfg.peer_listen).await {
+        let listening = match &cfg.transport {
+            Some(transport) => {
+                transport.listen(cfg.peer_listen).await.map(crate::peer_auth::PeerListener::Other)
+            }
+            None => {
+                tokio::net::TcpListener::bind(cfg.peer_listen).await.map(crate::peer_auth::PeerListener::Tcp)
+            }
+        };
+        let listener = match listening {
             Ok(l) => l,
             Err(source) => {
                 let _ = raft.shutdown().await;

@@ -103,7 +103,9 @@ fn proof(peer_key: &[u8; 32], role: &[u8], caller_nonce: &[u8], member_nonce: &[
 }
 
 fn nonce() -> [u8; NONCE_BYTES] {
-    rand::random()
+    let mut nonce = [0u8; NONCE_BYTES];
+    cairn_core::sim::fill_random(&mut nonce);
+    nonce
 }
 
 async fn read_refusal<S: AsyncRead + Unpin>(io: &mut S) -> HandshakeError {
@@ -395,11 +397,48 @@ async fn sort(io: MaybeTls, remote: SocketAddr, key: &ClusterKey) -> Result<Peer
     Ok(stream)
 }
 
-/// Accept TLS on `tcp` when configured.
+/// Where the peer server accepts connections: a TCP listener, or a simulated network's.
+pub enum PeerListener {
+    Tcp(TcpListener),
+    Other(crate::transport::Accepted),
+}
+
+/// An accepted connection, before TLS.
+enum Conn {
+    Tcp(TcpStream),
+    Other(crate::transport::PeerIo),
+}
+
+impl PeerListener {
+    async fn accept(&mut self) -> io::Result<(Conn, SocketAddr)> {
+        match self {
+            PeerListener::Tcp(listener) => {
+                let (tcp, remote) = listener.accept().await?;
+                let _ = tcp.set_nodelay(true);
+                Ok((Conn::Tcp(tcp), remote))
+            }
+            PeerListener::Other(accepted) => match futures::StreamExt::next(accepted).await {
+                Some(Ok((io, remote))) => Ok((Conn::Other(io), remote)),
+                Some(Err(e)) => Err(e),
+                // The network is gone: nothing more will come.
+                None => std::future::pending().await,
+            },
+        }
+    }
+}
+
+/// Accept TLS on `conn` when configured (never on a simulated network).
 async fn secure(
-    tcp: TcpStream,
+    conn: Conn,
     tls: Option<&cairn_tls::tokio_rustls::TlsAcceptor>,
 ) -> Result<MaybeTls, (Refusal, String)> {
+    let tcp = match conn {
+        Conn::Tcp(tcp) => tcp,
+        Conn::Other(_) if tls.is_some() => {
+            return Err((Refusal::Tls, "TLS is not available on a simulated network".into()))
+        }
+        Conn::Other(io) => return Ok(MaybeTls::Other(io)),
+    };
     match tls {
         None => Ok(MaybeTls::Plain(tcp)),
         Some(acceptor) => match acceptor.accept(tcp).await {
@@ -413,7 +452,7 @@ async fn secure(
 /// authenticated) on its own task within [`HANDSHAKE_TIMEOUT`], so a caller that never
 /// speaks holds up nobody. Stops accepting when the stream is dropped.
 pub fn incoming(
-    listener: TcpListener,
+    mut listener: PeerListener,
     key: ClusterKey,
     tls: Option<Arc<cairn_tls::tokio_rustls::rustls::ServerConfig>>,
 ) -> impl futures::Stream<Item = io::Result<PeerStream>> + Send + 'static {
@@ -426,7 +465,7 @@ pub fn incoming(
                 _ = tx.closed() => return,
                 accepted = listener.accept() => accepted,
             };
-            let (tcp, remote) = match accepted {
+            let (conn, remote) = match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: wait rather than spin.
@@ -435,7 +474,6 @@ pub fn incoming(
                     continue;
                 }
             };
-            let _ = tcp.set_nodelay(true);
             let Ok(permit) = pending.clone().try_acquire_owned() else {
                 record_refusal(Refusal::Overloaded, Some(remote), "too many connections in their handshake");
                 continue;
@@ -443,7 +481,7 @@ pub fn incoming(
             let (tx, key, tls) = (tx.clone(), key.clone(), tls.clone());
             tokio::spawn(async move {
                 let admitted = async {
-                    let io = secure(tcp, tls.as_ref()).await?;
+                    let io = secure(conn, tls.as_ref()).await?;
                     sort(io, remote, &key).await
                 };
                 let sorted = tokio::time::timeout(HANDSHAKE_TIMEOUT, admitted).await;
@@ -553,7 +591,7 @@ mod tests {
         let ours = key("the cluster's own secret");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut incoming = Box::pin(incoming(listener, ours.clone(), None));
+        let mut incoming = Box::pin(incoming(PeerListener::Tcp(listener), ours.clone(), None));
         let malformed = refusals(Refusal::Malformed);
         let mut garbage = TcpStream::connect(addr).await.unwrap();
         garbage.write_all(b"CAIRNXXXnot a handshake at all, but long enough to read in full").await.unwrap();

@@ -63,7 +63,7 @@ impl MemberChange {
 /// A member id no member has: random, as etcd's are (etcd hashes the URLs and the time).
 fn fresh_id(membership: &openraft::Membership<NodeId, PeerNode>) -> NodeId {
     loop {
-        let id: NodeId = rand::random();
+        let id: NodeId = cairn_core::sim::random_u64();
         if id != 0 && !membership.nodes().any(|(n, _)| *n == id) {
             return id;
         }

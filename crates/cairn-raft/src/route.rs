@@ -3,7 +3,10 @@
 //! nothing was proposed. Writes, read barriers and lease calls all go through it.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock: the real one in a process, the virtual one in a simulation.
+use tokio::time::Instant;
 
 use cairn_core::{BackendError, RequestError, WriteRequest, WriteResponse};
 

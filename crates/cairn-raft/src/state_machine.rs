@@ -55,7 +55,7 @@ impl SnapshotDir {
 
     /// A fresh temporary file for an incoming or outgoing snapshot.
     pub fn temp_path(&self) -> PathBuf {
-        self.dir.join(format!("incoming-{:016x}.tmp", rand::random::<u64>()))
+        self.dir.join(format!("incoming-{:016x}.tmp", cairn_core::sim::random_u64()))
     }
 
     fn stem(meta: &SnapshotMeta) -> String {
@@ -283,7 +283,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let store = self.store.clone();
         let snapshots = self.snapshots.clone();
         let meta = meta.clone();
-        let installed = tokio::task::spawn_blocking(move || {
+        let installed = cairn_core::sim::run_blocking(move || {
             let SnapshotFile { path, mut file } = snapshot;
             file.seek(SeekFrom::Start(0))?;
             store.install_snapshot(&mut BufReader::new(&mut file)).map_err(mvcc_io)?;
@@ -298,8 +298,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             tracing::info!(last_log_id = ?meta.last_log_id, "installed snapshot");
             Ok(())
         })
-        .await
-        .map_err(io::Error::other)?;
+        .await?;
         installed?;
         self.lessor.reload(&self.store.leases().map_err(mvcc_io)?);
         crate::alarms::reload(&self.store, &self.alarms).map_err(mvcc_io)?;
@@ -326,7 +325,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
         let store = self.store.clone();
         let snapshots = self.snapshots.clone();
-        tokio::task::spawn_blocking(move || {
+        cairn_core::sim::run_blocking(move || {
             let tmp = snapshots.temp_path();
             let mut out = BufWriter::new(File::create(&tmp)?);
             let (rows, meta_rows) =
@@ -346,8 +345,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             tracing::info!(last_log_id = ?meta.last_log_id, rows, "built snapshot");
             Ok(Snapshot { meta, snapshot })
         })
-        .await
-        .map_err(io::Error::other)?
+        .await?
     }
 }
 

@@ -25,7 +25,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
             )),
         )
         .expect("state machine");
-        Ok((dir, LogStore::new(db, None), sm))
+        Ok((dir, LogStore::new(std::sync::Arc::new(crate::disk::RocksLogDisk::new(db)), None), sm))
     }
 }
 

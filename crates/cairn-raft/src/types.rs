@@ -19,6 +19,7 @@ openraft::declare_raft_types!(
         R = CommandResult,
         NodeId = NodeId,
         Node = PeerNode,
+        AsyncRuntime = crate::runtime::CairnRuntime,
 );
 
 pub type Raft = openraft::Raft<TypeConfig, crate::state_machine::StateMachine>;

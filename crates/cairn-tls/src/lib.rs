@@ -24,7 +24,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 mod stream;
 
 pub use rustls;
-pub use stream::MaybeTls;
+pub use stream::{Io, MaybeTls};
 pub use tokio_rustls;
 
 /// One port's TLS files, as etcd's flags name them.

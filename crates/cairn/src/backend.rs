@@ -268,7 +268,7 @@ async fn measure_db_size(data_dir: PathBuf, size: Arc<AtomicI64>) {
     loop {
         tick.tick().await;
         let dir = data_dir.clone();
-        if let Ok(bytes) = tokio::task::spawn_blocking(move || dir_size(&dir)).await {
+        if let Ok(bytes) = cairn_core::sim::run_blocking(move || dir_size(&dir)).await {
             size.store(i64::try_from(bytes).unwrap_or(i64::MAX), Ordering::Relaxed);
         }
     }

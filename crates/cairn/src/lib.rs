@@ -280,6 +280,8 @@ impl Node {
             peer_tls: resolved.peer_tls.clone(),
             corrupt_check_interval: resolved.corrupt_check_interval,
             sealer: resolved.sealer.clone(),
+            memory: None,
+            transport: None,
         })
         .await?;
         // Bind clients last: a second process on the same data directory must fail on the
