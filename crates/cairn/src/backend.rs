@@ -49,6 +49,16 @@ pub(crate) async fn publish_attributes(backend: std::sync::Weak<RaftBackend>) {
 }
 
 impl RaftBackend {
+    /// The backend of a started node (data directory `data_dir`) that serves clients at
+    /// `client_urls`, publishing its attributes in the background: for callers that serve
+    /// the API themselves (a deterministic simulation); [`crate::Node`] does all of this.
+    pub fn serve_node(node: RaftNode, data_dir: PathBuf, client_urls: Vec<String>) -> Arc<RaftBackend> {
+        node.set_client_urls(client_urls);
+        let backend = Arc::new(RaftBackend::new(node, data_dir));
+        tokio::spawn(publish_attributes(Arc::downgrade(&backend)));
+        backend
+    }
+
     pub(crate) fn new(node: RaftNode, data_dir: PathBuf) -> RaftBackend {
         let db_size = Arc::new(AtomicI64::new(0));
         let db_size_task = tokio::spawn(measure_db_size(data_dir.clone(), db_size.clone()));
