@@ -119,6 +119,17 @@ fn the_raft_layer_serves_no_http() {
 }
 
 #[test]
+fn only_the_simulator_links_the_simulator() {
+    // The members run the same code in a simulation and in production: the simulation's
+    // runtime and network (turmoil) come in only through cairn-sim, never into a shipped crate.
+    for shipped in
+        ["cairn", "cairn-raft", "cairn-api", "cairn-core", "cairn-mvcc", "cairn-client", "cairn-http"]
+    {
+        assert_never_links(shipped, &["turmoil", "cairn-sim"]);
+    }
+}
+
+#[test]
 fn the_check_sees_real_dependencies() {
     // Guards the guard: the facade does link RocksDB and openraft, so the parsing works.
     let deps = linked("cairn");

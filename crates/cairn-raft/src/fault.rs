@@ -16,6 +16,10 @@
 //!   the local state machine, acknowledges it at once and proposes the write in the
 //!   background; the client is told "done" before a quorum has the entry (and if the leader
 //!   dies or loses leadership first, an acknowledged write is lost or applied differently).
+//! - `unsynced-append`: the log store reports an append durable as soon as it is written,
+//!   before the sync (which follows shortly): a member acknowledges entries to the leader
+//!   that a crash can still take from it, so a crash of the wrong members loses a committed
+//!   write. Only a crash that loses unsynced writes shows it (cairn-sim's simulated disk).
 //! - unset or `none`: no fault (the binary behaves as `cairn`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +42,7 @@ pub enum Fault {
     None,
     StaleRead,
     AckBeforeCommit,
+    UnsyncedAppend,
 }
 
 static ARMED: AtomicBool = AtomicBool::new(false);
@@ -69,11 +74,19 @@ pub fn current() -> Fault {
             "" | "none" => Fault::None,
             "stale-read" => Fault::StaleRead,
             "ack-before-commit" => Fault::AckBeforeCommit,
-            other => panic!("{FAULT_ENV}={other:?}: expected none, stale-read or ack-before-commit"),
+            "unsynced-append" => Fault::UnsyncedAppend,
+            other => panic!(
+                "{FAULT_ENV}={other:?}: expected none, stale-read, ack-before-commit or unsynced-append"
+            ),
         };
         tracing::warn!(?fault, "FAULT INJECTION BUILD: this binary is for testing the test harness only");
         fault
     })
+}
+
+/// Hook of `LogStore::append`: `true` when the append must be reported durable at once.
+pub(crate) fn unsynced_append() -> bool {
+    current() == Fault::UnsyncedAppend
 }
 
 /// Hook of `RaftNode::linearize`: `true` when the read barrier must be skipped.

@@ -232,6 +232,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             writes.push(LogWrite::Entry(entry.log_id.index, stored));
         }
         self.disk.write(writes, false)?;
+        #[cfg(feature = "fault-injection")]
+        if crate::fault::unsynced_append() {
+            callback.io_completed(Ok(()));
+            // The sync still happens, a little later: the bug is only the early report.
+            if let Syncer::Task(_) = &self.syncer {
+                let disk = self.disk.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(disk.sync_delay()).await;
+                    let _ = disk.sync();
+                });
+            }
+            return Ok(());
+        }
         // Readable now; durable when the syncer calls back.
         let sent = match &self.syncer {
             Syncer::Thread(tx) => tx.send(callback).is_ok(),

@@ -331,6 +331,12 @@ impl RaftNode {
             max_in_snapshot_log_to_keep: cfg.snapshot_count.clamp(1, 5000),
             install_snapshot_timeout: 60_000,
             max_payload_entries: crate::network::MAX_PAYLOAD_ENTRIES,
+            // A leader that restarts holds an election like any member. Restoring leadership at
+            // once (openraft's default) trusts a log and state machine that a power loss can
+            // have rolled back — the tail it had not synced yet, committed by the others —
+            // and the restored leader then overwrote committed entries in the same term
+            // (found by cairn-sim: seeds 17, 560, 650, 713 with power loss).
+            enable_leader_restore: Some(false),
             ..Default::default()
         };
         let config = Arc::new(config.validate().map_err(|e| StartError::Config(e.to_string()))?);

@@ -40,28 +40,38 @@ const CLIENT_PORT: u16 = 2379;
 pub enum FaultKind {
     /// Kill a member (its unsynced writes are lost) and restart it later.
     Crash,
+    /// Every member loses power at once (unsynced writes lost everywhere), then all restart.
+    PowerLoss,
     /// Cut the cluster in two.
     Partition,
     /// Hold the messages between two members, then deliver them late.
     Hold,
     /// Long, varying message delays everywhere.
     SlowNetwork,
-    /// Slow fsyncs on every member's disk.
+    /// Slow fsyncs on every member's disk, for the whole run (so that they overlap the
+    /// other faults: a crash during a slow sync loses more).
     SlowDisk,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 5] = [
+    pub const ALL: [FaultKind; 6] = [
         FaultKind::Crash,
+        FaultKind::PowerLoss,
         FaultKind::Partition,
         FaultKind::Hold,
         FaultKind::SlowNetwork,
         FaultKind::SlowDisk,
     ];
 
+    /// The fault kind of this name ([`FaultKind::name`]).
+    pub fn from_name(name: &str) -> Option<FaultKind> {
+        FaultKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             FaultKind::Crash => "crash",
+            FaultKind::PowerLoss => "power-loss",
             FaultKind::Partition => "partition",
             FaultKind::Hold => "hold",
             FaultKind::SlowNetwork => "slow-network",
@@ -82,11 +92,20 @@ pub struct Options {
     pub duration: Duration,
     /// The fault kinds to choose from (`None`: the seed chooses a subset of all of them).
     pub faults: Option<Vec<FaultKind>>,
+    /// The simulated time each step advances (every host runs once per step).
+    pub tick: Duration,
 }
 
 impl Options {
     pub fn new(seed: u64) -> Options {
-        Options { seed, members: 3, clients: 4, duration: Duration::from_secs(10), faults: None }
+        Options {
+            seed,
+            members: 3,
+            clients: 4,
+            duration: Duration::from_secs(3),
+            faults: None,
+            tick: Duration::from_millis(5),
+        }
     }
 }
 
@@ -101,6 +120,8 @@ struct Action {
 enum Nemesis {
     Crash(usize),
     Restart(usize),
+    PowerLoss,
+    PowerBack,
     Partition(Vec<usize>, Vec<usize>),
     Heal,
     Hold(usize, usize),
@@ -165,6 +186,7 @@ fn schedule(rng: &mut SmallRng, kinds: &[FaultKind], members: usize, duration: D
                 let m = rng.random_range(0..members);
                 (Nemesis::Crash(m), Nemesis::Restart(m))
             }
+            FaultKind::PowerLoss => (Nemesis::PowerLoss, Nemesis::PowerBack),
             FaultKind::Partition => {
                 let mut order: Vec<usize> = (0..members).collect();
                 for i in (1..order.len()).rev() {
@@ -232,10 +254,11 @@ pub fn run(opts: &Options) -> Outcome {
         Some(kinds) => kinds.clone(),
         None => FaultKind::ALL.iter().copied().filter(|_| rng.random_bool(0.5)).collect(),
     };
-    let actions = schedule(&mut rng, &faults, opts.members, opts.duration);
+    let timed: Vec<FaultKind> = faults.iter().copied().filter(|k| *k != FaultKind::SlowDisk).collect();
+    let actions = schedule(&mut rng, &timed, opts.members, opts.duration);
 
     // fsync takes 0.1–1 ms, or 5–50 ms while the disk is slow; drawn from the seed.
-    let slow_disk = Arc::new(Mutex::new(false));
+    let slow_disk = Arc::new(Mutex::new(faults.contains(&FaultKind::SlowDisk)));
     let disk_rng = Arc::new(Mutex::new(SmallRng::seed_from_u64(opts.seed ^ 0xd15c)));
     let sync_delay: Arc<dyn Fn() -> Duration + Send + Sync> = {
         let (slow, rng) = (slow_disk.clone(), disk_rng.clone());
@@ -256,7 +279,7 @@ pub fn run(opts: &Options) -> Outcome {
 
     let mut sim = turmoil::Builder::new()
         .rng_seed(opts.seed)
-        .tick_duration(Duration::from_millis(1))
+        .tick_duration(opts.tick)
         .simulation_duration(opts.duration + Duration::from_secs(120))
         .min_message_latency(Duration::from_micros(100))
         .max_message_latency(Duration::from_millis(2))
@@ -323,6 +346,18 @@ fn apply(sim: &mut turmoil::Sim<'_>, world: &World, what: &Nemesis, members: usi
             disks[*m] = disks[*m].crashed();
         }
         Nemesis::Restart(m) => sim.bounce(name(*m).as_str()),
+        Nemesis::PowerLoss => {
+            let mut disks = world.disks.borrow_mut();
+            for (m, disk) in disks.iter_mut().enumerate() {
+                sim.crash(name(m).as_str());
+                *disk = disk.crashed();
+            }
+        }
+        Nemesis::PowerBack => {
+            for m in 0..members {
+                sim.bounce(name(m).as_str());
+            }
+        }
         Nemesis::Partition(a, b) => {
             for x in a {
                 for y in b {

@@ -17,12 +17,20 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     first: u64,
     /// Simulated seconds of client operations per seed.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 3)]
     duration: u64,
-    /// Run with one of cairn_raft::fault's deliberate bugs (stale-read, ack-before-commit),
+    /// Run with one of cairn_raft::fault's deliberate bugs (stale-read, ack-before-commit,
+    /// unsynced-append),
     /// to check that the simulation finds it.
     #[arg(long)]
     fault: Option<String>,
+    /// Only these fault kinds (comma-separated: crash, power-loss, partition, hold,
+    /// slow-network, slow-disk); default: each seed picks a subset of all of them.
+    #[arg(long, value_delimiter = ',')]
+    faults: Option<Vec<String>>,
+    /// Simulated milliseconds per step (every host runs once per step).
+    #[arg(long, default_value_t = 5)]
+    tick_ms: u64,
     /// With --seeds: stop at the first failing seed.
     #[arg(long)]
     stop_at_failure: bool,
@@ -30,6 +38,20 @@ struct Args {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    let mut kinds = None;
+    if let Some(names) = &args.faults {
+        let mut chosen = Vec::new();
+        for name in names {
+            match cairn_sim::FaultKind::from_name(name) {
+                Some(kind) => chosen.push(kind),
+                None => {
+                    eprintln!("unknown fault kind {name:?}");
+                    return std::process::ExitCode::from(2);
+                }
+            }
+        }
+        kinds = Some(chosen);
+    }
     if let Some(fault) = &args.fault {
         // Before any member starts: the fault is read once per process.
         std::env::set_var(cairn_raft::fault::FAULT_ENV, fault);
@@ -38,6 +60,8 @@ fn main() -> std::process::ExitCode {
     let options = |seed| {
         let mut o = cairn_sim::Options::new(seed);
         o.duration = Duration::from_secs(args.duration);
+        o.tick = Duration::from_millis(args.tick_ms);
+        o.faults = kinds.clone();
         o
     };
     if let Some(seed) = args.seed {
