@@ -25,7 +25,7 @@ pub enum LogWrite<'a> {
     Entry(u64, Vec<u8>),
     /// Store a metadata row.
     Meta(&'a [u8], Vec<u8>),
-    /// Delete the entries with index in `[from, to)`.
+    /// Delete the entries with index in `[from, to)` (`to = u64::MAX`: to the end).
     DeleteEntries { from: u64, to: u64 },
 }
 
@@ -241,12 +241,10 @@ impl LogDisk for MemoryDisk {
                         latest.meta.insert(key.to_vec(), value);
                     }
                     LogWrite::DeleteEntries { from, to } => {
-                        let doomed: Vec<u64> = latest
-                            .entries
-                            .range((Bound::Included(from), Bound::Included(to)))
-                            .map(|(i, _)| *i)
-                            .filter(|i| *i < to || to == u64::MAX)
-                            .collect();
+                        // `to` is exclusive, except that u64::MAX stands for "to the end".
+                        let end = if to == u64::MAX { Bound::Unbounded } else { Bound::Excluded(to) };
+                        let doomed: Vec<u64> =
+                            latest.entries.range((Bound::Included(from), end)).map(|(i, _)| *i).collect();
                         for i in doomed {
                             latest.entries.remove(&i);
                         }

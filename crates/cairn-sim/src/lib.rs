@@ -128,8 +128,6 @@ enum Nemesis {
     Release(usize, usize),
     SlowNetwork,
     FastNetwork,
-    SlowDisk,
-    FastDisk,
 }
 
 /// What one seed did and whether its history is valid.
@@ -171,8 +169,10 @@ fn member_name(i: usize) -> String {
     format!("n{}", i + 1)
 }
 
-/// The seed's fault schedule: one fault at a time, each lasting 0.5–3 s, with quiet gaps.
+/// The seed's fault schedule: one fault at a time, each lasting 0.5–3 s, with quiet gaps (a
+/// slow disk is not scheduled: it lasts the whole run).
 fn schedule(rng: &mut SmallRng, kinds: &[FaultKind], members: usize, duration: Duration) -> Vec<Action> {
+    let kinds: Vec<FaultKind> = kinds.iter().copied().filter(|k| *k != FaultKind::SlowDisk).collect();
     let mut actions = Vec::new();
     if kinds.is_empty() {
         return actions;
@@ -201,7 +201,7 @@ fn schedule(rng: &mut SmallRng, kinds: &[FaultKind], members: usize, duration: D
                 (Nemesis::Hold(a, b), Nemesis::Release(a, b))
             }
             FaultKind::SlowNetwork => (Nemesis::SlowNetwork, Nemesis::FastNetwork),
-            FaultKind::SlowDisk => (Nemesis::SlowDisk, Nemesis::FastDisk),
+            FaultKind::SlowDisk => unreachable!("a slow disk lasts the whole run: never scheduled"),
         };
         actions.push(Action { at: t, what: start });
         actions.push(Action { at: t + lasts, what: end });
@@ -215,7 +215,6 @@ fn schedule(rng: &mut SmallRng, kinds: &[FaultKind], members: usize, duration: D
 struct World {
     disks: RefCell<Vec<MemoryDisk>>,
     events: Mutex<Vec<Event>>,
-    slow_disk: Arc<Mutex<bool>>,
 }
 
 impl World {
@@ -254,16 +253,14 @@ pub fn run(opts: &Options) -> Outcome {
         Some(kinds) => kinds.clone(),
         None => FaultKind::ALL.iter().copied().filter(|_| rng.random_bool(0.5)).collect(),
     };
-    let timed: Vec<FaultKind> = faults.iter().copied().filter(|k| *k != FaultKind::SlowDisk).collect();
-    let actions = schedule(&mut rng, &timed, opts.members, opts.duration);
+    let actions = schedule(&mut rng, &faults, opts.members, opts.duration);
 
-    // fsync takes 0.1–1 ms, or 5–50 ms while the disk is slow; drawn from the seed.
-    let slow_disk = Arc::new(Mutex::new(faults.contains(&FaultKind::SlowDisk)));
+    // fsync takes 0.1–1 ms, or 5–50 ms on a slow disk; drawn from the seed.
+    let slow = faults.contains(&FaultKind::SlowDisk);
     let disk_rng = Arc::new(Mutex::new(SmallRng::seed_from_u64(opts.seed ^ 0xd15c)));
     let sync_delay: Arc<dyn Fn() -> Duration + Send + Sync> = {
-        let (slow, rng) = (slow_disk.clone(), disk_rng.clone());
+        let rng = disk_rng.clone();
         Arc::new(move || {
-            let slow = *slow.lock().unwrap_or_else(|p| p.into_inner());
             let mut rng = rng.lock().unwrap_or_else(|p| p.into_inner());
             let micros = if slow { rng.random_range(5_000..50_000) } else { rng.random_range(100..1_000) };
             Duration::from_micros(micros)
@@ -272,7 +269,6 @@ pub fn run(opts: &Options) -> Outcome {
     let world = Rc::new(World {
         disks: RefCell::new((0..opts.members).map(|_| MemoryDisk::new(sync_delay.clone())).collect()),
         events: Mutex::new(Vec::new()),
-        slow_disk: slow_disk.clone(),
     });
     let dirs: Vec<tempfile::TempDir> =
         (0..opts.members).map(|_| tempfile::tempdir().expect("a temporary directory")).collect();
@@ -376,8 +372,6 @@ fn apply(sim: &mut turmoil::Sim<'_>, world: &World, what: &Nemesis, members: usi
         Nemesis::Release(a, b) => sim.release(name(*a).as_str(), name(*b).as_str()),
         Nemesis::SlowNetwork => sim.set_max_message_latency(Duration::from_millis(300)),
         Nemesis::FastNetwork => sim.set_max_message_latency(Duration::from_millis(2)),
-        Nemesis::SlowDisk => *world.slow_disk.lock().unwrap_or_else(|p| p.into_inner()) = true,
-        Nemesis::FastDisk => *world.slow_disk.lock().unwrap_or_else(|p| p.into_inner()) = false,
     }
 }
 

@@ -78,7 +78,7 @@ pub async fn client_listener(
 /// A gRPC channel to `host:port` over the simulated network.
 pub fn channel(host: &str, port: u16) -> tonic::transport::Channel {
     let target = (host.to_string(), port);
-    let connector = tower::service_fn(move |_: http_uri::Uri| {
+    let connector = tower::service_fn(move |_: tonic::codegen::http::Uri| {
         let (host, port) = target.clone();
         async move {
             let stream = turmoil::net::TcpStream::connect((host.as_str(), port)).await?;
@@ -89,9 +89,4 @@ pub fn channel(host: &str, port: u16) -> tonic::transport::Channel {
         .expect("a valid URI")
         .connect_timeout(std::time::Duration::from_secs(1))
         .connect_with_connector_lazy(connector)
-}
-
-/// tonic's URI type (the `http` crate's).
-mod http_uri {
-    pub use tonic::codegen::http::Uri;
 }
