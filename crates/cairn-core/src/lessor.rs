@@ -149,6 +149,14 @@ impl Lessor {
         }
     }
 
+    /// Only for fault injection (`cairn_raft::fault`'s `follower-lease-clock`, a bug the
+    /// simulation must find): become leader keeping the deadlines this member set as a
+    /// follower, which no keepalive moved.
+    #[doc(hidden)]
+    pub fn promote_keeping_follower_deadlines(&self) {
+        self.lock().primary = true;
+    }
+
     /// This member stopped being leader.
     pub fn demote(&self) {
         self.lock().primary = false;

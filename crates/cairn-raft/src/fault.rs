@@ -20,6 +20,11 @@
 //!   before the sync (which follows shortly): a member acknowledges entries to the leader
 //!   that a crash can still take from it, so a crash of the wrong members loses a committed
 //!   write. Only a crash that loses unsynced writes shows it (cairn-sim's simulated disk).
+//! - `follower-lease-clock`: a member that becomes leader keeps the lease deadlines it
+//!   had as a follower (set when each grant was applied, never moved by keepalives, which
+//!   only the leader sees) instead of restarting them: expiry decided by a follower's
+//!   clock, so after a leader change a lease kept alive all along expires early. Only a
+//!   leader change while leases are kept alive shows it (cairn-sim's lease workload).
 //! - unset or `none`: no fault (the binary behaves as `cairn`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,6 +48,7 @@ pub enum Fault {
     StaleRead,
     AckBeforeCommit,
     UnsyncedAppend,
+    FollowerLeaseClock,
 }
 
 static ARMED: AtomicBool = AtomicBool::new(false);
@@ -75,8 +81,10 @@ pub fn current() -> Fault {
             "stale-read" => Fault::StaleRead,
             "ack-before-commit" => Fault::AckBeforeCommit,
             "unsynced-append" => Fault::UnsyncedAppend,
+            "follower-lease-clock" => Fault::FollowerLeaseClock,
             other => panic!(
-                "{FAULT_ENV}={other:?}: expected none, stale-read, ack-before-commit or unsynced-append"
+                "{FAULT_ENV}={other:?}: expected none, stale-read, ack-before-commit, unsynced-append \
+                 or follower-lease-clock"
             ),
         };
         tracing::warn!(?fault, "FAULT INJECTION BUILD: this binary is for testing the test harness only");
@@ -87,6 +95,12 @@ pub fn current() -> Fault {
 /// Hook of `LogStore::append`: `true` when the append must be reported durable at once.
 pub(crate) fn unsynced_append() -> bool {
     current() == Fault::UnsyncedAppend
+}
+
+/// Hook of the lease timers' leadership tracking: `true` when a new leader must keep its
+/// follower deadlines.
+pub(crate) fn follower_lease_clock() -> bool {
+    current() == Fault::FollowerLeaseClock
 }
 
 /// Hook of `RaftNode::linearize`: `true` when the read barrier must be skipped.

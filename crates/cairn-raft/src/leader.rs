@@ -100,7 +100,7 @@ pub enum LeaseQuestion {
 
 /// The leader's answer about lease `id`; `None` if it does not exist. A lease granted in an
 /// earlier term may not be applied here yet, so "not found" is only said after catching up
-/// to the read index (as etcd does).
+/// to the read index (as etcd does); a renewal always waits for it.
 pub async fn ask_lessor(
     raft: &Raft,
     lessor: &Lessor,
@@ -114,6 +114,23 @@ pub async fn ask_lessor(
         }
     };
     let not_leader = || PeerError::NotLeader { leader_hint: None };
+    if question == LeaseQuestion::Renew {
+        // Renew only once leadership is confirmed and every earlier entry is applied: a
+        // deposed leader that has not noticed yet must not promise time the new leader
+        // will not honour, and a revoke proposed before a leader change can still be in
+        // the log, about to delete the lease a renewal would promise (both found by
+        // cairn-sim's lease workload).
+        read_linearizer(raft)
+            .await?
+            .await_ready(raft)
+            .await
+            .map_err(|e| PeerError::Unavailable(e.to_string()))?;
+        return match ask() {
+            Ok(time) => Ok(Some(time)),
+            Err(LeaseError::NotPrimary) => Err(not_leader()),
+            Err(LeaseError::NotFound) => Ok(None),
+        };
+    }
     match ask() {
         Ok(time) => return Ok(Some(time)),
         Err(LeaseError::NotPrimary) => return Err(not_leader()),

@@ -83,8 +83,16 @@ pub(crate) async fn track_leadership(raft: Raft, id: NodeId, lessor: Arc<Lessor>
         if now_leading != leading {
             leading = now_leading;
             if leading {
-                lessor.promote();
-                tracing::info!("leader: lease timers restarted");
+                #[cfg(feature = "fault-injection")]
+                let injected = crate::fault::follower_lease_clock();
+                #[cfg(not(feature = "fault-injection"))]
+                let injected = false;
+                if injected {
+                    lessor.promote_keeping_follower_deadlines();
+                } else {
+                    lessor.promote();
+                    tracing::info!("leader: lease timers restarted");
+                }
             } else {
                 lessor.demote();
             }

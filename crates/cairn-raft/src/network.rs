@@ -426,7 +426,7 @@ impl PeerConnection {
                 let answer = loop {
                     let oldest = in_flight.lock().expect("in-flight queue poisoned").front().copied();
                     let wait_until = oldest.unwrap_or_else(Instant::now) + deadline;
-                    match tokio::time::timeout_at(wait_until.into(), inbound.message()).await {
+                    match tokio::time::timeout_at(wait_until, inbound.message()).await {
                         Ok(answer) => break answer,
                         // Nothing was in flight for the whole wait: keep waiting.
                         Err(_) if oldest.is_none() => continue,

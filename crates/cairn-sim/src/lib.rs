@@ -13,6 +13,7 @@
 //! `cairn_raft::transport`, `cairn_raft::disk` and `cairn_core::sim`).
 
 pub mod net;
+pub mod workload;
 
 use std::cell::RefCell;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -22,17 +23,19 @@ use std::time::Duration;
 
 use cairn_jepsen::checker::{CheckResult, Validity};
 use cairn_jepsen::history::{Event, Kind};
-use cairn_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
-use cairn_proto::etcdserverpb::kv_client::KvClient;
-use cairn_proto::etcdserverpb::request_op::Request as Op;
-use cairn_proto::etcdserverpb::{Compare, PutRequest, RangeRequest, RequestOp, TxnRequest};
 use cairn_raft::disk::MemoryDisk;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use serde_json::{json, Value};
+use serde_json::Value;
+
+use workload::Plan;
+pub use workload::WorkloadKind;
 
 const PEER_PORT: u16 = 2380;
-const CLIENT_PORT: u16 = 2379;
+pub(crate) const CLIENT_PORT: u16 = 2379;
+/// How long a member takes at most to give up on a silent peer connection: HTTP/2
+/// keepalive's interval plus its timeout (`cairn_raft::network`).
+const PEER_KEEPALIVE_DETECTION: Duration = Duration::from_secs(10);
 
 /// The faults a seed may use: each seed takes a random subset ("swarm testing": a run with
 /// few kinds of faults goes deeper into each).
@@ -42,8 +45,13 @@ pub enum FaultKind {
     Crash,
     /// Every member loses power at once (unsynced writes lost everywhere), then all restart.
     PowerLoss,
-    /// Cut the cluster in two.
+    /// Cut the cluster in two: what the two sides send each other is held until the cut
+    /// heals, then delivered in order (as TCP retransmits it).
     Partition,
+    /// Cut the cluster in two and drop what the sides send each other: a connection that
+    /// lost a segment stays silent for good (a black-holed TCP connection), until HTTP/2
+    /// keepalive gives up on it and the member reconnects.
+    BlackHole,
     /// Hold the messages between two members, then deliver them late.
     Hold,
     /// Long, varying message delays everywhere.
@@ -54,10 +62,11 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 6] = [
+    pub const ALL: [FaultKind; 7] = [
         FaultKind::Crash,
         FaultKind::PowerLoss,
         FaultKind::Partition,
+        FaultKind::BlackHole,
         FaultKind::Hold,
         FaultKind::SlowNetwork,
         FaultKind::SlowDisk,
@@ -73,6 +82,7 @@ impl FaultKind {
             FaultKind::Crash => "crash",
             FaultKind::PowerLoss => "power-loss",
             FaultKind::Partition => "partition",
+            FaultKind::BlackHole => "black-hole",
             FaultKind::Hold => "hold",
             FaultKind::SlowNetwork => "slow-network",
             FaultKind::SlowDisk => "slow-disk",
@@ -86,8 +96,10 @@ pub struct Options {
     pub seed: u64,
     /// Members (voters).
     pub members: usize,
-    /// Concurrent clients.
+    /// Concurrent clients of each workload.
     pub clients: usize,
+    /// The workloads to run (`None`: the seed chooses a non-empty subset).
+    pub workloads: Option<Vec<WorkloadKind>>,
     /// Simulated time the clients run for.
     pub duration: Duration,
     /// The fault kinds to choose from (`None`: the seed chooses a subset of all of them).
@@ -101,7 +113,8 @@ impl Options {
         Options {
             seed,
             members: 3,
-            clients: 4,
+            clients: 3,
+            workloads: None,
             duration: Duration::from_secs(3),
             faults: None,
             tick: Duration::from_millis(5),
@@ -123,19 +136,21 @@ enum Nemesis {
     PowerLoss,
     PowerBack,
     Partition(Vec<usize>, Vec<usize>),
-    Heal,
+    Heal(Vec<usize>, Vec<usize>),
+    BlackHole(Vec<usize>, Vec<usize>),
+    Repair,
     Hold(usize, usize),
     Release(usize, usize),
     SlowNetwork,
     FastNetwork,
 }
 
-/// What one seed did and whether its history is valid.
+/// What one seed did and whether its histories are valid.
 pub struct Outcome {
     pub seed: u64,
     pub faults: Vec<FaultKind>,
-    /// The history (operations of the clients), in order.
-    pub events: Vec<Event>,
+    /// Each workload's history (operations of its clients), in order.
+    pub histories: Vec<(WorkloadKind, Vec<Event>)>,
     /// The faults applied, with their simulated times.
     pub nemesis: Vec<String>,
     pub checks: Vec<CheckResult>,
@@ -157,15 +172,23 @@ impl Outcome {
             out.push_str(line);
             out.push('\n');
         }
-        for e in &self.events {
-            out.push_str(&serde_json::to_string(e).expect("events serialize"));
-            out.push('\n');
+        for (kind, events) in &self.histories {
+            out.push_str(&format!("## {}\n", kind.name()));
+            for e in events {
+                out.push_str(&serde_json::to_string(e).expect("events serialize"));
+                out.push('\n');
+            }
         }
         out
     }
+
+    /// How many operations completed `ok`, over all workloads.
+    pub fn ok_operations(&self) -> usize {
+        self.histories.iter().flat_map(|(_, h)| h).filter(|e| e.kind == Kind::Ok).count()
+    }
 }
 
-fn member_name(i: usize) -> String {
+pub(crate) fn member_name(i: usize) -> String {
     format!("n{}", i + 1)
 }
 
@@ -187,13 +210,18 @@ fn schedule(rng: &mut SmallRng, kinds: &[FaultKind], members: usize, duration: D
                 (Nemesis::Crash(m), Nemesis::Restart(m))
             }
             FaultKind::PowerLoss => (Nemesis::PowerLoss, Nemesis::PowerBack),
-            FaultKind::Partition => {
+            FaultKind::Partition | FaultKind::BlackHole => {
                 let mut order: Vec<usize> = (0..members).collect();
                 for i in (1..order.len()).rev() {
                     order.swap(i, rng.random_range(0..=i));
                 }
                 let cut = rng.random_range(1..members);
-                (Nemesis::Partition(order[..cut].to_vec(), order[cut..].to_vec()), Nemesis::Heal)
+                let (a, b) = (order[..cut].to_vec(), order[cut..].to_vec());
+                if kind == FaultKind::Partition {
+                    (Nemesis::Partition(a.clone(), b.clone()), Nemesis::Heal(a, b))
+                } else {
+                    (Nemesis::BlackHole(a, b), Nemesis::Repair)
+                }
             }
             FaultKind::Hold => {
                 let a = rng.random_range(0..members);
@@ -212,13 +240,25 @@ fn schedule(rng: &mut SmallRng, kinds: &[FaultKind], members: usize, duration: D
 
 /// The shared state of one simulation: what survives a member's crash (its disk) and what
 /// the clients record.
-struct World {
+pub(crate) struct World {
     disks: RefCell<Vec<MemoryDisk>>,
-    events: Mutex<Vec<Event>>,
+    histories: Vec<Mutex<Vec<Event>>>,
+    append_keys: RefCell<workload::append::Keys>,
 }
 
+/// One workload's history.
+pub(crate) struct History<'a>(&'a Mutex<Vec<Event>>);
+
 impl World {
-    fn record(
+    pub(crate) fn history(&self, kind: WorkloadKind) -> History<'_> {
+        History(&self.histories[kind.index()])
+    }
+}
+
+impl History<'_> {
+    /// Records an event at the current simulated time (`key` "": none).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn record(
         &self,
         kind: Kind,
         process: u64,
@@ -228,7 +268,7 @@ impl World {
         node: usize,
         error: Option<String>,
     ) {
-        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        let mut events = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let index = events.len();
         let time = turmoil::sim_elapsed().unwrap_or_default().as_nanos() as u64;
         events.push(Event {
@@ -236,7 +276,7 @@ impl World {
             kind,
             process,
             f: f.to_string(),
-            key: Some(key.to_string()),
+            key: (!key.is_empty()).then(|| key.to_string()),
             value,
             time,
             node: Some(node),
@@ -248,12 +288,45 @@ impl World {
 /// Run one seed.
 pub fn run(opts: &Options) -> Outcome {
     let _deterministic = cairn_core::sim::enter(opts.seed);
-    let mut rng = SmallRng::seed_from_u64(opts.seed ^ 0x5eed_0f_fa17);
+    let mut rng = SmallRng::seed_from_u64(opts.seed ^ 0x005e_ed0f_fa17);
     let faults: Vec<FaultKind> = match &opts.faults {
         Some(kinds) => kinds.clone(),
         None => FaultKind::ALL.iter().copied().filter(|_| rng.random_bool(0.5)).collect(),
     };
     let actions = schedule(&mut rng, &faults, opts.members, opts.duration);
+    let workloads: Vec<WorkloadKind> = match &opts.workloads {
+        Some(kinds) => kinds.clone(),
+        None => {
+            let chosen: Vec<WorkloadKind> =
+                WorkloadKind::ALL.iter().copied().filter(|_| rng.random_bool(0.6)).collect();
+            if chosen.is_empty() {
+                vec![WorkloadKind::Register]
+            } else {
+                chosen
+            }
+        }
+    };
+    // For the lease checker, when each fault held expiry back. A black-holed connection
+    // stays silent after the repair until HTTP/2 keepalive replaces it.
+    let fault_windows: Vec<(u64, u64)> = actions
+        .chunks(2)
+        .map(|pair| {
+            let mut end = pair[1].at;
+            if matches!(pair[0].what, Nemesis::BlackHole(..)) {
+                end = end.max(pair[0].at + PEER_KEEPALIVE_DETECTION);
+            }
+            (pair[0].at.as_nanos() as u64, end.as_nanos() as u64)
+        })
+        .collect();
+    // The final reads wait until every fault healed and every lease had time to expire.
+    let healed =
+        fault_windows.iter().map(|(_, end)| Duration::from_nanos(*end)).fold(opts.duration, Duration::max);
+    let lease_bound = workload::lease::bound(Vec::new());
+    let final_at = healed
+        + lease_bound.after_fault
+        + Duration::from_secs(workload::lease::TTL as u64)
+        + Duration::from_secs(1);
+    let plan = Plan { members: opts.members, duration: opts.duration, final_at };
 
     // fsync takes 0.1–1 ms, or 5–50 ms on a slow disk; drawn from the seed.
     let slow = faults.contains(&FaultKind::SlowDisk);
@@ -268,7 +341,8 @@ pub fn run(opts: &Options) -> Outcome {
     };
     let world = Rc::new(World {
         disks: RefCell::new((0..opts.members).map(|_| MemoryDisk::new(sync_delay.clone())).collect()),
-        events: Mutex::new(Vec::new()),
+        histories: WorkloadKind::ALL.iter().map(|_| Mutex::new(Vec::new())).collect(),
+        append_keys: RefCell::default(),
     });
     let dirs: Vec<tempfile::TempDir> =
         (0..opts.members).map(|_| tempfile::tempdir().expect("a temporary directory")).collect();
@@ -292,17 +366,23 @@ pub fn run(opts: &Options) -> Outcome {
             let disk = world.disks.borrow()[i].clone();
             let (name, initial_cluster, data_dir) =
                 (member_name(i), initial_cluster.clone(), data_dir.clone());
-            async move { run_member(name, initial_cluster, data_dir, disk).await }
+            let span = tracing::info_span!("member", name = %name);
+            tracing::Instrument::instrument(run_member(name, initial_cluster, data_dir, disk), span)
         });
     }
-    for c in 0..opts.clients {
-        let world = world.clone();
-        let members = opts.members;
-        let duration = opts.duration;
-        sim.client(format!("c{}", c + 1).as_str(), async move {
-            register_client(c, members, duration, &world).await;
-            Ok(())
-        });
+    for &kind in &workloads {
+        for c in 0..opts.clients {
+            let world = world.clone();
+            let name = format!("{}{}", &kind.name()[..1], c + 1);
+            sim.client(name.as_str(), async move {
+                match kind {
+                    WorkloadKind::Register => workload::register::client(c, plan, &world).await,
+                    WorkloadKind::Lease => workload::lease::client(c, plan, &world).await,
+                    WorkloadKind::Append => workload::append::client(c, plan, &world).await,
+                }
+                Ok(())
+            });
+        }
     }
 
     let mut nemesis = Vec::new();
@@ -327,9 +407,23 @@ pub fn run(opts: &Options) -> Outcome {
     }
     drop(sim);
 
-    let events = std::mem::take(&mut *world.events.lock().unwrap_or_else(|p| p.into_inner()));
-    let checks = vec![cairn_jepsen::workload::register::check(&events, Duration::from_secs(30))];
-    Outcome { seed: opts.seed, faults, events, nemesis, checks, aborted }
+    let mut histories = Vec::new();
+    let mut checks = Vec::new();
+    for kind in workloads {
+        let events =
+            std::mem::take(&mut *world.histories[kind.index()].lock().unwrap_or_else(|p| p.into_inner()));
+        checks.push(match kind {
+            WorkloadKind::Register => {
+                cairn_jepsen::workload::register::check(&events, Duration::from_secs(30))
+            }
+            WorkloadKind::Lease => {
+                cairn_jepsen::checker::lease::check(&events, &workload::lease::bound(fault_windows.clone()))
+            }
+            WorkloadKind::Append => cairn_jepsen::checker::elle::check(&events),
+        });
+        histories.push((kind, events));
+    }
+    Outcome { seed: opts.seed, faults, histories, nemesis, checks, aborted }
 }
 
 fn apply(sim: &mut turmoil::Sim<'_>, world: &World, what: &Nemesis, members: usize) {
@@ -357,11 +451,25 @@ fn apply(sim: &mut turmoil::Sim<'_>, world: &World, what: &Nemesis, members: usi
         Nemesis::Partition(a, b) => {
             for x in a {
                 for y in b {
+                    sim.hold(name(*x).as_str(), name(*y).as_str());
+                }
+            }
+        }
+        Nemesis::Heal(a, b) => {
+            for x in a {
+                for y in b {
+                    sim.release(name(*x).as_str(), name(*y).as_str());
+                }
+            }
+        }
+        Nemesis::BlackHole(a, b) => {
+            for x in a {
+                for y in b {
                     sim.partition(name(*x).as_str(), name(*y).as_str());
                 }
             }
         }
-        Nemesis::Heal => {
+        Nemesis::Repair => {
             for x in 0..members {
                 for y in x + 1..members {
                     sim.repair(name(x).as_str(), name(y).as_str());
@@ -411,103 +519,4 @@ async fn run_member(
     let incoming = net::client_listener(CLIENT_PORT).await?;
     tonic::transport::Server::builder().add_routes(routes).serve_with_incoming(incoming).await?;
     Ok(())
-}
-
-/// Keys the register workload spreads over.
-const KEYS: u64 = 3;
-/// How long a client waits for one operation.
-const OP_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// A register client (the `cairn-jepsen` register workload's operations: linearizable read,
-/// write, compare-and-set), recording a history the register checker reads.
-async fn register_client(c: usize, members: usize, duration: Duration, world: &World) {
-    let mut rng = SmallRng::seed_from_u64(cairn_core::sim::random_u64());
-    let mut process = c as u64;
-    let mut node = c % members;
-    let mut kv = KvClient::new(net::channel(&member_name(node), CLIENT_PORT));
-    while turmoil::sim_elapsed().unwrap_or_default() < duration {
-        let key = format!("r{}", rng.random_range(0..KEYS));
-        let (a, b) = (rng.random_range(0..5i64), rng.random_range(0..5i64));
-        let choice = rng.random_range(0..4);
-        let f = match choice {
-            0 | 1 => "read",
-            2 => "write",
-            _ => "cas",
-        };
-        let input = match f {
-            "read" => Value::Null,
-            "write" => json!(a),
-            _ => json!([a, b]),
-        };
-        world.record(Kind::Invoke, process, f, &key, input.clone(), node, None);
-        let call = async {
-            match f {
-                "read" => {
-                    let r = kv
-                        .range(RangeRequest { key: key.clone().into_bytes(), ..Default::default() })
-                        .await?;
-                    let value =
-                        r.into_inner().kvs.first().map(|kv| register_value(&kv.value)).unwrap_or(Value::Null);
-                    Ok::<_, tonic::Status>(Ok(value))
-                }
-                "write" => {
-                    kv.put(PutRequest {
-                        key: key.clone().into_bytes(),
-                        value: a.to_string().into_bytes(),
-                        ..Default::default()
-                    })
-                    .await?;
-                    Ok(Ok(json!(a)))
-                }
-                _ => {
-                    let txn = TxnRequest {
-                        compare: vec![Compare {
-                            result: CompareResult::Equal as i32,
-                            target: CompareTarget::Value as i32,
-                            key: key.clone().into_bytes(),
-                            target_union: Some(TargetUnion::Value(a.to_string().into_bytes())),
-                            ..Default::default()
-                        }],
-                        success: vec![RequestOp {
-                            request: Some(Op::RequestPut(PutRequest {
-                                key: key.clone().into_bytes(),
-                                value: b.to_string().into_bytes(),
-                                ..Default::default()
-                            })),
-                        }],
-                        failure: vec![],
-                    };
-                    let r = kv.txn(txn).await?.into_inner();
-                    Ok(if r.succeeded { Ok(json!([a, b])) } else { Err(json!([a, b])) })
-                }
-            }
-        };
-        match tokio::time::timeout(OP_TIMEOUT, call).await {
-            Ok(Ok(Ok(value))) => world.record(Kind::Ok, process, f, &key, value, node, None),
-            Ok(Ok(Err(value))) => world.record(Kind::Fail, process, f, &key, value, node, None),
-            outcome => {
-                let error = match outcome {
-                    Ok(Err(status)) => format!("{:?}: {}", status.code(), status.message()),
-                    _ => "timed out".to_string(),
-                };
-                if f == "read" {
-                    // A read that failed changed nothing.
-                    world.record(Kind::Fail, process, f, &key, Value::Null, node, Some(error));
-                } else {
-                    // It may or may not have happened: this process never issues another.
-                    world.record(Kind::Info, process, f, &key, input, node, Some(error));
-                    process += 1000;
-                }
-                node = (node + 1) % members;
-                kv = KvClient::new(net::channel(&member_name(node), CLIENT_PORT));
-            }
-        }
-    }
-}
-
-fn register_value(bytes: &[u8]) -> Value {
-    match std::str::from_utf8(bytes).ok().and_then(|s| s.parse::<i64>().ok()) {
-        Some(n) => json!(n),
-        None => json!(String::from_utf8_lossy(bytes)),
-    }
 }

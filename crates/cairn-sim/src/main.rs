@@ -1,4 +1,5 @@
 //! `cairn-sim`: run seeds of the deterministic simulation (docs/simulation.md).
+#![allow(clippy::print_stdout)] // a test tool: the transcript and the summary are its output
 
 use std::time::{Duration, Instant};
 
@@ -20,24 +21,50 @@ struct Args {
     #[arg(long, default_value_t = 3)]
     duration: u64,
     /// Run with one of cairn_raft::fault's deliberate bugs (stale-read, ack-before-commit,
-    /// unsynced-append),
-    /// to check that the simulation finds it.
+    /// unsynced-append, follower-lease-clock), to check that the simulation finds it.
     #[arg(long)]
     fault: Option<String>,
     /// Only these fault kinds (comma-separated: crash, power-loss, partition, hold,
     /// slow-network, slow-disk); default: each seed picks a subset of all of them.
     #[arg(long, value_delimiter = ',')]
     faults: Option<Vec<String>>,
+    /// Only these workloads (comma-separated: register, lease, append); default: each seed
+    /// picks a subset.
+    #[arg(long, value_delimiter = ',')]
+    workloads: Option<Vec<String>>,
     /// Simulated milliseconds per step (every host runs once per step).
     #[arg(long, default_value_t = 5)]
     tick_ms: u64,
     /// With --seeds: stop at the first failing seed.
     #[arg(long)]
     stop_at_failure: bool,
+    /// With --seeds: seeds run at once (each in its own process).
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
+    /// With --seed: print only the verdict, not the transcript.
+    #[arg(long, hide = true)]
+    no_transcript: bool,
+}
+
+/// Log lines stamped with the simulated time (each member's lines carry its name).
+struct SimTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        write!(w, "{:>8.3}s", turmoil::sim_elapsed().unwrap_or_default().as_secs_f64())
+    }
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    // RUST_LOG=info (or a filter such as cairn_raft=debug) shows the members' logs.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_timer(SimTime)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let mut kinds = None;
     if let Some(names) = &args.faults {
         let mut chosen = Vec::new();
@@ -45,12 +72,27 @@ fn main() -> std::process::ExitCode {
             match cairn_sim::FaultKind::from_name(name) {
                 Some(kind) => chosen.push(kind),
                 None => {
-                    eprintln!("unknown fault kind {name:?}");
+                    let known: Vec<&str> = cairn_sim::FaultKind::ALL.iter().map(|k| k.name()).collect();
+                    eprintln!("unknown fault kind {name:?} (expected one of: {})", known.join(", "));
                     return std::process::ExitCode::from(2);
                 }
             }
         }
         kinds = Some(chosen);
+    }
+    let mut workloads = None;
+    if let Some(names) = &args.workloads {
+        let mut chosen = Vec::new();
+        for name in names {
+            match cairn_sim::WorkloadKind::from_name(name) {
+                Some(kind) => chosen.push(kind),
+                None => {
+                    eprintln!("unknown workload {name:?} (expected register, lease or append)");
+                    return std::process::ExitCode::from(2);
+                }
+            }
+        }
+        workloads = Some(chosen);
     }
     if let Some(fault) = &args.fault {
         // Before any member starts: the fault is read once per process.
@@ -62,29 +104,86 @@ fn main() -> std::process::ExitCode {
         o.duration = Duration::from_secs(args.duration);
         o.tick = Duration::from_millis(args.tick_ms);
         o.faults = kinds.clone();
+        o.workloads = workloads.clone();
         o
     };
     if let Some(seed) = args.seed {
         let outcome = cairn_sim::run(&options(seed));
-        print!("{}", outcome.transcript());
+        if !args.no_transcript {
+            print!("{}", outcome.transcript());
+        }
         return report(&outcome);
     }
+    run_seeds(&args)
+}
+
+/// `--seeds`: every seed in a process of its own (`--seed S`), `--jobs` at a time. A member
+/// that panics takes its simulation down with it (turmoil shuts the runtime down and tokio
+/// aborts): in a child process that is one failing seed, reported with the panic.
+fn run_seeds(args: &Args) -> std::process::ExitCode {
     let count = args.seeds.unwrap_or(10);
-    let started = Instant::now();
-    let mut failed = 0;
-    for seed in args.first..args.first + count {
-        let outcome = cairn_sim::run(&options(seed));
-        if !outcome.valid() {
-            failed += 1;
-            let _ = report(&outcome);
-            if args.stop_at_failure {
-                println!("first failing seed: {seed} (after {} seeds)", seed - args.first + 1);
-                break;
-            }
+    let exe = std::env::current_exe().expect("the path of this executable");
+    let mut passed_on: Vec<String> = vec![
+        "--no-transcript".into(),
+        "--duration".into(),
+        args.duration.to_string(),
+        "--tick-ms".into(),
+        args.tick_ms.to_string(),
+    ];
+    for (flag, value) in
+        [("--fault", args.fault.clone()), ("--faults", args.faults.as_ref().map(|f| f.join(",")))]
+            .into_iter()
+            .chain([("--workloads", args.workloads.as_ref().map(|w| w.join(",")))])
+    {
+        if let Some(value) = value {
+            passed_on.push(flag.into());
+            passed_on.push(value);
         }
     }
+    let started = Instant::now();
+    let seeds: Vec<u64> = (args.first..args.first + count).collect();
+    let mut next = 0;
+    let mut running: std::collections::VecDeque<(u64, std::process::Child)> = Default::default();
+    let (mut ran, mut failed, mut first_failing) = (0u64, 0u64, None::<u64>);
+    loop {
+        while running.len() < args.jobs.max(1) && next < seeds.len() && first_failing.is_none() {
+            let seed = seeds[next];
+            next += 1;
+            let child = std::process::Command::new(&exe)
+                .arg("--seed")
+                .arg(seed.to_string())
+                .args(&passed_on)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("start a seed's process");
+            running.push_back((seed, child));
+        }
+        // In seed order, so that the output is the same for any --jobs.
+        let Some((seed, child)) = running.pop_front() else { break };
+        let out = child.wait_with_output().expect("wait for a seed's process");
+        ran += 1;
+        if out.status.success() {
+            continue;
+        }
+        failed += 1;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.code() == Some(1) {
+            eprint!("{stderr}");
+        } else {
+            // Killed: by a panic (the first one says why) or a signal.
+            let why: Vec<&str> = stderr.lines().skip_while(|l| !l.contains("panicked at")).take(2).collect();
+            eprintln!("seed {seed}: FAILED (the simulation aborted: {}; {})", out.status, why.join(" "));
+        }
+        if args.stop_at_failure && first_failing.is_none() {
+            first_failing = Some(seed);
+        }
+    }
+    if let Some(seed) = first_failing {
+        println!("first failing seed: {seed} (after {} seeds)", seed - args.first + 1);
+    }
     let secs = started.elapsed().as_secs_f64();
-    println!("{count} seeds, {failed} failed, {secs:.1} s ({:.2} seeds/s)", count as f64 / secs);
+    println!("{ran} seeds, {failed} failed, {secs:.1} s ({:.2} seeds/s)", ran as f64 / secs);
     if failed > 0 {
         std::process::ExitCode::FAILURE
     } else {
@@ -94,12 +193,18 @@ fn main() -> std::process::ExitCode {
 
 fn report(outcome: &cairn_sim::Outcome) -> std::process::ExitCode {
     let faults: Vec<&str> = outcome.faults.iter().map(|f| f.name()).collect();
-    let ops = outcome.events.iter().filter(|e| e.kind == cairn_jepsen::history::Kind::Ok).count();
+    let workloads: Vec<&str> = outcome.histories.iter().map(|(w, _)| w.name()).collect();
+    let ops = outcome.ok_operations();
     if outcome.valid() {
-        eprintln!("seed {}: valid ({ops} ok operations; faults: {})", outcome.seed, faults.join(", "));
+        eprintln!(
+            "seed {}: valid ({ops} ok operations of {}; faults: {})",
+            outcome.seed,
+            workloads.join(", "),
+            faults.join(", ")
+        );
         return std::process::ExitCode::SUCCESS;
     }
-    eprintln!("seed {}: FAILED (faults: {})", outcome.seed, faults.join(", "));
+    eprintln!("seed {}: FAILED ({}; faults: {})", outcome.seed, workloads.join(", "), faults.join(", "));
     if let Some(why) = &outcome.aborted {
         eprintln!("  the simulation stopped: {why}");
     }

@@ -11,11 +11,16 @@ fn sim_binary(args: &[&str]) -> std::process::Output {
 #[test]
 fn a_seed_replays_exactly_in_this_process_and_another_seed_differs() {
     // Every fault kind, so that the replay covers crashes, power loss and partitions too.
+    // Every fault kind and every workload, so that the replay covers crashes, power loss,
+    // partitions, leases and transactions too.
     let mut o = cairn_sim::Options::new(11);
     o.faults = Some(cairn_sim::FaultKind::ALL.to_vec());
+    o.workloads = Some(cairn_sim::WorkloadKind::ALL.to_vec());
     let first = cairn_sim::run(&o);
     let second = cairn_sim::run(&o);
-    assert!(first.events.len() > 50, "too few operations to compare: {}", first.events.len());
+    for (kind, events) in &first.histories {
+        assert!(events.len() > 20, "too few {kind:?} operations to compare: {}", events.len());
+    }
     assert!(!first.nemesis.is_empty(), "no fault was applied");
     assert_eq!(first.transcript(), second.transcript(), "seed 11 did not replay in the same process");
     o.seed = 12;
@@ -79,7 +84,7 @@ fn finds(fault: &str, bound: u64, options: &[&str]) {
 
 #[test]
 fn a_stale_read_is_found() {
-    finds("stale-read", 100, &[]);
+    finds("stale-read", 200, &[]);
 }
 
 #[test]
@@ -92,6 +97,23 @@ fn an_append_reported_durable_before_its_sync_is_found() {
     // Only a power loss during slow syncs loses what was reported durable, and only reads
     // after the cluster is back show it: longer runs with those faults.
     finds("unsynced-append", 100, &["--duration", "8", "--faults", "power-loss,slow-disk"]);
+}
+
+#[test]
+fn a_lease_expiry_decided_by_a_followers_clock_is_found() {
+    finds("follower-lease-clock", 100, &[]);
+}
+
+#[test]
+fn unknown_names_are_refused_with_the_known_ones() {
+    let out = sim_binary(&["--seed", "1", "--faults", "crash,meteor"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown fault kind \"meteor\"") && stderr.contains("black-hole"), "{stderr}");
+    let out = sim_binary(&["--seed", "1", "--workloads", "bank"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown workload \"bank\""));
+    assert!(out.stdout.is_empty(), "nothing ran");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Checkers: each turns a history into a [`CheckResult`].
 
 pub mod elle;
+pub mod lease;
 pub mod linear;
 
 use serde::Serialize;
