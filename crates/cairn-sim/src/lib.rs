@@ -373,12 +373,13 @@ pub fn run(opts: &Options) -> Outcome {
     for &kind in &workloads {
         for c in 0..opts.clients {
             let world = world.clone();
-            let name = format!("{}{}", &kind.name()[..1], c + 1);
+            let name = format!("{}{}", kind.name(), c + 1);
             sim.client(name.as_str(), async move {
                 match kind {
                     WorkloadKind::Register => workload::register::client(c, plan, &world).await,
                     WorkloadKind::Lease => workload::lease::client(c, plan, &world).await,
                     WorkloadKind::Append => workload::append::client(c, plan, &world).await,
+                    WorkloadKind::Lock => workload::lock::client(c, plan, &world).await,
                 }
                 Ok(())
             });
@@ -420,6 +421,7 @@ pub fn run(opts: &Options) -> Outcome {
                 cairn_jepsen::checker::lease::check(&events, &workload::lease::bound(fault_windows.clone()))
             }
             WorkloadKind::Append => cairn_jepsen::checker::elle::check(&events),
+            WorkloadKind::Lock => cairn_jepsen::workload::lock::check(&events),
         });
         histories.push((kind, events));
     }

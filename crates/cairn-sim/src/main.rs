@@ -28,7 +28,7 @@ struct Args {
     /// slow-network, slow-disk); default: each seed picks a subset of all of them.
     #[arg(long, value_delimiter = ',')]
     faults: Option<Vec<String>>,
-    /// Only these workloads (comma-separated: register, lease, append); default: each seed
+    /// Only these workloads (comma-separated: register, lease, append, lock); default: each seed
     /// picks a subset.
     #[arg(long, value_delimiter = ',')]
     workloads: Option<Vec<String>>,
@@ -87,7 +87,7 @@ fn main() -> std::process::ExitCode {
             match cairn_sim::WorkloadKind::from_name(name) {
                 Some(kind) => chosen.push(kind),
                 None => {
-                    eprintln!("unknown workload {name:?} (expected register, lease or append)");
+                    eprintln!("unknown workload {name:?} (expected register, lease, append or lock)");
                     return std::process::ExitCode::from(2);
                 }
             }

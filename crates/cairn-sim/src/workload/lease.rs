@@ -6,14 +6,13 @@
 
 use std::time::Duration;
 
-use cairn_jepsen::history::Kind;
 use cairn_proto::etcdserverpb::{
     LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest, PutRequest, RangeRequest,
 };
 use rand::Rng;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use super::{client_rng, now, status_text, Conn, Plan, WorkloadKind, OP_TIMEOUT};
+use super::{client_rng, now, Client, Plan, WorkloadKind};
 use crate::World;
 
 /// The TTL every lease asks for (the members' minimum: 1.5 election timeouts).
@@ -30,69 +29,7 @@ pub(crate) fn bound(faults: Vec<(u64, u64)>) -> cairn_jepsen::checker::lease::Bo
     }
 }
 
-enum Outcome {
-    Ok(Value),
-    /// It certainly did not happen.
-    Fail(String),
-    /// It may have happened.
-    Info(String),
-}
-
-struct Client<'a> {
-    world: &'a World,
-    process: u64,
-    conn: Conn,
-}
-
 impl Client<'_> {
-    /// Runs one operation on `key` and records it. `idempotent`: a failed attempt changed
-    /// nothing (a read), so it is a `fail`, not an `info`.
-    async fn op<F, Fut>(
-        &mut self,
-        f: &str,
-        key: &str,
-        input: Value,
-        idempotent: bool,
-        call: F,
-    ) -> Option<Value>
-    where
-        F: FnOnce(Conn) -> Fut,
-        Fut: std::future::Future<Output = (Conn, Result<Value, tonic::Status>)>,
-    {
-        let history = self.world.history(WorkloadKind::Lease);
-        let node = self.conn.node;
-        history.record(Kind::Invoke, self.process, f, key, input.clone(), node, None);
-        let members = self.conn.members;
-        let conn = std::mem::replace(&mut self.conn, Conn::new(node, members));
-        let outcome = match tokio::time::timeout(OP_TIMEOUT, call(conn)).await {
-            Ok((conn, Ok(value))) => {
-                self.conn = conn;
-                Outcome::Ok(value)
-            }
-            Ok((_, Err(status))) if idempotent => Outcome::Fail(status_text(&status)),
-            Ok((_, Err(status))) => Outcome::Info(status_text(&status)),
-            Err(_) if idempotent => Outcome::Fail("timed out".into()),
-            Err(_) => Outcome::Info("timed out".into()),
-        };
-        match outcome {
-            Outcome::Ok(value) => {
-                history.record(Kind::Ok, self.process, f, key, value.clone(), node, None);
-                Some(value)
-            }
-            Outcome::Fail(error) => {
-                history.record(Kind::Fail, self.process, f, key, Value::Null, node, Some(error));
-                self.conn.next_member();
-                None
-            }
-            Outcome::Info(error) => {
-                history.record(Kind::Info, self.process, f, key, input, node, Some(error));
-                self.process += 1000;
-                self.conn.next_member();
-                None
-            }
-        }
-    }
-
     async fn read(&mut self, key: &str, lease: i64) -> Option<bool> {
         let k = key.as_bytes().to_vec();
         let value = self
@@ -130,8 +67,7 @@ impl Client<'_> {
 
 pub(crate) async fn client(c: usize, plan: Plan, world: &World) {
     let mut rng = client_rng();
-    let mut client =
-        Client { world, process: 100 + c as u64, conn: Conn::new(c % plan.members, plan.members) };
+    let mut client = Client::new(world, WorkloadKind::Lease, 100 + c as u64, c % plan.members, plan.members);
     let mut keys: Vec<(String, i64)> = Vec::new();
     let mut n = 0;
     while now() < plan.duration {
