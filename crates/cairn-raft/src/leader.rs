@@ -114,27 +114,16 @@ pub async fn ask_lessor(
         }
     };
     let not_leader = || PeerError::NotLeader { leader_hint: None };
-    if question == LeaseQuestion::Renew {
-        // Renew only once leadership is confirmed and every earlier entry is applied: a
-        // deposed leader that has not noticed yet must not promise time the new leader
-        // will not honour, and a revoke proposed before a leader change can still be in
-        // the log, about to delete the lease a renewal would promise (both found by
-        // cairn-sim's lease workload).
-        read_linearizer(raft)
-            .await?
-            .await_ready(raft)
-            .await
-            .map_err(|e| PeerError::Unavailable(e.to_string()))?;
-        return match ask() {
-            Ok(time) => Ok(Some(time)),
-            Err(LeaseError::NotPrimary) => Err(not_leader()),
-            Err(LeaseError::NotFound) => Ok(None),
-        };
-    }
-    match ask() {
-        Ok(time) => return Ok(Some(time)),
-        Err(LeaseError::NotPrimary) => return Err(not_leader()),
-        Err(LeaseError::NotFound) => {}
+    // A renewal always waits for the read index: a deposed leader that has not noticed yet
+    // must not promise time the new leader will not honour, and a revoke proposed before a
+    // leader change can still be in the log, about to delete the lease a renewal would
+    // promise (both found by cairn-sim's lease workload).
+    if question == LeaseQuestion::Remaining {
+        match ask() {
+            Ok(time) => return Ok(Some(time)),
+            Err(LeaseError::NotPrimary) => return Err(not_leader()),
+            Err(LeaseError::NotFound) => {}
+        }
     }
     read_linearizer(raft)
         .await?

@@ -72,11 +72,6 @@ impl FaultKind {
         FaultKind::SlowDisk,
     ];
 
-    /// The fault kind of this name ([`FaultKind::name`]).
-    pub fn from_name(name: &str) -> Option<FaultKind> {
-        FaultKind::ALL.into_iter().find(|k| k.name() == name)
-    }
-
     pub fn name(self) -> &'static str {
         match self {
             FaultKind::Crash => "crash",

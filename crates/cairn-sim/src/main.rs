@@ -65,35 +65,15 @@ fn main() -> std::process::ExitCode {
             .with_writer(std::io::stderr)
             .init();
     }
-    let mut kinds = None;
-    if let Some(names) = &args.faults {
-        let mut chosen = Vec::new();
-        for name in names {
-            match cairn_sim::FaultKind::from_name(name) {
-                Some(kind) => chosen.push(kind),
-                None => {
-                    let known: Vec<&str> = cairn_sim::FaultKind::ALL.iter().map(|k| k.name()).collect();
-                    eprintln!("unknown fault kind {name:?} (expected one of: {})", known.join(", "));
-                    return std::process::ExitCode::from(2);
-                }
-            }
-        }
-        kinds = Some(chosen);
-    }
-    let mut workloads = None;
-    if let Some(names) = &args.workloads {
-        let mut chosen = Vec::new();
-        for name in names {
-            match cairn_sim::WorkloadKind::from_name(name) {
-                Some(kind) => chosen.push(kind),
-                None => {
-                    eprintln!("unknown workload {name:?} (expected register, lease, append or lock)");
-                    return std::process::ExitCode::from(2);
-                }
-            }
-        }
-        workloads = Some(chosen);
-    }
+    let kinds = match parse_names(&args.faults, "fault kind", &cairn_sim::FaultKind::ALL, |k| k.name()) {
+        Ok(kinds) => kinds,
+        Err(code) => return code,
+    };
+    let workloads =
+        match parse_names(&args.workloads, "workload", &cairn_sim::WorkloadKind::ALL, |k| k.name()) {
+            Ok(workloads) => workloads,
+            Err(code) => return code,
+        };
     if let Some(fault) = &args.fault {
         // Before any member starts: the fault is read once per process.
         std::env::set_var(cairn_raft::fault::FAULT_ENV, fault);
@@ -189,6 +169,28 @@ fn run_seeds(args: &Args) -> std::process::ExitCode {
     } else {
         std::process::ExitCode::SUCCESS
     }
+}
+
+/// The kinds `names` names (`None`: no restriction); an unknown name is refused with the
+/// known ones (exit 2).
+fn parse_names<K: Copy>(
+    names: &Option<Vec<String>>,
+    what: &str,
+    all: &[K],
+    name: fn(K) -> &'static str,
+) -> Result<Option<Vec<K>>, std::process::ExitCode> {
+    let Some(names) = names else { return Ok(None) };
+    let known: Vec<&str> = all.iter().map(|k| name(*k)).collect();
+    names
+        .iter()
+        .map(|n| {
+            all.iter().copied().find(|k| name(*k) == n).ok_or_else(|| {
+                eprintln!("unknown {what} {n:?} (expected one of: {})", known.join(", "));
+                std::process::ExitCode::from(2)
+            })
+        })
+        .collect::<Result<Vec<K>, _>>()
+        .map(Some)
 }
 
 fn report(outcome: &cairn_sim::Outcome) -> std::process::ExitCode {

@@ -6,15 +6,13 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 
 use cairn_jepsen::checker::elle::{mops_json, Mop};
-use cairn_jepsen::history::Kind;
 use cairn_proto::etcdserverpb::request_op::Request as Op;
 use cairn_proto::etcdserverpb::response_op::Response as Reply;
 use cairn_proto::etcdserverpb::{PutRequest, RangeRequest, RequestOp, TxnRequest};
 use rand::rngs::SmallRng;
 use rand::Rng;
-use serde_json::Value;
 
-use super::{client_rng, now, status_text, Conn, Plan, WorkloadKind, OP_TIMEOUT};
+use super::{client_rng, now, Client, Conn, Plan, WorkloadKind};
 use crate::World;
 
 /// Keys in use at once, and transactions before the window moves on by one key.
@@ -118,36 +116,24 @@ async fn run_txn(conn: &mut Conn, mops: &[Mop]) -> Result<Vec<Mop>, tonic::Statu
     Ok(out)
 }
 
-async fn txn(world: &World, conn: &mut Conn, process: &mut u64, mops: Vec<Mop>) {
-    let history = world.history(WorkloadKind::Append);
+/// One transaction, recorded: a failed read-only one is a `fail`, a failed one that appends
+/// an `info`.
+async fn txn(client: &mut Client<'_>, mops: Vec<Mop>) {
     let mutating = mops.iter().any(|m| matches!(m, Mop::Append(..)));
-    let node = conn.node;
-    let input = mops_json(&mops);
-    history.record(Kind::Invoke, *process, "txn", "", input.clone(), node, None);
-    let error = match tokio::time::timeout(OP_TIMEOUT, run_txn(conn, &mops)).await {
-        Ok(Ok(out)) => {
-            history.record(Kind::Ok, *process, "txn", "", mops_json(&out), node, None);
-            return;
-        }
-        Ok(Err(status)) => status_text(&status),
-        Err(_) => "timed out".to_string(),
-    };
-    if mutating {
-        history.record(Kind::Info, *process, "txn", "", input, node, Some(error));
-        *process += 1000;
-    } else {
-        history.record(Kind::Fail, *process, "txn", "", Value::Null, node, Some(error));
-    }
-    conn.next_member();
+    client
+        .op("txn", "", mops_json(&mops), !mutating, |mut conn| async move {
+            let r = run_txn(&mut conn, &mops).await.map(|out| mops_json(&out));
+            (conn, r)
+        })
+        .await;
 }
 
 pub(crate) async fn client(c: usize, plan: Plan, world: &World) {
     let mut rng = client_rng();
-    let mut process = 200 + c as u64;
-    let mut conn = Conn::new(c % plan.members, plan.members);
+    let mut client = Client::new(world, WorkloadKind::Append, 200 + c as u64, c % plan.members, plan.members);
     while now() < plan.duration {
         let mops = generate(&world.append_keys, &mut rng);
-        txn(world, &mut conn, &mut process, mops).await;
+        txn(&mut client, mops).await;
     }
     if c != 0 {
         return;
@@ -159,6 +145,6 @@ pub(crate) async fn client(c: usize, plan: Plan, world: &World) {
     let keys: Vec<u64> = world.append_keys.borrow().used.iter().copied().collect();
     for chunk in keys.chunks(8) {
         let mops: Vec<Mop> = chunk.iter().map(|k| Mop::Read(*k, None)).collect();
-        txn(world, &mut conn, &mut process, mops).await;
+        txn(&mut client, mops).await;
     }
 }

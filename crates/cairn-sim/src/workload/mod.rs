@@ -39,10 +39,6 @@ impl WorkloadKind {
     pub const ALL: [WorkloadKind; 4] =
         [WorkloadKind::Register, WorkloadKind::Lease, WorkloadKind::Append, WorkloadKind::Lock];
 
-    pub fn from_name(name: &str) -> Option<WorkloadKind> {
-        WorkloadKind::ALL.into_iter().find(|k| k.name() == name)
-    }
-
     pub fn name(self) -> &'static str {
         match self {
             WorkloadKind::Register => "register",
@@ -58,7 +54,7 @@ impl WorkloadKind {
 }
 
 /// How long a client waits for one operation.
-pub(crate) const OP_TIMEOUT: Duration = Duration::from_secs(3);
+const OP_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What every client knows about the run.
 #[derive(Clone, Copy)]
@@ -106,7 +102,7 @@ pub(crate) fn now() -> Duration {
     turmoil::sim_elapsed().unwrap_or_default()
 }
 
-pub(crate) fn status_text(status: &tonic::Status) -> String {
+fn status_text(status: &tonic::Status) -> String {
     format!("{:?}: {}", status.code(), status.message())
 }
 
