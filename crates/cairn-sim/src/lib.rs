@@ -59,10 +59,16 @@ pub enum FaultKind {
     /// Slow fsyncs on every member's disk, for the whole run (so that they overlap the
     /// other faults: a crash during a slow sync loses more).
     SlowDisk,
+    /// A member's monotonic clock jumps 1-6 s ahead (its runtime's clock: every timer,
+    /// election timeout and lease deadline it keeps), as after a VM's stall.
+    ClockJump,
+    /// Kill a member, remove it (MemberRemove), wipe its disk; later add it back empty, as
+    /// etcd does (MemberAdd, MemberPromote) or with `--join`.
+    Member,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 7] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::Crash,
         FaultKind::PowerLoss,
         FaultKind::Partition,
@@ -70,6 +76,8 @@ impl FaultKind {
         FaultKind::Hold,
         FaultKind::SlowNetwork,
         FaultKind::SlowDisk,
+        FaultKind::ClockJump,
+        FaultKind::Member,
     ];
 
     pub fn name(self) -> &'static str {
@@ -81,6 +89,8 @@ impl FaultKind {
             FaultKind::Hold => "hold",
             FaultKind::SlowNetwork => "slow-network",
             FaultKind::SlowDisk => "slow-disk",
+            FaultKind::ClockJump => "clock-jump",
+            FaultKind::Member => "member",
         }
     }
 }
@@ -138,6 +148,14 @@ enum Nemesis {
     Release(usize, usize),
     SlowNetwork,
     FastNetwork,
+    /// Member `m`'s clock jumps ahead by this much.
+    ClockJump(usize, Duration),
+    /// The end of a clock jump's window (the member's clock stays ahead).
+    ClockSettled,
+    /// Kill member `m` and remove it from the cluster (run by the admin client).
+    RemoveMember(usize),
+    /// Add member `m` back, empty (run by the admin client, after the removal).
+    ReaddMember(usize, workload::member::Readd),
 }
 
 /// What one seed did and whether its histories are valid.
@@ -224,6 +242,20 @@ fn schedule(rng: &mut SmallRng, kinds: &[FaultKind], members: usize, duration: D
                 (Nemesis::Hold(a, b), Nemesis::Release(a, b))
             }
             FaultKind::SlowNetwork => (Nemesis::SlowNetwork, Nemesis::FastNetwork),
+            FaultKind::ClockJump => {
+                let m = rng.random_range(0..members);
+                let by = Duration::from_millis(rng.random_range(1000..6000));
+                (Nemesis::ClockJump(m, by), Nemesis::ClockSettled)
+            }
+            FaultKind::Member => {
+                let m = rng.random_range(0..members);
+                let how = if rng.random_bool(0.5) {
+                    workload::member::Readd::MemberAdd
+                } else {
+                    workload::member::Readd::Join
+                };
+                (Nemesis::RemoveMember(m), Nemesis::ReaddMember(m, how))
+            }
             FaultKind::SlowDisk => unreachable!("a slow disk lasts the whole run: never scheduled"),
         };
         actions.push(Action { at: t, what: start });
@@ -239,6 +271,14 @@ pub(crate) struct World {
     disks: RefCell<Vec<MemoryDisk>>,
     histories: Vec<Mutex<Vec<Event>>>,
     append_keys: RefCell<workload::append::Keys>,
+    watch_final: RefCell<workload::watch::Final>,
+    /// Per member: how far its clock is to jump next, and the wake-up of the task in the
+    /// member's runtime that moves it.
+    clock_jumps: Vec<(std::cell::Cell<Duration>, tokio::sync::Notify)>,
+    admin: workload::member::Admin,
+    /// A new disk's fsync delays (for a wiped member).
+    sync_delay: Arc<dyn Fn() -> Duration + Send + Sync>,
+    data_dirs: Vec<std::path::PathBuf>,
 }
 
 /// One workload's history.
@@ -316,7 +356,14 @@ pub fn run(opts: &Options) -> Outcome {
     // The final reads wait until every fault healed and every lease had time to expire.
     let healed =
         fault_windows.iter().map(|(_, end)| Duration::from_nanos(*end)).fold(opts.duration, Duration::max);
-    let lease_bound = workload::lease::bound(Vec::new());
+    let clock_jumps: Vec<(u64, u64)> = actions
+        .iter()
+        .filter_map(|a| match a.what {
+            Nemesis::ClockJump(_, by) => Some((a.at.as_nanos() as u64, by.as_nanos() as u64)),
+            _ => None,
+        })
+        .collect();
+    let lease_bound = workload::lease::bound(Vec::new(), Vec::new());
     let final_at = healed
         + lease_bound.after_fault
         + Duration::from_secs(workload::lease::TTL as u64)
@@ -334,13 +381,19 @@ pub fn run(opts: &Options) -> Outcome {
             Duration::from_micros(micros)
         })
     };
-    let world = Rc::new(World {
-        disks: RefCell::new((0..opts.members).map(|_| MemoryDisk::new(sync_delay.clone())).collect()),
-        histories: WorkloadKind::ALL.iter().map(|_| Mutex::new(Vec::new())).collect(),
-        append_keys: RefCell::default(),
-    });
     let dirs: Vec<tempfile::TempDir> =
         (0..opts.members).map(|_| tempfile::tempdir().expect("a temporary directory")).collect();
+    let world = Rc::new(World {
+        disks: RefCell::new((0..opts.members).map(|_| MemoryDisk::new(sync_delay.clone())).collect()),
+        // One more than the workloads: the member fault's history.
+        histories: (0..=WorkloadKind::ALL.len()).map(|_| Mutex::new(Vec::new())).collect(),
+        append_keys: RefCell::default(),
+        watch_final: RefCell::default(),
+        clock_jumps: (0..opts.members).map(|_| Default::default()).collect(),
+        admin: workload::member::Admin::new(opts.members),
+        sync_delay,
+        data_dirs: dirs.iter().map(|d| d.path().to_path_buf()).collect(),
+    });
 
     let mut sim = turmoil::Builder::new()
         .rng_seed(opts.seed)
@@ -352,17 +405,30 @@ pub fn run(opts: &Options) -> Outcome {
 
     let initial_cluster: Vec<(String, String)> =
         (0..opts.members).map(|i| (member_name(i), format!("{}:{PEER_PORT}", member_name(i)))).collect();
-    for (i, dir) in dirs.iter().enumerate() {
+    for i in 0..opts.members {
         let name = member_name(i);
         let world = world.clone();
         let initial_cluster = initial_cluster.clone();
-        let data_dir = dir.path().to_path_buf();
+        let data_dir = world.data_dirs[i].clone();
         sim.host(name.as_str(), move || {
             let disk = world.disks.borrow()[i].clone();
+            let boot = world.admin.boot.borrow()[i].clone();
             let (name, initial_cluster, data_dir) =
                 (member_name(i), initial_cluster.clone(), data_dir.clone());
             let span = tracing::info_span!("member", name = %name);
-            tracing::Instrument::instrument(run_member(name, initial_cluster, data_dir, disk), span)
+            let world = world.clone();
+            let member = async move {
+                // Jumps of this member's clock: only a task on its own runtime can move it.
+                tokio::task::spawn_local(async move {
+                    let (by, wake) = &world.clock_jumps[i];
+                    loop {
+                        wake.notified().await;
+                        tokio::time::advance(by.take()).await;
+                    }
+                });
+                run_member(name, initial_cluster, boot, data_dir, disk).await
+            };
+            tracing::Instrument::instrument(member, span)
         });
     }
     for &kind in &workloads {
@@ -375,10 +441,29 @@ pub fn run(opts: &Options) -> Outcome {
                     WorkloadKind::Lease => workload::lease::client(c, plan, &world).await,
                     WorkloadKind::Append => workload::append::client(c, plan, &world).await,
                     WorkloadKind::Lock => workload::lock::client(c, plan, &world).await,
+                    WorkloadKind::Watch => workload::watch::writer(c, plan, &world).await,
+                    WorkloadKind::Member => unreachable!("the member fault's admin is no workload"),
                 }
                 Ok(())
             });
         }
+        if kind == WorkloadKind::Watch {
+            for node in 0..opts.members {
+                let world = world.clone();
+                sim.client(format!("watcher{}", node + 1).as_str(), async move {
+                    workload::watch::watcher(node, plan, &world).await;
+                    Ok(())
+                });
+            }
+        }
+    }
+
+    if faults.contains(&FaultKind::Member) {
+        let world = world.clone();
+        sim.client("admin", async move {
+            workload::member::admin(plan, &world).await;
+            Ok(())
+        });
     }
 
     let mut nemesis = Vec::new();
@@ -392,6 +477,7 @@ pub fn run(opts: &Options) -> Outcome {
             apply(&mut sim, &world, &action.what, opts.members);
             next += 1;
         }
+        serve_admin(&mut sim, &world, &mut nemesis);
         match sim.step() {
             Ok(true) => break,
             Ok(false) => {}
@@ -412,15 +498,51 @@ pub fn run(opts: &Options) -> Outcome {
             WorkloadKind::Register => {
                 cairn_jepsen::workload::register::check(&events, Duration::from_secs(30))
             }
-            WorkloadKind::Lease => {
-                cairn_jepsen::checker::lease::check(&events, &workload::lease::bound(fault_windows.clone()))
-            }
+            WorkloadKind::Lease => cairn_jepsen::checker::lease::check(
+                &events,
+                &workload::lease::bound(fault_windows.clone(), clock_jumps.clone()),
+            ),
             WorkloadKind::Append => cairn_jepsen::checker::elle::check(&events),
             WorkloadKind::Lock => cairn_jepsen::workload::lock::check(&events),
+            WorkloadKind::Watch => cairn_jepsen::workload::watch::check(&events),
+            WorkloadKind::Member => unreachable!("the member fault's history is checked below"),
         });
         histories.push((kind, events));
     }
+    if faults.contains(&FaultKind::Member) {
+        let kind = WorkloadKind::Member;
+        let events =
+            std::mem::take(&mut *world.histories[kind.index()].lock().unwrap_or_else(|p| p.into_inner()));
+        checks.push(workload::member::check(&events, opts.members));
+        histories.push((kind, events));
+    }
     Outcome { seed: opts.seed, faults, histories, nemesis, checks, aborted }
+}
+
+/// Carries out the admin client's orders: crash, wipe, start a member.
+fn serve_admin(sim: &mut turmoil::Sim<'_>, world: &World, nemesis: &mut Vec<String>) {
+    let at = sim.elapsed().as_secs_f64();
+    for m in std::mem::take(&mut *world.admin.to_crash.borrow_mut()) {
+        nemesis.push(format!("{at:>8.3}s admin: crash {}", member_name(m)));
+        sim.crash(member_name(m).as_str());
+        let mut disks = world.disks.borrow_mut();
+        disks[m] = disks[m].crashed();
+    }
+    for m in std::mem::take(&mut *world.admin.to_wipe.borrow_mut()) {
+        nemesis.push(format!("{at:>8.3}s admin: wipe {}", member_name(m)));
+        world.disks.borrow_mut()[m] = MemoryDisk::new(world.sync_delay.clone());
+        let dir = &world.data_dirs[m];
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).expect("a member's data directory can be made again");
+    }
+    for m in std::mem::take(&mut *world.admin.to_start.borrow_mut()) {
+        nemesis.push(format!(
+            "{at:>8.3}s admin: start {} {:?}",
+            member_name(m),
+            world.admin.boot.borrow()[m]
+        ));
+        sim.bounce(member_name(m).as_str());
+    }
 }
 
 fn apply(sim: &mut turmoil::Sim<'_>, world: &World, what: &Nemesis, members: usize) {
@@ -432,7 +554,11 @@ fn apply(sim: &mut turmoil::Sim<'_>, world: &World, what: &Nemesis, members: usi
             let mut disks = world.disks.borrow_mut();
             disks[*m] = disks[*m].crashed();
         }
-        Nemesis::Restart(m) => sim.bounce(name(*m).as_str()),
+        Nemesis::Restart(m) => {
+            if world.admin.may_start(*m) {
+                sim.bounce(name(*m).as_str());
+            }
+        }
         Nemesis::PowerLoss => {
             let mut disks = world.disks.borrow_mut();
             for (m, disk) in disks.iter_mut().enumerate() {
@@ -441,7 +567,7 @@ fn apply(sim: &mut turmoil::Sim<'_>, world: &World, what: &Nemesis, members: usi
             }
         }
         Nemesis::PowerBack => {
-            for m in 0..members {
+            for m in (0..members).filter(|&m| world.admin.may_start(m)) {
                 sim.bounce(name(m).as_str());
             }
         }
@@ -477,6 +603,14 @@ fn apply(sim: &mut turmoil::Sim<'_>, world: &World, what: &Nemesis, members: usi
         Nemesis::Release(a, b) => sim.release(name(*a).as_str(), name(*b).as_str()),
         Nemesis::SlowNetwork => sim.set_max_message_latency(Duration::from_millis(300)),
         Nemesis::FastNetwork => sim.set_max_message_latency(Duration::from_millis(2)),
+        Nemesis::ClockJump(m, by) => {
+            let (pending, wake) = &world.clock_jumps[*m];
+            pending.set(pending.get() + *by);
+            wake.notify_one();
+        }
+        Nemesis::ClockSettled => {}
+        Nemesis::RemoveMember(m) => world.admin.submit(workload::member::Job::Remove(*m)),
+        Nemesis::ReaddMember(m, how) => world.admin.submit(workload::member::Job::Readd(*m, *how)),
     }
 }
 
@@ -484,6 +618,7 @@ fn apply(sim: &mut turmoil::Sim<'_>, world: &World, what: &Nemesis, members: usi
 async fn run_member(
     name: String,
     initial_cluster: Vec<(String, String)>,
+    boot: workload::member::Boot,
     data_dir: std::path::PathBuf,
     disk: MemoryDisk,
 ) -> turmoil::Result {
@@ -496,8 +631,8 @@ async fn run_member(
         election_timeout: Duration::from_millis(1000),
         snapshot_count: 500,
         request_timeout: Duration::from_secs(5),
-        join: Vec::new(),
-        existing: false,
+        join: boot.join,
+        existing: boot.existing,
         auto_promote: true,
         promotion: cairn_raft::Promotion::default(),
         cluster_key: cairn_raft::ClusterKey::none(),

@@ -24,12 +24,13 @@ struct Args {
     /// unsynced-append, follower-lease-clock), to check that the simulation finds it.
     #[arg(long)]
     fault: Option<String>,
-    /// Only these fault kinds (comma-separated: crash, power-loss, partition, hold,
-    /// slow-network, slow-disk); default: each seed picks a subset of all of them.
+    /// Only these fault kinds (comma-separated: crash, power-loss, partition, black-hole,
+    /// hold, slow-network, slow-disk, clock-jump, member); default: each seed picks a subset
+    /// of all of them.
     #[arg(long, value_delimiter = ',')]
     faults: Option<Vec<String>>,
-    /// Only these workloads (comma-separated: register, lease, append, lock); default: each seed
-    /// picks a subset.
+    /// Only these workloads (comma-separated: register, lease, append, lock, watch);
+    /// default: each seed picks a subset.
     #[arg(long, value_delimiter = ',')]
     workloads: Option<Vec<String>>,
     /// Simulated milliseconds per step (every host runs once per step).

@@ -13,7 +13,9 @@
 //!   completed before a promise ran out, and began after the put was acknowledged, sees the
 //!   key, and a keepalive that completed before it finds the lease, unless a revoke was
 //!   invoked first. (A promise invoked *after* the read still counts: a lease that exists
-//!   later existed then, and its key goes only with it.)
+//!   later existed then, and its key goes only with it.) A lease is timed on its leader's
+//!   clock: where a member's clock jumped ahead (`clock_jumps`), a promise may end early by
+//!   as much as the clocks jumped before the observation.
 //! - **Revoked means gone.** A read that began after a revoke was acknowledged does not see
 //!   the key.
 //! - **Not late.** Once the last renewal ran out (`end + t` of the last acknowledged one; an
@@ -40,6 +42,15 @@ pub struct Bound {
     pub after_fault: Duration,
     /// Intervals (start, end) in history nanoseconds during which faults were active.
     pub faults: Vec<(u64, u64)>,
+    /// Members' clocks jumping ahead: (when, by how much), in history nanoseconds.
+    pub clock_jumps: Vec<(u64, u64)>,
+}
+
+impl Bound {
+    /// How much earlier than promised a lease may end by `t`: the clock jumps before it.
+    fn early_allowance(&self, t: u64) -> u64 {
+        self.clock_jumps.iter().filter(|(at, _)| *at <= t).map(|(_, by)| by).sum()
+    }
 }
 
 fn ttl_of(op: &Op) -> Option<u64> {
@@ -115,14 +126,17 @@ pub fn check(events: &[Event], bound: &Bound) -> CheckResult {
         for op in ops.iter().filter(|o| o.kind == Kind::Ok) {
             let Some(end) = op.end else { continue };
             let early = |what: &str| {
-                promised.filter(|(until, _)| end < *until && end < revoke_from).map(|(until, _)| {
-                    json!({
-                        "key": key,
-                        "anomaly": what,
-                        "promised_until_s": secs(until),
-                        "ops": excerpt(op),
-                    })
-                })
+                let allowance = bound.early_allowance(end);
+                promised.filter(|(until, _)| end + allowance < *until && end < revoke_from).map(
+                    |(until, _)| {
+                        json!({
+                            "key": key,
+                            "anomaly": what,
+                            "promised_until_s": secs(until),
+                            "ops": excerpt(op),
+                        })
+                    },
+                )
             };
             match op.f.as_str() {
                 "read" => {
@@ -219,7 +233,12 @@ mod tests {
     }
 
     fn bound() -> Bound {
-        Bound { after_expiry: Duration::from_secs(2), after_fault: Duration::from_secs(2), faults: vec![] }
+        Bound {
+            after_expiry: Duration::from_secs(2),
+            after_fault: Duration::from_secs(2),
+            faults: vec![],
+            clock_jumps: vec![],
+        }
     }
 
     #[test]
@@ -241,6 +260,27 @@ mod tests {
         h.op(0, "revoke", json!({"lease": 7}), Kind::Info, Value::Null, (0.5, 0.6));
         h.read(false, 1.0);
         assert_eq!(check(&h.0, &bound()).valid, Validity::Valid);
+    }
+
+    #[test]
+    fn a_clock_jump_excuses_only_as_much_early_expiry_as_it_jumped() {
+        let early = |jump: f64| {
+            let mut h = H::granted(2);
+            h.op(0, "keepalive", json!({"lease": 7}), Kind::Ok, json!({"ttl": 2}), (1.5, 1.6));
+            h.read(false, 2.5); // promised until 3.5: 1 s early (the read ends at 2.51)
+            let mut b = bound();
+            b.clock_jumps = vec![(S, (jump * S as f64) as u64)];
+            check(&h.0, &b).valid
+        };
+        assert_eq!(early(0.5), Validity::Invalid);
+        assert_eq!(early(1.0), Validity::Valid);
+        // A jump after the observation excuses nothing.
+        let mut h = H::granted(2);
+        h.op(0, "keepalive", json!({"lease": 7}), Kind::Ok, json!({"ttl": 2}), (1.5, 1.6));
+        h.read(false, 2.5);
+        let mut b = bound();
+        b.clock_jumps = vec![(3 * S, 5 * S)];
+        assert_eq!(check(&h.0, &b).valid, Validity::Invalid);
     }
 
     #[test]

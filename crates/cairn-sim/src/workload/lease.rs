@@ -20,12 +20,16 @@ pub(crate) const TTL: i64 = 2;
 
 /// The checker's bounds: the expiry tick (500 ms) and a revoke's commit after a promise
 /// ran out; an election and the new leader's restarted timers (TTL + election timeout)
-/// after a fault healed.
-pub(crate) fn bound(faults: Vec<(u64, u64)>) -> cairn_jepsen::checker::lease::Bound {
+/// after a fault healed; a lease may expire early by as much as a member's clock jumped.
+pub(crate) fn bound(
+    faults: Vec<(u64, u64)>,
+    clock_jumps: Vec<(u64, u64)>,
+) -> cairn_jepsen::checker::lease::Bound {
     cairn_jepsen::checker::lease::Bound {
         after_expiry: Duration::from_secs(2),
         after_fault: Duration::from_secs(8),
         faults,
+        clock_jumps,
     }
 }
 

@@ -4,10 +4,13 @@
 pub mod append;
 pub mod lease;
 pub mod lock;
+pub mod member;
 pub mod register;
+pub mod watch;
 
 use std::time::Duration;
 
+use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::lease_client::LeaseClient;
 use cairn_proto::v3lockpb::lock_client::LockClient;
@@ -33,11 +36,22 @@ pub enum WorkloadKind {
     /// The etcd Lock service with leases: fenced writes to each lock's resource, checked
     /// with fencing tokens.
     Lock,
+    /// Puts under a prefix and one watcher per member: ordered, gap-free, agreeing event
+    /// streams with every acknowledged write.
+    Watch,
+    /// The membership changes of the `member` fault: recorded and checked like a workload's
+    /// operations, but never chosen as a workload.
+    Member,
 }
 
 impl WorkloadKind {
-    pub const ALL: [WorkloadKind; 4] =
-        [WorkloadKind::Register, WorkloadKind::Lease, WorkloadKind::Append, WorkloadKind::Lock];
+    pub const ALL: [WorkloadKind; 5] = [
+        WorkloadKind::Register,
+        WorkloadKind::Lease,
+        WorkloadKind::Append,
+        WorkloadKind::Lock,
+        WorkloadKind::Watch,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -45,6 +59,8 @@ impl WorkloadKind {
             WorkloadKind::Lease => "lease",
             WorkloadKind::Append => "append",
             WorkloadKind::Lock => "lock",
+            WorkloadKind::Watch => "watch",
+            WorkloadKind::Member => "member",
         }
     }
 
@@ -74,6 +90,7 @@ pub(crate) struct Conn {
     pub kv: KvClient<Channel>,
     pub lease: LeaseClient<Channel>,
     pub lock: LockClient<Channel>,
+    pub cluster: ClusterClient<Channel>,
 }
 
 impl Conn {
@@ -84,7 +101,8 @@ impl Conn {
             members,
             kv: KvClient::new(channel.clone()),
             lease: LeaseClient::new(channel.clone()),
-            lock: LockClient::new(channel),
+            lock: LockClient::new(channel.clone()),
+            cluster: ClusterClient::new(channel),
         }
     }
 
@@ -124,6 +142,28 @@ impl<'a> Client<'a> {
         members: usize,
     ) -> Client<'a> {
         Client { world, workload, process, conn: Conn::new(node, members) }
+    }
+
+    pub fn world(&self) -> &'a World {
+        self.world
+    }
+
+    pub fn members(&self) -> usize {
+        self.conn.members
+    }
+
+    /// Talk to member `m` from now on.
+    pub fn at(&mut self, m: usize) {
+        if self.conn.node != m {
+            self.conn = Conn::new(m, self.conn.members);
+        }
+    }
+
+    /// Talk to any member but `m` from now on.
+    pub fn avoid(&mut self, m: usize) {
+        if self.conn.node == m {
+            self.conn.next_member();
+        }
     }
 
     /// Runs one operation on `key` ("": none) and records it; its value when `ok`.
