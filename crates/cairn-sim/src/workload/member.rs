@@ -438,3 +438,78 @@ pub(crate) fn check(events: &[Event], members: usize) -> CheckResult {
         }),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn history(lists: &[Value], adds: &[&str], removed: &[&str]) -> Vec<Event> {
+        let mut events = Vec::new();
+        let mut op = |f: &str, input: Value, output: Value| {
+            for (kind, value) in [(Kind::Invoke, input), (Kind::Ok, output)] {
+                let index = events.len();
+                events.push(Event {
+                    index,
+                    kind,
+                    process: PROCESS,
+                    f: f.to_string(),
+                    key: None,
+                    value,
+                    time: index as u64,
+                    node: Some(0),
+                    error: None,
+                });
+            }
+        };
+        for id in removed {
+            op("remove", json!({ "member": "n1", "id": id }), json!("removed"));
+        }
+        for id in adds {
+            op("add", json!({ "member": "n1", "learner": true }), json!(id));
+        }
+        for list in lists {
+            op("member-list", Value::Null, list.clone());
+        }
+        events
+    }
+
+    fn list(members: &[(&str, &str, bool)]) -> Value {
+        Value::Array(
+            members
+                .iter()
+                .map(|(id, name, learner)| json!({"id": id, "name": name, "learner": learner}))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn agreeing_complete_lists_pass_and_every_departure_from_them_fails() {
+        let good = list(&[("a", "n1", false), ("b", "n2", false), ("c", "n3", false)]);
+        let check3 = |events: &[Event]| check(events, 3).valid;
+        assert_eq!(
+            check3(&history(&[good.clone(), good.clone(), good.clone()], &["a"], &["9"])),
+            Validity::Valid
+        );
+        // Members disagree.
+        let other = list(&[("a", "n1", false), ("b", "n2", false)]);
+        assert_eq!(
+            check3(&history(&[good.clone(), other.clone(), good.clone()], &[], &[])),
+            Validity::Invalid
+        );
+        // Agree on a list without n3.
+        assert_eq!(check3(&history(&[other.clone(), other.clone(), other], &[], &[])), Validity::Invalid);
+        // A learner left.
+        let learner = list(&[("a", "n1", true), ("b", "n2", false), ("c", "n3", false)]);
+        assert_eq!(
+            check3(&history(&[learner.clone(), learner.clone(), learner], &[], &[])),
+            Validity::Invalid
+        );
+        // MemberAdd handed out the removed member's id.
+        assert_eq!(
+            check3(&history(&[good.clone(), good.clone(), good.clone()], &["9"], &["9"])),
+            Validity::Invalid
+        );
+        // A member did not answer: no verdict.
+        assert_eq!(check3(&history(&[good.clone(), good], &[], &[])), Validity::Unknown);
+    }
+}
