@@ -176,6 +176,9 @@ pub struct MemoryDisk {
     engine: MemEngine,
     /// Draws the duration of each sync (a slow disk: longer ones).
     sync_delay: Arc<dyn Fn() -> Duration + Send + Sync>,
+    /// The next sync fails (an I/O error, as a failing device gives) and makes nothing
+    /// durable.
+    fail_next_sync: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for MemoryDisk {
@@ -199,7 +202,13 @@ impl MemoryDisk {
             })),
             engine: MemEngine::new(),
             sync_delay,
+            fail_next_sync: Arc::default(),
         }
+    }
+
+    /// Make the next sync of the log fail with an I/O error (once).
+    pub fn fail_next_sync(&self) {
+        self.fail_next_sync.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The state machine's engine on this disk.
@@ -215,6 +224,7 @@ impl MemoryDisk {
             state: Arc::new(Mutex::new(MemoryState { latest: durable.clone(), durable })),
             engine: self.engine.crashed(),
             sync_delay: self.sync_delay.clone(),
+            fail_next_sync: Arc::default(),
         }
     }
 
@@ -278,6 +288,9 @@ impl LogDisk for MemoryDisk {
     }
 
     fn sync(&self) -> io::Result<()> {
+        if self.fail_next_sync.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Err(io::Error::other("simulated I/O error on sync"));
+        }
         let mut state = self.lock();
         state.durable = state.latest.clone();
         // One WAL: the state machine's earlier batches become durable too.
@@ -312,5 +325,16 @@ mod tests {
         assert_eq!(after.get_meta(b"vote").unwrap(), Some(b"v1".to_vec()));
         disk.write(vec![LogWrite::DeleteEntries { from: 2, to: u64::MAX }], true).unwrap();
         assert_eq!(disk.crashed().last_entry().unwrap(), None);
+    }
+
+    #[test]
+    fn a_failed_sync_makes_nothing_durable_and_fails_once() {
+        let disk = MemoryDisk::default();
+        disk.write(vec![LogWrite::Entry(1, b"a".to_vec())], false).unwrap();
+        disk.fail_next_sync();
+        assert!(disk.sync().is_err());
+        assert_eq!(disk.crashed().last_entry().unwrap(), None);
+        disk.sync().unwrap();
+        assert_eq!(disk.crashed().last_entry().unwrap(), Some((1, b"a".to_vec())));
     }
 }

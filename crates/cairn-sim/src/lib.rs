@@ -36,6 +36,9 @@ pub(crate) const CLIENT_PORT: u16 = 2379;
 /// How long a member takes at most to give up on a silent peer connection: HTTP/2
 /// keepalive's interval plus its timeout (`cairn_raft::network`).
 const PEER_KEEPALIVE_DETECTION: Duration = Duration::from_secs(10);
+/// How long a member's supervisor waits before it restarts a member that exited (systemd's
+/// `RestartSec=1`).
+const SUPERVISOR_RESTART: Duration = Duration::from_secs(1);
 
 /// The faults a seed may use: each seed takes a random subset ("swarm testing": a run with
 /// few kinds of faults goes deeper into each).
@@ -65,10 +68,14 @@ pub enum FaultKind {
     /// Kill a member, remove it (MemberRemove), wipe its disk; later add it back empty, as
     /// etcd does (MemberAdd, MemberPromote) or with `--join`.
     Member,
+    /// A member's next log sync fails with an I/O error: its Raft stops (a fatal storage
+    /// error), it shuts down as the binary does (exit 8), losing what was not synced, and
+    /// its supervisor restarts it a second later.
+    DiskFailure,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::Crash,
         FaultKind::PowerLoss,
         FaultKind::Partition,
@@ -78,6 +85,7 @@ impl FaultKind {
         FaultKind::SlowDisk,
         FaultKind::ClockJump,
         FaultKind::Member,
+        FaultKind::DiskFailure,
     ];
 
     pub fn name(self) -> &'static str {
@@ -91,6 +99,7 @@ impl FaultKind {
             FaultKind::SlowDisk => "slow-disk",
             FaultKind::ClockJump => "clock-jump",
             FaultKind::Member => "member",
+            FaultKind::DiskFailure => "disk-failure",
         }
     }
 }
@@ -156,6 +165,10 @@ enum Nemesis {
     RemoveMember(usize),
     /// Add member `m` back, empty (run by the admin client, after the removal).
     ReaddMember(usize, workload::member::Readd),
+    /// Member `m`'s next log sync fails.
+    FailSync(usize),
+    /// The end of a disk failure's window.
+    DiskRecovered,
 }
 
 /// What one seed did and whether its histories are valid.
@@ -256,6 +269,9 @@ fn schedule(rng: &mut SmallRng, kinds: &[FaultKind], members: usize, duration: D
                 };
                 (Nemesis::RemoveMember(m), Nemesis::ReaddMember(m, how))
             }
+            FaultKind::DiskFailure => {
+                (Nemesis::FailSync(rng.random_range(0..members)), Nemesis::DiskRecovered)
+            }
             FaultKind::SlowDisk => unreachable!("a slow disk lasts the whole run: never scheduled"),
         };
         actions.push(Action { at: t, what: start });
@@ -279,6 +295,9 @@ pub(crate) struct World {
     /// A new disk's fsync delays (for a wiped member).
     sync_delay: Arc<dyn Fn() -> Duration + Send + Sync>,
     data_dirs: Vec<std::path::PathBuf>,
+    /// Members whose software stopped by itself (a fatal error), for the simulator to
+    /// restart as a supervisor would.
+    exited: RefCell<Vec<usize>>,
 }
 
 /// One workload's history.
@@ -393,6 +412,7 @@ pub fn run(opts: &Options) -> Outcome {
         admin: workload::member::Admin::new(opts.members),
         sync_delay,
         data_dirs: dirs.iter().map(|d| d.path().to_path_buf()).collect(),
+        exited: RefCell::default(),
     });
 
     let mut sim = turmoil::Builder::new()
@@ -419,14 +439,20 @@ pub fn run(opts: &Options) -> Outcome {
             let world = world.clone();
             let member = async move {
                 // Jumps of this member's clock: only a task on its own runtime can move it.
+                let clock = world.clone();
                 tokio::task::spawn_local(async move {
+                    let world = clock;
                     let (by, wake) = &world.clock_jumps[i];
                     loop {
                         wake.notified().await;
                         tokio::time::advance(by.take()).await;
                     }
                 });
-                run_member(name, initial_cluster, boot, data_dir, disk).await
+                let exited = run_member(name, initial_cluster, boot, data_dir, disk).await?;
+                if exited {
+                    world.exited.borrow_mut().push(i);
+                }
+                Ok(())
             };
             tracing::Instrument::instrument(member, span)
         });
@@ -468,6 +494,8 @@ pub fn run(opts: &Options) -> Outcome {
 
     let mut nemesis = Vec::new();
     let mut next = 0;
+    // Members that exited on a fatal error, and when their supervisor restarts them.
+    let mut supervised: Vec<(Duration, usize)> = Vec::new();
     let mut aborted = None;
     loop {
         let now = sim.elapsed();
@@ -478,6 +506,24 @@ pub fn run(opts: &Options) -> Outcome {
             next += 1;
         }
         serve_admin(&mut sim, &world, &mut nemesis);
+        for m in std::mem::take(&mut *world.exited.borrow_mut()) {
+            nemesis.push(format!("{:>8.3}s {} exited on a fatal error", now.as_secs_f64(), member_name(m)));
+            // What the process left on disk: only what was synced.
+            let mut disks = world.disks.borrow_mut();
+            disks[m] = disks[m].crashed();
+            supervised.push((now + SUPERVISOR_RESTART, m));
+        }
+        supervised.retain(|&(at, m)| {
+            if at > now {
+                return true;
+            }
+            // Unless another fault or the admin stopped or restarted it meanwhile.
+            if world.admin.may_start(m) && !sim.is_host_running(member_name(m).as_str()) {
+                nemesis.push(format!("{:>8.3}s supervisor: restart {}", now.as_secs_f64(), member_name(m)));
+                sim.bounce(member_name(m).as_str());
+            }
+            false
+        });
         match sim.step() {
             Ok(true) => break,
             Ok(false) => {}
@@ -609,19 +655,22 @@ fn apply(sim: &mut turmoil::Sim<'_>, world: &World, what: &Nemesis, members: usi
             wake.notify_one();
         }
         Nemesis::ClockSettled => {}
+        Nemesis::FailSync(m) => world.disks.borrow()[*m].fail_next_sync(),
+        Nemesis::DiskRecovered => {}
         Nemesis::RemoveMember(m) => world.admin.submit(workload::member::Job::Remove(*m)),
         Nemesis::ReaddMember(m, how) => world.admin.submit(workload::member::Job::Readd(*m, *how)),
     }
 }
 
 /// One member's software: the Raft node on its disk, and the etcd API on its client port.
+/// Returns `true` when it stopped by itself on a fatal error (the binary exits 8 then).
 async fn run_member(
     name: String,
     initial_cluster: Vec<(String, String)>,
     boot: workload::member::Boot,
     data_dir: std::path::PathBuf,
     disk: MemoryDisk,
-) -> turmoil::Result {
+) -> turmoil::Result<bool> {
     let cfg = cairn_raft::NodeConfig {
         name: name.clone(),
         data_dir: data_dir.clone(),
@@ -647,8 +696,19 @@ async fn run_member(
     let node = cairn_raft::RaftNode::start(cfg).await.map_err(|e| format!("{name} did not start: {e}"))?;
     let backend =
         cairn::RaftBackend::serve_node(node, data_dir, vec![format!("http://{name}:{CLIENT_PORT}")]);
-    let routes = cairn_api::client_routes(backend, cairn_api::Limits::default());
+    let routes = cairn_api::client_routes(backend.clone(), cairn_api::Limits::default());
     let incoming = net::client_listener(CLIENT_PORT).await?;
-    tonic::transport::Server::builder().add_routes(routes).serve_with_incoming(incoming).await?;
-    Ok(())
+    let serve = tonic::transport::Server::builder().add_routes(routes).serve_with_incoming(incoming);
+    tokio::select! {
+        served = serve => {
+            served?;
+            Ok(false)
+        }
+        why = backend.failed() => {
+            // As the binary: stop the node and exit (code 8), for the supervisor to restart.
+            tracing::error!("raft stopped on a fatal error: {why}");
+            backend.shutdown().await;
+            Ok(true)
+        }
+    }
 }

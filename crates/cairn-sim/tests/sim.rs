@@ -178,3 +178,20 @@ fn the_member_fault_removes_and_re_adds_members_both_ways() {
     }
     assert!(by_member_add && by_join, "MemberAdd re-add seen: {by_member_add}, join re-add seen: {by_join}");
 }
+
+#[test]
+fn a_failed_sync_stops_the_member_and_its_supervisor_restarts_it() {
+    let mut o = cairn_sim::Options::new(1);
+    o.faults = Some(vec![cairn_sim::FaultKind::DiskFailure]);
+    o.workloads = Some(vec![cairn_sim::WorkloadKind::Register]);
+    let outcome = cairn_sim::run(&o);
+    assert!(outcome.valid(), "{:?}", outcome.checks);
+    let failed = outcome.nemesis.iter().position(|l| l.contains("FailSync")).expect("a sync was failed");
+    let exited = outcome.nemesis.iter().position(|l| l.contains("exited on a fatal error"));
+    let restarted = outcome.nemesis.iter().position(|l| l.contains("supervisor: restart"));
+    assert!(
+        exited.is_some_and(|e| e > failed) && restarted > exited,
+        "the member did not stop and come back: {:#?}",
+        outcome.nemesis
+    );
+}

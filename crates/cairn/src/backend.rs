@@ -49,6 +49,18 @@ pub(crate) async fn publish_attributes(backend: std::sync::Weak<RaftBackend>) {
 }
 
 impl RaftBackend {
+    /// Resolves with the reason when the node's Raft stops on a fatal error (see
+    /// [`RaftNode::failed`]): for callers of [`RaftBackend::serve_node`], which must then
+    /// stop the node ([`RaftBackend::shutdown`]) as the binary does before it exits.
+    pub async fn failed(&self) -> String {
+        self.node.failed().await
+    }
+
+    /// Stop serving peers and shut the node's Raft down.
+    pub async fn shutdown(&self) {
+        self.node.shutdown().await
+    }
+
     /// The backend of a started node (data directory `data_dir`) that serves clients at
     /// `client_urls`, publishing its attributes in the background: for callers that serve
     /// the API themselves (a deterministic simulation); [`crate::Node`] does all of this.

@@ -58,14 +58,18 @@ impl LockWorkload {
                     let r = c.lock(lock_name(l), Some(LockOptions::new().with_lease(lease))).await?;
                     let k = r.key().to_vec();
                     let g = c.get(k.clone(), None).await?;
-                    let token = g.kvs().first().map(|kv| kv.create_revision()).unwrap_or(0);
+                    // No key: its lease ran out since the lock was granted, and the lock with
+                    // it. No token then: fencing on create revision 0 would let any write
+                    // through while the key is absent.
+                    let token = g.kvs().first().map(|kv| kv.create_revision());
                     Ok(Ok(json!({"key": String::from_utf8_lossy(&k), "token": token})))
                 })
                 .await;
             if kind == Kind::Ok {
                 let lock_key = got["key"].as_str().unwrap_or_default().to_string();
-                let token = got["token"].as_i64().unwrap_or(0);
+                let token = got["token"].as_i64();
                 for n in 0..2 {
+                    let Some(token) = token else { break };
                     let lk = lock_key.clone();
                     let (kind, _) = w
                         .op("write", key.clone(), json!([token, n]), true, |mut c| async move {
@@ -117,7 +121,8 @@ pub fn check(events: &[Event]) -> CheckResult {
         if o.f == "acquire" && o.kind == Kind::Ok {
             acquires += 1;
             let lock = o.key.clone().unwrap_or_default();
-            let token = o.output["token"].as_i64().unwrap_or(0);
+            // A lock lost before its key was read has no token.
+            let Some(token) = o.output["token"].as_i64() else { continue };
             if let Some(prev) = tokens.entry(lock.clone()).or_default().insert(token, i) {
                 problems.push(json!({"anomaly": "duplicate-token", "lock": lock, "token": token,
                                      "ops": [ops[prev].to_json(), o.to_json()]}));
@@ -241,6 +246,17 @@ mod tests {
             (2, "write", json!([10, 0]), json!([10, 0, 14])),
         ]);
         assert_eq!(check(&dup).valid, Validity::Invalid);
+        // Locks lost before their keys were read carry no token: two are no duplicate, and a
+        // write fenced on create revision 0 (an absent key) is a forged token.
+        let lost = hist(&[
+            (1, "acquire", json!(0), json!({"key": "a", "token": null})),
+            (2, "acquire", json!(0), json!({"key": "b", "token": null})),
+            (1, "write", json!([0, 0]), json!([0, 0, 14])),
+        ]);
+        let res = check(&lost);
+        assert_eq!(res.valid, Validity::Invalid);
+        let anomalies = res.details["anomalies"].as_array().unwrap().clone();
+        assert!(anomalies.iter().all(|a| a["anomaly"] != "duplicate-token"), "{anomalies:?}");
         let forged = hist(&[(2, "write", json!([99, 0]), json!([99, 0, 14]))]);
         assert_eq!(check(&forged).valid, Validity::Invalid);
         assert_eq!(check(&[]).valid, Validity::Unknown);

@@ -47,7 +47,10 @@ pub(crate) async fn client(c: usize, plan: Plan, world: &World) {
                 let r = async {
                     let key = conn.lock.lock(LockRequest { name: wanted, lease }).await?.into_inner().key;
                     let got = conn.kv.range(RangeRequest { key: key.clone(), ..Default::default() }).await?;
-                    let token = got.into_inner().kvs.first().map_or(0, |kv| kv.create_revision);
+                    // No key: its lease ran out since the lock was granted, and with it the
+                    // lock (no token: fencing on create revision 0 would pass for any write
+                    // while the key is absent).
+                    let token = got.into_inner().kvs.first().map(|kv| kv.create_revision);
                     Ok(json!({ "key": String::from_utf8_lossy(&key), "token": token }))
                 }
                 .await;
@@ -56,8 +59,9 @@ pub(crate) async fn client(c: usize, plan: Plan, world: &World) {
             .await;
         if let Some(got) = acquired {
             let lock_key = got["key"].as_str().unwrap_or_default().to_string();
-            let token = got["token"].as_i64().unwrap_or(0);
+            let token = got["token"].as_i64();
             for n in 0..2 {
+                let Some(token) = token else { break };
                 let (lk, name) = (lock_key.clone(), lock_name(l));
                 let (kind, _) = client
                     .op_refusable("write", &name, json!([token, n]), false, |mut conn| async move {

@@ -392,10 +392,11 @@ pub(crate) fn check(events: &[Event], members: usize) -> CheckResult {
     let lists: Vec<_> = ops.iter().filter(|o| o.f == "member-list").collect();
     let last_round: Vec<_> = lists.iter().rev().take(members).collect();
     let answered: Vec<&Value> = last_round.iter().filter(|o| o.kind == Kind::Ok).map(|o| &o.output).collect();
-    let removed: BTreeSet<String> = ops
+    // Removed ids, with when their removal was acknowledged.
+    let removed: Vec<(String, u64)> = ops
         .iter()
         .filter(|o| o.f == "remove" && o.kind == Kind::Ok)
-        .filter_map(|o| o.input["id"].as_str().map(str::to_string))
+        .filter_map(|o| Some((o.input["id"].as_str()?.to_string(), o.end?)))
         .collect();
     let mut problems = Vec::new();
     if let Some(first) = answered.first() {
@@ -416,7 +417,8 @@ pub(crate) fn check(events: &[Event], members: usize) -> CheckResult {
     // comes back must not be taken for the new one). A member re-joined with `--join` keeps
     // its id, which Cairn derives from its name: not checked.
     for add in ops.iter().filter(|o| o.f == "add" && o.kind == Kind::Ok) {
-        if add.output.as_str().is_some_and(|id| removed.contains(id)) {
+        let removed_before = |id: &str| removed.iter().any(|(r, at)| r == id && *at < add.start);
+        if add.output.as_str().is_some_and(removed_before) {
             problems.push(json!({ "anomaly": "removed-id-reused", "op": add.to_json() }));
         }
     }
@@ -504,6 +506,27 @@ mod tests {
             check3(&history(&[learner.clone(), learner.clone(), learner], &[], &[])),
             Validity::Invalid
         );
+        // A member added, then removed: no reuse.
+        let mut later = history(&[good.clone(), good.clone(), good.clone()], &["9"], &[]);
+        let end = later.len() as u64;
+        for (i, (kind, value)) in
+            [(Kind::Invoke, json!({"member": "n1", "id": "9"})), (Kind::Ok, json!("removed"))]
+                .into_iter()
+                .enumerate()
+        {
+            later.push(Event {
+                index: later.len(),
+                kind,
+                process: PROCESS,
+                f: "remove".into(),
+                key: None,
+                value,
+                time: end + i as u64,
+                node: Some(0),
+                error: None,
+            });
+        }
+        assert_eq!(check3(&later), Validity::Valid);
         // MemberAdd handed out the removed member's id.
         assert_eq!(
             check3(&history(&[good.clone(), good.clone(), good.clone()], &["9"], &["9"])),
