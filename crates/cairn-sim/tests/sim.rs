@@ -85,7 +85,10 @@ fn finds(fault: &str, bound: u64, options: &[&str]) {
 
 #[test]
 fn a_stale_read_is_found() {
-    finds("stale-read", 200, &[]);
+    // It needs a register read served by a leader cut off from the others: with the whole
+    // swarm of faults and workloads that is rare (none in 300 seeds), with the faults that
+    // cut members off and the register alone it is found at seed 52.
+    finds("stale-read", 150, &["--workloads", "register", "--faults", "partition,black-hole,hold"]);
 }
 
 #[test]
