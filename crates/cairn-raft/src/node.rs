@@ -685,15 +685,24 @@ impl RaftNode {
         }
         self.stopping.send_replace(true);
         let peer_server = self.peer_server.lock().expect("peer server slot poisoned").take();
-        if let Some((stop, server)) = peer_server {
+        if let Some((stop, mut server)) = peer_server {
             let _ = stop.send(());
-            let _ = server.await;
+            // A graceful stop waits for every open request to end; after a fatal error one
+            // may never end (found by cairn-sim's disk-failure fault: the member hung here
+            // instead of exiting), so the drain is bounded.
+            if tokio::time::timeout(PEER_SERVER_DRAIN, &mut server).await.is_err() {
+                tracing::warn!("peer requests still open after {PEER_SERVER_DRAIN:?}: stopping without them");
+                server.abort();
+            }
         }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
     }
 }
+
+/// How long a stopping member waits for its open peer requests to end.
+const PEER_SERVER_DRAIN: Duration = Duration::from_secs(2);
 
 /// How often each peer's round trip is measured (etcd's prober: every few seconds).
 const PROBE_EVERY: Duration = Duration::from_secs(5);

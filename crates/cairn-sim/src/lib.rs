@@ -382,11 +382,15 @@ pub fn run(opts: &Options) -> Outcome {
             _ => None,
         })
         .collect();
+    // With leases, the final reads also wait until every lease had time to expire (the
+    // members idle meanwhile: most of a seed's cost, so only then).
     let lease_bound = workload::lease::bound(Vec::new(), Vec::new());
-    let final_at = healed
-        + lease_bound.after_fault
-        + Duration::from_secs(workload::lease::TTL as u64)
-        + Duration::from_secs(1);
+    let expiries = if workloads.contains(&WorkloadKind::Lease) {
+        lease_bound.after_fault + Duration::from_secs(workload::lease::TTL as u64)
+    } else {
+        Duration::ZERO
+    };
+    let final_at = healed + expiries + Duration::from_secs(1);
     let plan = Plan { members: opts.members, duration: opts.duration, final_at };
 
     // fsync takes 0.1–1 ms, or 5–50 ms on a slow disk; drawn from the seed.
