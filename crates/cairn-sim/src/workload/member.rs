@@ -208,7 +208,7 @@ impl Client<'_> {
                     let r = conn.cluster.member_remove(MemberRemoveRequest { id }).await;
                     let r = match r {
                         // An earlier attempt that timed out took effect.
-                        Err(s) if s.message().contains("member not found") => Ok(json!("gone")),
+                        Err(s) if s.code() == tonic::Code::NotFound => Ok(json!("gone")),
                         r => r.map(|_| json!("removed")),
                     };
                     (conn, r)
@@ -261,22 +261,20 @@ impl Client<'_> {
             Readd::MemberAdd => {
                 let deadline = now() + STEP_WITHIN;
                 loop {
+                    // An earlier attempt that timed out may have taken effect.
+                    if self.id_of(m, Duration::ZERO).await.is_some_and(|id| id.is_some()) {
+                        break;
+                    }
                     self.avoid(m);
                     let url = format!("http://{}", peer_addr(m));
                     let input = json!({ "member": member_name(m), "learner": true });
                     let added = self
                         .op("add", "", input, false, move |mut conn| async move {
                             let add = MemberAddRequest { peer_ur_ls: vec![url], is_learner: true };
-                            let r = match conn.cluster.member_add(add).await {
-                                Ok(r) => {
-                                    Ok(json!(format!("{:x}", r.into_inner().member.map_or(0, |x| x.id))))
-                                }
-                                // An earlier attempt that timed out took effect.
-                                Err(s) if s.message().contains("Peer URLs already exists") => {
-                                    Ok(json!("listed"))
-                                }
-                                Err(s) => Err(s),
-                            };
+                            let r =
+                                conn.cluster.member_add(add).await.map(|r| {
+                                    json!(format!("{:x}", r.into_inner().member.map_or(0, |x| x.id)))
+                                });
                             (conn, r)
                         })
                         .await;
