@@ -304,6 +304,13 @@ pub(crate) struct World {
 pub(crate) struct History<'a>(&'a Mutex<Vec<Event>>);
 
 impl World {
+    /// Member `m`'s process ended without a clean stop: its disk now holds only what was
+    /// synced.
+    fn lose_unsynced(&self, m: usize) {
+        let mut disks = self.disks.borrow_mut();
+        disks[m] = disks[m].crashed();
+    }
+
     pub(crate) fn history(&self, kind: WorkloadKind) -> History<'_> {
         History(&self.histories[kind.index()])
     }
@@ -512,9 +519,7 @@ pub fn run(opts: &Options) -> Outcome {
         serve_admin(&mut sim, &world, &mut nemesis);
         for m in std::mem::take(&mut *world.exited.borrow_mut()) {
             nemesis.push(format!("{:>8.3}s {} exited on a fatal error", now.as_secs_f64(), member_name(m)));
-            // What the process left on disk: only what was synced.
-            let mut disks = world.disks.borrow_mut();
-            disks[m] = disks[m].crashed();
+            world.lose_unsynced(m);
             supervised.push((now + SUPERVISOR_RESTART, m));
         }
         supervised.retain(|&(at, m)| {
@@ -574,9 +579,7 @@ fn serve_admin(sim: &mut turmoil::Sim<'_>, world: &World, nemesis: &mut Vec<Stri
     let at = sim.elapsed().as_secs_f64();
     for m in std::mem::take(&mut *world.admin.to_crash.borrow_mut()) {
         nemesis.push(format!("{at:>8.3}s admin: crash {}", member_name(m)));
-        sim.crash(member_name(m).as_str());
-        let mut disks = world.disks.borrow_mut();
-        disks[m] = disks[m].crashed();
+        crash(sim, world, m);
     }
     for m in std::mem::take(&mut *world.admin.to_wipe.borrow_mut()) {
         nemesis.push(format!("{at:>8.3}s admin: wipe {}", member_name(m)));
@@ -595,25 +598,24 @@ fn serve_admin(sim: &mut turmoil::Sim<'_>, world: &World, nemesis: &mut Vec<Stri
     }
 }
 
+/// Kill member `m`'s process: its disk keeps only what was synced.
+fn crash(sim: &mut turmoil::Sim<'_>, world: &World, m: usize) {
+    sim.crash(member_name(m).as_str());
+    world.lose_unsynced(m);
+}
+
 fn apply(sim: &mut turmoil::Sim<'_>, world: &World, what: &Nemesis, members: usize) {
     let name = member_name;
     match what {
-        Nemesis::Crash(m) => {
-            sim.crash(name(*m).as_str());
-            // What the crashed process's disk holds now: only what was synced.
-            let mut disks = world.disks.borrow_mut();
-            disks[*m] = disks[*m].crashed();
-        }
+        Nemesis::Crash(m) => crash(sim, world, *m),
         Nemesis::Restart(m) => {
             if world.admin.may_start(*m) {
                 sim.bounce(name(*m).as_str());
             }
         }
         Nemesis::PowerLoss => {
-            let mut disks = world.disks.borrow_mut();
-            for (m, disk) in disks.iter_mut().enumerate() {
-                sim.crash(name(m).as_str());
-                *disk = disk.crashed();
+            for m in 0..members {
+                crash(sim, world, m);
             }
         }
         Nemesis::PowerBack => {

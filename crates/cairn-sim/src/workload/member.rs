@@ -153,6 +153,12 @@ async fn let_simulator_act() {
     tokio::time::sleep(Duration::from_millis(20)).await;
 }
 
+/// Has the simulator wipe member `m`'s disk and data directory.
+async fn wipe(admin: &Admin, m: usize) {
+    admin.to_wipe.borrow_mut().push(m);
+    let_simulator_act().await;
+}
+
 /// Before another attempt: false once `deadline` passed, else after a pause.
 async fn again(deadline: Duration) -> bool {
     if now() >= deadline {
@@ -226,8 +232,7 @@ impl Client<'_> {
         let deadline = now() + STEP_WITHIN;
         loop {
             if self.id_of(m, STEP_WITHIN).await == Some(None) {
-                self.admin().to_wipe.borrow_mut().push(m);
-                let_simulator_act().await;
+                wipe(self.admin(), m).await;
                 return State::Removed { old: id };
             }
             if !again(deadline).await {
@@ -245,8 +250,7 @@ impl Client<'_> {
                 // Never removed: back on its own data, as after a crash.
                 Some(Some(listed)) if listed == id => return self.start(m, Boot::default()),
                 Some(_) => {
-                    self.admin().to_wipe.borrow_mut().push(m);
-                    let_simulator_act().await;
+                    wipe(self.admin(), m).await;
                     id
                 }
                 None => return state,
@@ -294,9 +298,6 @@ impl Client<'_> {
             self.avoid(m);
             if let Some(list) = self.member_list().await {
                 if let Some(me) = list.iter().find(|x| is_member(x, m)) {
-                    if me.id == old {
-                        tracing::error!("{} re-added under its old id {old:x}", member_name(m));
-                    }
                     if !me.is_learner {
                         return State::In;
                     }

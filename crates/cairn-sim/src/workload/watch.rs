@@ -100,6 +100,13 @@ pub(crate) async fn writer(c: usize, plan: Plan, world: &World) {
     }
 }
 
+/// Whether a watcher is done: it has the final read's last write, or gave up waiting.
+fn finished(plan: Plan, world: &World, seen: &Seen) -> bool {
+    let caught_up =
+        world.watch_final.borrow().last_write.is_some_and(|t| seen.last().map_or(0, |e| e.0) >= t);
+    caught_up || now() >= plan.final_at + CATCH_UP
+}
+
 /// The watcher of member `node`: its events, recorded as one `watch` operation that completes
 /// when it has caught up with the final read (or gave up waiting).
 pub(crate) async fn watcher(node: usize, plan: Plan, world: &World) {
@@ -118,13 +125,7 @@ pub(crate) async fn watcher(node: usize, plan: Plan, world: &World) {
     let mut seen: Seen = Vec::new();
     let mut reconnects = 0u64;
     let mut first = true;
-    loop {
-        let target = world.watch_final.borrow().last_write;
-        let caught_up = target.is_some_and(|t| seen.last().map_or(0, |e| e.0) >= t);
-        let gave_up = now() >= plan.final_at + CATCH_UP;
-        if caught_up || gave_up {
-            break;
-        }
+    while !finished(plan, world, &seen) {
         if !first {
             reconnects += 1;
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -163,11 +164,7 @@ async fn follow(node: usize, next: i64, plan: Plan, world: &World, seen: &mut Se
     let opened = tokio::time::timeout(SILENCE, watch.watch(requests)).await;
     let Ok(Ok(stream)) = opened else { return };
     let mut stream = stream.into_inner();
-    loop {
-        let target = world.watch_final.borrow().last_write;
-        if target.is_some_and(|t| seen.last().map_or(0, |e| e.0) >= t) || now() >= plan.final_at + CATCH_UP {
-            return;
-        }
+    while !finished(plan, world, seen) {
         let message = match tokio::time::timeout(SILENCE, stream.message()).await {
             Ok(Ok(Some(m))) => m,
             _ => return,
