@@ -106,7 +106,7 @@ fn store_routes<B: Backend>(backend: Arc<B>, limits: Limits, enforce: auth::Enfo
         progress_interval: std::time::Duration::from_secs(600),
         fragment_bytes: limits.max_request_bytes,
         max_watches: limits.max_watches_per_stream,
-        latest: Default::default(),
+        recent: Default::default(),
         enforce,
     });
     let lease =

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Before/after watch fan-out of two cairn binaries (and optionally etcd 3.4) in one run, in
+# turns A B A B on fresh 3-member clusters on loopback, with the same load generator:
+# WATCHERS watches of one key, all on member 1 (streams of 100), one putter writing that key
+# RATE times a second through all three members; latency = put acknowledgement → event.
+#
+#   benches/ab-watch.sh BEFORE_BIN AFTER_BIN [ROUNDS] [SECONDS] [WATCHERS] [RATE]
+#   ETCD=1 benches/ab-watch.sh ...    # also etcd 3.4 (/usr/bin/etcd) in each round
+#
+# Prints one line per run: label, round, p50 / p99 / max ms, events/s (delivered, including
+# the drain of up to 5 s after the last put), events lost, put p50 ms.
+# The load generator is AFTER_BIN's `cairn bench`.
+set -euo pipefail
+A=$(realpath "$1"); B=$(realpath "$2"); ROUNDS=${3:-2}; SECS=${4:-10}
+WATCHERS=${5:-10000}; RATE=${6:-10}
+GEN=$B
+W=$(mktemp -d /tmp/ab-watch.XXXX)
+trap 'pkill -f "$W" 2>/dev/null || true; sleep 0.5; rm -rf "$W"' EXIT
+
+start_cairn() { # bin dir
+  local bin=$1 d=$2 C=n1=127.0.0.1:42380,n2=127.0.0.2:42380,n3=127.0.0.3:42380
+  for i in 1 2 3; do
+    "$bin" serve --name n$i --data-dir "$d/n$i" --client-addr 127.0.0.$i:42379 \
+      --peer-addr 127.0.0.$i:42380 --initial-cluster $C >"$d/n$i.log" 2>&1 &
+    [ $i = 1 ] && PID1=$!
+  done
+  EPS=127.0.0.1:42379,127.0.0.2:42379,127.0.0.3:42379
+}
+start_etcd() { # dir
+  local d=$1 E=e1=http://127.0.0.4:42380,e2=http://127.0.0.5:42380,e3=http://127.0.0.6:42380
+  for i in 1 2 3; do
+    local ip=127.0.0.$((i + 3))
+    /usr/bin/etcd --name e$i --data-dir "$d/e$i" --listen-client-urls http://$ip:42379 \
+      --advertise-client-urls http://$ip:42379 --listen-peer-urls http://$ip:42380 \
+      --initial-advertise-peer-urls http://$ip:42380 --initial-cluster $E \
+      --initial-cluster-state new >"$d/e$i.log" 2>&1 &
+    [ $i = 1 ] && PID1=$!
+  done
+  EPS=127.0.0.4:42379,127.0.0.5:42379,127.0.0.6:42379
+}
+stop_all() { pkill -f "$W" || true; sleep 1; }
+wait_ready() { # until a put succeeds
+  for _ in $(seq 100); do
+    "$GEN" bench put --endpoints "$EPS" --clients 1 --total 1 --json >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  echo "cluster at $EPS did not become ready" >&2; return 1
+}
+run() { # label round
+  wait_ready
+  "$GEN" bench watch --endpoints "$EPS" --watchers "$WATCHERS" --watchers-per-stream 100 \
+    --clients 1 --rate "$RATE" --duration "${SECS}s" --server-pid "$PID1" --json |
+    python3 -c "
+import json,sys; r=json.load(sys.stdin); x=r['extra']
+print('$1 round $2: p50 %.2f ms p99 %.2f ms max %.1f ms, %.0f events/s, lost %d, put p50 %.2f ms, errors %s, rss/watcher %.0f B'
+  % (r['p50_ms'], r['p99_ms'], r['max_ms'], r['ops_per_sec'], x['events_lost'], x['watch_put_p50_ms'], r['errors'], x.get('server_bytes_per_watcher', float('nan'))))"
+}
+
+echo "# $(date -u) load: $(cut -d' ' -f1-3 /proc/loadavg)"
+for r in $(seq "$ROUNDS"); do
+  for which in before after etcd; do
+    [ "$which" = etcd ] && [ -z "${ETCD:-}" ] && continue
+    d="$W/$which-$r"; mkdir -p "$d"
+    case $which in before) start_cairn "$A" "$d" ;; after) start_cairn "$B" "$d" ;; etcd) start_etcd "$d" ;; esac
+    run "$which" "$r"
+    stop_all
+  done
+done
+echo "# end load: $(cut -d' ' -f1-3 /proc/loadavg)"
