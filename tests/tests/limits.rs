@@ -1,8 +1,9 @@
 //! Limits against slow and hostile clients: a member's memory stays bounded and other clients
 //! are served while one client holds thousands of idle streams, never reads what it asked
 //! for, or creates watches without end; a connection gets at most
-//! `--max-concurrent-streams` streams at once. The first two run on etcd as well (no flag);
-//! the others use Cairn's flags. Memory is read from `/proc/<pid>/status` (VmRSS); the
+//! `--max-concurrent-streams` streams at once; and an idle cluster uses almost no CPU. The
+//! first two and the last run on etcd as well (no flag); the others use Cairn's flags.
+//! Memory is read from `/proc/<pid>/status` (VmRSS), CPU time from `/proc/<pid>/stat`; the
 //! bounds are generous multiples of what Cairn uses (docs/security.md records the figures).
 
 mod common;
@@ -211,4 +212,32 @@ async fn a_write_without_a_quorum_fails_within_the_request_timeout() {
     eprintln!("a write without a quorum failed after {took:?}: {code:?} {message}");
     assert_eq!(code, tonic::Code::Unavailable, "{message}");
     assert!(message == "etcdserver: request timed out" || message == "etcdserver: no leader", "{message}");
+}
+
+/// CPU time (user + system) process `pid` has used so far, from `/proc/<pid>/stat`.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) start at the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // Linux reports in USER_HZ, 100 per second on every platform Cairn targets.
+    Duration::from_millis(ticks * 10)
+}
+
+/// An idle cluster stays idle: no member spins. (Every member once burnt most of a core in
+/// a loop that re-subscribed to openraft's metrics on each turn and so never waited.) The
+/// bound is 10 % of a core, far above what heartbeats cost and far below any busy loop.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_cluster_does_not_spin() {
+    let cluster = start_nodes(3).await;
+    let mut c = cluster.client(0).await.unwrap();
+    c.put("idle/settled", "yes", None).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let window = Duration::from_secs(3);
+    let before: Vec<Duration> = (0..3).map(|i| cpu_time(cluster.pid(i).unwrap())).collect();
+    tokio::time::sleep(window).await;
+    for (i, was) in before.into_iter().enumerate() {
+        let used = cpu_time(cluster.pid(i).unwrap()) - was;
+        assert!(used < window / 10, "member {i} used {used:?} of CPU in {window:?} while idle");
+    }
 }

@@ -73,7 +73,8 @@ impl RaftNode {
 
 /// Keep the lessor's idea of leadership in step with Raft's.
 pub(crate) async fn track_leadership(raft: Raft, id: NodeId, lessor: Arc<Lessor>) {
-    let mut metrics = raft.metrics();
+    // Server metrics change with the role and leader, not at every append.
+    let mut metrics = raft.server_metrics();
     let mut leading = false;
     loop {
         let now_leading = {

@@ -39,7 +39,7 @@ pub mod types;
 
 pub use autopilot::{DeadMembers, Promotion};
 pub use cluster_key::ClusterKey;
-pub use node::{NodeConfig, NodeStatus, PeerTls, RaftNode, StartError};
+pub use node::{NodeConfig, NodeStatus, PeerTls, RaftNode, StartError, StatusChanges};
 pub use peer_error::PeerError;
 pub use reconfigure::MemberChange;
 pub use recover::{

@@ -264,7 +264,8 @@ pub type Addresses = Arc<std::sync::RwLock<std::collections::BTreeMap<NodeId, St
 /// aborted or Raft stops).
 pub(crate) async fn follow_addresses(raft: crate::types::Raft, addresses: Addresses) {
     use openraft::async_runtime::watch::WatchReceiver;
-    let mut metrics = raft.metrics();
+    // Server metrics change with the membership (and role), not at every append.
+    let mut metrics = raft.server_metrics();
     loop {
         let nodes: Vec<(NodeId, String)> = {
             let m = metrics.borrow_watched();

@@ -582,10 +582,16 @@ impl RaftNode {
         }
     }
 
-    /// Resolves at the next change of this member's Raft state (role, leader, term, indexes).
-    pub async fn status_changed(&self) {
-        let mut metrics = self.raft.metrics();
-        let _ = metrics.changed().await;
+    /// Changes of this member's Raft server state (role, leader, vote, membership), from
+    /// now on. Not log appends, commits or applies: openraft's full metrics change at each
+    /// of those.
+    pub fn status_changes(&self) -> StatusChanges {
+        let mut server = self.raft.server_metrics();
+        // A receiver cloned from openraft's starts at the version *it* last saw (never, for
+        // the one `Raft` keeps): mark what is there now as seen, or the first `changed()`
+        // returns at once. A loop that subscribed afresh each turn spun without pause.
+        server.borrow_and_update();
+        StatusChanges(server)
     }
 
     /// How many leases are live on this member's mirror of the applied state.
@@ -739,7 +745,8 @@ async fn probe_peers(raft: Raft, channels: PeerChannels, me: NodeId) {
 
 /// Counts every new leader this member sees (etcd's `leader_changes_seen`).
 async fn count_leader_changes(raft: Raft) {
-    let mut metrics = raft.metrics();
+    // Server metrics change with the leader (and role, vote, membership), not at every append.
+    let mut metrics = raft.server_metrics();
     let mut leader = None;
     loop {
         let seen = metrics.borrow_and_update().current_leader;
@@ -770,6 +777,21 @@ pub fn openraft_election_window(election_timeout: Duration) -> (u64, u64) {
     let max = (t * 9 / 20).max(2);
     let min = (t / 4).clamp(1, max - 1);
     (min, max)
+}
+
+/// See [`RaftNode::status_changes`].
+pub struct StatusChanges(
+    openraft::alias::WatchReceiverOf<
+        crate::types::TypeConfig,
+        openraft::metrics::RaftServerMetrics<crate::types::TypeConfig>,
+    >,
+);
+
+impl StatusChanges {
+    /// Resolves at the next change; `false` once the Raft core is gone.
+    pub async fn changed(&mut self) -> bool {
+        self.0.changed().await.is_ok()
+    }
 }
 
 #[cfg(test)]

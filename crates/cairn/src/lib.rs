@@ -222,6 +222,8 @@ const ROLE_RECHECK: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Keeps `roles` up to date until the backend goes away.
 async fn follow_roles(backend: std::sync::Weak<RaftBackend>, roles: tokio::sync::watch::Sender<Role>) {
+    let Some(mut changes) = backend.upgrade().map(|b| b.node.status_changes()) else { return };
+    let mut core_running = true;
     loop {
         let Some(b) = backend.upgrade() else { return };
         let role = status_of(&b.node).role;
@@ -232,7 +234,7 @@ async fn follow_roles(backend: std::sync::Weak<RaftBackend>, roles: tokio::sync:
         // A leader losing its quorum changes no Raft state (its acknowledgements just stop
         // coming): look again after a while too.
         tokio::select! {
-            _ = b.node.status_changed() => {}
+            running = changes.changed(), if core_running => core_running = running,
             _ = b.node.removed() => {}
             _ = tokio::time::sleep(ROLE_RECHECK) => {}
         }

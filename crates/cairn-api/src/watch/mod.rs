@@ -131,10 +131,8 @@ struct Watching {
 impl Watching {
     fn wants(&self, e: &Event) -> bool {
         let key = e.kv.as_ref().map(|kv| kv.key.as_slice()).unwrap_or_default();
-        let is_put = e.r#type == EventType::Put as i32;
-        KeyRange::new(&self.key, &self.range_end).contains(key)
-            && !(is_put && self.no_put)
-            && !(!is_put && self.no_delete)
+        let filtered = if e.r#type == EventType::Put as i32 { self.no_put } else { self.no_delete };
+        !filtered && KeyRange::new(&self.key, &self.range_end).contains(key)
     }
 
     /// The events of `revisions` from this watch's next revision on that it selects.
