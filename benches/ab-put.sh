@@ -36,7 +36,11 @@ start_etcd() { # dir
   done
   EPS=127.0.0.4:42379,127.0.0.5:42379,127.0.0.6:42379
 }
-stop_all() { pkill -f "$W" || true; sleep 1; }
+stop_all() { # SIGTERM, then SIGKILL after 10 s: the next cluster needs the ports
+  pkill -f "$W" || true
+  for _ in $(seq 50); do pgrep -f "$W" >/dev/null || return 0; sleep 0.2; done
+  echo "# a member did not stop within 10 s of SIGTERM: killed" >&2; pkill -9 -f "$W" || true; sleep 0.5
+}
 wait_ready() { # until a put succeeds
   for _ in $(seq 100); do
     "$GEN" bench put --endpoints "$EPS" --clients 1 --total 1 --json >/dev/null 2>&1 && return 0
