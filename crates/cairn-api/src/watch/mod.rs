@@ -36,8 +36,10 @@ pub(crate) use recent::RecentEvents;
 
 /// Upper bound of the bytes a repeated message field adds around an event (tag + length).
 const EVENT_FIELD_OVERHEAD: usize = 11;
-/// Responses buffered per stream before the stream waits for the client.
+/// Batches of responses buffered per stream before the stream waits for the client.
 const STREAM_BUFFER: usize = 128;
+/// A step's responses go to the client in batches of about this many bytes.
+const BATCH_BYTES: usize = 256 << 10;
 /// Bytes of responses buffered per stream (beyond one response of any size) before the
 /// stream waits for the client: a client that never reads holds at most this much of the
 /// member's memory per stream.
@@ -87,15 +89,22 @@ impl<B: Backend> Watch for WatchService<B> {
             progress_requested: false,
         };
         tokio::spawn(stream.run(req.into_inner()));
-        // A response's share of the byte budget is returned as the transport takes it.
-        let responses = tokio_stream::wrappers::ReceiverStream::new(rx).map(|(resp, _budget)| resp);
+        // A batch's share of the byte budget is returned once the transport took all of it.
+        let responses = tokio_stream::wrappers::ReceiverStream::new(rx).flat_map(|(batch, budget)| {
+            let batch: Vec<WatchResponse> = batch;
+            futures::stream::iter(batch.into_iter().map(move |resp| {
+                let _held_until_the_last_is_taken = &budget;
+                Ok(resp)
+            }))
+        });
         Ok(Response::new(Box::pin(responses)))
     }
 }
 
-/// A stream's responses on their way to the client, bounded in number and in bytes.
+/// A stream's responses on their way to the client, in batches (one per step, or less),
+/// bounded in number and in bytes.
 struct Outbox {
-    tx: mpsc::Sender<(Result<WatchResponse, Status>, tokio::sync::OwnedSemaphorePermit)>,
+    tx: mpsc::Sender<(Vec<WatchResponse>, tokio::sync::OwnedSemaphorePermit)>,
     budget: Arc<tokio::sync::Semaphore>,
 }
 
@@ -105,9 +114,16 @@ struct Gone;
 impl Outbox {
     /// Queue `resp`, waiting while the client has not taken enough of what is queued.
     async fn send(&self, resp: WatchResponse) -> Result<(), Gone> {
-        let bytes = resp.encoded_len().clamp(1, STREAM_BUFFER_BYTES);
+        let bytes = resp.encoded_len();
+        self.send_batch(vec![resp], bytes).await
+    }
+
+    /// Queue `batch` (of `bytes` encoded), waiting while the client has not taken enough of
+    /// what is queued.
+    async fn send_batch(&self, batch: Vec<WatchResponse>, bytes: usize) -> Result<(), Gone> {
+        let bytes = bytes.clamp(1, STREAM_BUFFER_BYTES);
         let permit = self.budget.clone().acquire_many_owned(bytes as u32).await.map_err(|_| Gone)?;
-        self.tx.send((Ok(resp), permit)).await.map_err(|_| Gone)
+        self.tx.send((batch, permit)).await.map_err(|_| Gone)
     }
 }
 
@@ -319,42 +335,31 @@ impl<B: Backend> WatchStream<B> {
         let covered = events.complete_to;
         // One header for every response of the step.
         let template = self.response(0, covered);
-        let mut sent = Vec::new();
+        // To the client in batches of ~BATCH_BYTES: one budget acquire and one channel send
+        // per batch rather than per response.
+        let mut batch = Vec::new();
+        let mut bytes = 0;
         for (id, w) in self.watches.iter_mut() {
             if w.next < from || w.next > covered || (w.prev_kv && !events.with_prev_kv) {
                 continue;
             }
             let selected = w.select(&events.revisions);
             w.next = covered + 1;
-            if !selected.is_empty() {
-                w.last_sent = Instant::now();
-                let resp = WatchResponse { watch_id: *id, events: selected, ..template.clone() };
-                sent.push((resp, w.fragment_bytes));
+            if selected.is_empty() {
+                continue;
+            }
+            w.last_sent = Instant::now();
+            let resp = WatchResponse { watch_id: *id, events: selected, ..template.clone() };
+            for part in fragments(resp, w.fragment_bytes) {
+                bytes += part.encoded_len();
+                batch.push(part);
+                if bytes >= BATCH_BYTES {
+                    self.tx.send_batch(std::mem::take(&mut batch), std::mem::take(&mut bytes)).await?;
+                }
             }
         }
-        for (resp, fragment_bytes) in sent {
-            self.send_events(resp, fragment_bytes).await?;
-        }
-        Ok(())
-    }
-
-    /// Sends one step's events of a watch; for a `fragment` watch, a response over the
-    /// limit goes as several, all but the last marked `fragment` (etcd's `sendFragments`).
-    async fn send_events(&self, resp: WatchResponse, fragment_bytes: Option<usize>) -> Result<(), Gone> {
-        let Some(limit) = fragment_bytes.filter(|l| resp.encoded_len() >= *l && resp.events.len() > 1) else {
-            return self.tx.send(resp).await;
-        };
-        let mut events = resp.events.into_iter().peekable();
-        let empty = WatchResponse { events: Vec::new(), fragment: true, ..resp };
-        while events.peek().is_some() {
-            let mut part = empty.clone();
-            while let Some(e) = events.next_if(|e| {
-                part.events.is_empty() || part.encoded_len() + e.encoded_len() + EVENT_FIELD_OVERHEAD < limit
-            }) {
-                part.events.push(e);
-            }
-            part.fragment = events.peek().is_some();
-            self.tx.send(part).await?;
+        if !batch.is_empty() {
+            self.tx.send_batch(batch, bytes).await?;
         }
         Ok(())
     }
@@ -409,6 +414,28 @@ impl<B: Backend> WatchStream<B> {
         }
         Ok(())
     }
+}
+
+/// One step's events of a watch as responses: for a `fragment` watch, a response over the
+/// limit goes as several, all but the last marked `fragment` (etcd's `sendFragments`).
+fn fragments(resp: WatchResponse, fragment_bytes: Option<usize>) -> Vec<WatchResponse> {
+    let Some(limit) = fragment_bytes.filter(|l| resp.encoded_len() >= *l && resp.events.len() > 1) else {
+        return vec![resp];
+    };
+    let mut parts = Vec::new();
+    let mut events = resp.events.into_iter().peekable();
+    let empty = WatchResponse { events: Vec::new(), fragment: true, ..resp };
+    while events.peek().is_some() {
+        let mut part = empty.clone();
+        while let Some(e) = events.next_if(|e| {
+            part.events.is_empty() || part.encoded_len() + e.encoded_len() + EVENT_FIELD_OVERHEAD < limit
+        }) {
+            part.events.push(e);
+        }
+        part.fragment = events.peek().is_some();
+        parts.push(part);
+    }
+    parts
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
