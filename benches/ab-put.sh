@@ -7,7 +7,8 @@
 #   WORKLOAD=range BENCH_ARGS="--consistency s" benches/ab-put.sh ...   # another `cairn bench`
 #                                      # workload (default put) with extra flags
 #
-# Prints one line per run: label, round, clients, ops/s, p50 ms, p99 ms, errors.
+# Prints one line per run: label, round, clients, ops/s, p50 ms, p99 ms, the worst p99 of
+# any one second of the run, errors.
 # The load generator is AFTER_BIN's `cairn bench`.
 set -euo pipefail
 A=$(realpath "$1"); B=$(realpath "$2"); ROUNDS=${3:-2}; SECS=${4:-5}
@@ -24,7 +25,7 @@ run() { # label round
   for c in "${CLIENTS[@]}"; do
     # shellcheck disable=SC2086 # BENCH_ARGS is a list of flags
     "$GEN" bench "${WORKLOAD:-put}" ${BENCH_ARGS:-} --endpoints "$EPS" --clients "$c" --duration "${SECS}s" --json |
-      python3 -c "import json,sys; r=json.load(sys.stdin); print('$1 round $2 clients $c: %.0f ops/s p50 %.3f ms p99 %.3f ms errors %s' % (r['ops_per_sec'], r['p50_ms'], r['p99_ms'], r['errors']))"
+      python3 -c "import json,sys; r=json.load(sys.stdin); worst=max([s['p99_ms'] for s in r.get('timeline', [])] or [float('nan')]); print('$1 round $2 clients $c: %.0f ops/s p50 %.3f ms p99 %.3f ms (worst 1-s p99 %.1f ms) errors %s' % (r['ops_per_sec'], r['p50_ms'], r['p99_ms'], worst, r['errors']))"
   done
 }
 

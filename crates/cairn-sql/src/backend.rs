@@ -488,7 +488,24 @@ impl Inner {
         self.heartbeat().await
     }
 
+    /// Upsert this member's row, again on a conflict: members starting at once upsert
+    /// together, and Galera refuses all but one of them as deadlocks (seen in CI: a member
+    /// failed to open on "1213 Deadlock found when trying to get lock").
     async fn heartbeat(&self) -> Result<(), SqlError> {
+        let mut tries = 0;
+        loop {
+            match self.heartbeat_once().await {
+                Err(e) if e.failure == Failure::Conflict && tries < MAX_CONFLICT_RETRIES => {
+                    tries += 1;
+                    let ms = (1u64 << tries.min(6)) + rand::random::<u64>() % 5;
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    async fn heartbeat_once(&self) -> Result<(), SqlError> {
         let db = &self.db;
         let c = &self.config;
         sqlx::query(&db.sql.member_heartbeat)
