@@ -497,8 +497,7 @@ impl Inner {
             match self.heartbeat_once().await {
                 Err(e) if e.failure == Failure::Conflict && tries < MAX_CONFLICT_RETRIES => {
                     tries += 1;
-                    let ms = (1u64 << tries.min(6)) + rand::random::<u64>() % 5;
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    tokio::time::sleep(backoff_delay(tries)).await;
                 }
                 done => return done,
             }
@@ -606,8 +605,13 @@ fn run_applier(inner: &Weak<Inner>, db: &Database, queue: &std::sync::mpsc::Rece
 }
 
 fn backoff(tries: u32) {
-    let ms = (1u64 << tries.min(6)) + rand::random::<u64>() % 5;
-    std::thread::sleep(Duration::from_millis(ms));
+    std::thread::sleep(backoff_delay(tries));
+}
+
+/// How long to wait before try number `tries` after a conflict: doubling up to 64 ms, with
+/// a few ms of jitter so that the members that collided do not collide again.
+fn backoff_delay(tries: u32) -> Duration {
+    Duration::from_millis((1u64 << tries.min(6)) + rand::random::<u64>() % 5)
 }
 
 fn conflict_or<T>(e: SqlError) -> Result<Attempt<T>, BackendError> {

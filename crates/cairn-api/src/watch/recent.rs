@@ -11,7 +11,7 @@ use prost::Message;
 use crate::{Backend, BackendError};
 
 /// Revisions read from the event log per step (of a catching-up watcher, or of the window).
-pub(super) const READ_REVISIONS: usize = 256;
+const READ_REVISIONS: usize = 256;
 /// Most revisions the window keeps: a stream that falls further behind reads the event log
 /// itself until it is back within them.
 const WINDOW_REVISIONS: usize = 1024;
