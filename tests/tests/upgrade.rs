@@ -179,3 +179,63 @@ async fn rolling_upgrade_body(cluster: &Cluster, new_bin: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// Snapshots cross between releases both ways: a member of this release that was down while
+/// the log moved on catches up from a previous-release leader's snapshot file, and a
+/// previous-release member catches up from a snapshot this release writes out only when it
+/// sends it (0.2: snapshots are the live state). Every acknowledged write is on both.
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshots_cross_between_releases_both_ways() {
+    let Some(new_bin) = cairn_bin() else { return };
+    let old_bin = previous_release_bin().unwrap_or_else(|e| panic!("{e:#}"));
+    let opts = ClusterOptions { snapshot_count: Some(100), ..ClusterOptions::nodes(3) };
+    let cluster = Cluster::start(Target::Cairn { bin: old_bin.clone() }, opts)
+        .await
+        .unwrap_or_else(|e| panic!("previous-release cluster did not start: {e:#}"));
+    snapshots_across_body(&cluster, &old_bin, &new_bin).await.unwrap();
+}
+
+/// More writes than the leader keeps in its log behind a snapshot (at most 5000) while
+/// member `down` is stopped; then it restarts on `bin` and must have caught up by snapshot.
+async fn catch_up_by_snapshot(cluster: &Cluster, down: usize, bin: &Path, prefix: &str) -> Result<()> {
+    const WRITES: usize = 6000;
+    cluster.terminate(down).await?;
+    let up: Vec<usize> = (0..cluster.len()).filter(|&i| i != down).collect();
+    let writers = Writers::start(cluster, &up, prefix, 16).await?;
+    writers.wait_for(WRITES, Duration::from_secs(120)).await?;
+    let acked = writers.stop().await?;
+    cluster.set_node_bin(down, bin.to_path_buf());
+    cluster.restart(down)?;
+    wait_caught_up(cluster, down, prefix, &acked, CONVERGE).await?;
+    check_acked(down, &read_prefix(cluster, down, prefix, false).await?, &acked)?;
+    let log = std::fs::read_to_string(cluster.log_path(down))?;
+    ensure!(log.contains("installed snapshot"), "node {down} caught up without a snapshot");
+    ensure!(cluster.unexpected_exits().is_empty(), "members exited: {:?}", cluster.unexpected_exits());
+    Ok(())
+}
+
+async fn snapshots_across_body(cluster: &Cluster, old_bin: &Path, new_bin: &Path) -> Result<()> {
+    let leader = cluster.leader().await?;
+    let upgraded = (leader + 1) % cluster.len();
+    // A previous-release leader's snapshot to a member of this release.
+    catch_up_by_snapshot(cluster, upgraded, new_bin, "upgrade/snap/old-to-new/").await?;
+
+    // A leader of this release: upgrade the old leader too, then until a member of this
+    // release leads, restart the previous-release one that does.
+    let old = (0..cluster.len()).find(|&i| i != leader && i != upgraded).expect("three members");
+    cluster.terminate(leader).await?;
+    cluster.set_node_bin(leader, new_bin.to_path_buf());
+    cluster.restart(leader)?;
+    cluster.wait_node_ready(leader, CONVERGE).await?;
+    for _ in 0..20 {
+        if cluster.leader().await? != old {
+            break;
+        }
+        cluster.terminate(old).await?;
+        cluster.restart(old)?;
+        cluster.wait_node_ready(old, CONVERGE).await?;
+    }
+    ensure!(cluster.leader().await? != old, "the previous-release member kept leading");
+    // This release's snapshot to a previous-release member.
+    catch_up_by_snapshot(cluster, old, old_bin, "upgrade/snap/new-to-old/").await
+}

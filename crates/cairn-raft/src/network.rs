@@ -31,7 +31,7 @@ use crate::codec;
 use crate::pb::peer_client::PeerClient;
 use crate::pb::{RaftPayload, SnapshotChunk};
 use crate::peer_error::PeerError;
-use crate::state_machine::SnapshotFile;
+use crate::state_machine::SnapshotData;
 use crate::types::{NodeId, PeerNode, Snapshot, TypeConfig, Vote};
 use cairn_tls::MaybeTls;
 use tonic::service::interceptor::InterceptedService;
@@ -460,7 +460,7 @@ impl PeerConnection {
 }
 
 impl RaftNetworkV2<TypeConfig> for PeerConnection {
-    type SnapshotData = SnapshotFile;
+    type SnapshotData = SnapshotData;
 
     async fn append_entries(
         &mut self,
@@ -540,6 +540,21 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let sent = self.send_snapshot(vote, snapshot, cancel).await;
+        if let Err(e) = &sent {
+            tracing::warn!(target = self.target, error = %e, "sending a snapshot failed");
+        }
+        sent
+    }
+}
+
+impl PeerConnection {
+    async fn send_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let to_streaming = |e: RPCError<TypeConfig>| match e {
             RPCError::Unreachable(u) => StreamingError::Unreachable(u),
             RPCError::Network(n) => StreamingError::Network(n),
@@ -550,8 +565,12 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
             StreamingError::Network(NetworkError::new(&io::Error::other(e.to_string())))
         };
         let vote = codec::encode(&vote).map_err(|e| net(&e))?;
-        let meta = codec::encode(&snapshot.meta).map_err(|e| net(&e))?;
-        let file = snapshot.snapshot.file;
+        // A live snapshot is written out now, at the state's own (newer or equal) log id.
+        let (written_at, file) = cairn_core::sim::run_blocking(move || snapshot.snapshot.into_file())
+            .await
+            .map_err(|e| net(&e))?
+            .map_err(|e| net(&e))?;
+        let meta = codec::encode(written_at.as_ref().unwrap_or(&snapshot.meta)).map_err(|e| net(&e))?;
         // Read the file in chunks on a blocking thread (in a simulation: in a task) and
         // stream them.
         let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(4);

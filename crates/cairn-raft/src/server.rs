@@ -18,7 +18,7 @@ use crate::pb::{
     ReadIndexRequest, ReadIndexResponse, SnapshotChunk, WriteRequest, WriteResponse,
 };
 use crate::peer_error::PeerError;
-use crate::state_machine::{SnapshotDir, SnapshotFile};
+use crate::state_machine::{SnapshotData, SnapshotDir, SnapshotFile};
 use crate::types::{Raft, Snapshot, SnapshotMeta, TypeConfig, Vote};
 use cairn_core::lessor::Lessor;
 
@@ -180,9 +180,10 @@ impl Peer for PeerService {
                 return Err(Status::aborted(format!("receiving snapshot: {e}")));
             }
         };
-        let snapshot = Snapshot { meta, snapshot: SnapshotFile { path: path.clone(), file } };
+        let snapshot =
+            Snapshot { meta, snapshot: SnapshotData::File(SnapshotFile { path: path.clone(), file }) };
         let resp = self.raft.install_full_snapshot(vote, snapshot).await;
-        // On success the file was renamed into place; on failure drop it.
+        // Installed into the state machine (or refused): the file is done with.
         let _ = std::fs::remove_file(&path);
         encode(&resp.map_err(|e| Status::unavailable(e.to_string()))?)
     }

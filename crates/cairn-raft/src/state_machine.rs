@@ -1,13 +1,22 @@
 //! The Raft state machine: committed entries applied to the MVCC engine in batches, and
-//! snapshots as files built from a RocksDB snapshot of the state families.
+//! snapshots that are the engine's own state.
 //!
 //! Each apply call writes all of its entries, and the last applied log id and membership,
 //! in one atomic `WriteBatch`; responses go out only after that write. On restart openraft
 //! reads the last applied log id back and re-applies only what follows it.
+//!
+//! Snapshots cost nothing until one is sent (etcd's model: the backend is the snapshot).
+//! The applied state is already durable in RocksDB, so "building" a snapshot only reads the
+//! last applied log id and membership, which lets openraft purge the log behind it. Its rows
+//! are written to a file only when a lagging member needs them, by the task that sends them
+//! ([`SnapshotData::into_file`]), from one RocksDB snapshot, with the log id that view is
+//! at. (Until 0.2 every member wrote its whole keyspace, history included, to a file every
+//! `--snapshot-count` entries, all members at about the same time: the worst put latencies
+//! of a long run came from those builds.)
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, BufReader, BufWriter, Seek, SeekFrom};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use cairn_core::{WriteRequest, WriteResponse, INITIAL_REVISION};
@@ -24,86 +33,95 @@ use cairn_core::lessor::Lessor;
 const META_LAST_APPLIED: &[u8] = b"raft/last_applied";
 const META_MEMBERSHIP: &[u8] = b"raft/membership";
 
-/// A snapshot file and an open handle on it (the handle keeps it readable even after a
-/// newer snapshot replaces it on disk).
+/// A snapshot file (received from the leader, or written for sending) and an open handle
+/// on it.
 #[derive(Debug)]
 pub struct SnapshotFile {
     pub path: PathBuf,
     pub file: File,
 }
 
-/// Where snapshots live: `<dir>/<last index>.snap` with `<last index>.meta` beside it.
+/// What a snapshot's rows are.
+pub enum SnapshotData {
+    /// Written out already: a snapshot received from the leader.
+    File(SnapshotFile),
+    /// The state machine's own state, written out when sent ([`SnapshotData::into_file`]).
+    Live { store: MvccStore, snapshots: SnapshotDir },
+}
+
+impl std::fmt::Debug for SnapshotData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SnapshotData::File(file) => f.debug_tuple("File").field(&file.path).finish(),
+            SnapshotData::Live { .. } => f.write_str("Live"),
+        }
+    }
+}
+
+impl SnapshotData {
+    /// The rows as a file, and the meta they are at when they had to be written out now
+    /// (`None`: a file already, at the meta it came with). A live snapshot is written from
+    /// one RocksDB snapshot of the current state — at or past the meta openraft was given,
+    /// which is as good a snapshot (every applied entry is committed). Blocking.
+    pub fn into_file(self) -> io::Result<(Option<SnapshotMeta>, File)> {
+        match self {
+            SnapshotData::File(SnapshotFile { mut file, .. }) => {
+                file.seek(SeekFrom::Start(0))?;
+                Ok((None, file))
+            }
+            SnapshotData::Live { store, snapshots } => {
+                let path = snapshots.temp_path();
+                let written = (|| {
+                    let file = File::options().read(true).write(true).create_new(true).open(&path)?;
+                    let mut out = BufWriter::new(file);
+                    let (rows, meta_rows) = store
+                        .write_snapshot(&mut out, &[META_LAST_APPLIED, META_MEMBERSHIP])
+                        .map_err(mvcc_io)?;
+                    let mut file = out.into_inner().map_err(|e| e.into_error())?;
+                    file.seek(SeekFrom::Start(0))?;
+                    let meta = SnapshotMeta {
+                        last_log_id: decode_meta_row(meta_rows[0].as_deref())?.unwrap_or_default(),
+                        last_membership: decode_meta_row(meta_rows[1].as_deref())?.unwrap_or_default(),
+                    };
+                    tracing::info!(last_log_id = ?meta.last_log_id, rows, "wrote a snapshot to send");
+                    Ok((Some(meta), file))
+                })();
+                // Read through the open handle; nothing on disk outlives the send.
+                let _ = std::fs::remove_file(&path);
+                written
+            }
+        }
+    }
+}
+
+fn decode_meta_row<T: serde::de::DeserializeOwned>(row: Option<&[u8]>) -> io::Result<Option<T>> {
+    row.map(codec::decode).transpose()
+}
+
+/// Where snapshot files live while they are received or sent.
 #[derive(Debug, Clone)]
 pub struct SnapshotDir {
     dir: PathBuf,
-    /// Held while old snapshots are removed and while the current one is found and opened:
-    /// otherwise a reader can pick a snapshot that a newer build removes before the reader
-    /// opens it (a "not found" that openraft treats as a fatal storage error).
-    removing: Arc<std::sync::Mutex<()>>,
 }
 
 impl SnapshotDir {
+    /// The directory, emptied: what is left there is an unfinished transfer, or a snapshot
+    /// file of a release before 0.2 (the state machine holds the same state or newer: such
+    /// files were written from it, or installed into it before they were kept).
     pub fn new(dir: PathBuf) -> io::Result<SnapshotDir> {
         std::fs::create_dir_all(&dir)?;
-        Ok(SnapshotDir { dir, removing: Arc::default() })
-    }
-
-    fn lock_removal(&self) -> std::sync::MutexGuard<'_, ()> {
-        // The guarded data is `()`: a panic elsewhere cannot leave it inconsistent.
-        self.removing.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_file() {
+                std::fs::remove_file(&path)?;
+            }
+        }
+        Ok(SnapshotDir { dir })
     }
 
     /// A fresh temporary file for an incoming or outgoing snapshot.
     pub fn temp_path(&self) -> PathBuf {
         self.dir.join(format!("incoming-{:016x}.tmp", cairn_core::sim::random_u64()))
-    }
-
-    fn stem(meta: &SnapshotMeta) -> String {
-        format!("{:020}", meta.last_log_id.as_ref().map_or(0, |l| l.index))
-    }
-
-    /// Make `tmp` the current snapshot with `meta`, durably, drop older ones, and open it.
-    fn publish(&self, tmp: &Path, meta: &SnapshotMeta) -> io::Result<SnapshotFile> {
-        let _removing = self.lock_removal();
-        let stem = Self::stem(meta);
-        let snap = self.dir.join(format!("{stem}.snap"));
-        std::fs::rename(tmp, &snap)?;
-        let meta_tmp = self.dir.join(format!("{stem}.meta.tmp"));
-        let mut f = File::create(&meta_tmp)?;
-        f.write_all(&codec::encode(meta)?)?;
-        f.sync_all()?;
-        std::fs::rename(&meta_tmp, self.dir.join(format!("{stem}.meta")))?;
-        File::open(&self.dir)?.sync_all()?;
-        let file = File::open(&snap)?;
-        for entry in std::fs::read_dir(&self.dir)? {
-            let path = entry?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-            let is_old = (name.ends_with(".snap") || name.ends_with(".meta")) && !name.starts_with(&stem);
-            if is_old {
-                let _ = std::fs::remove_file(&path);
-            }
-        }
-        Ok(SnapshotFile { path: snap, file })
-    }
-
-    /// The newest complete snapshot, if any.
-    fn current(&self) -> io::Result<Option<(SnapshotMeta, SnapshotFile)>> {
-        let _removing = self.lock_removal();
-        let mut best: Option<String> = None;
-        for entry in std::fs::read_dir(&self.dir)? {
-            let name = entry?.file_name().to_string_lossy().to_string();
-            if let Some(stem) = name.strip_suffix(".meta") {
-                if self.dir.join(format!("{stem}.snap")).exists() && best.as_deref().is_none_or(|b| stem > b)
-                {
-                    best = Some(stem.to_string());
-                }
-            }
-        }
-        let Some(stem) = best else { return Ok(None) };
-        let meta: SnapshotMeta = codec::decode(&std::fs::read(self.dir.join(format!("{stem}.meta")))?)?;
-        let path = self.dir.join(format!("{stem}.snap"));
-        let file = File::open(&path)?;
-        Ok(Some((meta, SnapshotFile { path, file })))
     }
 }
 
@@ -176,7 +194,7 @@ pub(crate) fn read_applied(store: &MvccStore) -> io::Result<(Option<LogId>, Stor
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotData = SnapshotFile;
+    type SnapshotData = SnapshotData;
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> io::Result<(Option<LogId>, StoredMembership)> {
@@ -275,18 +293,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
+    /// Runs between applies, so the point read here is exactly the applied state.
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
-        SnapshotBuilder { store: self.store.clone(), snapshots: self.snapshots.clone() }
+        SnapshotBuilder {
+            applied: Some(read_applied(&self.store)),
+            store: self.store.clone(),
+            snapshots: self.snapshots.clone(),
+        }
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotFile) -> io::Result<()> {
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> io::Result<()> {
         let store = self.store.clone();
-        let snapshots = self.snapshots.clone();
         let meta = meta.clone();
         let installed = cairn_core::sim::run_blocking(move || {
-            let SnapshotFile { path, mut file } = snapshot;
-            file.seek(SeekFrom::Start(0))?;
-            store.install_snapshot(&mut BufReader::new(&mut file)).map_err(mvcc_io)?;
+            // A live snapshot is another state machine's (openraft's storage tests hand one
+            // over directly): its rows are written out first, like any sent snapshot.
+            let (_, file) = snapshot.into_file()?;
+            store.install_snapshot(&mut BufReader::new(file)).map_err(mvcc_io)?;
             let (installed, _) = read_applied(&store)?;
             if installed != meta.last_log_id {
                 return Err(io::Error::new(
@@ -294,7 +317,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     format!("snapshot data is at {installed:?} but its meta says {:?}", meta.last_log_id),
                 ));
             }
-            snapshots.publish(&path, &meta)?;
             tracing::info!(last_log_id = ?meta.last_log_id, "installed snapshot");
             Ok(())
         })
@@ -308,101 +330,38 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
+    /// The applied state is the current snapshot: its log id and membership now (this runs
+    /// between applies), its rows when sent.
     async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
-        Ok(self.snapshots.current()?.map(|(meta, snapshot)| Snapshot { meta, snapshot }))
+        let (last_log_id, last_membership) = read_applied(&self.store)?;
+        if last_log_id.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Snapshot {
+            meta: SnapshotMeta { last_log_id, last_membership },
+            snapshot: SnapshotData::Live { store: self.store.clone(), snapshots: self.snapshots.clone() },
+        }))
     }
 }
 
-/// Builds a snapshot file from a RocksDB snapshot while the state machine keeps applying.
+/// "Builds" a snapshot: the log id and membership the applied state was at when openraft
+/// asked for the builder (the rows are already durable where they are; see the module docs).
 pub struct SnapshotBuilder {
+    applied: Option<io::Result<(Option<LogId>, StoredMembership)>>,
     store: MvccStore,
     snapshots: SnapshotDir,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    type SnapshotData = SnapshotFile;
+    type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
-        let store = self.store.clone();
-        let snapshots = self.snapshots.clone();
-        cairn_core::sim::run_blocking(move || {
-            let tmp = snapshots.temp_path();
-            let mut out = BufWriter::new(File::create(&tmp)?);
-            let (rows, meta_rows) =
-                store.write_snapshot(&mut out, &[META_LAST_APPLIED, META_MEMBERSHIP]).map_err(mvcc_io)?;
-            let file = out.into_inner().map_err(|e| e.into_error())?;
-            file.sync_all()?;
-            let last_log_id: Option<LogId> = match &meta_rows[0] {
-                Some(b) => codec::decode(b)?,
-                None => None,
-            };
-            let last_membership: StoredMembership = match &meta_rows[1] {
-                Some(b) => codec::decode(b)?,
-                None => StoredMembership::default(),
-            };
-            let meta = SnapshotMeta { last_log_id, last_membership };
-            let snapshot = snapshots.publish(&tmp, &meta)?;
-            tracing::info!(last_log_id = ?meta.last_log_id, rows, "built snapshot");
-            Ok(Snapshot { meta, snapshot })
+        let applied = self.applied.take().unwrap_or_else(|| read_applied(&self.store));
+        let (last_log_id, last_membership) = applied?;
+        tracing::info!(last_log_id = ?last_log_id, "snapshot point");
+        Ok(Snapshot {
+            meta: SnapshotMeta { last_log_id, last_membership },
+            snapshot: SnapshotData::Live { store: self.store.clone(), snapshots: self.snapshots.clone() },
         })
-        .await?
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn meta(index: u64) -> SnapshotMeta {
-        let leader =
-            <openraft::alias::LeaderIdOf<TypeConfig> as openraft::vote::RaftLeaderIdExt>::new_committed(1, 1);
-        SnapshotMeta { last_log_id: Some(LogId::new(leader, index)), last_membership: Default::default() }
-    }
-
-    /// A reader looking for the current snapshot while newer ones are published (each
-    /// removing the older) always gets one it can open: a "not found" here used to stop a
-    /// member's Raft with a fatal storage error.
-    #[test]
-    fn current_snapshot_is_openable_while_newer_ones_are_published() {
-        const PUBLISHED: u64 = 1000;
-        let dir = tempfile::tempdir().unwrap();
-        let snapshots = SnapshotDir::new(dir.path().to_path_buf()).unwrap();
-        let publisher_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let publisher = {
-            let snapshots = snapshots.clone();
-            let publisher_done = publisher_done.clone();
-            std::thread::spawn(move || {
-                for index in 1..=PUBLISHED {
-                    let tmp = snapshots.temp_path();
-                    std::fs::write(&tmp, index.to_le_bytes()).unwrap();
-                    snapshots.publish(&tmp, &meta(index)).unwrap();
-                }
-                publisher_done.store(true, std::sync::atomic::Ordering::Relaxed);
-            })
-        };
-        let readers: Vec<_> = (0..2)
-            .map(|_| {
-                let snapshots = snapshots.clone();
-                let publisher_done = publisher_done.clone();
-                std::thread::spawn(move || {
-                    let mut seen = 0;
-                    while !publisher_done.load(std::sync::atomic::Ordering::Relaxed) {
-                        if let Some((meta, SnapshotFile { mut file, .. })) = snapshots.current().unwrap() {
-                            let mut bytes = [0u8; 8];
-                            std::io::Read::read_exact(&mut file, &mut bytes).unwrap();
-                            assert_eq!(u64::from_le_bytes(bytes), meta.last_log_id.unwrap().index);
-                            seen += 1;
-                        }
-                    }
-                    seen
-                })
-            })
-            .collect();
-        publisher.join().unwrap();
-        for reader in readers {
-            assert!(reader.join().unwrap() > 0);
-        }
-        let (last, _) = snapshots.current().unwrap().unwrap();
-        assert_eq!(last.last_log_id.unwrap().index, PUBLISHED);
     }
 }

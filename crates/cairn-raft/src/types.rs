@@ -29,7 +29,7 @@ pub type VoteRequest = openraft::raft::VoteRequest<TypeConfig>;
 pub type Entry = openraft::alias::EntryOf<TypeConfig>;
 pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
 pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
-pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, crate::state_machine::SnapshotFile>;
+pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, crate::state_machine::SnapshotData>;
 
 /// What the cluster knows of a member.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

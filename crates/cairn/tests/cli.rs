@@ -288,9 +288,10 @@ fn a_data_directory_of_a_newer_format_is_refused_untouched() {
     assert_eq!(std::fs::read_dir(data.join("db")).unwrap().count(), before, "files changed");
 }
 
-/// A member whose Raft stops on a storage error (here: its snapshot directory vanished, so
-/// the next snapshot cannot be written) exits 8 naming the error, instead of lingering with
-/// its client port open and no Raft behind it.
+/// A member whose Raft stops on a storage error (here: its RocksDB directory vanished, so
+/// the flush a defragmentation asks for cannot write its file, and RocksDB refuses every
+/// write after) exits 8 naming the error, instead of lingering with its client port open and
+/// no Raft behind it.
 #[test]
 fn a_fatal_storage_error_while_running_exits_8() {
     let dir = tempfile::tempdir().unwrap();
@@ -299,15 +300,16 @@ fn a_fatal_storage_error_while_running_exits_8() {
     let peer = format!("127.0.0.1:{}", free_port());
     let mut child = cairn()
         .args(["serve", "--data-dir", data.to_str().unwrap(), "--client-addr", &client, "--peer-addr", &peer])
-        .args(["--snapshot-count", "20"])
         .stderr(std::fs::File::create(dir.path().join("m.log")).unwrap())
         .spawn()
         .unwrap();
     wait_listening(&client, &mut child);
-    std::fs::remove_dir_all(data.join("snapshots")).unwrap();
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let mut c = etcd_client::Client::connect([client.as_str()], None).await.unwrap();
-        // Puts fail once Raft has stopped; enough of them succeed to ask for a snapshot.
+        c.put("before", "v", None).await.unwrap();
+        std::fs::remove_dir_all(data.join("db")).unwrap();
+        let _ = c.defragment().await;
+        // Puts fail once Raft has stopped.
         for i in 0..60 {
             if c.put(format!("k{i:02}"), "v", None).await.is_err() {
                 break;
