@@ -184,7 +184,7 @@ struct ServeArgs {
     /// Milliseconds before a follower calls an election [default: 1000]
     #[arg(long, env = "CAIRN_ELECTION_TIMEOUT")]
     election_timeout: Option<u64>,
-    /// Log entries between snapshots (etcd 3.4: 100000) [default: 100000]
+    /// Log entries between snapshots, behind which the log is purged (etcd 3.4: 100000) [default: 100000]
     #[arg(long, env = "CAIRN_SNAPSHOT_COUNT")]
     snapshot_count: Option<u64>,
     /// Largest request in bytes [default: 1572864]
