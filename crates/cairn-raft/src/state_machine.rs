@@ -79,10 +79,9 @@ impl SnapshotData {
                         .map_err(mvcc_io)?;
                     let mut file = out.into_inner().map_err(|e| e.into_error())?;
                     file.seek(SeekFrom::Start(0))?;
-                    let meta = SnapshotMeta {
-                        last_log_id: decode_meta_row(meta_rows[0].as_deref())?.unwrap_or_default(),
-                        last_membership: decode_meta_row(meta_rows[1].as_deref())?.unwrap_or_default(),
-                    };
+                    let (last_log_id, last_membership) =
+                        decode_applied(meta_rows[0].as_deref(), meta_rows[1].as_deref())?;
+                    let meta = SnapshotMeta { last_log_id, last_membership };
                     tracing::info!(last_log_id = ?meta.last_log_id, rows, "wrote a snapshot to send");
                     Ok((Some(meta), file))
                 })();
@@ -92,10 +91,6 @@ impl SnapshotData {
             }
         }
     }
-}
-
-fn decode_meta_row<T: serde::de::DeserializeOwned>(row: Option<&[u8]>) -> io::Result<Option<T>> {
-    row.map(codec::decode).transpose()
 }
 
 /// Where snapshot files live while they are received or sent.
@@ -182,15 +177,37 @@ fn mvcc_io(e: MvccError) -> io::Error {
 }
 
 pub(crate) fn read_applied(store: &MvccStore) -> io::Result<(Option<LogId>, StoredMembership)> {
-    let last: Option<LogId> = match store.get_meta(META_LAST_APPLIED).map_err(mvcc_io)? {
-        Some(b) => codec::decode(&b)?,
+    let last = store.get_meta(META_LAST_APPLIED).map_err(mvcc_io)?;
+    let membership = store.get_meta(META_MEMBERSHIP).map_err(mvcc_io)?;
+    decode_applied(last.as_deref(), membership.as_deref())
+}
+
+/// The applied point from its two rows (absent: nothing applied, the default membership).
+fn decode_applied(
+    last: Option<&[u8]>,
+    membership: Option<&[u8]>,
+) -> io::Result<(Option<LogId>, StoredMembership)> {
+    let last: Option<LogId> = match last {
+        Some(b) => codec::decode(b)?,
         None => None,
     };
-    let membership = match store.get_meta(META_MEMBERSHIP).map_err(mvcc_io)? {
-        Some(b) => codec::decode(&b)?,
+    let membership = match membership {
+        Some(b) => codec::decode(b)?,
         None => StoredMembership::default(),
     };
     Ok((last, membership))
+}
+
+/// The live snapshot at the applied point `applied`.
+fn live_snapshot(
+    store: &MvccStore,
+    snapshots: &SnapshotDir,
+    (last_log_id, last_membership): (Option<LogId>, StoredMembership),
+) -> Snapshot {
+    Snapshot {
+        meta: SnapshotMeta { last_log_id, last_membership },
+        snapshot: SnapshotData::Live { store: store.clone(), snapshots: snapshots.clone() },
+    }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -333,14 +350,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     /// The applied state is the current snapshot: its log id and membership now (this runs
     /// between applies), its rows when sent.
     async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
-        let (last_log_id, last_membership) = read_applied(&self.store)?;
-        if last_log_id.is_none() {
+        let applied = read_applied(&self.store)?;
+        if applied.0.is_none() {
             return Ok(None);
         }
-        Ok(Some(Snapshot {
-            meta: SnapshotMeta { last_log_id, last_membership },
-            snapshot: SnapshotData::Live { store: self.store.clone(), snapshots: self.snapshots.clone() },
-        }))
+        Ok(Some(live_snapshot(&self.store, &self.snapshots, applied)))
     }
 }
 
@@ -357,11 +371,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 
     async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
         let applied = self.applied.take().unwrap_or_else(|| read_applied(&self.store));
-        let (last_log_id, last_membership) = applied?;
-        tracing::info!(last_log_id = ?last_log_id, "snapshot point");
-        Ok(Snapshot {
-            meta: SnapshotMeta { last_log_id, last_membership },
-            snapshot: SnapshotData::Live { store: self.store.clone(), snapshots: self.snapshots.clone() },
-        })
+        let applied = applied?;
+        tracing::info!(last_log_id = ?applied.0, "snapshot point");
+        Ok(live_snapshot(&self.store, &self.snapshots, applied))
     }
 }
