@@ -164,7 +164,7 @@ impl crate::RaftNode {
             .await?;
         let deadline = started + self.request_timeout;
         let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let _ = self.raft.wait(Some(timeout)).applied_index_at_least(Some(log_index), "auth command").await;
+        let _ = self.applied.wait_for(log_index, timeout).await;
         result.map_err(BackendError::Request)
     }
 }

@@ -60,8 +60,13 @@ async fn propose_command(
     raft: &Raft,
     command: Command,
 ) -> Result<(Option<Result<WriteResponse, RequestError>>, u64), PeerError> {
+    let started = crate::probe::stamp();
     match raft.client_write(command).await {
-        Ok(resp) => Ok((resp.data.0, resp.log_id.index())),
+        Ok(resp) => {
+            crate::probe::mark_at(resp.log_id.index(), crate::probe::Stage::ProposeStart, started);
+            crate::probe::mark(resp.log_id.index(), crate::probe::Stage::ProposeDone);
+            Ok((resp.data.0, resp.log_id.index()))
+        }
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
             Err(PeerError::NotLeader { leader_hint: f.leader_id })
         }

@@ -6,6 +6,7 @@
 //! barrier. The API crate builds the etcd services on [`RaftNode`].
 
 pub mod alarms;
+pub mod applied;
 pub mod auth;
 pub mod autopilot;
 pub mod cluster_key;
@@ -26,6 +27,7 @@ pub mod node;
 pub mod pb;
 pub mod peer_auth;
 pub mod peer_error;
+pub mod probe;
 pub mod reconfigure;
 pub mod recover;
 mod reseal;

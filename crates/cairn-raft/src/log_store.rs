@@ -76,13 +76,20 @@ pub struct LogStore {
     syncer: Syncer,
     /// Seals entries at rest (`None`: stored in the clear).
     sealer: Option<Arc<Sealer>>,
+    /// The committed log id openraft last reported, encoded, not written yet: it is written
+    /// with the next append (one write fewer per commit; it may lag anyway, see
+    /// [`LogStore::save_committed`]).
+    committed: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
 }
+
+/// A flush callback, and the last log index of its append (for [`crate::probe`]).
+type Flush = (u64, IOFlushed<TypeConfig>);
 
 /// Where flush callbacks go: the syncer thread (a real disk) or task (a simulated one).
 #[derive(Clone)]
 enum Syncer {
-    Thread(mpsc::Sender<IOFlushed<TypeConfig>>),
-    Task(tokio::sync::mpsc::UnboundedSender<IOFlushed<TypeConfig>>),
+    Thread(mpsc::Sender<Flush>),
+    Task(tokio::sync::mpsc::UnboundedSender<Flush>),
 }
 
 impl LogStore {
@@ -92,7 +99,7 @@ impl LogStore {
         // a detached thread when the process exits races RocksDB's static destructors (abort).
         let sync_disk = Arc::downgrade(&disk);
         let syncer = if disk.sync_blocks() {
-            let (tx, rx) = mpsc::channel::<IOFlushed<TypeConfig>>();
+            let (tx, rx) = mpsc::channel::<Flush>();
             std::thread::Builder::new()
                 .name("cairn-log-sync".into())
                 .spawn(move || group_commit_loop(sync_disk, rx))
@@ -103,7 +110,7 @@ impl LogStore {
             tokio::spawn(simulated_group_commit(sync_disk, rx));
             Syncer::Task(tx)
         };
-        LogStore { disk, syncer, sealer }
+        LogStore { disk, syncer, sealer, committed: Arc::default() }
     }
 
     /// Rewrite the log's files so that purged entries are gone from disk too (after a key
@@ -128,14 +135,18 @@ fn sync_once(disk: &Weak<dyn LogDisk>) -> Result<(), String> {
 }
 
 /// Complete every waiting flush callback with one WAL sync.
-fn group_commit_loop(disk: Weak<dyn LogDisk>, rx: mpsc::Receiver<IOFlushed<TypeConfig>>) {
+fn group_commit_loop(disk: Weak<dyn LogDisk>, rx: mpsc::Receiver<Flush>) {
     while let Ok(first) = rx.recv() {
         let mut waiting = vec![first];
         waiting.extend(rx.try_iter());
         let started = std::time::Instant::now();
+        for (i, _) in &waiting {
+            crate::probe::mark(*i, crate::probe::Stage::SyncStart);
+        }
         let result = sync_once(&disk);
         crate::metrics::record_wal_sync(waiting.len(), started.elapsed());
-        for cb in waiting {
+        for (i, cb) in waiting {
+            crate::probe::mark(i, crate::probe::Stage::SyncDone);
             cb.io_completed(result.clone().map_err(io::Error::other));
         }
     }
@@ -145,7 +156,7 @@ fn group_commit_loop(disk: Weak<dyn LogDisk>, rx: mpsc::Receiver<IOFlushed<TypeC
 /// (what was appended meanwhile waits for the next one, as it would behind a real fsync).
 async fn simulated_group_commit(
     disk: Weak<dyn LogDisk>,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<IOFlushed<TypeConfig>>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Flush>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut waiting = vec![first];
@@ -157,7 +168,7 @@ async fn simulated_group_commit(
             tokio::time::sleep(delay).await;
         }
         let result = sync_once(&disk);
-        for cb in waiting {
+        for (_, cb) in waiting {
             cb.io_completed(result.clone().map_err(io::Error::other));
         }
     }
@@ -213,8 +224,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
-        // Not synced: on a crash it may lag, which only delays re-apply (openraft re-derives it).
-        self.disk.write(vec![LogWrite::Meta(KEY_COMMITTED, codec::encode(&committed)?)], false)
+        // Written with the next append, and not synced: on a restart it may lag, which only
+        // means fewer entries re-applied at start (the state machine's own applied point is
+        // durable with its state; openraft takes the greater of the two, and the rest is
+        // applied once a leader tells this member the commit point again).
+        *self.committed.lock().unwrap_or_else(|e| e.into_inner()) = Some(codec::encode(&committed)?);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
@@ -227,11 +242,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut writes = Vec::new();
+        let t_in = crate::probe::stamp();
         for entry in entries {
+            crate::probe::mark_at(entry.log_id.index, crate::probe::Stage::AppendIn, t_in);
             let stored = encode_entry(&entry, self.sealer.as_deref())?;
             writes.push(LogWrite::Entry(entry.log_id.index, stored));
         }
+        let last_index = match writes.last() {
+            Some(LogWrite::Entry(i, _)) => *i,
+            _ => 0,
+        };
+        if let Some(committed) = self.committed.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            writes.push(LogWrite::Meta(KEY_COMMITTED, committed));
+        }
         self.disk.write(writes, false)?;
+        crate::probe::mark(last_index, crate::probe::Stage::AppendWritten);
         #[cfg(feature = "fault-injection")]
         if crate::fault::unsynced_append() {
             callback.io_completed(Ok(()));
@@ -247,8 +272,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         // Readable now; durable when the syncer calls back.
         let sent = match &self.syncer {
-            Syncer::Thread(tx) => tx.send(callback).is_ok(),
-            Syncer::Task(tx) => tx.send(callback).is_ok(),
+            Syncer::Thread(tx) => tx.send((last_index, callback)).is_ok(),
+            Syncer::Task(tx) => tx.send((last_index, callback)).is_ok(),
         };
         if !sent {
             return Err(io::Error::other("log syncer stopped"));

@@ -397,6 +397,13 @@ impl PeerConnection {
                             return;
                         }
                     };
+                    if let (Some(f), Some(l)) = (req.entries.first(), req.entries.last()) {
+                        crate::probe::mark_range(
+                            f.log_id.index,
+                            l.log_id.index,
+                            crate::probe::Stage::ReplSent,
+                        );
+                    }
                     in_flight.lock().expect("in-flight queue poisoned").push_back(Instant::now());
                     if to_send.send(RaftPayload { data }).await.is_err() {
                         return;
@@ -440,8 +447,12 @@ impl PeerConnection {
                 let item = match answer {
                     Ok(Some(payload)) => {
                         in_flight.lock().expect("in-flight queue poisoned").pop_front();
-                        codec::decode::<StreamAppendResult<TypeConfig>>(&payload.data)
-                            .map_err(|e| RPCError::Network(NetworkError::new(&e)))
+                        let r = codec::decode::<StreamAppendResult<TypeConfig>>(&payload.data)
+                            .map_err(|e| RPCError::Network(NetworkError::new(&e)));
+                        if let Ok(Ok(Some(l))) = &r {
+                            crate::probe::mark(l.index, crate::probe::Stage::ReplAcked);
+                        }
+                        r
                     }
                     Ok(None) => {
                         let failure = encode_failure.lock().expect("encode failure slot poisoned").take();

@@ -155,6 +155,8 @@ pub struct RaftNode {
     stopping: tokio::sync::watch::Sender<bool>,
     pub(crate) client_urls: Arc<OnceLock<Vec<String>>>,
     pub(crate) revision: tokio::sync::watch::Receiver<i64>,
+    /// The applied log index, for forwarded writes and linearizable reads to wait on.
+    pub(crate) applied: crate::applied::AppliedIndex,
     pub(crate) lessor: Arc<Lessor>,
     /// The background tasks (lease leadership tracking and expiry, the autopilot), stopped
     /// at shutdown.
@@ -347,6 +349,7 @@ impl RaftNode {
         let sm = StateMachine::new(store.clone(), snapshots.clone(), lessor.clone())
             .map_err(storage("state machine"))?;
         let revision = sm.revision_updates();
+        let applied = sm.applied_index();
         let alarms = sm.alarms();
         let auth = sm.auth();
         let removed = Arc::new(tokio::sync::watch::Sender::new(false));
@@ -517,6 +520,7 @@ impl RaftNode {
             stopping,
             client_urls,
             revision,
+            applied,
             lessor,
             lease_tasks,
             stay_learner: !cfg.auto_promote || added,
@@ -615,16 +619,23 @@ impl RaftNode {
     /// error, a panic in its core) rather than by [`RaftNode::shutdown`]: the member can
     /// then no longer vote, replicate or apply, and should stop serving.
     pub async fn failed(&self) -> String {
-        let mut metrics = self.raft.metrics();
+        // Waits on the server metrics, which change only with role, vote or membership: the
+        // full metrics change several times per write, and a waiter on them was woken (a
+        // thread switch) for each. The core sets its fatal error in the full metrics, then
+        // ends, which drops every metrics sender.
+        let mut server = self.raft.server_metrics();
         loop {
-            let fatal = match &metrics.borrow_and_update().running_state {
+            let fatal = match &self.raft.metrics().borrow_watched().running_state {
                 Err(fatal) => Some(fatal.to_string()),
                 Ok(()) => None,
             };
             let why = match fatal {
                 Some(why) => why,
-                None if metrics.changed().await.is_ok() => continue,
-                None => "the Raft core ended".to_string(),
+                None if server.changed().await.is_ok() => continue,
+                None => match &self.raft.metrics().borrow_watched().running_state {
+                    Err(fatal) => fatal.to_string(),
+                    Ok(()) => "the Raft core ended".to_string(),
+                },
             };
             if *self.stopping.borrow() {
                 std::future::pending::<()>().await;

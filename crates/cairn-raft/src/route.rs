@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use cairn_core::{BackendError, RequestError, WriteRequest, WriteResponse};
 
+use crate::applied::WaitError;
 use crate::leader;
 use crate::node::RaftNode;
 use crate::pb;
@@ -174,7 +175,7 @@ impl RaftNode {
     ) {
         let timeout = deadline.saturating_duration_since(Instant::now());
         let caught_up = if entry > 0 {
-            self.raft.wait(Some(timeout)).applied_index_at_least(Some(entry), "forwarded write").await.is_ok()
+            self.applied.wait_for(entry, timeout).await.is_ok()
         } else {
             let revision = result.as_ref().map_or(0, |r| r.revision());
             let mut applied = self.revision.clone();
@@ -210,10 +211,10 @@ impl RaftNode {
         let remaining = (started + self.request_timeout)
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(1));
-        match self.raft.wait(Some(remaining)).applied_index_at_least(Some(index), "linearizable read").await {
-            Ok(_) => Ok(()),
-            Err(openraft::metrics::WaitError::Timeout(..)) => Err(BackendError::Timeout),
-            Err(openraft::metrics::WaitError::ShuttingDown) => Err(BackendError::Stopped),
+        match self.applied.wait_for(index, remaining).await {
+            Ok(()) => Ok(()),
+            Err(WaitError::Timeout) => Err(BackendError::Timeout),
+            Err(WaitError::Stopped) => Err(BackendError::Stopped),
         }
     }
 }

@@ -115,7 +115,16 @@ impl Peer for PeerService {
                         .map_err(bad_payload)
                 });
                 futures::future::ready(match request {
-                    Ok(r) => Some(r),
+                    Ok(r) => {
+                        if let (Some(f), Some(l)) = (r.entries.first(), r.entries.last()) {
+                            crate::probe::mark_range(
+                                f.log_id.index,
+                                l.log_id.index,
+                                crate::probe::Stage::FollowerReceived,
+                            );
+                        }
+                        Some(r)
+                    }
                     Err(status) => {
                         *failure.lock().expect("stream failure slot poisoned") = Some(status);
                         None
@@ -124,7 +133,12 @@ impl Peer for PeerService {
             })
         };
         let results = self.raft.stream_append(input).map(|result| match result {
-            Ok(answer) => payload(&answer),
+            Ok(answer) => {
+                if let Ok(Some(l)) = &answer {
+                    crate::probe::mark(l.index, crate::probe::Stage::FollowerAnswered);
+                }
+                payload(&answer)
+            }
             Err(fatal) => Err(Status::unavailable(fatal.to_string())),
         });
         let failure =

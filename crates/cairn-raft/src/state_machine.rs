@@ -26,6 +26,7 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use tokio::sync::watch;
 
+use crate::applied::AppliedIndex;
 use crate::codec;
 use crate::types::{Command, CommandResult, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 use cairn_core::lessor::Lessor;
@@ -132,6 +133,9 @@ pub struct StateMachine {
     alarms: crate::alarms::Raised,
     /// Mirrors the auth state (and holds the tokens).
     auth: crate::auth::Auth,
+    /// The applied log index, for requests that wait for it.
+    applied_index: AppliedIndex,
+    applied: crate::applied::Publisher,
 }
 
 impl StateMachine {
@@ -142,7 +146,10 @@ impl StateMachine {
         let alarms = crate::alarms::Raised::default();
         crate::alarms::reload(&store, &alarms).map_err(mvcc_io)?;
         let auth = crate::auth::AuthMirror::load(&store).map_err(mvcc_io)?;
-        Ok(StateMachine { store, snapshots, revision, lessor, alarms, auth })
+        let (last_applied, _) = read_applied(&store)?;
+        let applied_index = AppliedIndex::new(last_applied.map_or(0, |l| l.index));
+        let applied = applied_index.publisher();
+        Ok(StateMachine { store, snapshots, revision, lessor, alarms, auth, applied_index, applied })
     }
 
     /// One step of re-sealing the stored values with the current key (run between applies:
@@ -165,7 +172,11 @@ impl StateMachine {
         self.alarms.clone()
     }
 
-    /// Subscribe to the events of applied batches.
+    /// The applied log index, updated after every applied batch and installed snapshot.
+    pub fn applied_index(&self) -> AppliedIndex {
+        self.applied_index.clone()
+    }
+
     /// The applied revision, updated after every applied batch and installed snapshot.
     pub fn revision_updates(&self) -> watch::Receiver<i64> {
         self.revision.subscribe()
@@ -232,6 +243,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut auth = crate::auth::Pending::default();
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
+            crate::probe::mark(entry.log_id.index, crate::probe::Stage::ApplyIn);
             let result = match entry.payload {
                 EntryPayload::Blank => CommandResult(None),
                 EntryPayload::Normal(Command::SetMember(attributes)) => {
@@ -290,6 +302,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let commit_started = std::time::Instant::now();
         batch.commit().map_err(mvcc_io)?;
         let commit_took = commit_started.elapsed();
+        if let Some(l) = last {
+            crate::probe::mark(l.index, crate::probe::Stage::ApplyCommitted);
+        }
         if alarms_changed {
             crate::alarms::reload(&self.store, &self.alarms).map_err(mvcc_io)?;
         }
@@ -301,11 +316,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
         }
         self.revision.send_if_modified(|r| std::mem::replace(r, revision) != revision);
+        if let Some(l) = last {
+            self.applied.applied(l.index);
+        }
         crate::metrics::record_apply(replies.len(), apply_started.elapsed(), commit_took);
         for (responder, result) in replies {
             if let Some(r) = responder {
                 r.send(result);
             }
+        }
+        if let Some(l) = last {
+            crate::probe::mark(l.index, crate::probe::Stage::Responded);
         }
         Ok(())
     }
@@ -344,6 +365,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.auth.reload(&self.store).map_err(mvcc_io)?;
         let (revision, _) = self.store.revisions().map_err(mvcc_io)?;
         self.revision.send_replace(revision);
+        self.applied.applied(meta.last_log_id.map_or(0, |l| l.index));
         Ok(())
     }
 
