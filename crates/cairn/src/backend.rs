@@ -19,6 +19,10 @@ use cairn_raft::RaftNode;
 /// How often the data directory's size is measured for `Status` (it walks the directory).
 const DB_SIZE_REFRESH: Duration = Duration::from_secs(5);
 
+/// How long the store's size, as the space quota sees it, is reused: reading it takes a
+/// dozen RocksDB property reads under the database's mutex, and every put asks.
+const SPACE_USED_REUSE: Duration = Duration::from_millis(10);
+
 /// How often a member that has not published its attributes tries again (no leader yet,
 /// or a member of an older version in the cluster).
 const PUBLISH_RETRY: Duration = Duration::from_millis(200);
@@ -31,6 +35,8 @@ pub struct RaftBackend {
     db_size: Arc<AtomicI64>,
     db_size_task: tokio::task::JoinHandle<()>,
     data_dir: PathBuf,
+    /// The store's size for the quota and when it was read (see [`SPACE_USED_REUSE`]).
+    space_used: std::sync::Mutex<Option<(tokio::time::Instant, u64)>>,
 }
 
 /// Publish this member's attributes (name, URLs, version) into the replicated state once it
@@ -74,7 +80,7 @@ impl RaftBackend {
     pub(crate) fn new(node: RaftNode, data_dir: PathBuf) -> RaftBackend {
         let db_size = Arc::new(AtomicI64::new(0));
         let db_size_task = tokio::spawn(measure_db_size(data_dir.clone(), db_size.clone()));
-        RaftBackend { node, db_size, db_size_task, data_dir }
+        RaftBackend { node, db_size, db_size_task, data_dir, space_used: std::sync::Mutex::new(None) }
     }
 }
 
@@ -233,7 +239,16 @@ impl MaintenanceBackend for RaftBackend {
     }
 
     fn space_used(&self) -> u64 {
-        self.node.store().engine().approximate_size()
+        let now = tokio::time::Instant::now();
+        let mut cached = self.space_used.lock().unwrap_or_else(|e| e.into_inner());
+        match *cached {
+            Some((read_at, size)) if now.duration_since(read_at) < SPACE_USED_REUSE => size,
+            _ => {
+                let size = self.node.store().engine().approximate_size();
+                *cached = Some((now, size));
+                size
+            }
+        }
     }
 
     fn alarms(&self) -> Vec<Alarm> {
@@ -248,7 +263,10 @@ impl MaintenanceBackend for RaftBackend {
     }
 
     async fn defragment(&self) -> Result<(), BackendError> {
-        self.node.read(|store| store.engine().compact_storage()).await
+        let defragmented = self.node.read(|store| store.engine().compact_storage()).await;
+        // The space it gave back counts at once (etcd: defragment, then disarm NOSPACE).
+        *self.space_used.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        defragmented
     }
 
     /// Staged in the data directory (the same file system as the data it copies).
