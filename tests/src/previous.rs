@@ -39,9 +39,18 @@ pub fn previous_release_bin() -> Result<PathBuf> {
     if bin.exists() {
         return Ok(bin);
     }
+    // One unpack or build at a time, across test processes and the threads of one (flock
+    // excludes another open of the file in the same process too): tests of one process
+    // unpacking at once wrote the same file, and one ran it while another still wrote it
+    // ("Text file busy").
+    std::fs::create_dir_all(&home)?;
+    let lock = std::fs::File::create(home.join("build.lock"))?;
+    lock.lock().context("locking the previous-release build")?;
+    if bin.exists() {
+        return Ok(bin);
+    }
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/cairn-0.1.0-x86_64-linux-gnu.xz");
     if cfg!(all(target_os = "linux", target_arch = "x86_64")) && fixture.exists() {
-        std::fs::create_dir_all(&home)?;
         let unpacked = home.join(format!("cairn.{}", std::process::id()));
         let out = std::fs::File::create(&unpacked)?;
         let xz = Command::new("xz").arg("-dc").arg(&fixture).stdout(out).status().context("running xz")?;
@@ -51,13 +60,6 @@ pub fn previous_release_bin() -> Result<PathBuf> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&unpacked, std::fs::Permissions::from_mode(0o755))?;
         std::fs::rename(&unpacked, &bin)?;
-        return Ok(bin);
-    }
-    // One build at a time across test processes: a lock file in the target dir.
-    std::fs::create_dir_all(&home)?;
-    let lock = std::fs::File::create(home.join("build.lock"))?;
-    lock.lock().context("locking the previous-release build")?;
-    if bin.exists() {
         return Ok(bin);
     }
     let src = home.join("src");
