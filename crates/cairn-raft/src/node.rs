@@ -624,18 +624,15 @@ impl RaftNode {
         // thread switch) for each. The core sets its fatal error in the full metrics, then
         // ends, which drops every metrics sender.
         let mut server = self.raft.server_metrics();
+        let fatal = || match &self.raft.metrics().borrow_watched().running_state {
+            Err(fatal) => Some(fatal.to_string()),
+            Ok(()) => None,
+        };
         loop {
-            let fatal = match &self.raft.metrics().borrow_watched().running_state {
-                Err(fatal) => Some(fatal.to_string()),
-                Ok(()) => None,
-            };
-            let why = match fatal {
+            let why = match fatal() {
                 Some(why) => why,
                 None if server.changed().await.is_ok() => continue,
-                None => match &self.raft.metrics().borrow_watched().running_state {
-                    Err(fatal) => fatal.to_string(),
-                    Ok(()) => "the Raft core ended".to_string(),
-                },
+                None => fatal().unwrap_or_else(|| "the Raft core ended".to_string()),
             };
             if *self.stopping.borrow() {
                 std::future::pending::<()>().await;
