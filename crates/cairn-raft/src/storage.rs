@@ -17,7 +17,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cairn_mvcc::RocksEngine;
+use cairn_mvcc::{Family, RocksEngine};
 use rocksdb::{ColumnFamilyDescriptor, DBRecoveryMode, ErrorKind, IteratorMode, Options, ReadOptions, DB};
 
 use crate::log_store::{CF_LOG, CF_META};
@@ -114,23 +114,35 @@ fn open_db(db_dir: &Path) -> Result<DB, rocksdb::Error> {
     opts.set_bytes_per_sync(1 << 20);
     // Per family: `DB::open_cf` with names gives every family RocksDB's default options, and
     // the memtables that fill (the log, history, kv) are the families' own.
-    let mut family_opts = Options::default();
-    family_opts.set_write_buffer_size(jittered_write_buffer_size());
+    let jitter = jitter();
     let families: Vec<ColumnFamilyDescriptor> = RocksEngine::column_families()
         .chain([CF_LOG, CF_META])
-        .map(|name| ColumnFamilyDescriptor::new(name, family_opts.clone()))
+        .map(|name| {
+            let mut family_opts = Options::default();
+            family_opts.set_write_buffer_size(write_buffer_size(name, jitter));
+            ColumnFamilyDescriptor::new(name, family_opts)
+        })
         .collect();
     DB::open_cf_descriptors(&opts, db_dir, families)
 }
 
-/// RocksDB's memtable size (its default, 64 MiB) give or take a quarter, chosen afresh at
-/// each start. Members receive the same writes, so with equal memtables they all flush at
-/// about the same moment, and a quorum waits on disks busy flushing: in a 60-s put run at
-/// 256 clients the worst seconds were exactly those flushes (docs/benchmarks.md).
-fn jittered_write_buffer_size() -> usize {
-    const DEFAULT: u64 = 64 << 20;
-    let jitter = cairn_core::sim::random_u64() % (DEFAULT / 2);
-    (DEFAULT * 3 / 4 + jitter) as usize
+/// RocksDB's memtable size (its default, 64 MiB), except for the live rows (`kv`): 8 MiB.
+/// Every put searches the `kv` memtable twice (the read of its key's live row, then the
+/// insert of the new one), and in a memtable holding every recent version of every key each
+/// level of that skip list is a cache miss (a quarter of a member's CPU at 256 clients was
+/// skip-list searches). A flush of `kv` keeps only each key's newest row, so flushing it
+/// more often costs little (docs/benchmarks.md, session 22).
+fn write_buffer_size(family: &str, jitter: f64) -> usize {
+    let base: f64 = if family == Family::Kv.name() { (8 << 20) as f64 } else { (64 << 20) as f64 };
+    (base * jitter) as usize
+}
+
+/// A factor in [0.75, 1.25), chosen afresh at each start, for the memtable sizes. Members
+/// receive the same writes, so with equal memtables they all flush at about the same moment,
+/// and a quorum waits on disks busy flushing: in a 60-s put run at 256 clients the worst
+/// seconds were exactly those flushes (docs/benchmarks.md).
+fn jitter() -> f64 {
+    0.75 + (cairn_core::sim::random_u64() % 1000) as f64 / 2000.0
 }
 
 /// Read every row of every family with checksums verified: RocksDB checks a table block
@@ -237,5 +249,36 @@ mod tests {
         std::fs::remove_file(dir.path().join(FORMAT_FILE)).unwrap();
         drop(open_data_dir(dir.path()).unwrap());
         assert_eq!(read_format(dir.path()).unwrap(), Some(1));
+    }
+
+    /// The memtable sizes reach the column families (RocksDB writes the options each family
+    /// was opened with to its `OPTIONS-*` file): once they were set where `DB::open_cf` did
+    /// not pass them on, and every family ran with the default.
+    #[test]
+    fn each_family_gets_its_memtable_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_db(dir.path()).unwrap();
+        drop(db);
+        let mut options: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("OPTIONS-"))
+            .collect();
+        options.sort();
+        let text = std::fs::read_to_string(options.last().expect("an OPTIONS file")).unwrap();
+        let size_of = |family: &str| -> usize {
+            let section = text.split(&format!("[CFOptions \"{family}\"]")).nth(1).expect(family);
+            let line = section.lines().find(|l| l.trim().starts_with("write_buffer_size=")).unwrap();
+            line.trim()["write_buffer_size=".len()..].parse().unwrap()
+        };
+        let mib = 1 << 20;
+        let kv = size_of("kv");
+        assert!((6 * mib..10 * mib).contains(&kv), "kv: {kv}");
+        for family in ["history", "raft_log"] {
+            let size = size_of(family);
+            assert!((48 * mib..80 * mib).contains(&size), "{family}: {size}");
+            // One factor for all families of a member: their proportions stay.
+            assert_eq!(size / 8 / 1024, kv / 1024, "{family}: {size}, kv: {kv}");
+        }
     }
 }
