@@ -278,16 +278,14 @@ mod tests {
             .collect();
         options.sort();
         let text = std::fs::read_to_string(options.last().expect("an OPTIONS file")).unwrap();
-        let size_of = |family: &str| -> usize {
+        let option = |family: &str, name: &str| -> usize {
             let section = text.split(&format!("[CFOptions \"{family}\"]")).nth(1).expect(family);
-            let line = section.lines().find(|l| l.trim().starts_with("write_buffer_size=")).unwrap();
-            line.trim()["write_buffer_size=".len()..].parse().unwrap()
+            let prefix = format!("{name}=");
+            let line = section.lines().find(|l| l.trim().starts_with(&prefix)).expect(name);
+            line.trim()[prefix.len()..].parse().unwrap()
         };
-        let arena_of = |family: &str| -> usize {
-            let section = text.split(&format!("[CFOptions \"{family}\"]")).nth(1).expect(family);
-            let line = section.lines().find(|l| l.trim().starts_with("arena_block_size=")).unwrap();
-            line.trim()["arena_block_size=".len()..].parse().unwrap()
-        };
+        let size_of = |family: &str| option(family, "write_buffer_size");
+        let arena_of = |family: &str| option(family, "arena_block_size");
         let mib = 1 << 20;
         let kv = size_of("kv");
         // The flush decision moves in arena blocks: small ones keep the members' sizes apart.
